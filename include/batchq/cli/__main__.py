@@ -1,0 +1,5 @@
+import sys
+
+from batchq.cli import main
+
+sys.exit(main())

@@ -1,0 +1,467 @@
+"""The wire contracts: what a batch is (BatchSpec), what a worker receives (WorkPayload) and what it
+sends back (WorkResult). Pydantic v2 models, shared by the Airflow side and the worker side.
+
+Bodies are JSON and carry ``schema_version`` so that a worker can refuse a payload it does not understand
+(a permanent failure, dead-lettered with a reason) instead of guessing.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Mapping
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from batchq import limits
+from batchq.errors import InvalidMessage, SpecError
+
+SCHEMA_VERSION = 1
+#: JSON scalars a dimension value may be. bool is listed first so pydantic keeps True as True, not 1.
+Scalar = Union[bool, int, float, str]
+_NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_QUEUE_RE = re.compile(r"^[A-Za-z0-9_-]{1,80}$")
+#: Longest run id we size-check payloads with (Airflow run ids are ~50 characters).
+_RUN_ID_BUDGET = 250
+
+
+def _check_scalar(value: Any, where: str) -> None:
+    if isinstance(value, bool) or isinstance(value, (int, str)):
+        return
+    if isinstance(value, float) and value == value and value not in (float("inf"), float("-inf")):
+        return
+    raise ValueError(f"{where}: value {value!r} is not a scalar (str, int, float or bool)")
+
+
+class Dimension(BaseModel):
+    """One independent axis of a batch: a name and either a list of values or a named source.
+
+    :param name: dimension name, e.g. ``customer``.
+    :param values: the values, all JSON scalars, no duplicates.
+    :param source: resolved at run time instead of ``values``: ``variable:NAME`` (an Airflow Variable
+        holding a JSON list) or ``callable:package.module:function`` (returns a list).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    values: tuple[Any, ...] | None = None
+    source: str | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not _NAME_RE.match(v):
+            raise ValueError(f"dimension name {v!r} must be 1-64 characters of letters, digits, '_' or '-'")
+        return v
+
+    @field_validator("source")
+    @classmethod
+    def _source(cls, v: str | None) -> str | None:
+        if v is not None and not (v.startswith("variable:") or v.startswith("callable:")):
+            raise ValueError(f"source {v!r} must start with 'variable:' or 'callable:'")
+        return v
+
+    @model_validator(mode="after")
+    def _values(self) -> Dimension:
+        if (self.values is None) == (self.source is None):
+            raise ValueError(f"dimension {self.name!r} needs exactly one of 'values' or 'source'")
+        if self.values is not None:
+            validate_dimension_values(self.name, self.values)
+        return self
+
+    @property
+    def resolved(self) -> bool:
+        return self.values is not None
+
+
+def validate_dimension_values(name: str, values: Any) -> None:
+    """Shared by spec validation and run-time source resolution, so both give the same messages."""
+    if not isinstance(values, (list, tuple)):
+        raise ValueError(f"dimension {name!r}: values must be a list, got {type(values).__name__}")
+    if not values:
+        raise ValueError(f"dimension {name!r} is empty")
+    seen: dict[tuple[type, Any], None] = {}
+    for v in values:
+        _check_scalar(v, f"dimension {name!r}")
+        marker = (type(v), v)
+        if marker in seen:
+            raise ValueError(f"dimension {name!r}: duplicate value {v!r}")
+        seen[marker] = None
+
+
+class QueueSpec(BaseModel):
+    """Queue names and delivery settings.
+
+    :param input: input queue name (workers consume it).
+    :param results: results queue name (the drainer consumes it).
+    :param dead_letter_suffix: each queue gets a dead-letter queue named ``<queue><suffix>``.
+    :param max_receive_count: deliveries before a message dead-letters; the worker publishes a
+        ``failed`` result on the last one, so the run's ledger still closes.
+    :param visibility_timeout_s: input queue visibility timeout; workers extend it for long jobs.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    input: str
+    results: str
+    dead_letter_suffix: str = "-dlq"
+    max_receive_count: int = Field(3, ge=limits.MIN_MAX_RECEIVE_COUNT, le=limits.MAX_MAX_RECEIVE_COUNT)
+    results_max_receive_count: int = Field(10, ge=limits.MIN_MAX_RECEIVE_COUNT, le=limits.MAX_MAX_RECEIVE_COUNT)
+    visibility_timeout_s: int = Field(300, ge=0, le=limits.MAX_VISIBILITY_TIMEOUT_SECONDS)
+
+    @field_validator("input", "results")
+    @classmethod
+    def _queue_name(cls, v: str) -> str:
+        if not _QUEUE_RE.match(v):
+            raise ValueError(f"queue name {v!r} must be 1-80 characters of letters, digits, '_' or '-'")
+        return v
+
+    @property
+    def input_dlq(self) -> str:
+        return f"{self.input}{self.dead_letter_suffix}"
+
+    @property
+    def results_dlq(self) -> str:
+        return f"{self.results}{self.dead_letter_suffix}"
+
+
+class BatchSpec(BaseModel):
+    """A batch: the product of independent dimensions, minus exclusions, one payload per combination.
+
+    :param name: batch name; part of every idempotency key.
+    :param dimensions: ordered dimensions (the last varies fastest). In YAML also a mapping name → values.
+    :param exclude: rules; a combination matching every dimension named in any one rule is not produced.
+        A rule maps a dimension to a value or a list of values.
+    :param job_type: fixed job type, when no dimension is named ``job_type_dimension``.
+    :param job_type_dimension: dimension whose value is the payload's job type.
+    :param params: job parameters copied into every payload (JSON).
+    :param queues: queue names and delivery settings.
+    :param max_payloads: guard: a product above this fails validation.
+    :param target_payloads_per_shard: fan-out planning target; shards ≤ ``max_shards``.
+    :param max_shards: cap on mapped fan-out tasks (keep well under ``[core] max_map_length``).
+    :param tolerated_failure_count: failed results a run may have and still succeed.
+    :param tolerated_failure_percentage: same, as a percentage of expected payloads.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    description: str = ""
+    dimensions: tuple[Dimension, ...]
+    exclude: tuple[dict[str, Any], ...] = ()
+    job_type: str | None = None
+    job_type_dimension: str = "job_type"
+    params: dict[str, Any] = Field(default_factory=dict)
+    queues: QueueSpec
+    max_payloads: int = Field(1_000_000, ge=1)
+    target_payloads_per_shard: int = Field(5_000, ge=1)
+    max_shards: int = Field(64, ge=1, le=1024)
+    tolerated_failure_count: int = Field(0, ge=0)
+    tolerated_failure_percentage: float = Field(0.0, ge=0, le=100)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not _NAME_RE.match(v):
+            raise ValueError(f"batch name {v!r} must be 1-64 characters of letters, digits, '_' or '-'")
+        return v
+
+    @field_validator("dimensions", mode="before")
+    @classmethod
+    def _dims_mapping(cls, v: Any) -> Any:
+        # YAML convenience: {customer: [..], period: [..]} keeps its order (dicts are ordered).
+        if isinstance(v, Mapping):
+            return [
+                {"name": k, "source": val} if isinstance(val, str) and ":" in val else {"name": k, "values": val}
+                for k, val in v.items()
+            ]
+        return v
+
+    @field_validator("params")
+    @classmethod
+    def _params_json(cls, v: dict[str, Any]) -> dict[str, Any]:
+        try:
+            json.dumps(v, allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"params must be JSON-serialisable: {exc}") from None
+        return v
+
+    @model_validator(mode="after")
+    def _consistency(self) -> BatchSpec:
+        if not self.dimensions:
+            raise ValueError("dimensions: at least one dimension is required")
+        names = [d.name for d in self.dimensions]
+        dup = {n for n in names if names.count(n) > 1}
+        if dup:
+            raise ValueError(f"dimensions: duplicate dimension name(s) {sorted(dup)}")
+        by_name = {d.name: d for d in self.dimensions}
+        for i, rule in enumerate(self.exclude):
+            if not rule:
+                raise ValueError(f"exclude[{i}]: empty rule would exclude everything")
+            for dim, val in rule.items():
+                if dim not in by_name:
+                    raise ValueError(f"exclude[{i}]: unknown dimension {dim!r} (known: {names})")
+                vals = val if isinstance(val, (list, tuple)) else [val]
+                for x in vals:
+                    _check_scalar(x, f"exclude[{i}].{dim}")
+                known = by_name[dim].values
+                if known is not None:
+                    missing = [x for x in vals if not _contains(known, x)]
+                    if missing:
+                        raise ValueError(f"exclude[{i}]: value(s) {missing} not in dimension {dim!r}")
+        if self.job_type is None and self.job_type_dimension not in by_name:
+            raise ValueError(
+                f"job_type: set 'job_type' or add a dimension named {self.job_type_dimension!r}"
+            )
+        if self.is_resolved:
+            self._check_resolved_limits()
+        return self
+
+    def _check_resolved_limits(self) -> None:
+        size = 1
+        for d in self.dimensions:
+            size *= len(d.values or ())
+        if size > self.max_payloads:
+            raise ValueError(
+                f"max_payloads: product of dimensions is {size} "
+                f"({' x '.join(str(len(d.values or ())) for d in self.dimensions)}), above max_payloads={self.max_payloads}"
+            )
+        worst = worst_case_payload_bytes(self)
+        if worst > limits.MAX_MESSAGE_BYTES:
+            raise ValueError(
+                f"params/dimensions: the largest payload would be {worst} bytes, above the SQS limit of "
+                f"{limits.MAX_MESSAGE_BYTES} bytes"
+            )
+
+    @property
+    def is_resolved(self) -> bool:
+        return all(d.resolved for d in self.dimensions)
+
+    # -- loading -------------------------------------------------------------------------------------
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], *, origin: str = "spec") -> BatchSpec:
+        """Validate ``data``; raise :class:`SpecError` naming the field and value on failure."""
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            raise SpecError(_format_validation_error(exc, origin, data)) from None
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> BatchSpec:
+        import yaml
+
+        path = Path(path)
+        try:
+            data = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as exc:
+            raise SpecError(f"{path}: not valid YAML: {exc}") from None
+        if not isinstance(data, Mapping):
+            raise SpecError(f"{path}: top level must be a mapping, got {type(data).__name__}")
+        return cls.from_dict(data, origin=str(path))
+
+    def resolve(self, resolver: Callable[[str], Any] | None = None) -> BatchSpec:
+        """Return a copy whose every dimension has concrete values.
+
+        :param resolver: maps a ``source`` string to a list of values. ``callable:`` sources are resolved
+            by import when no resolver handles them; ``variable:`` sources need the Airflow resolver.
+        """
+        if self.is_resolved:
+            return self
+        data = self.model_dump(mode="python")
+        for dim in data["dimensions"]:
+            source = dim.pop("source", None)
+            if source is None:
+                continue
+            values = resolver(source) if resolver is not None else resolve_callable_source(source)
+            try:
+                validate_dimension_values(dim["name"], list(values) if isinstance(values, tuple) else values)
+            except ValueError as exc:
+                raise SpecError(f"{self.name}: dimensions.{dim['name']} (from {source}): {exc}") from None
+            dim["values"] = list(values)
+            dim["source"] = None
+        return BatchSpec.from_dict(data, origin=self.name)
+
+
+def _contains(values: tuple[Any, ...], x: Any) -> bool:
+    return any(type(v) is type(x) and v == x for v in values)
+
+
+def resolve_callable_source(source: str) -> list[Any]:
+    """Resolve ``callable:package.module:function`` by import; anything else is an error here."""
+    if not source.startswith("callable:"):
+        raise SpecError(f"cannot resolve source {source!r} outside Airflow (only 'callable:' sources)")
+    import importlib
+
+    target = source.removeprefix("callable:")
+    module_name, _, attr = target.partition(":")
+    if not attr:
+        raise SpecError(f"source {source!r} must look like 'callable:package.module:function'")
+    try:
+        fn = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as exc:
+        raise SpecError(f"source {source!r}: {exc}") from None
+    return list(fn())
+
+
+def _format_validation_error(exc: ValidationError, origin: str, data: Any) -> str:
+    lines = []
+    for err in exc.errors():
+        loc = _readable_loc(err["loc"], data)
+        msg = err["msg"].removeprefix("Value error, ")
+        shown = "" if err["type"] in ("value_error", "missing") else f" (got {err.get('input')!r})"
+        lines.append(f"{loc}: {msg}{shown}" if loc else f"{msg}{shown}")
+    return f"invalid BatchSpec in {origin}: " + "; ".join(lines)
+
+
+def _readable_loc(loc: tuple[Any, ...], data: Any) -> str:
+    parts: list[str] = []
+    node = data
+    for p in loc:
+        if isinstance(p, int):
+            name = None
+            if isinstance(node, (list, tuple)) and p < len(node) and isinstance(node[p], Mapping):
+                name = node[p].get("name")
+            parts.append(f"[{p}]" if name is None else f"[{p}:{name}]")
+            node = node[p] if isinstance(node, (list, tuple)) and p < len(node) else None
+        else:
+            parts.append(("." if parts else "") + str(p))
+            node = node.get(p) if isinstance(node, Mapping) else None
+    return "".join(parts)
+
+
+# -- payloads --------------------------------------------------------------------------------------
+
+
+class WorkPayload(BaseModel):
+    """One unit of work, one SQS message on the input queue (JSON, well under 1 MiB).
+
+    ``key`` is the idempotency key: a stable hash of (batch, run_id, dims), so re-planning the same run
+    yields the same keys and every consumer can deduplicate on it.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    batch: str
+    run_id: str
+    key: str
+    job_type: str
+    dims: dict[str, Scalar]
+    params: dict[str, Any] = Field(default_factory=dict)
+    created_at: datetime
+
+
+class ErrorInfo(BaseModel):
+    """Why a work unit failed. ``permanent`` errors are never retried (bad input, unknown job type)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    type: str
+    message: str
+    permanent: bool = False
+
+
+class WorkResult(BaseModel):
+    """The outcome of one work unit, one message on the results queue.
+
+    Every payload ends in exactly one *effective* result (duplicates are possible, at-least-once; sinks
+    upsert on ``key``), so a run's ledger closes: expected == succeeded + failed.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    batch: str
+    run_id: str
+    key: str
+    job_type: str | None = None
+    status: Literal["succeeded", "failed"]
+    output: dict[str, Any] | None = None
+    error: ErrorInfo | None = None
+    attempts: int = Field(1, ge=1)
+    worker: str = ""
+    started_at: datetime | None = None
+    finished_at: datetime = Field(default_factory=lambda: datetime.now(timezone.utc))
+
+    @model_validator(mode="after")
+    def _status_fields(self) -> WorkResult:
+        if self.status == "succeeded" and self.error is not None:
+            raise ValueError("a succeeded result carries no error")
+        if self.status == "failed" and self.error is None:
+            raise ValueError("a failed result needs an error")
+        return self
+
+
+def parse_payload(body: str | bytes) -> WorkPayload:
+    """Parse an input message body. Raise :class:`InvalidMessage` (with the key when it can be read)."""
+    return _parse(WorkPayload, body, "payload")
+
+
+def parse_result(body: str | bytes) -> WorkResult:
+    """Parse a results message body. Raise :class:`InvalidMessage` (with the key when it can be read)."""
+    return _parse(WorkResult, body, "result")
+
+
+def _parse(model: type[BaseModel], body: str | bytes, what: str) -> Any:
+    try:
+        raw = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidMessage(f"{what} body is not JSON: {exc}") from None
+    if not isinstance(raw, dict):
+        raise InvalidMessage(f"{what} body must be a JSON object, got {type(raw).__name__}")
+    key = raw.get("key") if isinstance(raw.get("key"), str) else None
+    version = raw.get("schema_version")
+    if version != SCHEMA_VERSION:
+        raise InvalidMessage(
+            f"unsupported schema_version {version!r} (this worker understands {SCHEMA_VERSION})", key=key
+        )
+    try:
+        return model.model_validate(raw)
+    except ValidationError as exc:
+        detail = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()[:5])
+        raise InvalidMessage(f"invalid {what}: {detail}", key=key) from None
+
+
+# -- the one payload serialiser ---------------------------------------------------------------------
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+class PayloadEncoder:
+    """Builds WorkPayload JSON bodies fast: the parts shared by a whole run are encoded once.
+
+    This is the only place that serialises payloads (planning, fan-out and size checks all use it);
+    a unit test checks its output parses as a :class:`WorkPayload`.
+    """
+
+    def __init__(self, spec: BatchSpec, run_id: str, created_at: datetime | None = None):
+        created = created_at or datetime.now(timezone.utc)
+        if created.tzinfo is None:
+            raise ValueError("created_at must be timezone-aware")
+        self._head = (
+            '{"schema_version":%d,"batch":%s,"run_id":%s,"created_at":%s,"params":%s,'
+            % (SCHEMA_VERSION, _dumps(spec.name), _dumps(run_id), _dumps(created.isoformat()), _dumps(spec.params))
+        )
+        self.names_json = [_dumps(d.name) for d in spec.dimensions]
+
+    def encode(self, key: str, job_type_json: str, dim_value_jsons: list[str]) -> str:
+        dims = ",".join(f"{n}:{v}" for n, v in zip(self.names_json, dim_value_jsons))
+        return f'{self._head}"job_type":{job_type_json},"key":"{key}","dims":{{{dims}}}}}'
+
+
+def worst_case_payload_bytes(spec: BatchSpec) -> int:
+    """Size of the largest payload this (resolved) spec can produce, with a generous run id."""
+    enc = PayloadEncoder(spec, "r" * _RUN_ID_BUDGET, datetime(2000, 1, 1, tzinfo=timezone.utc))
+    longest = [max((_dumps(v) for v in d.values or ()), key=lambda s: len(s.encode())) for d in spec.dimensions]
+    job_json = _dumps(spec.job_type) if spec.job_type else max(
+        (_dumps(str(v)) for d in spec.dimensions if d.name == spec.job_type_dimension for v in d.values or ()),
+        key=len,
+        default='""',
+    )
+    return len(enc.encode("k" * 32, job_json, longest).encode())

@@ -1,0 +1,129 @@
+"""Shared fixtures: a real SQS-compatible HTTP endpoint on loopback, and PostgreSQL.
+
+SQS: moto's server, started on a free 127.0.0.1 port for the session, unless
+``BATCHQ_TEST_SQS_ENDPOINT`` names another endpoint (LocalStack, ElasticMQ, real AWS) — the same tests
+run against it. No in-process mocks anywhere.
+
+PostgreSQL: 127.0.0.1:5432, trust auth, database ``test`` (override with ``BATCHQ_TEST_PG_URL``).
+Tests that need it skip with a reason on a laptop without it; under ``CI=true`` they fail instead.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from collections.abc import Callable, Iterator
+
+import pytest
+
+os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
+os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
+os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+# Never let a test reach for an instance-metadata endpoint.
+os.environ.setdefault("AWS_EC2_METADATA_DISABLED", "true")
+
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+DEFAULT_PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def sqs_endpoint() -> Iterator[str]:
+    """URL of the SQS endpoint every integration test talks to over HTTP."""
+    configured = os.environ.get("BATCHQ_TEST_SQS_ENDPOINT")
+    if configured:
+        yield configured
+        return
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def sqs_client(sqs_endpoint: str):
+    import boto3
+    from botocore.config import Config
+
+    return boto3.client(
+        "sqs",
+        endpoint_url=sqs_endpoint,
+        region_name=os.environ["AWS_DEFAULT_REGION"],
+        config=Config(max_pool_connections=32, retries={"mode": "standard", "max_attempts": 3}),
+    )
+
+
+def unique_name(prefix: str = "t") -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+def make_queue(sqs_client) -> Iterator[Callable[..., str]]:
+    """Factory: ``make_queue(**attributes) -> url`` of a new uniquely named queue, deleted afterwards."""
+    created: list[str] = []
+
+    def factory(name: str | None = None, **attributes: str) -> str:
+        url = sqs_client.create_queue(QueueName=name or unique_name(), Attributes=attributes)["QueueUrl"]
+        created.append(url)
+        return url
+
+    yield factory
+    for url in created:
+        try:
+            sqs_client.delete_queue(QueueUrl=url)
+        except Exception:  # noqa: BLE001 - cleanup is best effort
+            pass
+
+
+@pytest.fixture
+def queue_spec_factory(sqs_client):
+    """Factory: ``(QueueSpec, QueueUrls)`` for new uniquely named input/results queues with DLQs
+    (provisioned with :func:`batchq.sqs.ensure_queues`), deleted afterwards."""
+    from batchq.contract import QueueSpec
+    from batchq.sqs import ensure_queues
+
+    made = []
+
+    def factory(**overrides):
+        base = unique_name("bq")
+        spec = QueueSpec(**{"input": f"{base}-in", "results": f"{base}-out", **overrides})
+        urls = ensure_queues(sqs_client, spec)
+        made.append(urls)
+        return spec, urls
+
+    yield factory
+    for urls in made:
+        for url in urls.to_dict().values():
+            try:
+                sqs_client.delete_queue(QueueUrl=url)
+            except Exception:  # noqa: BLE001
+                pass
+
+
+@pytest.fixture(scope="session")
+def pg_url() -> str:
+    """SQLAlchemy URL of the test PostgreSQL; skip (laptop) or fail (CI) when it is not reachable."""
+    url = os.environ.get("BATCHQ_TEST_PG_URL", DEFAULT_PG_URL)
+    try:
+        import psycopg
+
+        dsn = url.replace("postgresql+psycopg://", "postgresql://")
+        with psycopg.connect(dsn, connect_timeout=3) as conn:
+            conn.execute("select 1")
+    except Exception as exc:  # noqa: BLE001
+        reason = f"PostgreSQL not reachable at {url}: {exc}"
+        if IN_CI:
+            pytest.fail(f"{reason} (CI=true: PostgreSQL is required, not optional)")
+        pytest.skip(reason)
+    return url
