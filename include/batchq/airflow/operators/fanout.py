@@ -1,0 +1,222 @@
+"""The top of the pattern: plan a run into shards, then send each shard to the input queue.
+
+``plan_shards`` (a ``@task``) resolves the spec, plans the run arithmetically and provisions the queues;
+:class:`FanOutOperator`, mapped over its shards, streams one shard's payloads into SQS with
+SendMessageBatch, several calls in flight. Task count grows with shards (≤ ``max_shards``), never with
+payloads, and memory stays flat: the product is never materialised.
+
+Retries are safe: a failed shard is re-sent whole on task retry, and every payload carries its idempotency
+key (a hash of batch, run id and dims), so the copies it re-sends are duplicates that workers and sinks
+collapse by key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from airflow.providers.amazon.aws.operators.base_aws import AwsBaseOperator
+from airflow.providers.amazon.aws.utils.mixins import aws_template_fields
+from airflow.sdk import task
+
+from batchq.airflow import settings
+from batchq.airflow.hook import BatchqSqsHook
+from batchq.airflow.spec_sources import load_spec, resolve_spec
+from batchq.contract import BatchSpec
+from batchq.errors import SendFailed, SpecError
+from batchq.plan import Plan, Shard
+from batchq.sqs import get_queue_url
+
+#: Shown for each mapped fan-out task instead of its bare map index (rendered with ``task`` = this operator).
+SHARD_MAP_INDEX_TEMPLATE = "{{ task.shard_label }}"
+#: Unsent keys listed in the task's error (all of them go to the task log).
+_KEYS_IN_ERROR = 20
+
+
+class ShardNotSent(SendFailed):
+    """Some payloads of a shard could not be sent after retries: the message names the shard and the unsent
+    keys (all of them are in the task log), and says that a retry re-sends the shard."""
+
+    def __init__(self, shard: Shard, failed: dict[str, str], sent: int, produced: int):
+        super().__init__(failed, sent=sent)
+        self.shard = shard
+        keys = list(self.failed)
+        more = f" (+{len(keys) - _KEYS_IN_ERROR} more in the log)" if len(keys) > _KEYS_IN_ERROR else ""
+        first_reason = next(iter(self.failed.values()), "")
+        self.args = (
+            f"{shard.label}: {len(keys)} of {produced} payload(s) not sent ({sent} sent; first reason: "
+            f"{first_reason}); unsent keys: {', '.join(keys[:_KEYS_IN_ERROR])}{more}. A task retry re-sends "
+            "the shard; the duplicates it makes are harmless (idempotency keys).",
+        )
+
+
+def spec_fingerprint(spec: BatchSpec) -> str:
+    """Hash of a resolved spec. Fan-out tasks compare it with the planner's: if a ``variable:`` source
+    changed between planning and sending, shard ranges would no longer mean the same payloads."""
+    return hashlib.sha256(spec.model_dump_json().encode()).hexdigest()[:16]
+
+
+def _spec_ref(spec: BatchSpec | str | os.PathLike[str]) -> BatchSpec | str:
+    # A path is kept as a string (serialisable, shown in the UI); a name becomes its file in spec_dir.
+    return spec if isinstance(spec, BatchSpec) else str(settings.spec_path(spec))
+
+
+@task
+def plan_shards(
+    spec: BatchSpec | str,
+    aws_conn_id: str | None = None,
+    provision: bool = True,
+    run_id: str | None = None,
+    ti: Any = None,
+) -> list[dict[str, Any]]:
+    """Plan this run: resolve the spec's sources, count payloads, split into shards, provision queues.
+
+    Returns the shard list to map the fan-out over (``.expand(shard=...)``); each shard dict also carries
+    the run-wide ``queue_url`` and ``spec_fingerprint`` its sender checks. The run summary
+    (``expected``, ``product``, ``shards``, ``queues``, ...) is pushed as the XCom ``plan``
+    (``shards_xcomarg["plan"]`` in a DAG), e.g. for the drain step's ledger.
+
+    :param spec: a :class:`BatchSpec`, a YAML path, or a spec name in ``[batchq] spec_dir``.
+    :param aws_conn_id: AWS connection (default ``[batchq] default_aws_conn_id``).
+    :param provision: create/converge the queues (idempotent); ``False`` requires them to exist.
+    :param run_id: filled from the task context; part of every idempotency key.
+    """
+    import logging
+
+    log = logging.getLogger("batchq.plan_shards")
+    if not run_id:
+        raise ValueError("plan_shards needs the run id (it is part of every payload's idempotency key)")
+    resolved = resolve_spec(spec)
+    plan = Plan(resolved, run_id)
+    fingerprint = spec_fingerprint(resolved)
+    hook = BatchqSqsHook(aws_conn_id=aws_conn_id or settings.default_aws_conn_id())
+    urls = hook.ensure_queues(resolved.queues) if provision else hook.resolve_queue_urls(resolved.queues)
+    summary = {**plan.summary(), "spec_fingerprint": fingerprint, "queues": urls.to_dict()}
+    log.info("plan %s", summary)
+    if ti is not None:
+        ti.xcom_push(key="plan", value=summary)
+    return [{**s.to_dict(), "queue_url": urls.input, "spec_fingerprint": fingerprint} for s in plan.shards()]
+
+
+class FanOutOperator(AwsBaseOperator[BatchqSqsHook]):
+    """Send one shard of a run's payloads to the spec's input queue.
+
+    Map it over ``plan_shards``' shards::
+
+        shards = plan_shards(spec="customer_batch")
+        FanOutOperator.partial(task_id="fan_out", spec="customer_batch").expand(shard=shards)
+
+    Returns (XCom) ``sent``, ``bytes``, ``calls``, ``retried_entries``, ``duration_s``, ``failed``,
+    plus ``shard``, ``expected`` (payloads in the shard) and ``queue_url``. If any payload cannot be sent
+    after retries the task fails naming the unsent keys; a retry re-sends the shard, and the duplicates
+    that makes are harmless (idempotency keys).
+
+    :param spec: a :class:`BatchSpec`, a YAML path, or a spec name in ``[batchq] spec_dir``.
+    :param shard: one shard dict from ``plan_shards`` (mapped): ``index``, ``start``, ``stop``, and the
+        optional ``queue_url`` and ``spec_fingerprint`` (checked so a mid-run change of a dimension
+        source fails loudly instead of sending other payloads than were planned).
+    :param run_id: run key for idempotency keys (templated; default ``{{ run_id }}``). Must match the
+        planner's.
+    :param queue_url: input queue URL; default from the shard dict, else looked up by the spec's queue name.
+    :param max_in_flight: concurrent SendMessageBatch calls (default ``[batchq] fanout_max_in_flight``).
+    :param aws_conn_id: AWS connection (default ``[batchq] default_aws_conn_id``); local endpoints via
+        its ``endpoint_url`` extra.
+    :param region_name: AWS region.
+    :param verify: verify SSL certificates.
+    :param botocore_config: botocore client config (dict).
+    """
+
+    aws_hook_class = BatchqSqsHook
+    template_fields: Sequence[str] = (*aws_template_fields(), "run_id", "shard", "queue_url")
+    ui_color = "#f0e4ff"
+
+    def __init__(
+        self,
+        *,
+        spec: BatchSpec | str,
+        shard: dict[str, Any] | Shard,
+        run_id: str = "{{ run_id }}",
+        queue_url: str | None = None,
+        max_in_flight: int | None = None,
+        **kwargs: Any,
+    ) -> None:
+        kwargs.setdefault("aws_conn_id", settings.default_aws_conn_id())
+        kwargs.setdefault("map_index_template", SHARD_MAP_INDEX_TEMPLATE)
+        super().__init__(**kwargs)
+        self.spec = _spec_ref(spec)
+        self.shard = shard.to_dict() if isinstance(shard, Shard) else shard
+        self.run_id = run_id
+        self.queue_url = queue_url
+        self.max_in_flight = max_in_flight or settings.fanout_max_in_flight()
+        if self.max_in_flight < 1:
+            raise ValueError(f"max_in_flight must be >= 1, got {self.max_in_flight}")
+
+    @property
+    def _hook_parameters(self) -> dict[str, Any]:
+        # One pooled connection per in-flight call, so threads never queue for a socket.
+        return {**super()._hook_parameters, "max_pool_connections": self.max_in_flight}
+
+    @property
+    def shard_label(self) -> str:
+        """``shard 3: [15,000, 20,000)`` — what the UI shows for this mapped task instance."""
+        try:
+            return Shard.from_dict(self.shard).label
+        except (KeyError, TypeError, ValueError):
+            return f"shard {self.shard!r}"
+
+    def execute(self, context: Any) -> dict[str, Any]:
+        shard = Shard.from_dict(self.shard)
+        spec = resolve_spec(self.spec)
+        wanted = self.shard.get("spec_fingerprint") if isinstance(self.shard, dict) else None
+        if wanted and spec_fingerprint(spec) != wanted:
+            raise SpecError(
+                f"spec {spec.name!r} changed since plan_shards ran (fingerprint {spec_fingerprint(spec)} != "
+                f"{wanted}): a dimension source changed mid-run; clear the whole run to re-plan"
+            )
+        plan = Plan(spec, self.run_id)
+        if not 0 <= shard.start <= shard.stop <= plan.size:
+            raise ValueError(f"{shard.label} lies outside the product [0, {plan.size}) of {spec.name!r}")
+        url = self.queue_url or self.shard.get("queue_url") or get_queue_url(
+            self.hook.get_conn(), spec.queues.input
+        )
+        self.log.info("%s of %s run %s → %s (%d in flight)", shard.label, spec.name, self.run_id, url, self.max_in_flight)
+
+        produced = 0
+
+        def counted(items: Iterator[tuple[str, str]]) -> Iterator[tuple[str, str]]:
+            nonlocal produced
+            for item in items:
+                produced += 1
+                yield item
+
+        last_log = [time.monotonic()]
+
+        def progress(report: Any) -> None:
+            # The caller's thread calls this after every chunk; log at most every 5 s.
+            now = time.monotonic()
+            if now - last_log[0] >= 5:
+                last_log[0] = now
+                self.log.info("%s: sent %d so far (%d calls, %d retried entries)", shard.label, report.sent, report.calls, report.retried_entries)
+
+        try:
+            report = self.hook.send_bodies(
+                url, counted(plan.iter_bodies(shard)), max_in_flight=self.max_in_flight, on_progress=progress
+            )
+        except SendFailed as exc:
+            for key, reason in exc.failed.items():
+                self.log.error("not sent: %s (%s)", key, reason)
+            raise ShardNotSent(shard, exc.failed, sent=exc.sent, produced=produced) from exc
+        result = {
+            **report.to_dict(),
+            "shard": shard.to_dict(),
+            "expected": produced,
+            "queue_url": url,
+            "batch": spec.name,
+            "run_id": self.run_id,
+        }
+        rate = report.sent / report.duration_s if report.duration_s else 0.0
+        self.log.info("%s: sent %d/%d in %.2fs (%.0f msg/s, %d calls)", shard.label, report.sent, produced, report.duration_s, rate, report.calls)
+        return result
