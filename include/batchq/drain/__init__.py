@@ -1,0 +1,47 @@
+"""Results drainer core (Airflow-free): paced, idempotent delivery of results to the real-time system,
+the run ledger, and quarantine of malformed results.
+
+* :mod:`~batchq.drain.limiter` — token bucket with back-pressure
+* :mod:`~batchq.drain.sink` — the sink interface and its errors
+* :mod:`~batchq.drain.store` — SQL sink + run ledger store (SQLAlchemy: SQLite, PostgreSQL)
+* :mod:`~batchq.drain.http_sink` — HTTP POST sink (429/503 + Retry-After are back-pressure)
+* :mod:`~batchq.drain.ledger` — completion and tolerance of a run
+* :mod:`~batchq.drain.core` — the drain loop
+* :mod:`~batchq.drain.redrive` — move dead-lettered messages back
+"""
+
+from batchq.drain.core import DrainReport, Drainer
+from batchq.drain.http_sink import HttpSink
+from batchq.drain.ledger import LedgerStatus, RunLedger, evaluate, tolerated_failures
+from batchq.drain.limiter import TokenBucket
+from batchq.drain.sink import Sink, SinkRejected, SinkUnavailable, merge_duplicates
+from batchq.drain.store import QuarantineEntry, ResultStore
+
+__all__ = [
+    "DrainReport",
+    "Drainer",
+    "HttpSink",
+    "LedgerStatus",
+    "QuarantineEntry",
+    "ResultStore",
+    "RunLedger",
+    "Sink",
+    "SinkRejected",
+    "SinkUnavailable",
+    "TokenBucket",
+    "evaluate",
+    "merge_duplicates",
+    "open_sink",
+    "tolerated_failures",
+]
+
+
+def open_sink(target: str, *, ledger_url: str | None = None, headers: dict[str, str] | None = None):
+    """``(sink, store)`` from a target string: an ``http(s)://`` URL (then ``ledger_url`` names the SQL
+    store for the ledger, default a SQLite file ``batchq-ledger.db``) or a SQLAlchemy URL (the store is
+    the sink)."""
+    if target.startswith(("http://", "https://")):
+        store = ResultStore(ledger_url or "sqlite:///batchq-ledger.db")
+        return HttpSink(target, headers=headers), store
+    store = ResultStore(target)
+    return store, store

@@ -1,0 +1,289 @@
+"""The drain loop: results queue → sink, paced, committed before delete.
+
+For each received batch (up to 10 messages):
+
+1. parse every body with :func:`batchq.contract.parse_result`; a malformed one becomes a quarantine
+   entry with the reason (never retried forever);
+2. take tokens from the shared :class:`~batchq.drain.limiter.TokenBucket` (``max_rate`` results/s for the
+   whole drainer, ``max_in_flight`` batches at once);
+3. write to the sink and **commit** (upsert on ``key``), recording the results and quarantine entries in
+   the results store (the run ledger) in the same step;
+4. only then delete the batch (``Failed`` entries are reported; those messages come back and are
+   applied again idempotently).
+
+A sink outage keeps the batch: exponential back-off (capped, jittered, or the sink's ``Retry-After``),
+extending the messages' visibility while the outage lasts, so there is no loss and no duplicate row.
+The same loop serves the Airflow operator (``until_empty``) and ``batchq drain`` (until stopped).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from batchq import limits
+from batchq.contract import WorkResult, parse_result
+from batchq.drain.limiter import TokenBucket
+from batchq.drain.sink import Sink, SinkRejected, SinkUnavailable
+from batchq.drain.store import QuarantineEntry, ResultStore
+from batchq.errors import InvalidMessage
+from batchq.sqs import change_visibility, delete_messages, receive_messages
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class DrainReport:
+    """What a drain did (JSON-friendly via :meth:`to_dict`)."""
+
+    received: int = 0
+    applied: int = 0
+    quarantined: int = 0
+    deleted: int = 0
+    delete_failed: int = 0
+    batches: int = 0
+    sink_retries: int = 0
+    backpressure: int = 0
+    visibility_extensions: int = 0
+    handed_back: int = 0
+    paced_s: float = 0.0
+    duration_s: float = 0.0
+
+    @property
+    def rate_per_s(self) -> float:
+        return self.applied / self.duration_s if self.duration_s > 0 else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["duration_s"] = round(self.duration_s, 3)
+        out["paced_s"] = round(self.paced_s, 3)
+        out["rate_per_s"] = round(self.rate_per_s, 2)
+        return out
+
+
+class _Stopped(Exception):
+    """Internal: a stop was requested while a batch waited out a sink outage."""
+
+
+class Drainer:
+    """Drain a results queue into a sink at a bounded rate, exactly-once in effect.
+
+    :param client: boto3 SQS client (thread-safe).
+    :param queue_url: the results queue.
+    :param sink: where results go (:class:`~batchq.drain.store.ResultStore` for SQL, or
+        :class:`~batchq.drain.http_sink.HttpSink`).
+    :param store: the results store holding the run ledger and the quarantine; defaults to ``sink``
+        when the sink is a ResultStore (one transaction for both).
+    :param max_rate: results per second for the whole drainer; ``None`` = no cap.
+    :param max_in_flight: batches written concurrently (one thread each).
+    :param receive_wait_s: long-poll wait per ReceiveMessage; an empty poll means "empty" for
+        ``until_empty`` runs.
+    :param lease_s: visibility timeout taken on receive, and re-taken while a sink outage lasts.
+    :param backoff_base_s: first retry delay after a sink error (doubles per attempt).
+    :param backoff_cap_s: longest retry delay.
+    :param on_batch: called after each committed batch with the running report (metrics hook).
+    :param limiter: a ready :class:`TokenBucket` (overrides ``max_rate``), e.g. shared between drainers.
+    """
+
+    def __init__(
+        self,
+        client: Any,
+        queue_url: str,
+        sink: Sink,
+        store: ResultStore | None = None,
+        *,
+        max_rate: float | None = None,
+        max_in_flight: int = 1,
+        receive_wait_s: int = 2,
+        lease_s: int = 60,
+        backoff_base_s: float = 0.5,
+        backoff_cap_s: float = 30.0,
+        on_batch: Callable[[DrainReport], None] | None = None,
+        limiter: TokenBucket | None = None,
+    ):
+        if store is None:
+            if not isinstance(sink, ResultStore):
+                raise ValueError("a non-SQL sink needs store= (a ResultStore) for the run ledger and the quarantine")
+            store = sink
+        if max_in_flight < 1:
+            raise ValueError(f"max_in_flight must be >= 1, got {max_in_flight}")
+        if lease_s < 2:
+            raise ValueError(f"lease_s must be >= 2 seconds, got {lease_s}")
+        self.client, self.queue_url, self.sink, self.store = client, queue_url, sink, store
+        self.limiter = limiter or TokenBucket(max_rate, burst=limits.MAX_RECEIVE_MESSAGES)
+        self.max_in_flight = max_in_flight
+        self.receive_wait_s = receive_wait_s
+        self.lease_s = lease_s
+        self.backoff_base_s, self.backoff_cap_s = backoff_base_s, backoff_cap_s
+        self.on_batch = on_batch
+        self._lock = threading.Lock()
+
+    # -- public ------------------------------------------------------------------------------------------
+    def run(
+        self,
+        *,
+        until_empty: bool = True,
+        stop: threading.Event | None = None,
+        max_results: int | None = None,
+        deadline: float | None = None,
+    ) -> DrainReport:
+        """Drain until the queue reads empty (``until_empty``), ``stop`` is set, ``max_results`` messages
+        were handled, or ``deadline`` (``time.monotonic()``) passes. Raises the first unexpected error of
+        any drain thread (its in-flight batch was not deleted, so it comes back)."""
+        report = DrainReport()
+        stop = stop or threading.Event()
+        local_stop = threading.Event()
+        errors: list[BaseException] = []
+        started = time.perf_counter()
+
+        def stopping() -> bool:
+            if stop.is_set() or local_stop.is_set():
+                return True
+            if deadline is not None and time.monotonic() >= deadline:
+                return True
+            return max_results is not None and report.received >= max_results
+
+        def loop() -> None:
+            try:
+                while not stopping():
+                    msgs = receive_messages(
+                        self.client,
+                        self.queue_url,
+                        max_messages=limits.MAX_RECEIVE_MESSAGES,
+                        wait_seconds=self.receive_wait_s,
+                        visibility_timeout=self.lease_s,
+                    )
+                    if not msgs:
+                        if until_empty:
+                            return
+                        continue
+                    with self._lock:
+                        report.received += len(msgs)
+                    self._handle(msgs, report, _AnyEvent(stop, local_stop))
+            except _Stopped:
+                return
+            except BaseException as exc:  # noqa: BLE001 - re-raised by run() after the others stop
+                errors.append(exc)
+                local_stop.set()
+
+        if self.max_in_flight == 1:
+            loop()
+        else:
+            threads = [threading.Thread(target=loop, name=f"batchq-drain-{i}", daemon=True) for i in range(self.max_in_flight)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+        report.duration_s = time.perf_counter() - started
+        report.backpressure = self.limiter.backpressure_events
+        if errors:
+            raise errors[0]
+        return report
+
+    # -- one batch ---------------------------------------------------------------------------------------
+    def _handle(self, msgs: Sequence[dict[str, Any]], report: DrainReport, stop: _AnyEvent) -> None:
+        results: list[WorkResult] = []
+        owners: list[dict[str, Any]] = []
+        bad: list[QuarantineEntry] = []
+        for m in msgs:
+            try:
+                results.append(parse_result(m["Body"]))
+                owners.append(m)
+            except InvalidMessage as exc:
+                log.warning("quarantining malformed result %s: %s", m["MessageId"], exc.reason)
+                bad.append(QuarantineEntry.from_body(m["MessageId"], m["Body"], exc.reason, exc.key))
+        if results:
+            waited = self.limiter.acquire(len(results))
+            with self._lock:
+                report.paced_s += waited
+        results, bad = self._commit(msgs, results, owners, bad, report, stop)
+        failed = delete_messages(self.client, self.queue_url, msgs)
+        if failed:
+            # Already committed: these come back after their lease and are applied again idempotently.
+            log.warning("%d result message(s) not deleted (will be redelivered): %s", len(failed), list(failed.items())[:3])
+        with self._lock:
+            report.batches += 1
+            report.applied += len(results)
+            report.quarantined += len(bad)
+            report.deleted += len(msgs) - len(failed)
+            report.delete_failed += len(failed)
+        if self.on_batch:
+            self.on_batch(report)
+
+    def _commit(
+        self,
+        msgs: Sequence[dict[str, Any]],
+        results: list[WorkResult],
+        owners: list[dict[str, Any]],
+        bad: list[QuarantineEntry],
+        report: DrainReport,
+        stop: _AnyEvent,
+    ) -> tuple[list[WorkResult], list[QuarantineEntry]]:
+        attempt = 0
+        lease_until = time.monotonic() + self.lease_s
+        while True:
+            try:
+                if results and self.sink is not self.store:
+                    try:
+                        self.sink.write(results)
+                    except SinkRejected as exc:
+                        # The receiver will never take these: keep them, with the reason, instead of looping.
+                        log.error("sink rejected %d result(s), quarantining: %s", len(results), exc)
+                        bad = bad + [
+                            QuarantineEntry.from_body(m["MessageId"], m["Body"], f"sink rejected: {exc}", r.key)
+                            for m, r in zip(owners, results)
+                        ]
+                        results, owners = [], []
+                self.store.apply(results, bad)
+                self.limiter.accepted()
+                return results, bad
+            except SinkUnavailable as exc:
+                attempt += 1
+                with self._lock:
+                    report.sink_retries += 1
+                if exc.backpressure:
+                    self.limiter.backpressure(exc.retry_after_s)
+                delay = exc.retry_after_s
+                if delay is None:
+                    delay = min(self.backoff_cap_s, self.backoff_base_s * 2 ** (attempt - 1)) * random.uniform(0.5, 1.0)
+                log.warning("sink unavailable (attempt %d), retrying batch of %d in %.1fs: %s", attempt, len(msgs), delay, exc)
+                # Keep the batch invisible while we wait: otherwise it would reappear and be drained twice
+                # in parallel (harmless, but wasteful) — extend the lease before it runs out.
+                if time.monotonic() + delay > lease_until - self.lease_s / 3:
+                    failed = change_visibility(self.client, self.queue_url, msgs, self.lease_s)
+                    lease_until = time.monotonic() + self.lease_s
+                    with self._lock:
+                        report.visibility_extensions += 1
+                    if failed:
+                        log.warning("could not extend the lease of %d message(s): %s", len(failed), list(failed.items())[:3])
+                if stop.wait(delay):
+                    # Stopping mid-outage: hand the batch back at once instead of waiting out the lease.
+                    change_visibility(self.client, self.queue_url, msgs, 0)
+                    with self._lock:
+                        report.handed_back += len(msgs)
+                    raise _Stopped from exc
+
+
+class _AnyEvent:
+    """Wait on two events at once (the caller's stop and the drainer's own)."""
+
+    def __init__(self, *events: threading.Event):
+        self.events = events
+
+    def is_set(self) -> bool:
+        return any(e.is_set() for e in self.events)
+
+    def wait(self, timeout: float) -> bool:
+        end = time.monotonic() + timeout
+        while True:
+            if self.is_set():
+                return True
+            left = end - time.monotonic()
+            if left <= 0:
+                return False
+            self.events[0].wait(min(left, 0.2))

@@ -1,0 +1,193 @@
+"""The run ledger: has every planned payload of a run ended in exactly one effective result, and did the
+run fail more than its spec tolerates?
+
+Expected comes from the plan (arithmetic, known up front); succeeded/failed are distinct keys in the
+results store, so duplicate deliveries never inflate them. The decision is pure (:func:`evaluate`);
+:class:`RunLedger` reads the store and records the outcome there, so a retried drain task picks up
+where the previous try stopped.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from batchq.drain.store import ResultStore
+
+
+@dataclass(frozen=True)
+class LedgerStatus:
+    """One look at a run's ledger.
+
+    ``failed`` includes quarantined keys (a malformed result is a failure of that work unit).
+    ``complete``: succeeded + failed >= expected. ``ok``: complete and failures within tolerance.
+    """
+
+    batch: str
+    run_id: str
+    expected: int
+    succeeded: int
+    failed: int
+    quarantined: int
+    tolerated_failures: int
+    first_failures: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def closed(self) -> int:
+        return self.succeeded + self.failed
+
+    @property
+    def pending(self) -> int:
+        return max(0, self.expected - self.closed)
+
+    @property
+    def complete(self) -> bool:
+        return self.closed >= self.expected
+
+    @property
+    def within_tolerance(self) -> bool:
+        return self.failed <= self.tolerated_failures
+
+    @property
+    def ok(self) -> bool:
+        return self.complete and self.within_tolerance
+
+    @property
+    def outcome(self) -> str:
+        if not self.complete:
+            return "open"
+        return "succeeded" if self.within_tolerance else "failed"
+
+    def counts(self) -> dict[str, Any]:
+        """JSON-friendly counts (XCom, Asset event extra, CLI output)."""
+        return {
+            "batch": self.batch,
+            "run_id": self.run_id,
+            "expected": self.expected,
+            "succeeded": self.succeeded,
+            "failed": self.failed,
+            "quarantined": self.quarantined,
+            "pending": self.pending,
+            "tolerated_failures": self.tolerated_failures,
+            "outcome": self.outcome,
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.counts(), "first_failures": self.first_failures}
+
+    def describe(self) -> str:
+        text = (
+            f"run {self.run_id} of {self.batch}: {self.succeeded} succeeded, {self.failed} failed "
+            f"({self.quarantined} quarantined), {self.pending} pending of {self.expected} expected; "
+            f"tolerated failures {self.tolerated_failures}"
+        )
+        if self.first_failures:
+            shown = "; ".join(f"{f['key']}: {_error_text(f.get('error'))}" for f in self.first_failures)
+            text += f". First failed keys: {shown}"
+        return text
+
+
+def _error_text(error: Any) -> str:
+    if isinstance(error, dict):
+        return f"{error.get('type', 'Error')}: {error.get('message', '')}"
+    return str(error)
+
+
+def tolerated_failures(expected: int, count: int = 0, percentage: float = 0.0) -> int:
+    """Failures a run may have and still succeed: the larger of the absolute count and the percentage
+    of expected (rounded down), like Step Functions Distributed Map's ToleratedFailureCount/Percentage."""
+    if expected < 0 or count < 0 or not 0 <= percentage <= 100:
+        raise ValueError(f"need expected >= 0, count >= 0, 0 <= percentage <= 100; got {expected}, {count}, {percentage}")
+    return max(count, math.floor(expected * percentage / 100 + 1e-9))
+
+
+def evaluate(
+    batch: str,
+    run_id: str,
+    expected: int,
+    succeeded: int,
+    failed: int,
+    quarantined: int = 0,
+    *,
+    tolerated_failure_count: int = 0,
+    tolerated_failure_percentage: float = 0.0,
+    first_failures: list[dict[str, Any]] | None = None,
+) -> LedgerStatus:
+    """Pure: the ledger status from counts. Quarantined keys count as failed."""
+    return LedgerStatus(
+        batch=batch,
+        run_id=run_id,
+        expected=expected,
+        succeeded=succeeded,
+        failed=failed + quarantined,
+        quarantined=quarantined,
+        tolerated_failures=tolerated_failures(expected, tolerated_failure_count, tolerated_failure_percentage),
+        first_failures=list(first_failures or []),
+    )
+
+
+class RunLedger:
+    """The ledger of one run over a :class:`ResultStore`.
+
+    :param store: the results store (the sink database).
+    :param batch: batch name.
+    :param run_id: run id (the idempotency keys' run key).
+    :param expected: planned payloads after exclusions (``Plan.expected``); recorded in the store.
+        ``None`` reads it back from the store (a previous try recorded it).
+    :param tolerated_failure_count: from the spec.
+    :param tolerated_failure_percentage: from the spec.
+    :param failures_shown: how many failed keys a failing status lists.
+    """
+
+    def __init__(
+        self,
+        store: ResultStore,
+        batch: str,
+        run_id: str,
+        expected: int | None = None,
+        *,
+        tolerated_failure_count: int = 0,
+        tolerated_failure_percentage: float = 0.0,
+        failures_shown: int = 10,
+    ):
+        self.store, self.batch, self.run_id = store, batch, run_id
+        self.tolerated_failure_count = tolerated_failure_count
+        self.tolerated_failure_percentage = tolerated_failure_percentage
+        self.failures_shown = failures_shown
+        if expected is None:
+            run = store.get_run(batch, run_id)
+            if run is None:
+                raise ValueError(f"no expected count recorded for run {run_id!r} of {batch!r}: pass expected=")
+            expected = int(run["expected"])
+        elif expected < 0:
+            raise ValueError(f"expected must be >= 0, got {expected}")
+        else:
+            store.set_expected(batch, run_id, expected)
+        self.expected = expected
+
+    def status(self) -> LedgerStatus:
+        c = self.store.counts(self.batch, self.run_id)
+        failures = self.store.first_failures(self.batch, self.run_id, self.failures_shown) if (c.failed or c.quarantined) else []
+        return evaluate(
+            self.batch,
+            self.run_id,
+            self.expected,
+            c.succeeded,
+            c.failed,
+            c.quarantined,
+            tolerated_failure_count=self.tolerated_failure_count,
+            tolerated_failure_percentage=self.tolerated_failure_percentage,
+            first_failures=failures,
+        )
+
+    def close(self, status: LedgerStatus | None = None) -> LedgerStatus:
+        """Record the outcome of a complete run in ``batchq_runs``. Returns the status recorded."""
+        status = status or self.status()
+        if not status.complete:
+            raise ValueError(f"cannot close an incomplete ledger: {status.describe()}")
+        self.store.close_run(self.batch, self.run_id, status.succeeded, status.failed, status.outcome)
+        return status
+
+
+__all__ = ["LedgerStatus", "RunLedger", "evaluate", "tolerated_failures"]
