@@ -1,0 +1,105 @@
+# batchq developer/CI entry points (GNU make).
+#
+#   make venv             .venv (Python 3.11) with pip install -e '.[airflow,drain,worker,test]'
+#   make test             the full test suite (moto server fixtures); PYTEST_ARGS=... passes through
+#   make test-localstack  integration + e2e tests against LocalStack (started and stopped here)
+#   make localstack       LocalStack in the foreground; localstack-start / localstack-stop / localstack-status
+#   make demo             bash scripts/demo.sh
+#   make bench            bench/fanout.py, bench/workers.py, bench/burst_isolation.py
+#   make lint             ruff (installed on demand into .venv)
+#   make clean            remove venvs, caches and LocalStack state
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+.DELETE_ON_ERROR:
+
+VENV        ?= .venv
+VPY         := $(VENV)/bin/python
+EXTRAS      ?= airflow,drain,worker,test
+PYTEST_ARGS ?=
+
+# Python 3.11 for the project venv: pyenv's install if present (a pyenv shim only runs when that
+# version is selected), else python3.11 on PATH, else python3.
+PYTHON311 ?= $(firstword $(wildcard $(or $(PYENV_ROOT),$(HOME)/.pyenv)/versions/3.11*/bin/python3.11) \
+                         $(shell command -v python3.11 2>/dev/null) python3)
+
+LOCALSTACK_PORT ?= 4566
+LOCALSTACK_VENV ?= $(CURDIR)/.venv-localstack
+LOCALSTACK      := bash scripts/localstack.sh
+export LOCALSTACK_PORT LOCALSTACK_VENV
+
+# This machine's pip config lists local index folders that may be absent; keep pip's output readable.
+PIP_NOISE := { grep -v '^WARNING: Location .* is ignored' || true; }
+
+.PHONY: help venv test test-localstack localstack localstack-install localstack-start \
+        localstack-stop localstack-status demo bench lint clean
+
+help:
+	@awk '!/^#/ {exit} {sub(/^# ?/, ""); print}' Makefile
+
+# ---------------------------------------------------------------------------------------------- venv
+venv: $(VENV)/.stamp
+
+$(VENV)/.stamp: pyproject.toml
+	@start=$$(date +%s); \
+	if [ ! -x "$(VPY)" ]; then \
+	  echo "creating $(VENV) with $(PYTHON311)"; \
+	  "$(PYTHON311)" -m venv "$(VENV)"; \
+	fi; \
+	"$(VPY)" -m pip install -q --upgrade pip 2>&1 | $(PIP_NOISE); \
+	"$(VPY)" -m pip install -q -e '.[$(EXTRAS)]' 2>&1 | $(PIP_NOISE); \
+	"$(VPY)" -c 'import importlib.metadata as m; print("venv ok:", *(f"{d} {m.version(d)}" for d in ("batchq", "apache-airflow", "moto", "pytest")))'; \
+	touch "$@"; \
+	echo "make venv: $$(( $$(date +%s) - start ))s"
+
+# ---------------------------------------------------------------------------------------------- tests
+test: venv
+	$(VPY) -m pytest tests $(PYTEST_ARGS)
+
+# LocalStack is stopped whatever the tests do (trap); pytest's exit code is make's.
+test-localstack: venv localstack-install
+	@trap '$(LOCALSTACK) stop' EXIT; \
+	$(LOCALSTACK) start; \
+	BATCHQ_TEST_SQS_ENDPOINT=http://127.0.0.1:$(LOCALSTACK_PORT) \
+	  $(VPY) -m pytest tests -m "integration or e2e" $(PYTEST_ARGS)
+
+# ---------------------------------------------------------------------------------------------- LocalStack
+localstack-install: $(LOCALSTACK_VENV)/.batchq-installed
+
+$(LOCALSTACK_VENV)/.batchq-installed: scripts/localstack.sh
+	@start=$$(date +%s); \
+	$(LOCALSTACK) install; \
+	touch "$@"; \
+	echo "localstack install: $$(( $$(date +%s) - start ))s"
+
+localstack: localstack-install
+	$(LOCALSTACK) run
+
+localstack-start: localstack-install
+	$(LOCALSTACK) start
+
+localstack-stop:
+	$(LOCALSTACK) stop
+
+localstack-status:
+	$(LOCALSTACK) status
+
+# ---------------------------------------------------------------------------------------------- misc
+demo: venv
+	bash scripts/demo.sh
+
+bench: venv
+	$(VPY) bench/fanout.py
+	$(VPY) bench/workers.py
+	$(VPY) bench/burst_isolation.py
+
+lint: venv
+	@$(VPY) -m ruff --version >/dev/null 2>&1 || $(VPY) -m pip install -q ruff 2>&1 | $(PIP_NOISE)
+	$(VPY) -m ruff check include tests bench dags plugins
+
+clean:
+	-@[ -f .localstack/localstack.pid ] && $(LOCALSTACK) stop || true
+	rm -rf $(VENV) $(LOCALSTACK_VENV) .localstack .pytest_cache .hypothesis .ruff_cache build
+	find . -name __pycache__ -type d -prune -not -path './.git/*' -exec rm -rf {} +
+	find include -maxdepth 2 -name '*.egg-info' -type d -prune -exec rm -rf {} +
