@@ -127,6 +127,7 @@ class FanOutOperator(AwsBaseOperator[BatchqSqsHook]):
     :param region_name: AWS region.
     :param verify: verify SSL certificates.
     :param botocore_config: botocore client config (dict).
+    :param map_index_template: label of each mapped task in the UI (default: the shard's index range).
     """
 
     aws_hook_class = BatchqSqsHook
@@ -141,11 +142,12 @@ class FanOutOperator(AwsBaseOperator[BatchqSqsHook]):
         run_id: str = "{{ run_id }}",
         queue_url: str | None = None,
         max_in_flight: int | None = None,
+        # A signature default (not a kwargs default) so that .partial() picks it up for mapped tasks.
+        map_index_template: str | None = SHARD_MAP_INDEX_TEMPLATE,
         **kwargs: Any,
     ) -> None:
         kwargs.setdefault("aws_conn_id", settings.default_aws_conn_id())
-        kwargs.setdefault("map_index_template", SHARD_MAP_INDEX_TEMPLATE)
-        super().__init__(**kwargs)
+        super().__init__(map_index_template=map_index_template, **kwargs)
         self.spec = _spec_ref(spec)
         self.shard = shard.to_dict() if isinstance(shard, Shard) else shard
         self.run_id = run_id
