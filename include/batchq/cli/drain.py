@@ -1,0 +1,164 @@
+"""``batchq drain``, ``batchq ledger`` and ``batchq redrive``: the drainer outside Airflow.
+
+``batchq drain`` is the long-lived continuous consumer: the same drain loop the Airflow operator runs,
+until SIGTERM/SIGINT (or ``--until-empty``). ``batchq ledger`` shows (and with ``--close`` records) a
+run's ledger. ``batchq redrive`` moves dead-lettered messages back (StartMessageMoveTask, or
+receive/send/delete where the endpoint lacks it). No Airflow import here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import threading
+from typing import Any
+
+log = logging.getLogger("batchq.drain")
+
+
+def _queue_url(client: Any, name_or_url: str) -> str:
+    from batchq.sqs import get_queue_url
+
+    return name_or_url if name_or_url.startswith(("http://", "https://")) else get_queue_url(client, name_or_url)
+
+
+def _client(args: argparse.Namespace) -> Any:
+    from batchq.aws import sqs_client
+
+    return sqs_client(endpoint_url=args.endpoint_url, region_name=args.region)
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--endpoint-url", help="SQS endpoint (default: env BATCHQ_SQS_ENDPOINT / AWS settings)")
+    p.add_argument("--region", help="AWS region (default: env AWS_REGION / AWS_DEFAULT_REGION / us-east-1)")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "drain",
+        help="drain a results queue into a sink (continuous consumer)",
+        description="Receive results, write them to the sink at --max-rate (commit, then delete). Runs until "
+        "SIGTERM/SIGINT, or until the queue reads empty with --until-empty. Prints a JSON report at the end.",
+    )
+    _common(p)
+    p.add_argument("--queue", required=True, help="results queue name or URL")
+    p.add_argument(
+        "--sink",
+        required=True,
+        help="SQLAlchemy URL (sqlite:///results.db, postgresql+psycopg://user@host/db) or http(s):// endpoint",
+    )
+    p.add_argument("--ledger-url", help="SQLAlchemy URL of the ledger store for an HTTP sink (default sqlite:///batchq-ledger.db)")
+    p.add_argument("--max-rate", type=float, default=None, help="results per second (default: no cap)")
+    p.add_argument("--max-in-flight", type=int, default=2, help="batches written concurrently (default 2)")
+    p.add_argument("--lease", type=int, default=60, help="visibility timeout taken on receive, seconds (default 60)")
+    p.add_argument("--wait", type=int, default=10, help="long-poll wait per receive, seconds (default 10)")
+    p.add_argument("--until-empty", action="store_true", help="stop when a receive finds the queue empty")
+    p.add_argument("--max-results", type=int, default=None, help="stop after this many messages")
+    p.set_defaults(func=cmd_drain)
+
+    p = subparsers.add_parser("ledger", help="show (and optionally close) a run's ledger from the sink database")
+    p.add_argument("--store", required=True, help="SQLAlchemy URL of the results store")
+    p.add_argument("--batch", required=True)
+    p.add_argument("--run-id", required=True)
+    p.add_argument("--expected", type=int, default=None, help="planned payloads (default: as recorded by a drain)")
+    p.add_argument("--tolerated-failure-count", type=int, default=0)
+    p.add_argument("--tolerated-failure-percentage", type=float, default=0.0)
+    p.add_argument("--close", action="store_true", help="record the outcome when the ledger is complete")
+    p.set_defaults(func=cmd_ledger)
+
+    p = subparsers.add_parser(
+        "redrive",
+        help="move dead-lettered messages back to a queue",
+        description="StartMessageMoveTask where the endpoint supports it, else receive/send/delete (--method auto).",
+    )
+    _common(p)
+    p.add_argument("--dlq", required=True, help="dead-letter queue name or URL")
+    p.add_argument("--to", required=True, dest="target", help="destination queue name or URL (normally the input queue)")
+    p.add_argument("--method", choices=("auto", "move-task", "manual"), default="auto")
+    p.add_argument("--max-messages", type=int, default=None, help="move at most this many (manual method)")
+    p.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for the move (default 600)")
+    p.set_defaults(func=cmd_redrive)
+
+
+def cmd_drain(args: argparse.Namespace) -> int:
+    from batchq.drain import Drainer, open_sink
+
+    client = _client(args)
+    url = _queue_url(client, args.queue)
+    sink, store = open_sink(args.sink, ledger_url=args.ledger_url)
+    store.create_tables()
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        log.info("signal %d: finishing the batches in flight, then stopping", signum)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    log.info(
+        "draining %s → %s (max_rate=%s/s, max_in_flight=%d, %s)",
+        url, sink.description, args.max_rate, args.max_in_flight, "until empty" if args.until_empty else "until stopped",
+    )
+    drainer = Drainer(
+        client,
+        url,
+        sink,
+        store,
+        max_rate=args.max_rate,
+        max_in_flight=args.max_in_flight,
+        receive_wait_s=args.wait,
+        lease_s=args.lease,
+    )
+    try:
+        report = drainer.run(until_empty=args.until_empty, stop=stop, max_results=args.max_results)
+    finally:
+        sink.close()
+        if store is not sink:
+            store.close()
+    print(json.dumps(report.to_dict()), flush=True)
+    return 0
+
+
+def cmd_ledger(args: argparse.Namespace) -> int:
+    from batchq.drain import ResultStore, RunLedger
+
+    store = ResultStore(args.store)
+    try:
+        ledger = RunLedger(
+            store,
+            args.batch,
+            args.run_id,
+            args.expected,
+            tolerated_failure_count=args.tolerated_failure_count,
+            tolerated_failure_percentage=args.tolerated_failure_percentage,
+        )
+        status = ledger.status()
+        if args.close and status.complete:
+            ledger.close(status)
+        print(json.dumps(status.to_dict(), default=str), flush=True)
+    finally:
+        store.close()
+    print(status.describe(), file=sys.stderr)
+    # 0: complete and within tolerance; 1: complete but failed; 3: still open.
+    return 0 if status.ok else (1 if status.complete else 3)
+
+
+def cmd_redrive(args: argparse.Namespace) -> int:
+    from batchq.drain.redrive import redrive
+
+    client = _client(args)
+    report = redrive(
+        client,
+        _queue_url(client, args.dlq),
+        _queue_url(client, args.target),
+        method=args.method,
+        max_messages=args.max_messages,
+        timeout_s=args.timeout,
+    )
+    print(json.dumps(report.to_dict()), flush=True)
+    for mid, reason in list(report.failed.items())[:20]:
+        print(f"not moved: {mid}: {reason}", file=sys.stderr)
+    return 0 if not report.failed else 1

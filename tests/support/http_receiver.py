@@ -1,0 +1,115 @@
+"""A small "real-time system" on loopback for tests and the burst-isolation benchmark.
+
+* ``POST /results`` takes ``{"results": [...]}`` and stores them idempotently on ``key`` (a succeeded
+  result replaces a failed one, never the reverse) — what a real receiver of at-least-once deliveries
+  must do.
+* ``GET /fg`` is a foreground request (the latency the benchmark measures).
+* Fixed capacity: at most ``capacity`` requests are served at once, each taking ``service_ms`` (+
+  ``per_item_ms`` per result posted); the rest queue, which is how an overloaded service gets slow.
+* :meth:`fail_for` makes it answer ``503`` (with ``Retry-After``) for a while: an outage / back-pressure.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+
+class Receiver:
+    """Start with ``with Receiver() as rx:``; ``rx.url`` is the base URL."""
+
+    def __init__(self, *, capacity: int = 64, service_ms: float = 0.0, per_item_ms: float = 0.0):
+        self.capacity = capacity
+        self.service_ms, self.per_item_ms = service_ms, per_item_ms
+        self._slots = threading.BoundedSemaphore(capacity)
+        self._lock = threading.Lock()
+        self.rows: dict[str, dict[str, Any]] = {}
+        self.posts = 0
+        self.items_received = 0
+        self.rejected_503 = 0
+        self._fail_until = 0.0
+        self._fail_status = 503
+        self._retry_after: str | None = None
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: Any) -> None:  # keep test output clean
+                pass
+
+            def _reply(self, status: int, body: bytes = b"{}", headers: dict[str, str] | None = None) -> None:
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                for k, v in (headers or {}).items():
+                    self.send_header(k, v)
+                self.end_headers()
+                self.wfile.write(body)
+
+            def do_GET(self) -> None:  # noqa: N802
+                with receiver._slots:
+                    receiver._work(receiver.service_ms)
+                self._reply(200, b'{"ok":true}')
+
+            def do_POST(self) -> None:  # noqa: N802
+                length = int(self.headers.get("Content-Length") or 0)
+                raw = self.rfile.read(length)
+                if time.monotonic() < receiver._fail_until:
+                    with receiver._lock:
+                        receiver.rejected_503 += 1
+                    headers = {"Retry-After": receiver._retry_after} if receiver._retry_after else {}
+                    self._reply(receiver._fail_status, b'{"error":"unavailable"}', headers)
+                    return
+                try:
+                    results = json.loads(raw)["results"]
+                except (ValueError, KeyError, TypeError):
+                    self._reply(400, b'{"error":"expected {\\"results\\": [...]}"}')
+                    return
+                with receiver._slots:
+                    receiver._work(receiver.service_ms + receiver.per_item_ms * len(results))
+                    receiver._store(results)
+                self._reply(200, json.dumps({"accepted": len(results)}).encode())
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self.port = self._server.server_address[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
+
+    @staticmethod
+    def _work(ms: float) -> None:
+        # Stands in for the service's own work while holding one of its fixed slots.
+        if ms > 0:
+            time.sleep(ms / 1000)
+
+    def _store(self, results: list[dict[str, Any]]) -> None:
+        with self._lock:
+            self.posts += 1
+            self.items_received += len(results)
+            for r in results:
+                prev = self.rows.get(r["key"])
+                if prev is None or (prev["status"] == "failed" and r["status"] == "succeeded"):
+                    self.rows[r["key"]] = r
+
+    def fail_for(self, seconds: float, *, status: int = 503, retry_after: str | None = "1") -> None:
+        """Answer POSTs with ``status`` for ``seconds`` from now."""
+        self._fail_status, self._retry_after = status, retry_after
+        self._fail_until = time.monotonic() + seconds
+
+    def start(self) -> Receiver:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def __enter__(self) -> Receiver:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
