@@ -1,1 +1,0 @@
-"""Test helpers that are not fixtures (importable as ``support.*`` from tests)."""
