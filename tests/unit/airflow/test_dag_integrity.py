@@ -1,0 +1,197 @@
+"""The example DAG parses cleanly, touches no network and no Variables while parsing, fails to import
+with a clear message on a bad spec; plus the Airflow-side pieces that need no SQS: operator construction,
+hook config, settings fallbacks, the Variable resolver and the plugin."""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+from pathlib import Path
+
+import pytest
+
+from batchq.contract import BatchSpec
+from batchq.errors import SpecError
+from batchq.plan import Plan
+
+REPO = Path(__file__).resolve().parents[3]
+DAGS = REPO / "dags"
+
+
+class NetworkUsed(AssertionError):
+    pass
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+    """Any outbound connection attempt is recorded and fails (parse time must not need AWS)."""
+    attempts: list = []
+
+    def refuse(self, address, *args, **kwargs):
+        attempts.append(address)
+        raise NetworkUsed(f"network connection to {address} during DAG parsing")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket.socket, "connect_ex", refuse)
+    return attempts
+
+
+@pytest.fixture
+def no_variables(monkeypatch):
+    from airflow.sdk import Variable
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("Airflow Variable read during DAG parsing")
+
+    monkeypatch.setattr(Variable, "get", refuse)
+
+
+def load_dagbag():
+    from airflow.dag_processing.dagbag import DagBag
+
+    return DagBag(dag_folder=str(DAGS))
+
+
+def test_dagbag_imports_without_errors_network_or_variables(monkeypatch, no_network, no_variables):
+    # A connection that would hang or fail if anything tried to use it.
+    monkeypatch.setenv("AIRFLOW_CONN_AWS_DEFAULT", json.dumps({"conn_type": "aws", "extra": {"endpoint_url": "http://127.0.0.1:9"}}))
+    monkeypatch.delenv("BATCHQ_CUSTOMER_BATCH_SPEC", raising=False)
+    started = time.perf_counter()
+    bag = load_dagbag()
+    elapsed = time.perf_counter() - started
+    assert bag.import_errors == {}
+    assert "customer_batch" in bag.dags
+    assert no_network == []
+    assert elapsed < 30
+
+
+def test_customer_batch_shape(monkeypatch):
+    monkeypatch.delenv("BATCHQ_CUSTOMER_BATCH_SPEC", raising=False)
+    dag = load_dagbag().dags["customer_batch"]
+    assert dag.catchup is False
+    assert getattr(dag.timetable, "_expression", None) == "0 7 * * *" or "0 7 * * *" in repr(dag.timetable)
+    plan, fan_out = dag.get_task("plan_shards"), dag.get_task("fan_out")
+    assert fan_out.upstream_task_ids == {"plan_shards"}
+    assert plan.downstream_task_ids == {"fan_out"}
+    # fan_out is mapped over the planner's shards and labelled with the shard range.
+    from airflow.sdk.definitions.mappedoperator import MappedOperator
+
+    assert isinstance(fan_out, MappedOperator)
+    assert fan_out.map_index_template == "{{ task.shard_label }}"
+
+
+def test_a_bad_spec_is_an_import_error_naming_the_field(monkeypatch, tmp_path, no_network):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        "name: bad\ndimensions:\n  customer: [c1, c1]\n  job_type: [classification]\n"
+        "queues: {input: i, results: r}\n"
+    )
+    monkeypatch.setenv("BATCHQ_CUSTOMER_BATCH_SPEC", str(bad))
+    bag = load_dagbag()
+    assert "customer_batch" not in bag.dags
+    (error,) = bag.import_errors.values()
+    assert "SpecError" in error and "'customer'" in error and "duplicate value 'c1'" in error
+
+
+def test_a_missing_spec_file_is_an_import_error(monkeypatch, tmp_path):
+    monkeypatch.setenv("BATCHQ_CUSTOMER_BATCH_SPEC", str(tmp_path / "nope.yaml"))
+    (error,) = load_dagbag().import_errors.values()
+    assert "nope.yaml" in error and "does not exist" in error
+
+
+# -- operator, hook, settings (no SQS needed) --------------------------------------------------------------
+
+SPEC_YAML = REPO / "include" / "specs" / "customer_batch.yaml"
+
+
+def operator(**kwargs):
+    from batchq.airflow.operators import FanOutOperator
+
+    return FanOutOperator(task_id="fan_out", spec=str(SPEC_YAML), run_id="r", **kwargs)
+
+
+def test_shard_label_is_the_index_range():
+    op = operator(shard={"index": 3, "start": 675, "stop": 900})
+    assert op.shard_label == "shard 3: [675, 900)"
+    assert op.map_index_template == "{{ task.shard_label }}"
+
+
+def test_a_changed_spec_fails_before_sending(no_network):
+    op = operator(shard={"index": 0, "start": 0, "stop": 10, "spec_fingerprint": "0000000000000000", "queue_url": "http://127.0.0.1:9/q"})
+    with pytest.raises(SpecError, match="changed since plan_shards"):
+        op.execute({})
+    assert no_network == []
+
+
+def test_a_shard_outside_the_product_fails_before_sending(no_network):
+    size = Plan(BatchSpec.from_yaml(SPEC_YAML), "r").size
+    op = operator(shard={"index": 9, "start": size - 5, "stop": size + 5}, queue_url="http://127.0.0.1:9/q")
+    with pytest.raises(ValueError, match="outside the product"):
+        op.execute({})
+    assert no_network == []
+
+
+def test_max_in_flight_sizes_the_hook_connection_pool(monkeypatch):
+    monkeypatch.setenv("AIRFLOW_CONN_AWS_DEFAULT", json.dumps({"conn_type": "aws", "extra": {"endpoint_url": "http://127.0.0.1:9"}}))
+    op = operator(shard={"index": 0, "start": 0, "stop": 1}, max_in_flight=48)
+    assert op.hook.config.max_pool_connections >= 48
+    assert op.hook.aws_conn_id == "aws_default"
+
+
+def test_hook_keeps_the_connections_botocore_config(monkeypatch):
+    from batchq.airflow.hook import BatchqSqsHook
+
+    extra = {"endpoint_url": "http://127.0.0.1:9", "config_kwargs": {"connect_timeout": 7}}
+    monkeypatch.setenv("AIRFLOW_CONN_AWS_DEFAULT", json.dumps({"conn_type": "aws", "extra": extra}))
+    hook = BatchqSqsHook(max_pool_connections=20)
+    assert hook.config.connect_timeout == 7 and hook.config.max_pool_connections == 20
+    client = hook.get_conn()  # builds a client; makes no call
+    assert client.meta.endpoint_url == "http://127.0.0.1:9"
+    assert client.meta.config.max_pool_connections == 20
+
+
+def test_settings_fallbacks_and_overrides(monkeypatch, tmp_path):
+    from batchq.airflow import settings
+
+    for key in ("DEFAULT_AWS_CONN_ID", "FANOUT_MAX_IN_FLIGHT", "SPEC_DIR"):
+        monkeypatch.delenv(f"AIRFLOW__BATCHQ__{key}", raising=False)
+    assert settings.default_aws_conn_id() == "aws_default"
+    assert settings.fanout_max_in_flight() == settings.DEFAULT_FANOUT_MAX_IN_FLIGHT
+    assert settings.spec_path("customer_batch") == SPEC_YAML
+    monkeypatch.setenv("AIRFLOW__BATCHQ__DEFAULT_AWS_CONN_ID", "aws_batch")
+    monkeypatch.setenv("AIRFLOW__BATCHQ__FANOUT_MAX_IN_FLIGHT", "3")
+    monkeypatch.setenv("AIRFLOW__BATCHQ__SPEC_DIR", str(tmp_path))
+    assert settings.default_aws_conn_id() == "aws_batch"
+    assert settings.fanout_max_in_flight() == 3
+    assert settings.spec_path("other") == tmp_path / "other.yaml"
+    assert operator(shard={"index": 0, "start": 0, "stop": 1}).aws_conn_id == "aws_batch"
+    monkeypatch.setenv("AIRFLOW__BATCHQ__FANOUT_MAX_IN_FLIGHT", "lots")
+    with pytest.raises(ValueError, match="fanout_max_in_flight"):
+        settings.fanout_max_in_flight()
+
+
+def test_variable_sources_resolve_from_airflow_variables(monkeypatch):
+    from batchq.airflow.spec_sources import airflow_source_resolver, resolve_spec
+
+    monkeypatch.setenv("AIRFLOW_VAR_BQ_CUSTOMERS", json.dumps(["c1", "c2", "c3"]))
+    assert airflow_source_resolver("variable:bq_customers") == ["c1", "c2", "c3"]
+    spec = BatchSpec.from_dict(
+        {"name": "v", "job_type": "j", "queues": {"input": "i", "results": "r"},
+         "dimensions": {"customer": "variable:bq_customers", "period": ["d"]}}
+    )
+    assert resolve_spec(spec).dimensions[0].values == ("c1", "c2", "c3")
+    monkeypatch.setenv("AIRFLOW_VAR_BQ_NOT_A_LIST", json.dumps({"a": 1}))
+    with pytest.raises(SpecError, match="JSON list"):
+        airflow_source_resolver("variable:bq_not_a_list")
+    with pytest.raises(SpecError, match="bq_missing"):
+        airflow_source_resolver("variable:bq_missing")
+
+
+def test_plugin_is_exposed():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("batchq_plugin_file", REPO / "plugins" / "batchq_plugin.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.BatchqPlugin.name == "batchq"
