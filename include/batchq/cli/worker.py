@@ -1,0 +1,184 @@
+"""``batchq worker`` (one consumer process) and ``batchq workers`` (a local autoscaling supervisor).
+
+Airflow-free: this module, :mod:`batchq.worker` and :mod:`batchq.jobs` run in an install without Airflow.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from typing import Any
+
+log = logging.getLogger("batchq.cli.worker")
+
+#: (flag, dest) of every option a worker takes; ``batchq workers`` forwards them to its processes.
+_WORKER_FLAGS: list[tuple[str, str, bool]] = []  # (flag, dest, is_append)
+
+
+def _add(parser: argparse.ArgumentParser, flag: str, **kwargs: Any) -> None:
+    action = parser.add_argument(flag, **kwargs)
+    if not any(f == flag for f, _, _ in _WORKER_FLAGS):
+        _WORKER_FLAGS.append((flag, action.dest, kwargs.get("action") in ("append", "store_true", "store_false")))
+
+
+def add_worker_arguments(p: argparse.ArgumentParser) -> None:
+    """The options of one worker process (shared by ``worker`` and ``workers``)."""
+    q = p.add_argument_group("queues")
+    _add(q, "--queue", help="input queue name or URL (or take it from --spec)")
+    _add(q, "--results-queue", help="results queue name or URL (or take it from --spec)")
+    _add(q, "--spec", help="BatchSpec YAML whose queues.input / queues.results to use")
+    _add(q, "--dead-letter-queue", help="DLQ name or URL for permanent failures (default: the input queue's redrive target)")
+    _add(q, "--endpoint-url", help="SQS endpoint (default: env BATCHQ_SQS_ENDPOINT, else AWS)")
+    _add(q, "--region", help="AWS region (default: env AWS_REGION / AWS_DEFAULT_REGION)")
+    h = p.add_argument_group("handlers")
+    _add(h, "--handlers", action="append", default=None, metavar="MODULE",
+         help="module to import so its @batchq.job handlers register (repeatable)")
+    _add(h, "--no-entry-points", action="store_true", default=False,
+         help="do not load handlers from the batchq.handlers entry-point group")
+    r = p.add_argument_group("runtime")
+    _add(r, "--concurrency", type=int, default=4, help="handler threads (default 4)")
+    _add(r, "--prefetch", type=int, default=None, help="messages received ahead of a free handler (default and max: --concurrency)")
+    _add(r, "--receivers", type=int, default=1, help="receiver threads (default 1)")
+    _add(r, "--wait-seconds", type=int, default=20, help="long-poll wait (default 20)")
+    _add(r, "--visibility-timeout", type=int, default=None, help="seconds (default: the queue's VisibilityTimeout)")
+    _add(r, "--max-attempts", type=int, default=None, help="deliveries before a failed result (default: the queue's maxReceiveCount)")
+    _add(r, "--retry-base", type=float, default=2.0, help="first retry backoff in seconds, doubling per attempt (default 2)")
+    _add(r, "--grace-period", type=float, default=30.0, help="seconds running handlers get after SIGTERM (default 30)")
+    _add(r, "--batch-wait-ms", type=float, default=50.0, help="longest a result waits to share a batch call (default 50)")
+    _add(r, "--worker-id", default=None, help="recorded in results (default host:pid)")
+    m = p.add_argument_group("metrics")
+    _add(m, "--statsd-host", default=None, help="StatsD host (default: env BATCHQ_STATSD_HOST; unset: no StatsD)")
+    _add(m, "--statsd-port", type=int, default=None, help="StatsD port (default: env BATCHQ_STATSD_PORT or 8125)")
+    _add(m, "--stats-json", action="store_true", default=False, help="print the worker's lifetime stats as JSON on stdout at exit")
+
+
+def worker_argv(args: argparse.Namespace) -> list[str]:
+    """Rebuild the worker options of ``args`` as argv (what the supervisor passes to each process)."""
+    argv: list[str] = []
+    for flag, dest, special in _WORKER_FLAGS:
+        value = getattr(args, dest, None)
+        if value is None or value is False:
+            continue
+        if value is True:
+            argv.append(flag)
+        elif isinstance(value, list):
+            for v in value:
+                argv += [flag, str(v)]
+        else:
+            argv += [flag, str(value)]
+    return argv
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "worker", help="consume the input queue: run handlers, publish results, delete inputs",
+        description="Long-poll the input queue, run the handler of each payload's job_type, send the "
+                    "WorkResult to the results queue, then delete the input. SIGTERM/SIGINT stop gracefully.",
+    )
+    add_worker_arguments(p)
+    p.set_defaults(func=run_worker)
+
+    s = subparsers.add_parser(
+        "workers", help="local autoscaler: run 0..N worker processes from queue depth",
+        description="Start and stop `batchq worker` processes so that desired = ceil((visible + in-flight) "
+                    "/ --backlog-per-worker), clamped to [--min, --max]; restarts workers that die. Worker "
+                    "options are passed to every process.",
+    )
+    s.add_argument("--min", type=int, default=0, dest="min_workers", help="fewest workers (default 0: scale to zero)")
+    s.add_argument("--max", type=int, default=4, dest="max_workers", help="most workers (default 4)")
+    s.add_argument("--backlog-per-worker", type=int, default=100, help="messages per worker (KEDA queueLength; default 100)")
+    s.add_argument("--poll-interval", type=float, default=5.0, help="seconds between queue snapshots (default 5)")
+    s.add_argument("--cooldown", type=float, default=30.0, help="seconds a lower target must hold before scaling down (default 30)")
+    s.add_argument("--stop-timeout", type=float, default=None, help="SIGKILL a stopping worker after this (default: grace period + wait + 10)")
+    add_worker_arguments(s)
+    s.set_defaults(func=run_supervisor)
+
+
+def _client(args: argparse.Namespace, pool: int = 32) -> Any:
+    from batchq.aws import sqs_client
+
+    return sqs_client(endpoint_url=args.endpoint_url, region_name=args.region, max_pool_connections=pool)
+
+
+def _queue_names(args: argparse.Namespace) -> tuple[str, str]:
+    queue, results = args.queue, args.results_queue
+    if args.spec:
+        from batchq.contract import BatchSpec
+
+        spec = BatchSpec.from_yaml(args.spec)
+        queue = queue or spec.queues.input
+        results = results or spec.queues.results
+    if not queue or not results:
+        from batchq.errors import BatchqError
+
+        raise BatchqError("worker needs --queue and --results-queue (or --spec)")
+    return queue, results
+
+
+def build_worker(args: argparse.Namespace) -> Any:
+    """A :class:`~batchq.worker.Worker` from parsed ``batchq worker`` options (handlers loaded)."""
+    from batchq.metrics import Metrics
+    from batchq.worker import Worker, WorkerConfig, load_handlers
+    from batchq.worker.config import default_worker_id, resolve_queue_url
+
+    client = _client(args, pool=max(32, args.concurrency + 8))
+    queue, results = _queue_names(args)
+    registry = load_handlers(args.handlers or [], entry_points=not args.no_entry_points)
+    worker_id = args.worker_id or default_worker_id()
+    config = WorkerConfig(
+        queue_url=resolve_queue_url(client, queue),
+        results_url=resolve_queue_url(client, results),
+        dead_letter_url=resolve_queue_url(client, args.dead_letter_queue) if args.dead_letter_queue else None,
+        concurrency=args.concurrency,
+        prefetch=args.prefetch,
+        receivers=args.receivers,
+        wait_seconds=args.wait_seconds,
+        visibility_timeout=args.visibility_timeout,
+        max_attempts=args.max_attempts,
+        retry_base_s=args.retry_base,
+        grace_period_s=args.grace_period,
+        batch_wait_s=args.batch_wait_ms / 1000.0,
+        worker_id=worker_id,
+    )
+    metrics = Metrics("worker", statsd_host=args.statsd_host, statsd_port=args.statsd_port, tags={"worker": worker_id})
+    return Worker(client, config, registry=registry, metrics=metrics)
+
+
+def run_worker(args: argparse.Namespace) -> int:
+    worker = build_worker(args)
+    worker.install_signal_handlers()
+    stats = worker.run()
+    if args.stats_json:
+        print(json.dumps(stats.to_dict()), flush=True)
+    return 0
+
+
+def run_supervisor(args: argparse.Namespace) -> int:
+    from batchq.metrics import Metrics
+    from batchq.worker.config import resolve_queue_url
+    from batchq.worker.supervisor import Supervisor, worker_command
+
+    client = _client(args, pool=4)
+    queue, _ = _queue_names(args)
+    forwarded = worker_argv(args)
+    stop_timeout = args.stop_timeout if args.stop_timeout is not None else args.grace_period + args.wait_seconds + 10
+    supervisor = Supervisor(
+        client,
+        resolve_queue_url(client, queue),
+        worker_command(forwarded),
+        min_workers=args.min_workers,
+        max_workers=args.max_workers,
+        backlog_per_worker=args.backlog_per_worker,
+        poll_interval_s=args.poll_interval,
+        scale_down_cooldown_s=args.cooldown,
+        stop_timeout_s=stop_timeout,
+        env=dict(os.environ),
+        metrics=Metrics("supervisor", statsd_host=args.statsd_host, statsd_port=args.statsd_port),
+    )
+    supervisor.install_signal_handlers()
+    stats = supervisor.run()
+    print(json.dumps({k: v for k, v in stats.__dict__.items() if k != "history"}), file=sys.stderr)
+    return 0

@@ -1,0 +1,192 @@
+"""Airflow-free metrics: StatsD over UDP and structured (JSON) logs.
+
+Names follow one scheme on both sides of the system: ``batchq.<component>.<name>`` (for example
+``batchq.worker.processed``), tagged with ``batch`` and ``job_type``. The Airflow side emits the same
+names through Airflow's own StatsD/OpenTelemetry client; workers, the Lambda adapter and the drainer
+use :class:`Metrics` because they never import Airflow.
+
+StatsD is fire-and-forget by design: a missing or slow collector must never slow down or break the
+work, so send errors are counted and swallowed. Tags use the DogStatsD ``|#k:v`` extension (understood
+by the Datadog agent, Telegraf's statsd input and the StatsD exporter for Prometheus); pass
+``tag_format="none"`` for a plain StatsD server.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import threading
+import time
+from collections.abc import Mapping
+from typing import Any
+
+PREFIX = "batchq"
+DEFAULT_STATSD_PORT = 8125
+
+log = logging.getLogger("batchq.metrics")
+
+
+def metric_name(component: str, name: str, prefix: str = PREFIX) -> str:
+    """``batchq.<component>.<name>``: the one naming rule, shared with the Airflow side."""
+    return f"{prefix}.{component}.{name}" if prefix else f"{component}.{name}"
+
+
+def _clean_tag(value: Any) -> str:
+    # StatsD line protocol separators (| , # :) inside a tag value would corrupt the packet.
+    return str(value).replace("|", "_").replace(",", "_").replace("#", "_").replace(":", "_").replace("\n", " ")
+
+
+def format_line(name: str, value: float, kind: str, tags: Mapping[str, Any] | None, tag_format: str) -> str:
+    """One StatsD line, e.g. ``batchq.worker.processed:1|c|#batch:b1,job_type:classification``."""
+    shown = int(value) if float(value).is_integer() else round(float(value), 3)
+    line = f"{name}:{shown}|{kind}"
+    if tags and tag_format == "dogstatsd":
+        line += "|#" + ",".join(f"{k}:{_clean_tag(v)}" for k, v in sorted(tags.items()) if v is not None)
+    return line
+
+
+class _Aggregate:
+    """Running count/sum/max for the periodic structured-log summary (bounded memory)."""
+
+    __slots__ = ("count", "total", "max")
+
+    def __init__(self) -> None:
+        self.count, self.total, self.max = 0, 0.0, float("-inf")
+
+    def add(self, value: float) -> None:
+        self.count += 1
+        self.total += value
+        self.max = max(self.max, value)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"count": self.count, "avg": round(self.total / self.count, 3) if self.count else None,
+                "max": None if not self.count else round(self.max, 3)}
+
+
+class Metrics:
+    """Counters, timers and gauges for one component, to StatsD (when configured) and to JSON logs.
+
+    Every event is logged at DEBUG as one JSON object; a summary of everything since the last one
+    (counters and timer count/avg/max) is logged at INFO every ``summary_interval_s`` seconds and by
+    :meth:`flush_summary`, so INFO logs stay readable at thousands of messages per second.
+
+    :param component: the ``<component>`` part of every name (``worker``, ``lambda``, ``drain``...).
+    :param statsd_host: StatsD host; ``None`` reads ``BATCHQ_STATSD_HOST`` (unset: no StatsD).
+    :param statsd_port: StatsD UDP port; ``None`` reads ``BATCHQ_STATSD_PORT`` (default 8125).
+    :param tags: tags added to every metric (e.g. ``{"worker": "host:pid"}``).
+    :param tag_format: ``dogstatsd`` (``|#k:v``) or ``none``.
+    :param summary_interval_s: seconds between INFO summaries; 0 disables them.
+    """
+
+    def __init__(
+        self,
+        component: str,
+        *,
+        statsd_host: str | None = None,
+        statsd_port: int | None = None,
+        prefix: str = PREFIX,
+        tags: Mapping[str, Any] | None = None,
+        tag_format: str = "dogstatsd",
+        summary_interval_s: float = 30.0,
+        logger: logging.Logger | None = None,
+    ):
+        if tag_format not in ("dogstatsd", "none"):
+            raise ValueError(f"tag_format must be 'dogstatsd' or 'none', not {tag_format!r}")
+        self.component = component
+        self.prefix = prefix
+        self.tags = dict(tags or {})
+        self.tag_format = tag_format
+        self.summary_interval_s = summary_interval_s
+        self.log = logger or log
+        host = statsd_host if statsd_host is not None else os.environ.get("BATCHQ_STATSD_HOST") or None
+        port = statsd_port if statsd_port is not None else int(os.environ.get("BATCHQ_STATSD_PORT") or DEFAULT_STATSD_PORT)
+        self.address: tuple[str, int] | None = None
+        self._sock: socket.socket | None = None
+        if host:
+            # Resolve once: a DNS lookup per metric would cost more than the metric.
+            family, _, _, _, sockaddr = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)[0]
+            self.address = sockaddr[:2]
+            self._sock = socket.socket(family, socket.SOCK_DGRAM)
+            self._sock.setblocking(False)
+        self.send_errors = 0
+        self._lock = threading.Lock()
+        self._counters: dict[str, float] = {}
+        self._timers: dict[str, _Aggregate] = {}
+        self._gauges: dict[str, float] = {}
+        self._last_summary = time.monotonic()
+
+    # -- public API ------------------------------------------------------------------------------
+    def incr(self, name: str, value: float = 1, tags: Mapping[str, Any] | None = None) -> None:
+        """Add ``value`` to counter ``batchq.<component>.<name>``."""
+        full = metric_name(self.component, name, self.prefix)
+        with self._lock:
+            self._counters[full] = self._counters.get(full, 0) + value
+        self._emit(full, value, "c", tags)
+
+    def timing(self, name: str, ms: float, tags: Mapping[str, Any] | None = None) -> None:
+        """Record a duration in milliseconds (StatsD ``ms``)."""
+        full = metric_name(self.component, name, self.prefix)
+        with self._lock:
+            self._timers.setdefault(full, _Aggregate()).add(ms)
+        self._emit(full, ms, "ms", tags)
+
+    def gauge(self, name: str, value: float, tags: Mapping[str, Any] | None = None) -> None:
+        """Set a gauge (StatsD ``g``)."""
+        full = metric_name(self.component, name, self.prefix)
+        with self._lock:
+            self._gauges[full] = value
+        self._emit(full, value, "g", tags)
+
+    def snapshot(self) -> dict[str, Any]:
+        """Totals since the last summary (what :meth:`flush_summary` would log)."""
+        with self._lock:
+            return {
+                "counters": dict(self._counters),
+                "timers_ms": {k: v.to_dict() for k, v in self._timers.items()},
+                "gauges": dict(self._gauges),
+            }
+
+    def flush_summary(self) -> dict[str, Any]:
+        """Log one INFO JSON summary of everything since the previous one, and reset it."""
+        with self._lock:
+            summary = {
+                "event": "metrics_summary",
+                "component": self.component,
+                "interval_s": round(time.monotonic() - self._last_summary, 3),
+                "counters": self._counters,
+                "timers_ms": {k: v.to_dict() for k, v in self._timers.items()},
+                "gauges": self._gauges,
+                **({"tags": self.tags} if self.tags else {}),
+            }
+            self._counters, self._timers, self._gauges = {}, {}, dict(self._gauges)
+            self._last_summary = time.monotonic()
+        self.log.info(json.dumps(summary, default=str, separators=(",", ":")))
+        return summary
+
+    def close(self) -> None:
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+
+    # -- internals -------------------------------------------------------------------------------
+    def _emit(self, full: str, value: float, kind: str, tags: Mapping[str, Any] | None) -> None:
+        merged = {**self.tags, **(tags or {})}
+        if self._sock is not None and self.address is not None:
+            line = format_line(full, value, kind, merged, self.tag_format)
+            try:
+                self._sock.sendto(line.encode(), self.address)
+            except OSError:
+                # Collector down, buffer full: metrics must never break the work.
+                self.send_errors += 1
+        if self.log.isEnabledFor(logging.DEBUG):
+            self.log.debug(json.dumps({"metric": full, "type": kind, "value": value, **merged}, default=str))
+        if self.summary_interval_s and time.monotonic() - self._last_summary >= self.summary_interval_s:
+            self.flush_summary()
+
+
+def log_event(logger: logging.Logger, level: int, event: str, **fields: Any) -> None:
+    """One structured log line: a JSON object with ``event`` and the given fields."""
+    if logger.isEnabledFor(level):
+        logger.log(level, json.dumps({"event": event, **fields}, default=str, separators=(",", ":")))

@@ -1,0 +1,68 @@
+"""Moving a message to its dead-letter queue ourselves, with the reason attached.
+
+Why not wait for SQS's redrive (``maxReceiveCount``)? A permanent failure would then be received,
+rejected and hidden again ``maxReceiveCount`` times, each time costing a visibility timeout, and the
+DLQ copy would not say *why*. Sending it at once keeps the body byte-for-byte, records the reason in
+message attributes, and works even when ``--max-attempts`` is lower than the queue's
+``maxReceiveCount``. The original is deleted only after the DLQ send is confirmed, so a crash in
+between yields a duplicate in the DLQ, never a loss.
+
+Note for redrive: messages moved this way carry no SQS ``DeadLetterQueueSourceArn``, so
+``StartMessageMoveTask`` needs an explicit ``DestinationArn`` (``batchq`` records the source queue in
+the ``batchq-source-queue`` attribute).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from batchq.sqs import _error_code, _is_retryable, backoff_delay
+
+log = logging.getLogger(__name__)
+
+REASON_ATTRIBUTE = "batchq-dead-letter-reason"
+SOURCE_ATTRIBUTE = "batchq-source-queue"
+ATTEMPTS_ATTRIBUTE = "batchq-attempts"
+WORKER_ATTRIBUTE = "batchq-worker"
+#: SQS allows 256 KiB of attribute values, but a reason is for humans: keep it short.
+MAX_REASON_CHARS = 1000
+
+
+def dead_letter_attributes(reason: str, source_queue: str, attempts: int, worker: str) -> dict[str, Any]:
+    def s(v: str) -> dict[str, str]:
+        return {"DataType": "String", "StringValue": v or "-"}
+
+    return {
+        REASON_ATTRIBUTE: s(reason[:MAX_REASON_CHARS]),
+        SOURCE_ATTRIBUTE: s(source_queue),
+        ATTEMPTS_ATTRIBUTE: {"DataType": "Number", "StringValue": str(max(1, attempts))},
+        WORKER_ATTRIBUTE: s(worker),
+    }
+
+
+def send_to_dead_letter(
+    client: Any,
+    dlq_url: str,
+    body: str,
+    *,
+    reason: str,
+    source_queue: str,
+    attempts: int,
+    worker: str,
+    max_attempts: int = 4,
+) -> None:
+    """Send ``body`` to ``dlq_url`` with the reason attributes. Raises on failure (the caller then keeps
+    the original message, which SQS redrive will move later: nothing is lost)."""
+    import time
+
+    attributes = dead_letter_attributes(reason, source_queue, attempts, worker)
+    for attempt in range(1, max_attempts + 1):
+        try:
+            client.send_message(QueueUrl=dlq_url, MessageBody=body, MessageAttributes=attributes)
+            return
+        except Exception as exc:  # noqa: BLE001 - retried when transient, else re-raised
+            if attempt == max_attempts or not _is_retryable(exc):
+                log.error("dead-letter send to %s failed (%s): %s", dlq_url, _error_code(exc), exc)
+                raise
+            time.sleep(backoff_delay(attempt))

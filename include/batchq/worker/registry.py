@@ -1,0 +1,124 @@
+"""Handler registry: which function runs a payload of a given ``job_type``.
+
+Handlers are found three ways, all ending in :meth:`Registry.register`:
+
+* ``@batchq.job("classification")`` on a function, run when its module is imported;
+* ``batchq worker --handlers package.module`` imports modules (so their decorators run);
+* the ``batchq.handlers`` entry-point group of installed distributions: an entry point naming a module
+  is imported, one naming a callable is registered under the entry point's name.
+
+A handler is ``fn(payload: WorkPayload, ctx: JobContext) -> dict`` (the result's JSON ``output``).
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import logging
+from collections.abc import Callable, Iterable
+from types import ModuleType
+from typing import Any
+
+from batchq.errors import BatchqError
+
+log = logging.getLogger(__name__)
+
+ENTRY_POINT_GROUP = "batchq.handlers"
+
+Handler = Callable[..., dict[str, Any]]
+
+
+class HandlerError(BatchqError):
+    """A handler cannot be registered or loaded (duplicate job type, import failure, not callable)."""
+
+
+class Registry:
+    """Maps ``job_type`` → handler. Thread-safe for reads once loading is done (a plain dict)."""
+
+    def __init__(self) -> None:
+        self._handlers: dict[str, Handler] = {}
+
+    def register(self, job_type: str, fn: Handler) -> Handler:
+        if not isinstance(job_type, str) or not job_type:
+            raise HandlerError(f"job_type must be a non-empty string, got {job_type!r}")
+        if not callable(fn):
+            raise HandlerError(f"handler for {job_type!r} is not callable: {fn!r}")
+        existing = self._handlers.get(job_type)
+        if existing is not None and existing is not fn and _qualname(existing) != _qualname(fn):
+            raise HandlerError(
+                f"job_type {job_type!r} already has handler {_qualname(existing)}; "
+                f"refusing to replace it with {_qualname(fn)}"
+            )
+        self._handlers[job_type] = fn
+        return fn
+
+    def job(self, job_type: str) -> Callable[[Handler], Handler]:
+        """Decorator: ``@registry.job("segmentation")``."""
+
+        def decorate(fn: Handler) -> Handler:
+            return self.register(job_type, fn)
+
+        return decorate
+
+    def get(self, job_type: str) -> Handler | None:
+        return self._handlers.get(job_type)
+
+    @property
+    def job_types(self) -> list[str]:
+        return sorted(self._handlers)
+
+    def __contains__(self, job_type: object) -> bool:
+        return job_type in self._handlers
+
+    def __len__(self) -> int:
+        return len(self._handlers)
+
+    def load_modules(self, modules: Iterable[str]) -> list[ModuleType]:
+        """Import each module so its ``@job`` decorators register (into :data:`REGISTRY`)."""
+        loaded = []
+        for name in modules:
+            try:
+                loaded.append(importlib.import_module(name))
+            except ImportError as exc:
+                raise HandlerError(f"--handlers {name}: cannot import: {exc}") from exc
+        return loaded
+
+    def load_entry_points(self, group: str = ENTRY_POINT_GROUP) -> list[str]:
+        """Load the ``batchq.handlers`` entry points of installed distributions. Returns their names."""
+        from importlib.metadata import entry_points
+
+        names = []
+        for ep in entry_points(group=group):
+            try:
+                obj = ep.load()
+            except Exception as exc:  # noqa: BLE001 - name the entry point that broke
+                raise HandlerError(f"entry point {ep.name} = {ep.value} ({group}): cannot load: {exc}") from exc
+            if not inspect.ismodule(obj):
+                self.register(ep.name, obj)
+            names.append(ep.name)
+        return names
+
+
+def _qualname(fn: Any) -> str:
+    return f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', repr(fn))}"
+
+
+#: The process-wide registry the ``@batchq.job`` decorator fills and ``batchq worker`` reads.
+REGISTRY = Registry()
+
+
+def job(job_type: str) -> Callable[[Handler], Handler]:
+    """Register the decorated function as the handler of ``job_type`` in :data:`REGISTRY`.
+
+    :param job_type: the payload ``job_type`` this function handles.
+    """
+    return REGISTRY.job(job_type)
+
+
+def load_handlers(modules: Iterable[str] = (), *, entry_points: bool = True, registry: Registry | None = None) -> Registry:
+    """Fill ``registry`` (default :data:`REGISTRY`) from modules and, optionally, entry points."""
+    reg = registry or REGISTRY
+    reg.load_modules(modules)
+    if entry_points:
+        reg.load_entry_points()
+    return reg

@@ -1,0 +1,434 @@
+"""The long-running worker: receive → handle → publish result → delete, with at-least-once delivery.
+
+Threads, each with one job:
+
+* **receivers** long-poll the input queue, but only for as many messages as there are free slots
+  (``concurrency`` running + ``prefetch`` waiting), so no message sits invisible for long without a
+  handler to run it;
+* **handlers** (``concurrency`` threads: handlers are I/O-bound) run :func:`~batchq.worker.execute.execute`;
+* a **completion batcher** sends finished results with SendMessageBatch and, only once a result is
+  confirmed, deletes its input with DeleteMessageBatch (or dead-letters it) — ten per call, across
+  handler completions;
+* a **retry batcher** hides failed messages for a backoff with ChangeMessageVisibilityBatch;
+* the **heartbeat** (:class:`~batchq.worker.heartbeat.LeaseKeeper`) extends the visibility of every
+  message still held.
+
+Ordering is the whole safety argument: the result is on the results queue before the input is deleted,
+so a worker killed at any instant loses nothing — the input reappears after its visibility timeout and
+a duplicate result (same idempotency key) is the worst case.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import signal
+import threading
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from batchq.errors import BatchqError, QueueNotFound
+from batchq.metrics import Metrics, log_event
+from batchq.sqs import backoff_delay, change_visibility, delete_messages, receive_messages, send_bodies
+from batchq.worker.batcher import MicroBatcher
+from batchq.worker.config import QueueSettings, WorkerConfig, read_queue_settings
+from batchq.worker.deadletter import send_to_dead_letter
+from batchq.worker.execute import Action, Outcome, execute, message_age_ms, receive_count_of
+from batchq.worker.heartbeat import Lease, LeaseKeeper
+from batchq.worker.registry import REGISTRY, Registry
+from batchq.worker.retry import retry_visibility
+
+log = logging.getLogger("batchq.worker")
+
+
+@dataclass
+class WorkerStats:
+    """Counts for one worker's lifetime (also printed as JSON at exit)."""
+
+    received: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    retried: int = 0
+    dead_lettered: int = 0
+    returned: int = 0
+    deleted: int = 0
+    result_send_failures: int = 0
+    delete_failures: int = 0
+    first_receive_at: float | None = None
+    last_confirmed_at: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class _Completion:
+    lease: Lease
+    outcome: Outcome
+    body: str | None
+
+
+class Worker:
+    """One worker process's consumer. ``run()`` blocks until :meth:`stop` (or SIGTERM/SIGINT when
+    :meth:`install_signal_handlers` was called), then shuts down gracefully.
+
+    :param client: a boto3 SQS client (thread-safe; give it ``max_pool_connections`` ≥ concurrency + 4).
+    :param config: see :class:`~batchq.worker.config.WorkerConfig`.
+    :param registry: handlers (default: the process-wide registry ``@batchq.job`` fills).
+    :param metrics: where counters and timers go (default: a :class:`~batchq.metrics.Metrics` for
+        component ``worker``, StatsD from ``BATCHQ_STATSD_HOST`` if set).
+    """
+
+    def __init__(self, client: Any, config: WorkerConfig, *, registry: Registry | None = None, metrics: Metrics | None = None):
+        self.client = client
+        self.config = config
+        self.registry = registry or REGISTRY
+        self.metrics = metrics or Metrics("worker", tags={"worker": config.worker_id})
+        self.stats = WorkerStats()
+        self.settings: QueueSettings | None = None
+        self._stop_requested = threading.Event()
+        self._stopping = threading.Event()
+        self._fatal: BaseException | None = None
+        self._cond = threading.Condition()
+        self._active = 0  # slots in use: reserved by a receive in progress, buffered or running
+        self._buffered = 0
+        self._work: queue.Queue[Lease | None] = queue.Queue()
+        self._threads: list[threading.Thread] = []
+        self._receivers: list[threading.Thread] = []
+        self._stats_lock = threading.Lock()
+        self._started = False
+        self._grace_override: float | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+    def start(self) -> None:
+        """Read the queue's settings, then start every thread. Raises if there is no dead-letter queue."""
+        if self._started:
+            raise RuntimeError("worker already started")
+        if not len(self.registry):
+            raise BatchqError("no handlers registered: pass --handlers MODULE or install a batchq.handlers entry point")
+        self.settings = read_queue_settings(self.client, self.config)
+        if self.settings.dead_letter_url is None:
+            raise BatchqError(
+                f"input queue {self.config.queue_url} has no redrive policy, so permanent failures would have "
+                "nowhere to go: create the queues with `batchq queues create` or pass --dead-letter-queue"
+            )
+        self.leases = LeaseKeeper(
+            self.client, self.config.queue_url, self.settings.visibility_timeout, self.config.heartbeat_fraction,
+            on_extend=self._on_extend,
+        )
+        self.completions: MicroBatcher[_Completion] = MicroBatcher(
+            self._flush_completions, max_wait_s=self.config.batch_wait_s, workers=self.config.flush_workers,
+            name="batchq-results",
+        )
+        self.retries: MicroBatcher[tuple[Lease, int]] = MicroBatcher(
+            self._flush_retries, max_wait_s=self.config.batch_wait_s, workers=1, name="batchq-retries"
+        )
+        self._started = True
+        self.leases.start()
+        for i in range(self.config.concurrency):
+            t = threading.Thread(target=self._handle_loop, name=f"batchq-handler-{i}", daemon=True)
+            t.start()
+            self._threads.append(t)
+        for i in range(self.config.receivers):
+            t = threading.Thread(target=self._receive_loop, name=f"batchq-receiver-{i}", daemon=True)
+            t.start()
+            self._receivers.append(t)
+        log_event(
+            log, logging.INFO, "worker_started", worker=self.config.worker_id, queue=self.config.queue_url,
+            results=self.config.results_url, dead_letter=self.settings.dead_letter_url,
+            concurrency=self.config.concurrency, prefetch=self.config.prefetch,
+            visibility_timeout=self.settings.visibility_timeout, max_attempts=self.settings.max_attempts,
+            job_types=self.registry.job_types,
+        )
+
+    def run(self) -> WorkerStats:
+        """Start, block until asked to stop, shut down gracefully. Returns the lifetime stats."""
+        self.start()
+        try:
+            while not self._stop_requested.wait(1.0):
+                pass
+        finally:
+            self.shutdown()
+        if self._fatal is not None:
+            raise self._fatal
+        return self.stats
+
+    def stop(self, grace_period_s: float | None = None) -> None:
+        """Ask the worker to stop (safe from a signal handler or another thread)."""
+        if grace_period_s is not None:
+            self._grace_override = grace_period_s
+        self._stop_requested.set()
+
+    def install_signal_handlers(self) -> None:
+        """SIGTERM/SIGINT: graceful stop; a second signal: stop now (grace 0)."""
+
+        def handle(signum: int, _frame: Any) -> None:
+            if self._stop_requested.is_set():
+                self.stop(0)
+            else:
+                log_event(log, logging.INFO, "worker_stopping", signal=signal.Signals(signum).name,
+                          grace_period_s=self.config.grace_period_s)
+                self.stop()
+
+        signal.signal(signal.SIGTERM, handle)
+        signal.signal(signal.SIGINT, handle)
+
+    def shutdown(self) -> None:
+        """Stop receiving, hand back unstarted messages at once, let running handlers finish within the
+        grace period, flush results and deletes, hand back anything still held."""
+        if not self._started or self._stopping.is_set():
+            return
+        grace = self.config.grace_period_s if self._grace_override is None else self._grace_override
+        deadline = time.monotonic() + grace
+        self._stopping.set()
+        with self._cond:
+            self._cond.notify_all()
+        unstarted: list[Lease] = []
+        while True:
+            try:
+                lease = self._work.get_nowait()
+            except queue.Empty:
+                break
+            if lease is not None:
+                unstarted.append(lease)
+        if unstarted:
+            with self._cond:
+                self._buffered -= len(unstarted)
+                self._active -= len(unstarted)
+            self._return_now(unstarted, "shutdown: prefetched, not started")
+        for _ in self._threads:
+            self._work.put(None)
+        for t in self._threads:
+            t.join(max(0.0, deadline - time.monotonic()))
+        for t in self._receivers:
+            # A long poll in progress returns within wait_seconds; what it brings is handed back at once.
+            t.join(max(0.0, deadline - time.monotonic()) + self.config.wait_seconds + 2)
+        self.retries.close(timeout=30)
+        self.completions.close(timeout=60)
+        self.leases.stop()
+        leftover = self.leases.all()
+        if leftover:
+            # Handlers that overran the grace period: their work is abandoned, so make the messages
+            # visible now rather than after the visibility timeout.
+            self._return_now(leftover, "shutdown: handler overran the grace period")
+        self.metrics.flush_summary()
+        log_event(log, logging.INFO, "worker_stopped", worker=self.config.worker_id, **self.stats.to_dict())
+
+    # -- receiving ---------------------------------------------------------------------------------
+    def _receive_loop(self) -> None:
+        cfg = self.config
+        batch_target = min(10, max(1, cfg.prefetch or 0))
+        errors = 0
+        while not self._stopping.is_set():
+            with self._cond:
+                while not self._stopping.is_set():
+                    free = cfg.slots - self._active
+                    # Ask for a useful batch, or for whatever is free when handlers are about to starve.
+                    if free >= batch_target or (free >= 1 and self._buffered == 0):
+                        break
+                    self._cond.wait(0.5)
+                if self._stopping.is_set():
+                    return
+                ask = min(10, free)
+                self._active += ask
+            try:
+                messages = receive_messages(
+                    self.client, cfg.queue_url, max_messages=ask, wait_seconds=cfg.wait_seconds,
+                    visibility_timeout=cfg.visibility_timeout,
+                )
+                errors = 0
+            except QueueNotFound as exc:
+                with self._cond:
+                    self._active -= ask
+                self._fail(exc)
+                return
+            except Exception as exc:  # noqa: BLE001 - endpoint trouble: back off and keep polling
+                errors += 1
+                messages = []
+                log_event(log, logging.WARNING, "receive_failed", error=f"{type(exc).__name__}: {exc}", attempt=errors)
+                self._stopping.wait(backoff_delay(min(errors, 8), base=0.5, cap=20.0))
+            now = time.time()
+            leases = [self.leases.add(m) for m in messages]
+            with self._cond:
+                self._active -= ask - len(messages)
+                self._buffered += len(messages)
+                self._cond.notify_all()
+            if not messages:
+                continue
+            with self._stats_lock:
+                self.stats.received += len(messages)
+                if self.stats.first_receive_at is None:
+                    self.stats.first_receive_at = now
+            for m in messages:
+                age = message_age_ms(m, now)
+                if age is not None:
+                    self.metrics.timing("message_age_ms", age)
+            self.metrics.incr("received", len(messages))
+            if self._stopping.is_set():
+                with self._cond:
+                    self._buffered -= len(leases)
+                    self._active -= len(leases)
+                self._return_now(leases, "shutdown: received while stopping")
+                return
+            for lease in leases:
+                self._work.put(lease)
+
+    # -- handling ----------------------------------------------------------------------------------
+    def _handle_loop(self) -> None:
+        settings = self.settings
+        assert settings is not None
+        while True:
+            lease = self._work.get()
+            if lease is None:
+                return
+            with self._cond:
+                self._buffered -= 1
+            if self._stopping.is_set():
+                with self._cond:
+                    self._active -= 1
+                    self._cond.notify_all()
+                self._return_now([lease], "shutdown: prefetched, not started")
+                continue
+            lease.state = "running"
+            message = lease.message
+            receive_count = receive_count_of(message)
+            try:
+                outcome = execute(
+                    message.get("Body", ""), receive_count=receive_count, max_attempts=settings.max_attempts,
+                    registry=self.registry, worker=self.config.worker_id, message_id=lease.message_id,
+                )
+            except Exception as exc:  # noqa: BLE001 - execute() should not raise; never lose the thread
+                log.exception("internal error handling %s", lease.message_id)
+                outcome = Outcome(Action.RETRY, reason=f"internal error: {exc}")
+            lease.state = "done"
+            with self._cond:
+                self._active -= 1
+                self._cond.notify_all()
+            self._route(lease, outcome, receive_count)
+
+    def _route(self, lease: Lease, outcome: Outcome, receive_count: int) -> None:
+        tags = outcome.tags
+        if outcome.payload is not None and outcome.duration_s:
+            self.metrics.timing("handler_duration_ms", outcome.duration_s * 1000, tags)
+        if outcome.action is Action.RETRY:
+            delay = retry_visibility(
+                receive_count, self.config.retry_base_s,
+                self.config.retry_cap_s if self.config.retry_cap_s is not None else float(self.settings.visibility_timeout),
+            )
+            with self._stats_lock:
+                self.stats.retried += 1
+            self.metrics.incr("retried", 1, tags)
+            log_event(log, logging.WARNING, "message_retry", message_id=lease.message_id,
+                      key=outcome.payload.key if outcome.payload else None, attempt=receive_count,
+                      max_attempts=self.settings.max_attempts, retry_in_s=delay, error=outcome.reason)
+            self.retries.put((lease, delay))
+            return
+        body = outcome.result_body
+        if outcome.action is Action.DEAD_LETTER:
+            log_event(log, logging.WARNING, "message_failed", message_id=lease.message_id,
+                      key=outcome.result.key if outcome.result else None, attempt=receive_count,
+                      reason=outcome.reason, result_published=outcome.result is not None)
+        else:
+            log_event(log, logging.DEBUG, "message_processed", message_id=lease.message_id,
+                      key=outcome.payload.key if outcome.payload else None, attempt=receive_count,
+                      duration_ms=round(outcome.duration_s * 1000, 3), **tags)
+        self.completions.put(_Completion(lease, outcome, body))
+
+    # -- flushing ----------------------------------------------------------------------------------
+    def _flush_completions(self, batch: list[_Completion]) -> None:
+        settings = self.settings
+        assert settings is not None
+        with_result = [c for c in batch if c.body is not None]
+        send_failed: dict[str, str] = {}
+        if with_result:
+            report = send_bodies(
+                self.client, self.config.results_url, [(c.lease.message_id, c.body) for c in with_result],
+                max_in_flight=1, raise_on_failure=False,
+            )
+            send_failed = report.failed
+            if report.sent:
+                with self._stats_lock:
+                    self.stats.last_confirmed_at = time.time()
+        confirmed: list[_Completion] = []
+        for c in batch:
+            if c.lease.message_id in send_failed:
+                # Result not on the results queue: keep the input (hide it briefly, then it is redone).
+                with self._stats_lock:
+                    self.stats.result_send_failures += 1
+                self.metrics.incr("result_send_failed", 1, c.outcome.tags)
+                log_event(log, logging.ERROR, "result_send_failed", message_id=c.lease.message_id,
+                          reason=send_failed[c.lease.message_id])
+                self.retries.put((c.lease, retry_visibility(1, self.config.retry_base_s, float(settings.visibility_timeout))))
+                continue
+            if c.outcome.action is Action.DEAD_LETTER:
+                try:
+                    send_to_dead_letter(
+                        self.client, settings.dead_letter_url, c.lease.message.get("Body", ""),
+                        reason=c.outcome.reason or "failed", source_queue=self.config.queue_url,
+                        attempts=receive_count_of(c.lease.message), worker=self.config.worker_id,
+                    )
+                except Exception:  # noqa: BLE001 - keep the original; it is retried, then redriven by SQS
+                    self.retries.put((c.lease, retry_visibility(1, self.config.retry_base_s, float(settings.visibility_timeout))))
+                    continue
+            confirmed.append(c)
+        if not confirmed:
+            return
+        delete_failed = delete_messages(self.client, self.config.queue_url, [c.lease.message for c in confirmed])
+        succeeded = failed = dead = 0
+        for c in confirmed:
+            self.leases.remove(c.lease)
+            tags = c.outcome.tags
+            if c.outcome.action is Action.ACK:
+                succeeded += 1
+                self.metrics.incr("processed", 1, tags)
+            else:
+                dead += 1
+                self.metrics.incr("dead_lettered", 1, tags)
+                if c.outcome.result is not None:
+                    failed += 1
+                    self.metrics.incr("failed", 1, tags)
+            if c.lease.message_id in delete_failed:
+                # Redelivered later; the duplicate result carries the same key (idempotent downstream).
+                self.metrics.incr("delete_failed", 1, tags)
+                log_event(log, logging.WARNING, "delete_failed", message_id=c.lease.message_id,
+                          reason=delete_failed[c.lease.message_id])
+        with self._stats_lock:
+            self.stats.succeeded += succeeded
+            self.stats.failed += failed
+            self.stats.dead_lettered += dead
+            self.stats.deleted += len(confirmed) - len(delete_failed)
+            self.stats.delete_failures += len(delete_failed)
+
+    def _flush_retries(self, batch: list[tuple[Lease, int]]) -> None:
+        failed = change_visibility(self.client, self.config.queue_url, [lease.message for lease, _ in batch],
+                                   [delay for _, delay in batch])
+        for lease, _ in batch:
+            self.leases.remove(lease)
+        if failed:
+            # The lease had expired: the message is already visible again, which is what we wanted.
+            log_event(log, logging.INFO, "retry_visibility_failed", failed=failed)
+
+    def _return_now(self, leases: list[Lease], why: str) -> None:
+        """Make messages visible again at once (visibility 0): another worker can start them now."""
+        if not leases:
+            return
+        failed = change_visibility(self.client, self.config.queue_url, [lease.message for lease in leases], 0)
+        for lease in leases:
+            self.leases.remove(lease)
+        with self._stats_lock:
+            self.stats.returned += len(leases) - len(failed)
+        self.metrics.incr("returned", len(leases) - len(failed))
+        log_event(log, logging.INFO, "messages_returned", count=len(leases), failed=len(failed), why=why)
+
+    # -- misc ----------------------------------------------------------------------------------------
+    def _on_extend(self, ok: int, failed: int) -> None:
+        if ok:
+            self.metrics.incr("visibility_extended", ok)
+        if failed:
+            self.metrics.incr("visibility_extend_failed", failed)
+
+    def _fail(self, exc: BaseException) -> None:
+        log_event(log, logging.ERROR, "worker_fatal", error=f"{type(exc).__name__}: {exc}")
+        self._fatal = exc
+        self._stop_requested.set()
