@@ -1,0 +1,110 @@
+"""``airflow dags test customer_batch`` end to end against the test SQS endpoint: the input queue holds
+exactly the planned payloads, once each, with the keys Plan computes for that run; mapped tasks are
+labelled with their shard ranges; XComs carry the per-shard counts."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections import Counter
+
+import pytest
+
+from batchq.contract import BatchSpec, parse_payload
+from batchq.plan import Plan
+from batchq.sqs import delete_messages, get_queue_url, get_snapshot, receive_messages
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture
+def small_spec(tmp_path):
+    """The example's shape at 20 customers (160 payloads after the exclusion, 4 shards): moto stays fast."""
+    base = f"e2e-{uuid.uuid4().hex[:8]}"
+    customers = ", ".join(f"cust-{i:04d}" for i in range(1, 21))
+    path = tmp_path / "customer_batch_small.yaml"
+    path.write_text(
+        f"""
+name: customer_batch
+dimensions:
+  customer: [{customers}]
+  job_type: [classification, segmentation, use_case_analysis]
+  period: [daily, weekly, monthly]
+exclude:
+  - {{job_type: use_case_analysis, period: daily}}
+params: {{model_version: "e2e"}}
+queues: {{input: {base}-in, results: {base}-out}}
+target_payloads_per_shard: 40
+"""
+    )
+    return path
+
+
+def drain_keys(client, url) -> tuple[Counter, list]:
+    keys: Counter = Counter()
+    payloads = []
+    empty = 0
+    while empty < 2:
+        msgs = receive_messages(client, url, wait_seconds=0, visibility_timeout=600)
+        if not msgs:
+            empty += 1
+            continue
+        empty = 0
+        for m in msgs:
+            p = parse_payload(m["Body"])
+            keys[p.key] += 1
+            payloads.append(p)
+        assert not delete_messages(client, url, msgs)
+    return keys, payloads
+
+
+def test_dags_test_leaves_exactly_the_planned_payloads_in_the_input_queue(airflow_home, small_spec, sqs_client):
+    proc, run_id = airflow_home.dags_test(
+        "customer_batch", "2026-11-29", env={"BATCHQ_CUSTOMER_BATCH_SPEC": str(small_spec)}
+    )
+
+    states = dict(
+        ((task, idx), state)
+        for task, idx, state in airflow_home.query(
+            "select task_id, map_index, state from task_instance where run_id = ?", run_id
+        )
+    )
+    assert set(states.values()) == {"success"}, states
+
+    spec = BatchSpec.from_yaml(small_spec)
+    plan = Plan(spec, run_id)
+    shards = plan.shards()
+    assert plan.expected == 160 and len(shards) == 4
+    assert {k for k in states if k[0] == "fan_out"} == {("fan_out", s.index) for s in shards}
+
+    # The UI label of each mapped task is its shard range.
+    labels = dict(airflow_home.query(
+        "select map_index, rendered_map_index from task_instance where run_id = ? and task_id = 'fan_out'", run_id
+    ))
+    assert labels == {s.index: s.label for s in shards}
+
+    # Per-shard XComs add up to the plan; the planner's summary XCom matches it too.
+    results = [json.loads(v) for (v,) in airflow_home.query(
+        "select value from xcom where run_id = ? and task_id = 'fan_out' and key = 'return_value'", run_id
+    )]
+    assert sum(r["sent"] for r in results) == sum(r["expected"] for r in results) == plan.expected
+    assert all(r["failed"] == 0 for r in results)
+    (summary,) = [json.loads(v) for (v,) in airflow_home.query(
+        "select value from xcom where run_id = ? and task_id = 'plan_shards' and key = 'plan'", run_id
+    )]
+    assert summary["expected"] == plan.expected and summary["shards"] == len(shards)
+
+    url = get_queue_url(sqs_client, spec.queues.input)
+    snap = get_snapshot(sqs_client, url)
+    assert (snap.visible, snap.in_flight, snap.delayed) == (plan.expected, 0, 0)
+
+    keys, payloads = drain_keys(sqs_client, url)
+    expected_keys = {k for s in shards for k, _ in plan.iter_bodies(s)}
+    assert keys == Counter({k: 1 for k in expected_keys}), "missing, extra or duplicate payloads"
+    assert all(p.run_id == run_id and p.batch == "customer_batch" for p in payloads)
+    assert not any(p.dims["job_type"] == "use_case_analysis" and p.dims["period"] == "daily" for p in payloads)
+    assert Counter(p.job_type for p in payloads) == {"classification": 60, "segmentation": 60, "use_case_analysis": 40}
+
+    # The queues were provisioned by the run, with their dead-letter queues.
+    for name in (spec.queues.input_dlq, spec.queues.results, spec.queues.results_dlq):
+        get_queue_url(sqs_client, name)
