@@ -93,13 +93,38 @@ def redrive(
     return report
 
 
+def _single_attempt_twin(client: Any) -> Any:
+    """A copy of ``client`` (same endpoint, region, credentials) that does not retry.
+
+    Endpoints without StartMessageMoveTask answer HTTP 500, which botocore retries with back-off (up to
+    ~20 s with the standard mode); one attempt is enough to learn "unsupported". Falls back to ``client``.
+    """
+    try:
+        import boto3
+        from botocore.config import Config
+
+        creds = client._request_signer._credentials  # noqa: SLF001 - botocore keeps them here
+        frozen = creds.get_frozen_credentials() if creds is not None else None
+        return boto3.client(
+            "sqs",
+            endpoint_url=client.meta.endpoint_url,
+            region_name=client.meta.region_name,
+            aws_access_key_id=getattr(frozen, "access_key", None),
+            aws_secret_access_key=getattr(frozen, "secret_key", None),
+            aws_session_token=getattr(frozen, "token", None),
+            config=client.meta.config.merge(Config(retries={"mode": "standard", "total_max_attempts": 1})),
+        )
+    except Exception:  # noqa: BLE001 - only an optimisation
+        return client
+
+
 def _move_task(client: Any, dlq_url: str, target_url: str, max_per_second: int | None, timeout_s: float, poll_s: float) -> RedriveReport:
     source_arn = _arn(client, dlq_url)
     kwargs: dict[str, Any] = {"SourceArn": source_arn, "DestinationArn": _arn(client, target_url)}
     if max_per_second:
         kwargs["MaxNumberOfMessagesPerSecond"] = max_per_second
     try:
-        handle = client.start_message_move_task(**kwargs)["TaskHandle"]
+        handle = _single_attempt_twin(client).start_message_move_task(**kwargs)["TaskHandle"]
     except Exception as exc:  # noqa: BLE001 - classified: unsupported → fallback, anything else → raise
         status = (getattr(exc, "response", None) or {}).get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
         code = _error_code(exc)
