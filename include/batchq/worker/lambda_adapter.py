@@ -113,10 +113,13 @@ class LambdaAdapter:
 
         # Publish results, ten per call; an unconfirmed result turns its record into a reported failure.
         items = [(mid, o.result_body) for mid, (o, _) in outcomes.items() if o.result is not None]
-        report = send_bodies(self.client, self.results_url, items, max_in_flight=4, raise_on_failure=False)
+        try:
+            unsent = send_bodies(self.client, self.results_url, items, max_in_flight=4, raise_on_failure=False).failed
+        except Exception as exc:  # noqa: BLE001 - e.g. QueueNotFound: no result is confirmed
+            unsent = {mid: f"{type(exc).__name__}: {exc}" for mid, _ in items}
         for mid, (outcome, record) in outcomes.items():
-            if mid in report.failed:
-                log_event(log, logging.ERROR, "result_send_failed", message_id=mid, reason=report.failed[mid])
+            if mid in unsent:
+                log_event(log, logging.ERROR, "result_send_failed", message_id=mid, reason=unsent[mid])
                 failures.append({"itemIdentifier": mid})
                 continue
             tags = outcome.tags

@@ -342,12 +342,16 @@ class Worker:
         with_result = [c for c in batch if c.body is not None]
         send_failed: dict[str, str] = {}
         if with_result:
-            report = send_bodies(
-                self.client, self.config.results_url, [(c.lease.message_id, c.body) for c in with_result],
-                max_in_flight=1, raise_on_failure=False,
-            )
-            send_failed = report.failed
-            if report.sent:
+            try:
+                report = send_bodies(
+                    self.client, self.config.results_url, [(c.lease.message_id, c.body) for c in with_result],
+                    max_in_flight=1, raise_on_failure=False,
+                )
+                send_failed = report.failed
+            except Exception as exc:  # noqa: BLE001 - e.g. QueueNotFound: nothing in this batch is confirmed
+                send_failed = {c.lease.message_id: f"{type(exc).__name__}: {exc}" for c in with_result}
+                report = None
+            if report is not None and report.sent:
                 with self._stats_lock:
                     self.stats.last_confirmed_at = time.time()
         confirmed: list[_Completion] = []
