@@ -111,7 +111,7 @@ echo "metadata DB ready; aws_default → $BATCHQ_SQS_ENDPOINT"
 say "3. queues (batchq queues create)"
 "$BATCHQ" --log-level WARNING queues create --spec "$SPEC"
 "$BATCHQ" --log-level WARNING plan --spec "$SPEC" --run-id preview \
-  | "$PY" -c 'import json, sys; p = json.load(sys.stdin); print(f"plan: {p[\"product\"]:,} combinations, {p[\"excluded\"]:,} excluded, {p[\"expected\"]:,} payloads in {p[\"shards\"]} shards")'
+  | "$PY" -c 'import json, sys; print("plan: {product:,} combinations, {excluded:,} excluded, {expected:,} payloads in {shards} shards".format(**json.load(sys.stdin)))'
 
 # ---------------------------------------------------------------------------------------------- 4. fan-out
 say "4. airflow dags test customer_batch $LOGICAL_DATE"
@@ -121,7 +121,7 @@ if ! "$AIRFLOW" dags test customer_batch "$LOGICAL_DATE" >"$DEMO_HOME/dags-test.
   echo "dags test failed (full log: $DEMO_HOME/dags-test.log)" >&2
   exit 1
 fi
-grep -Eo 'shard [0-9]+: \[[0-9,]+, [0-9,]+\): sent [0-9]+/[0-9]+ in [0-9.]+s \([0-9]+ msg/s' "$DEMO_HOME/dags-test.log" | sed 's/^/  /' || true
+grep -Eo 'shard [0-9]+: \[[0-9,]+, [0-9,]+\): sent [0-9]+/[0-9]+ in [0-9.]+s \([0-9]+ msg/s' "$DEMO_HOME/dags-test.log" | sort -V | sed 's/^/  /; s/$/)/' || true
 echo "DAG run finished in $(( $(date +%s) - started ))s (log: $DEMO_HOME/dags-test.log)"
 
 # (workers and the results drain are added here)
@@ -131,4 +131,4 @@ say "5. queue depths (batchq queues status)"
 "$BATCHQ" --log-level WARNING queues status --spec "$SPEC" | "$PY" -c '
 import json, sys
 for role, s in json.load(sys.stdin).items():
-    print(f"  {role:8} visible={s[\"visible\"]:>7,}  in_flight={s[\"in_flight\"]:>5,}  delayed={s[\"delayed\"]:>3}  dlq={s[\"dlq_visible\"]}  {s[\"url\"]}")'
+    print("  {role:8} visible={visible:>7,}  in_flight={in_flight:>5,}  delayed={delayed:>3}  dlq={dlq_visible}  {url}".format(role=role, **s))'
