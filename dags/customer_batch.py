@@ -37,7 +37,8 @@ def customer_batch():
 
     fan_out = FanOutOperator.partial(task_id="fan_out", spec=SPEC).expand(shard=shards)
 
-    fan_out  # next steps follow the fan-out: fan_out >> wait_input_drained >> drain_results
+    # Next: fan_out >> wait_input_drained >> drain_results
+    return fan_out
 
 
 customer_batch()
