@@ -38,7 +38,6 @@ def customer_batch():
     fan_out = FanOutOperator.partial(task_id="fan_out", spec=SPEC).expand(shard=shards)
 
     # Next: fan_out >> wait_input_drained >> drain_results
-    return fan_out
 
 
 customer_batch()
