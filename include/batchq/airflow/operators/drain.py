@@ -1,0 +1,274 @@
+"""``ResultsDrainOperator``: the bottom of the pattern — feed a run's results to the real-time system at
+the pace it can take, exactly-once in effect, and close the run's ledger.
+
+It runs the Airflow-free drain loop (:class:`batchq.drain.Drainer`): receive batches of results, write
+them to the sink at ``max_rate`` with ``max_in_flight`` batches at once, commit, then delete. When the
+results queue is empty but the ledger is not complete (workers still running), it *defers* on
+:class:`~batchq.airflow.triggers.ResultsAvailableTrigger` instead of holding a worker slot, and resumes
+when results arrive. When the ledger is complete it closes it; within the spec's tolerated failures it
+succeeds and emits an Asset event ``batchq://<batch>/results`` whose extra carries the run's counts,
+otherwise it fails listing the counts and the first failed keys with their errors.
+
+The ledger lives in the sink database, so a retry of this task resumes the count instead of starting
+over; duplicates never inflate it (distinct keys).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from airflow.providers.amazon.aws.operators.base_aws import AwsBaseOperator
+from airflow.providers.amazon.aws.utils.mixins import aws_template_fields
+from airflow.sdk import Asset
+from airflow.sdk.exceptions import AirflowException, AirflowFailException
+
+from batchq.airflow import settings
+from batchq.airflow.hook import BatchqSqsHook
+from batchq.airflow.triggers import ResultsAvailableTrigger, TriggerReason
+from batchq.contract import BatchSpec
+from batchq.sqs import get_queue_url
+
+#: The plan XCom the fan-out's ``plan_shards`` pushes (it carries ``expected``).
+PLAN_XCOM_KEY = "plan"
+_TOTALS = ("received", "applied", "quarantined", "deleted", "delete_failed", "sink_retries", "backpressure", "visibility_extensions")
+
+
+def results_asset(batch: str) -> Asset:
+    """The Asset a run's drained results update: ``batchq://<batch>/results``."""
+    return Asset(f"batchq://{batch}/results")
+
+
+def sink_target_from_connection(conn: Any) -> str:
+    """A sink target string (SQLAlchemy URL or http(s) URL) from an Airflow connection.
+
+    The extra ``sqlalchemy_url`` (or ``url``) wins; otherwise ``postgres``/``postgresql`` connections
+    become ``postgresql+psycopg://``, ``sqlite`` ones ``sqlite:///<path>``, ``http``/``https`` ones the
+    endpoint URL (host, port and path from the connection's schema field).
+    """
+    extra = conn.extra_dejson if hasattr(conn, "extra_dejson") else {}
+    for key in ("sqlalchemy_url", "url"):
+        if extra.get(key):
+            return str(extra[key])
+    ctype = (conn.conn_type or "").lower()
+    if ctype in ("postgres", "postgresql", "postgresql+psycopg"):
+        from sqlalchemy.engine import URL
+
+        url = URL.create("postgresql+psycopg", username=conn.login or None, password=conn.password or None, host=conn.host or None, port=conn.port or None, database=conn.schema or None)
+        return url.render_as_string(hide_password=False)
+    if ctype == "sqlite":
+        path = conn.host or conn.schema or ""
+        return f"sqlite:///{path}"
+    if ctype in ("http", "https"):
+        port = f":{conn.port}" if conn.port else ""
+        path = (conn.schema or "").lstrip("/")
+        return f"{ctype}://{conn.host}{port}/{path}"
+    raise ValueError(f"connection {conn.conn_id!r}: cannot make a sink from conn_type {conn.conn_type!r} (use postgres, sqlite, http, or the extra 'sqlalchemy_url')")
+
+
+def _resolve_target(target: str | None, conn_id: str | None, what: str) -> str | None:
+    if target:
+        return target
+    if conn_id:
+        from airflow.sdk import BaseHook
+
+        return sink_target_from_connection(BaseHook.get_connection(conn_id))
+    return None
+
+
+class ResultsDrainOperator(AwsBaseOperator[BatchqSqsHook]):
+    """Drain a run's results into a sink at a bounded rate; close the run's ledger; emit an Asset event.
+
+    :param spec: a :class:`BatchSpec`, YAML path or spec name: batch name, results queue and failure
+        tolerance come from it (each can be overridden below).
+    :param sink: sink target: a SQLAlchemy URL (``sqlite:///…``, ``postgresql+psycopg://…``) or an
+        ``http(s)://`` endpoint of the real-time system.
+    :param sink_conn_id: or an Airflow connection for the sink (postgres, sqlite, http; or the extra
+        ``sqlalchemy_url``).
+    :param ledger: for an HTTP sink, where the run ledger and quarantine live (SQLAlchemy URL);
+        ``ledger_conn_id`` likewise. A SQL sink is its own ledger store.
+    :param expected: planned payloads of the run (templated). Default: ``expected`` from the
+        ``plan`` XCom of ``plan_task_id``.
+    :param plan_task_id: the planning task (default ``plan_shards``).
+    :param run_id: the run key (templated, default ``{{ run_id }}``): must match the planner's.
+    :param results_queue: results queue name or URL (default: the spec's).
+    :param max_rate: results per second for the whole drain (token bucket); ``None`` = no cap.
+    :param max_in_flight: result batches written concurrently.
+    :param lease_s: visibility timeout taken on each received batch.
+    :param poll_interval: seconds between checks while deferred waiting for results.
+    :param drain_timeout: seconds from the first try until the task gives up with the ledger's counts.
+    :param tolerated_failure_count: override the spec's.
+    :param tolerated_failure_percentage: override the spec's.
+    :param deferrable: defer while waiting for results (default True); else sleep in the worker slot.
+    """
+
+    aws_hook_class = BatchqSqsHook
+    template_fields: Sequence[str] = (*aws_template_fields(), "run_id", "expected", "sink", "ledger", "results_queue")
+    ui_color = "#e4ffe9"
+
+    def __init__(
+        self,
+        *,
+        spec: BatchSpec | str | None = None,
+        batch: str | None = None,
+        sink: str | None = None,
+        sink_conn_id: str | None = None,
+        ledger: str | None = None,
+        ledger_conn_id: str | None = None,
+        expected: int | str | None = None,
+        plan_task_id: str = "plan_shards",
+        run_id: str = "{{ run_id }}",
+        results_queue: str | None = None,
+        max_rate: float | None = None,
+        max_in_flight: int = 2,
+        lease_s: int = 60,
+        receive_wait_s: int = 2,
+        poll_interval: float = 10.0,
+        drain_timeout: float = 12 * 3600,
+        tolerated_failure_count: int | None = None,
+        tolerated_failure_percentage: float | None = None,
+        deferrable: bool = True,
+        **kwargs: Any,
+    ):
+        kwargs.setdefault("aws_conn_id", settings.default_aws_conn_id())
+        loaded: BatchSpec | None = None
+        if spec is not None:
+            from batchq.airflow.spec_sources import load_spec
+
+            loaded = load_spec(spec)
+        batch = batch or (loaded.name if loaded else None)
+        if not batch:
+            raise ValueError(f"{kwargs.get('task_id')}: give spec= or batch=")
+        results_queue = results_queue or (loaded.queues.results if loaded else None)
+        if not results_queue:
+            raise ValueError(f"{kwargs.get('task_id')}: give spec= or results_queue=")
+        if not (sink or sink_conn_id):
+            raise ValueError(f"{kwargs.get('task_id')}: give sink= (URL) or sink_conn_id=")
+        kwargs.setdefault("outlets", [results_asset(batch)])
+        super().__init__(**kwargs)
+        self.batch = batch
+        self.sink, self.sink_conn_id = sink, sink_conn_id
+        self.ledger, self.ledger_conn_id = ledger, ledger_conn_id
+        self.expected = expected
+        self.plan_task_id = plan_task_id
+        self.run_id = run_id
+        self.results_queue = results_queue
+        self.max_rate, self.max_in_flight = max_rate, max_in_flight
+        self.lease_s, self.receive_wait_s = lease_s, receive_wait_s
+        self.poll_interval, self.drain_timeout = poll_interval, drain_timeout
+        self.tolerated_failure_count = tolerated_failure_count if tolerated_failure_count is not None else (loaded.tolerated_failure_count if loaded else 0)
+        self.tolerated_failure_percentage = (
+            tolerated_failure_percentage if tolerated_failure_percentage is not None else (loaded.tolerated_failure_percentage if loaded else 0.0)
+        )
+        self.deferrable = deferrable
+
+    # -- entry points ----------------------------------------------------------------------------------
+    def execute(self, context: Any) -> dict[str, Any]:
+        return self._drain(context, deadline=time.time() + float(self.drain_timeout), totals={})
+
+    def resume(self, context: Any, event: dict[str, Any] | None = None, deadline: float | None = None, totals: dict[str, int] | None = None) -> dict[str, Any]:
+        """Back from :class:`ResultsAvailableTrigger`: drain again, or fail with the ledger's counts."""
+        reason = (event or {}).get("reason")
+        if reason == TriggerReason.ERROR.value:
+            raise AirflowException(f"{self.task_id}: waiting for results failed: {(event or {}).get('message')}")
+        deadline = deadline or time.time()
+        if reason == TriggerReason.TIMEOUT.value:
+            deadline = min(deadline, time.time())  # drain what is there, then report the open ledger
+        return self._drain(context, deadline=deadline, totals=dict(totals or {}))
+
+    # -- the work --------------------------------------------------------------------------------------
+    def _expected(self, context: Any) -> int:
+        if self.expected not in (None, ""):
+            try:
+                return int(self.expected)
+            except (TypeError, ValueError):
+                raise ValueError(f"{self.task_id}: expected must be an integer, got {self.expected!r}") from None
+        plan = context["ti"].xcom_pull(task_ids=self.plan_task_id, key=PLAN_XCOM_KEY)
+        if not plan or "expected" not in plan:
+            raise AirflowFailException(f"{self.task_id}: no expected count: pass expected= or run {self.plan_task_id!r} (its 'plan' XCom) first")
+        return int(plan["expected"])
+
+    def _open(self) -> tuple[Any, Any]:
+        from batchq.drain import open_sink
+
+        target = _resolve_target(self.sink, self.sink_conn_id, "sink")
+        ledger = _resolve_target(self.ledger, self.ledger_conn_id, "ledger")
+        if target.startswith(("http://", "https://")) and not ledger:
+            raise ValueError(f"{self.task_id}: an HTTP sink needs ledger= or ledger_conn_id= (a SQL database for the run ledger)")
+        return open_sink(target, ledger_url=ledger)
+
+    def _drain(self, context: Any, *, deadline: float, totals: dict[str, int]) -> dict[str, Any]:
+        from batchq.drain import Drainer, RunLedger
+
+        client = self.hook.get_conn()
+        url = self.results_queue if self.results_queue.startswith(("http://", "https://")) else get_queue_url(client, self.results_queue)
+        sink, store = self._open()
+        try:
+            ledger = RunLedger(
+                store,
+                self.batch,
+                self.run_id,
+                self._expected(context),
+                tolerated_failure_count=self.tolerated_failure_count,
+                tolerated_failure_percentage=self.tolerated_failure_percentage,
+            )
+            drainer = Drainer(client, url, sink, store, max_rate=self.max_rate, max_in_flight=self.max_in_flight, receive_wait_s=self.receive_wait_s, lease_s=self.lease_s)
+            while True:
+                status = ledger.status()
+                if not status.complete:
+                    mono_deadline = time.monotonic() + max(0.0, deadline - time.time())
+                    report = drainer.run(until_empty=True, deadline=mono_deadline).to_dict()
+                    for k in _TOTALS:
+                        totals[k] = totals.get(k, 0) + int(report.get(k, 0))
+                    self._metrics(report, status)
+                    self.log.info("drained %d result(s) at %.1f/s (%d quarantined)", report["applied"], report["rate_per_s"], report["quarantined"])
+                    status = ledger.status()
+                self.log.info("%s", status.describe())
+                if status.complete:
+                    return self._finish(context, ledger, status, totals)
+                if time.time() >= deadline:
+                    raise AirflowException(f"{self.task_id}: ledger still open after the drain timeout ({self.drain_timeout:.0f}s): {status.describe()}")
+                if self.deferrable:
+                    self.defer(
+                        trigger=ResultsAvailableTrigger(
+                            queue_url=url,
+                            poll_interval_s=self.poll_interval,
+                            deadline=deadline,
+                            aws_conn_id=self.aws_conn_id,
+                            region_name=self.region_name,
+                            verify=self.verify,
+                            botocore_config=self.botocore_config,
+                        ),
+                        method_name="resume",
+                        kwargs={"deadline": deadline, "totals": totals},
+                    )
+                time.sleep(self.poll_interval)
+        finally:
+            sink.close()
+            if store is not sink:
+                store.close()
+
+    def _finish(self, context: Any, ledger: Any, status: Any, totals: dict[str, int]) -> dict[str, Any]:
+        ledger.close(status)
+        counts = status.counts()
+        self._metrics(None, status)
+        if not status.ok:
+            raise AirflowFailException(f"{self.task_id}: run failed: {status.describe()}")
+        # Attach the counts to the outlet Asset event (Airflow 3 outlet-events API).
+        events = context.get("outlet_events")
+        if events is not None:
+            for outlet in self.outlets or []:
+                if isinstance(outlet, Asset):
+                    events[outlet].extra = {**counts, "drain": totals}
+        return {**counts, "drain": totals}
+
+    def _metrics(self, report: dict[str, Any] | None, status: Any) -> None:
+        try:
+            from batchq.airflow.metrics import emit_drain_report, emit_ledger
+
+            if report:
+                emit_drain_report(self.batch, report)
+            emit_ledger(self.batch, status.counts())
+        except Exception:  # noqa: BLE001 - metrics never fail the drain
+            self.log.debug("drain metrics not emitted", exc_info=True)
