@@ -6,6 +6,9 @@ without touching the server (we never stop the machine's PostgreSQL).
         proxy.cut()                                  # drop every open connection, refuse new ones
         proxy.restore()                              # forward again
 
+``latency_s`` delays every chunk coming back from the server: a slow endpoint, e.g. to prove that an
+async caller keeps its event loop free while a request is outstanding.
+
 While cut, new connections are accepted and closed at once (the client sees a reset/EOF quickly rather
 than hanging), and existing ones are shut down in both directions.
 """
@@ -15,13 +18,15 @@ from __future__ import annotations
 import select
 import socket
 import threading
+import time
 
 
 class TcpProxy:
     """Forward ``127.0.0.1:<port>`` to ``target_host:target_port``; :meth:`cut` / :meth:`restore`."""
 
-    def __init__(self, target_host: str, target_port: int, listen_host: str = "127.0.0.1", listen_port: int = 0):
+    def __init__(self, target_host: str, target_port: int, listen_host: str = "127.0.0.1", listen_port: int = 0, latency_s: float = 0.0):
         self.target = (target_host, target_port)
+        self.latency_s = latency_s
         self._server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._server.bind((listen_host, listen_port))
@@ -104,6 +109,8 @@ class TcpProxy:
                     data = s.recv(65536)
                     if not data:
                         return
+                    if s is b and self.latency_s:
+                        time.sleep(self.latency_s)
                     peers[s].sendall(data)
         except (OSError, ValueError):
             return

@@ -95,7 +95,7 @@ class _SqsTrigger(BaseTrigger):
 
         return BatchqSqsHook(aws_conn_id=self.aws_conn_id, region_name=self.region_name, verify=self.verify, config=self.botocore_config)
 
-    async def _poll(self, client: Any, queue_url: str, dlq_url: str | None, errors: list[str]) -> QueueSnapshot | None:
+    async def _poll(self, client: Any, queue_url: str, dlq_url: str | None, errors: list[str], base_delay_s: float) -> QueueSnapshot | None:
         """One snapshot, or None after a (counted) error; raises once errors are no longer transient."""
         try:
             snap = await aget_snapshot(client, queue_url, dlq_url)
@@ -104,7 +104,7 @@ class _SqsTrigger(BaseTrigger):
             self.log.warning("polling %s failed (%d in a row): %s", queue_url, len(errors), exc)
             if len(errors) >= MAX_CONSECUTIVE_ERRORS:
                 raise
-            await asyncio.sleep(min(30.0, 0.5 * 2 ** len(errors)))
+            await asyncio.sleep(min(60.0, base_delay_s * 2 ** len(errors)))
             return None
         errors.clear()
         return snap
@@ -204,7 +204,7 @@ class QueueDrainedTrigger(_SqsTrigger):
         try:
             async with await self.hook.get_async_conn() as client:
                 while True:
-                    polled = await self._poll(client, self.queue_url, self.dlq_url, errors)
+                    polled = await self._poll(client, self.queue_url, self.dlq_url, errors, self.poll_interval_s)
                     if polled is not None:
                         snap = polled
                         series.add(series_point(snap))
@@ -297,7 +297,7 @@ class ResultsAvailableTrigger(_SqsTrigger):
         try:
             async with await self.hook.get_async_conn() as client:
                 while True:
-                    polled = await self._poll(client, self.queue_url, None, errors)
+                    polled = await self._poll(client, self.queue_url, None, errors, self.poll_interval_s)
                     if polled is not None:
                         snap = polled
                         if snap.visible >= self.min_visible:
