@@ -57,11 +57,21 @@ $(VENV)/.stamp: pyproject.toml
 test: venv
 	$(VPY) -m pytest tests $(PYTEST_ARGS)
 
-# LocalStack is stopped whatever the tests do (trap); pytest's exit code is make's.
+# LocalStack is stopped whatever the tests do (trap); pytest's exit code is make's. Each run has its own
+# state dir, and takes a free port if LOCALSTACK_PORT (4566) is busy, so runs in one tree don't collide.
+FREE_PORT := import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])
+PORT_FREE := import socket, sys; socket.socket().bind(("127.0.0.1", int(sys.argv[1])))
 test-localstack: venv localstack-install
-	@trap '$(LOCALSTACK) stop' EXIT; \
+	@port=$(LOCALSTACK_PORT); \
+	if ! $(VPY) -c '$(PORT_FREE)' "$$port" 2>/dev/null; then \
+	  port=$$($(VPY) -c '$(FREE_PORT)'); \
+	  echo "test-localstack: 127.0.0.1:$(LOCALSTACK_PORT) is busy, using $$port"; \
+	fi; \
+	mkdir -p .localstack; \
+	export LOCALSTACK_PORT=$$port LOCALSTACK_STATE_DIR="$$(mktemp -d $(CURDIR)/.localstack/test-XXXXXX)"; \
+	trap '$(LOCALSTACK) stop; cp "$$LOCALSTACK_STATE_DIR/localstack.log" .localstack/test-localstack.log 2>/dev/null; rm -rf "$$LOCALSTACK_STATE_DIR"' EXIT; \
 	$(LOCALSTACK) start; \
-	BATCHQ_TEST_SQS_ENDPOINT=http://127.0.0.1:$(LOCALSTACK_PORT) \
+	BATCHQ_TEST_SQS_ENDPOINT=http://127.0.0.1:$$port \
 	  $(VPY) -m pytest tests -m "integration or e2e" $(PYTEST_ARGS)
 
 # ---------------------------------------------------------------------------------------------- LocalStack

@@ -15,6 +15,7 @@
 #   LOCALSTACK_VENV        venv location (default <repo>/.venv-localstack)
 #   LOCALSTACK_PYTHON      interpreter used to create the venv (default: pyenv 3.13, python3.13, ... 3.12)
 #   LOCALSTACK_START_TIMEOUT  seconds to wait for SQS to come up (default 60)
+#   LOCALSTACK_STOP_GRACE  seconds from SIGTERM to SIGKILL (default 8)
 #
 # Facts behind the settings are in shared/SQS-ENDPOINTS.md: localstack-core needs its own venv and the
 # pins below (without them it fails at start with "No component plugins found"); GATEWAY_SERVER=hypercorn
@@ -26,6 +27,7 @@ PORT="${LOCALSTACK_PORT:-4566}"
 STATE_DIR="${LOCALSTACK_STATE_DIR:-$ROOT/.localstack}"
 VENV="${LOCALSTACK_VENV:-$ROOT/.venv-localstack}"
 TIMEOUT="${LOCALSTACK_START_TIMEOUT:-60}"
+STOP_GRACE="${LOCALSTACK_STOP_GRACE:-8}"  # seconds between SIGTERM and SIGKILL (a clean exit takes ~2-3 s)
 PIDFILE="$STATE_DIR/localstack.pid"
 LOGFILE="$STATE_DIR/localstack.log"
 LS_PY="$VENV/bin/python"
@@ -216,13 +218,18 @@ cmd_stop() {
   if kill -0 "$pid" 2>/dev/null; then
     kill -TERM "$pid" 2>/dev/null || true
     local i
-    for i in $(seq 1 100); do  # 20 s
+    for i in $(seq 1 "$(( STOP_GRACE * 5 ))"); do
       kill -0 "$pid" 2>/dev/null || break
       sleep 0.2
     done
     if kill -0 "$pid" 2>/dev/null; then
-      log "pid $pid still alive after 20s: SIGKILL to its process group"
+      # LocalStack 2026.3.0's hypercorn shutdown calls loop.stop() from another thread without waking
+      # the event loop: once its sockets are closed nothing wakes select() again, and the process
+      # sleeps forever (seen in ~1 stop in 8 on a loaded machine; faulthandler shows the main thread
+      # in selectors.select under run_forever). State is in memory only, so SIGKILL loses nothing.
+      log "pid $pid did not exit ${STOP_GRACE}s after SIGTERM (known LocalStack shutdown race): SIGKILL"
       kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null || true
+      for i in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
     fi
     # Anything it left in its own process group (setsid made pid the group leader).
     kill -TERM -- "-$pid" 2>/dev/null || true
