@@ -18,10 +18,14 @@ import pendulum
 from airflow.sdk import dag
 
 from batchq.airflow.operators import FanOutOperator, plan_shards
+from batchq.airflow.operators.drain import ResultsDrainOperator
+from batchq.airflow.sensors import QueueDrainedSensor
 from batchq.airflow.spec_sources import load_spec
 
 SPEC = os.environ.get("BATCHQ_CUSTOMER_BATCH_SPEC") or "customer_batch"
 load_spec(SPEC)  # parse-time validation: a bad spec is an import error naming the field and value
+# BATCHQ_CUSTOMER_BATCH_STEPS=fanout stops after the fan-out (for runs with no workers, e.g. fan-out tests).
+FANOUT_ONLY = os.environ.get("BATCHQ_CUSTOMER_BATCH_STEPS") == "fanout"
 
 
 @dag(
@@ -37,7 +41,14 @@ def customer_batch():
 
     fan_out = FanOutOperator.partial(task_id="fan_out", spec=SPEC).expand(shard=shards)
 
-    # Next: fan_out >> wait_input_drained >> drain_results
+    if FANOUT_ONLY:
+        return
+    # Wait (deferred, no worker slot) until the input queue is empty and stays empty ...
+    wait_input_drained = QueueDrainedSensor(task_id="wait_input_drained", spec=SPEC)
+    # ... then feed the results to the real-time system at a pace it can take, and close the run's ledger.
+    drain_results = ResultsDrainOperator(task_id="drain_results", spec=SPEC, sink_conn_id="batchq_sink", max_rate=200)
+
+    fan_out >> wait_input_drained >> drain_results
 
 
 customer_batch()

@@ -90,6 +90,8 @@ def airflow_home(tmp_path_factory, sqs_endpoint) -> AirflowHome:
         "AWS_DEFAULT_REGION": region,
         "AWS_EC2_METADATA_DISABLED": "true",
         "PYTHONUNBUFFERED": "1",
+        # customer_batch stops after the fan-out unless a test runs workers (then it passes "all").
+        "BATCHQ_CUSTOMER_BATCH_STEPS": "fanout",
     }
     # Nothing from a developer's shell may redirect these runs elsewhere.
     for name in ("BATCHQ_CUSTOMER_BATCH_SPEC", "AIRFLOW_CONFIG", "AIRFLOW__CORE__EXECUTOR"):

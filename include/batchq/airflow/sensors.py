@@ -41,11 +41,12 @@ def drain_setting(key: str, fallback: float) -> float:
 class QueueDrainedSensor(AwsBaseSensor[BatchqSqsHook]):
     """Wait until ``queue`` reads empty (visible + in-flight + delayed == 0) for ``stable_for`` seconds.
 
-    Give either ``spec`` (watch its input queue and input DLQ) or ``queue`` (name or URL).
+    Give either ``spec`` (watch its input queue and input DLQ) or ``queue_name`` (name or URL). (Not
+    ``queue``: that is every operator's executor queue.)
 
     :param spec: a :class:`BatchSpec`, YAML path or spec name; its input queue (and DLQ) is watched.
-    :param queue: queue name or URL (instead of ``spec``).
-    :param dlq: its dead-letter queue (name or URL); its depth is reported and checked against
+    :param queue_name: queue name or URL (instead of ``spec``).
+    :param dlq_name: its dead-letter queue (name or URL); its depth is reported and checked against
         ``dlq_threshold``.
     :param stable_for: seconds the queue must read empty continuously (default ``[batchq]
         drain_stable_for_s``, 60 — what AWS advises for the approximate counters).
@@ -58,15 +59,15 @@ class QueueDrainedSensor(AwsBaseSensor[BatchqSqsHook]):
     """
 
     aws_hook_class = BatchqSqsHook
-    template_fields: Sequence[str] = (*aws_template_fields(), "queue", "dlq")
+    template_fields: Sequence[str] = (*aws_template_fields(), "queue_name", "dlq_name")
     ui_color = "#e4f0ff"
 
     def __init__(
         self,
         *,
         spec: BatchSpec | str | None = None,
-        queue: str | None = None,
-        dlq: str | None = None,
+        queue_name: str | None = None,
+        dlq_name: str | None = None,
         stable_for: float | None = None,
         poll_interval: float | None = None,
         dlq_threshold: int | None = None,
@@ -83,13 +84,13 @@ class QueueDrainedSensor(AwsBaseSensor[BatchqSqsHook]):
             from batchq.airflow.spec_sources import load_spec
 
             loaded = load_spec(spec)
-            queue = queue or loaded.queues.input
-            dlq = dlq or loaded.queues.input_dlq
-        if not queue:
-            raise ValueError(f"{self.task_id}: give spec= or queue=")
+            queue_name = queue_name or loaded.queues.input
+            dlq_name = dlq_name or loaded.queues.input_dlq
+        if not queue_name:
+            raise ValueError(f"{self.task_id}: give spec= or queue_name=")
         if not deferrable and self.mode == "reschedule":
             raise ValueError(f"{self.task_id}: mode='reschedule' would restart the stability window on every poke; use deferrable=True or mode='poke'")
-        self.queue, self.dlq = queue, dlq
+        self.queue_name, self.dlq_name = queue_name, dlq_name
         self.stable_for = stable_for if stable_for is not None else drain_setting("drain_stable_for_s", 60.0)
         self.poll_interval = poll
         self.dlq_threshold = dlq_threshold
@@ -108,7 +109,7 @@ class QueueDrainedSensor(AwsBaseSensor[BatchqSqsHook]):
     def execute(self, context: Any) -> Any:
         if not self.deferrable:
             return super().execute(context)
-        queue_url, dlq_url = self._url(self.queue), self._url(self.dlq)
+        queue_url, dlq_url = self._url(self.queue_name), self._url(self.dlq_name)
         now = time.time()
         trigger = QueueDrainedTrigger(
             queue_url=queue_url,
@@ -149,7 +150,7 @@ class QueueDrainedSensor(AwsBaseSensor[BatchqSqsHook]):
     def poke(self, context: Any) -> bool:
         if self._watch is None:
             self._watch, self._series, self._started = DrainWatch(self.stable_for), BoundedSeries(self.max_points), time.time()
-            self._urls = (self._url(self.queue), self._url(self.dlq))
+            self._urls = (self._url(self.queue_name), self._url(self.dlq_name))
         snap = self.hook.get_snapshot(*self._urls)
         self._series.add(series_point(snap))
         try:

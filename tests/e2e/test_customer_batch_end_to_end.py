@@ -1,0 +1,121 @@
+"""The whole pattern end to end: ``airflow dags test customer_batch`` with real ``batchq workers`` processes
+against the test SQS endpoint and a PostgreSQL sink.
+
+plan_shards → fan_out (mapped) → [workers outside Airflow] → wait_input_drained (deferred; the triggerer
+runs in-process under ``dags test``) → drain_results (paced, idempotent). Afterwards: the sink has exactly
+one row per planned key, the run's ledger is closed as succeeded, the input and results queues are empty,
+the drain curve is in XCom and the results Asset got an event carrying the counts."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import uuid
+
+import pytest
+import sqlalchemy as sa
+
+from batchq.contract import BatchSpec
+from batchq.drain import ResultStore
+from batchq.drain.store import results_table
+from batchq.plan import Plan
+from batchq.sqs import ensure_queues, get_snapshot
+
+pytestmark = [pytest.mark.e2e, pytest.mark.postgres, pytest.mark.slow]
+
+
+@pytest.fixture
+def e2e_spec(tmp_path):
+    """The example's shape at 12 customers: 96 payloads after the exclusion, 3 shards (moto stays quick)."""
+    base = f"e2e-{uuid.uuid4().hex[:8]}"
+    customers = ", ".join(f"cust-{i:04d}" for i in range(1, 13))
+    path = tmp_path / "customer_batch_e2e.yaml"
+    path.write_text(
+        f"""
+name: customer_batch
+dimensions:
+  customer: [{customers}]
+  job_type: [classification, segmentation, use_case_analysis]
+  period: [daily, weekly, monthly]
+exclude:
+  - {{job_type: use_case_analysis, period: daily}}
+params: {{model_version: "e2e", lookback_days: 30}}
+queues: {{input: {base}-in, results: {base}-out, visibility_timeout_s: 60}}
+target_payloads_per_shard: 40
+tolerated_failure_percentage: 1.0
+"""
+    )
+    return path
+
+
+@pytest.fixture
+def workers(e2e_spec, sqs_client, sqs_endpoint):
+    """``batchq workers`` (the autoscaling supervisor) running the example handlers, stopped with SIGTERM."""
+    spec = BatchSpec.from_yaml(e2e_spec)
+    ensure_queues(sqs_client, spec.queues)  # workers start before plan_shards provisions; idempotent
+    proc = subprocess.Popen(
+        [
+            sys.executable, "-m", "batchq.cli", "workers", "--spec", str(e2e_spec), "--handlers", "batchq.jobs",
+            "--endpoint-url", sqs_endpoint, "--min", "1", "--max", "2", "--backlog-per-worker", "40",
+            "--poll-interval", "1", "--wait-seconds", "1",
+        ],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ},
+    )
+    yield proc
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def test_customer_batch_end_to_end(airflow_home, e2e_spec, workers, sqs_client, pg_url):
+    spec = BatchSpec.from_yaml(e2e_spec)
+    env = {
+        "BATCHQ_CUSTOMER_BATCH_SPEC": str(e2e_spec),
+        "BATCHQ_CUSTOMER_BATCH_STEPS": "all",
+        "AIRFLOW_CONN_BATCHQ_SINK": pg_url,
+        # Exact emulator counters: a short stability window is enough here (AWS: keep the 60 s default).
+        "AIRFLOW__BATCHQ__DRAIN_STABLE_FOR_S": "2",
+        "AIRFLOW__BATCHQ__DRAIN_POLL_INTERVAL_S": "0.5",
+    }
+    proc, run_id = airflow_home.dags_test("customer_batch", "2026-10-01", env=env, timeout=600)  # a date no other e2e test uses
+    states = dict(airflow_home.query("select task_id, state from task_instance where run_id = ? and map_index <= 0", run_id))
+    assert states.get("wait_input_drained") == "success", (states, proc.stdout[-4000:])
+    assert states.get("drain_results") == "success", (states, proc.stdout[-4000:])
+
+    plan = Plan(spec, run_id)
+    planned = {key for shard in plan.shards() for key, _ in plan.iter_bodies(shard)}
+    assert len(planned) == plan.expected == 96
+
+    store = ResultStore(pg_url)
+    try:
+        with store.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(results_table.c.key, results_table.c.status).where(results_table.c.batch == "customer_batch", results_table.c.run_id == run_id)
+            ).all()
+        keys = [k for k, _ in rows]
+        assert len(keys) == len(set(keys)) == 96, "exactly one row per planned key"
+        assert set(keys) == planned
+        run = store.get_run("customer_batch", run_id)
+        assert run["outcome"] == "succeeded" and run["expected"] == 96 and run["succeeded"] + run["failed"] == 96
+    finally:
+        store.close()
+
+    urls = {name: sqs_client.get_queue_url(QueueName=name)["QueueUrl"] for name in (spec.queues.input, spec.queues.results)}
+    for name, url in urls.items():
+        assert get_snapshot(sqs_client, url).backlog == 0, f"{name} not empty"
+
+    # The sensor pushed the drain curve; the drain task returned the ledger counts and emitted the Asset event.
+    series = airflow_home.query("select value from xcom where run_id = ? and task_id = 'wait_input_drained' and key = 'drain_series'", run_id)
+    assert series, "no drain_series XCom"
+    counts = airflow_home.query("select value from xcom where run_id = ? and task_id = 'drain_results' and key = 'return_value'", run_id)
+    assert counts and json.loads(counts[0][0])["expected"] == 96
+    events = airflow_home.query(
+        "select e.extra from asset_event e join asset a on a.id = e.asset_id where a.uri = 'batchq://customer_batch/results' and e.source_run_id = ?", run_id
+    )
+    assert len(events) == 1 and json.loads(events[0][0])["succeeded"] + json.loads(events[0][0])["failed"] == 96
