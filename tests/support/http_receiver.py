@@ -74,7 +74,11 @@ class Receiver:
                     receiver._store(results)
                 self._reply(200, json.dumps({"accepted": len(results)}).encode())
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        class Server(ThreadingHTTPServer):
+            # Bursts open dozens of connections at once; the default backlog (5) would reset them.
+            request_queue_size = 256
+
+        self._server = Server(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
         self.port = self._server.server_address[1]
         self.url = f"http://127.0.0.1:{self.port}"
