@@ -5,8 +5,10 @@
 #                     moto's server, started on a free loopback port and stopped on exit
 #   2. Airflow home   .airflow-demo (SQLite), this repo's dags/ and plugins/, aws_default → the endpoint
 #   3. queues         batchq queues create (input/results + DLQs, idempotent)
-#   4. fan-out        airflow dags test customer_batch (plan_shards → mapped fan_out)
-#   5. summary        queue depths
+#   4. workers        batchq workers (autoscaling supervisor, example handlers) in the background
+#   5. the DAG        airflow dags test customer_batch: plan_shards → mapped fan_out →
+#                     wait_input_drained (deferred) → drain_results (paced, into SQLite)
+#   6. summary        drain figures, the run's ledger, queue depths
 #
 # Later steps (workers, drain) slot in after section 4; every background process started here is
 # registered with `track_pid` and ended by the EXIT trap.
@@ -113,8 +115,22 @@ say "3. queues (batchq queues create)"
 "$BATCHQ" --log-level WARNING plan --spec "$SPEC" --run-id preview \
   | "$PY" -c 'import json, sys; print("plan: {product:,} combinations, {excluded:,} excluded, {expected:,} payloads in {shards} shards".format(**json.load(sys.stdin)))'
 
-# ---------------------------------------------------------------------------------------------- 4. fan-out
-say "4. airflow dags test customer_batch $LOGICAL_DATE"
+# ---------------------------------------------------------------------------------------------- 4. workers
+say "4. workers (batchq workers, in the background)"
+"$BATCHQ" --log-level WARNING workers --spec "$SPEC" --handlers batchq.jobs --min 1 --max 2 \
+  --backlog-per-worker 200 --poll-interval 2 --wait-seconds 2 >"$DEMO_HOME/workers.log" 2>&1 &
+track_pid $!
+echo "supervisor pid $! scales 1..2 workers on the input backlog (log: $DEMO_HOME/workers.log)"
+# The drain step's sink: SQLite here (PostgreSQL or the real-time system's HTTP endpoint in production).
+RESULTS_DB="$DEMO_HOME/results.db"
+rm -f "$RESULTS_DB"
+export AIRFLOW_CONN_BATCHQ_SINK="sqlite:///$RESULTS_DB"
+# Emulator counters are exact: a short stability window keeps the demo quick (AWS: keep 60 s).
+export AIRFLOW__BATCHQ__DRAIN_STABLE_FOR_S="${BATCHQ_DEMO_STABLE_FOR_S:-5}"
+export AIRFLOW__BATCHQ__DRAIN_POLL_INTERVAL_S=1
+
+# ---------------------------------------------------------------------------------------------- 5. the DAG
+say "5. airflow dags test customer_batch $LOGICAL_DATE"
 started=$(date +%s)
 if ! "$AIRFLOW" dags test customer_batch "$LOGICAL_DATE" >"$DEMO_HOME/dags-test.log" 2>&1; then
   tail -40 "$DEMO_HOME/dags-test.log"
@@ -124,10 +140,14 @@ fi
 grep -Eo 'shard [0-9]+: \[[0-9,]+, [0-9,]+\): sent [0-9]+/[0-9]+ in [0-9.]+s \([0-9]+ msg/s' "$DEMO_HOME/dags-test.log" | sort -V | sed 's/^/  /; s/$/)/' || true
 echo "DAG run finished in $(( $(date +%s) - started ))s (log: $DEMO_HOME/dags-test.log)"
 
-# (workers and the results drain are added here)
+grep -Eo '(waiting for .* to drain.*|.* drained after [0-9.]+s.*|drained [0-9]+ result\(s\) at [0-9.]+/s.*)' "$DEMO_HOME/dags-test.log" \
+  | sed -E 's/ \[airflow.*$//; s/^/  /' || true
 
-# ---------------------------------------------------------------------------------------------- 5. summary
-say "5. queue depths (batchq queues status)"
+# ---------------------------------------------------------------------------------------------- 6. summary
+say "6. the run's ledger (batchq ledger) and queue depths (batchq queues status)"
+RUN_ID="$("$PY" -c 'import sqlite3, sys; print(sqlite3.connect(sys.argv[1]).execute("select run_id from dag_run where dag_id = ? order by id desc limit 1", ("customer_batch",)).fetchone()[0])' "$DEMO_HOME/airflow.db")"
+"$BATCHQ" --log-level WARNING ledger --store "sqlite:///$RESULTS_DB" --batch customer_batch --run-id "$RUN_ID" 2>&1 >/dev/null | sed 's/^/  /' || true
+echo "  rows in $RESULTS_DB: $("$PY" -c 'import sqlite3, sys; print(sqlite3.connect(sys.argv[1]).execute("select count(*) from batchq_results").fetchone()[0])' "$RESULTS_DB")"
 "$BATCHQ" --log-level WARNING queues status --spec "$SPEC" | "$PY" -c '
 import json, sys
 for role, s in json.load(sys.stdin).items():

@@ -165,6 +165,10 @@ class ResultStore:
             kwargs["pool_size"] = 8
         kwargs.update(engine_kwargs)
         self.engine = sa.create_engine(url_obj, **kwargs)
+        if self.dialect == "sqlite" and url_obj.database not in (None, "", ":memory:"):
+            # WAL lets readers (the ledger, the real-time system) run beside the drain's writes; the
+            # default synchronous=FULL keeps a commit durable before we delete the message.
+            sa.event.listen(self.engine, "connect", _sqlite_wal)
         self.description = f"sql:{url_obj.render_as_string(hide_password=True)}"
         self._created = False
 
@@ -307,6 +311,12 @@ class ResultStore:
             stmt = stmt.where(q.run_id == run_id)
         with self._guard("read quarantine"), self.engine.connect() as conn:
             return [dict(m) for m in conn.execute(stmt).mappings().all()]
+
+
+def _sqlite_wal(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.close()
 
 
 class _Guard:
