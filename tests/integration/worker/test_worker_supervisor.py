@@ -1,0 +1,55 @@
+"""The local autoscaler with real worker processes: 0 → N on a backlog, restart after a kill, back to 0."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+
+import pytest
+
+from _worker_helpers import read_results, send_payloads, subprocess_env, wait_for
+from batchq.sqs import get_snapshot
+from batchq.worker.supervisor import Supervisor, worker_command
+
+pytestmark = pytest.mark.integration
+
+
+def test_scales_up_from_zero_restarts_dead_workers_and_scales_back_to_zero(sqs_endpoint, sqs_client, queue_spec_factory):
+    _, urls = queue_spec_factory(visibility_timeout_s=4)
+    keys = send_payloads(sqs_client, urls.input, 60, "t-echo", params={"sleep_s": 0.4})
+    sup = Supervisor(
+        sqs_client, urls.input,
+        worker_command(["--queue", urls.input, "--results-queue", urls.results, "--handlers", "worker_testjobs",
+                        "--no-entry-points", "--concurrency", "2", "--wait-seconds", "1", "--grace-period", "5"]),
+        min_workers=0, max_workers=3, backlog_per_worker=10, poll_interval_s=0.5, scale_down_cooldown_s=2.0,
+        stop_timeout_s=15, restart_backoff_s=0.5, min_uptime_s=0.0, env=subprocess_env(sqs_endpoint),
+    )
+    assert sup.step() == 3 and len(sup.running) == 3  # 60 waiting / 10 per worker = 6, clamped to max 3
+
+    done = threading.Event()
+
+    def finished(s: Supervisor) -> bool:
+        return get_snapshot(sqs_client, urls.input).backlog == 0 and not s.running
+
+    t = threading.Thread(target=lambda: (sup.run(until=finished), done.set()), daemon=True)
+    t.start()
+    try:
+        # Kill one worker outright once results are flowing: the supervisor must replace it.
+        wait_for(lambda: get_snapshot(sqs_client, urls.results).visible >= 5, 60, what="first results")
+        victim = sup.pids[0]
+        os.kill(victim, signal.SIGKILL)
+        wait_for(lambda: sup.stats.restarted >= 1 and victim not in sup.pids and len(sup.running) >= 1, 20,
+                 what="dead worker replaced")
+        assert done.wait(120), f"did not scale back to zero: {sup.stats.history[-5:]}"
+    finally:
+        sup.stop()
+        t.join(60)
+    assert sup.stats.max_running == 3
+    assert sup.stats.started >= 4  # 3 at first + the replacement
+    assert not sup.running and not sup.stopping
+    # Scale-down was graceful: every started worker that was not SIGKILLed exited by itself.
+    backlogs = [b for _, b, _ in sup.stats.history]
+    assert backlogs[-1] == 0 and max(backlogs) >= 50
+    results = read_results(sqs_client, urls.results, expect=60)
+    assert set(keys) <= {r.key for r in results}  # nothing lost, even the killed worker's messages
