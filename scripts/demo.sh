@@ -141,12 +141,12 @@ grep -Eo 'shard [0-9]+: \[[0-9,]+, [0-9,]+\): sent [0-9]+/[0-9]+ in [0-9.]+s \([
 echo "DAG run finished in $(( $(date +%s) - started ))s (log: $DEMO_HOME/dags-test.log)"
 
 grep -Eo '(waiting for .* to drain.*|.* drained after [0-9.]+s.*|drained [0-9]+ result\(s\) at [0-9.]+/s.*)' "$DEMO_HOME/dags-test.log" \
-  | sed -E 's/ \[airflow.*$//; s/^/  /' || true
+  | sed -E 's/ \[airflow.*$//; s/^[0-9T:.-]+Z \[[a-z ]+\] +//; s/^/  /' || true
 
 # ---------------------------------------------------------------------------------------------- 6. summary
 say "6. the run's ledger (batchq ledger) and queue depths (batchq queues status)"
 RUN_ID="$("$PY" -c 'import sqlite3, sys; print(sqlite3.connect(sys.argv[1]).execute("select run_id from dag_run where dag_id = ? order by id desc limit 1", ("customer_batch",)).fetchone()[0])' "$DEMO_HOME/airflow.db")"
-"$BATCHQ" --log-level WARNING ledger --store "sqlite:///$RESULTS_DB" --batch customer_batch --run-id "$RUN_ID" 2>&1 >/dev/null | sed 's/^/  /' || true
+"$BATCHQ" --log-level WARNING ledger --store "sqlite:///$RESULTS_DB" --spec "$SPEC" --run-id "$RUN_ID" 2>&1 >/dev/null | sed 's/^/  /' || true
 echo "  rows in $RESULTS_DB: $("$PY" -c 'import sqlite3, sys; print(sqlite3.connect(sys.argv[1]).execute("select count(*) from batchq_results").fetchone()[0])' "$RESULTS_DB")"
 "$BATCHQ" --log-level WARNING queues status --spec "$SPEC" | "$PY" -c '
 import json, sys

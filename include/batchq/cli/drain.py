@@ -61,11 +61,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     p = subparsers.add_parser("ledger", help="show (and optionally close) a run's ledger from the sink database")
     p.add_argument("--store", required=True, help="SQLAlchemy URL of the results store")
-    p.add_argument("--batch", required=True)
+    p.add_argument("--spec", help="BatchSpec YAML: batch name and failure tolerance from it")
+    p.add_argument("--batch", help="batch name (or --spec)")
     p.add_argument("--run-id", required=True)
     p.add_argument("--expected", type=int, default=None, help="planned payloads (default: as recorded by a drain)")
-    p.add_argument("--tolerated-failure-count", type=int, default=0)
-    p.add_argument("--tolerated-failure-percentage", type=float, default=0.0)
+    p.add_argument("--tolerated-failure-count", type=int, default=None, help="default: the spec's, else 0")
+    p.add_argument("--tolerated-failure-percentage", type=float, default=None, help="default: the spec's, else 0")
     p.add_argument("--close", action="store_true", help="record the outcome when the ledger is complete")
     p.set_defaults(func=cmd_ledger)
 
@@ -125,16 +126,19 @@ def cmd_drain(args: argparse.Namespace) -> int:
 def cmd_ledger(args: argparse.Namespace) -> int:
     from batchq.drain import ResultStore, RunLedger
 
+    spec = None
+    if args.spec:
+        from batchq.contract import BatchSpec
+
+        spec = BatchSpec.from_yaml(args.spec)
+    batch = args.batch or (spec.name if spec else None)
+    if not batch:
+        raise SystemExit("batchq ledger: give --batch or --spec")
+    count = args.tolerated_failure_count if args.tolerated_failure_count is not None else (spec.tolerated_failure_count if spec else 0)
+    pct = args.tolerated_failure_percentage if args.tolerated_failure_percentage is not None else (spec.tolerated_failure_percentage if spec else 0.0)
     store = ResultStore(args.store)
     try:
-        ledger = RunLedger(
-            store,
-            args.batch,
-            args.run_id,
-            args.expected,
-            tolerated_failure_count=args.tolerated_failure_count,
-            tolerated_failure_percentage=args.tolerated_failure_percentage,
-        )
+        ledger = RunLedger(store, batch, args.run_id, args.expected, tolerated_failure_count=count, tolerated_failure_percentage=pct)
         status = ledger.status()
         if args.close and status.complete:
             ledger.close(status)
