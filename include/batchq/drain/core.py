@@ -9,7 +9,8 @@ For each received batch (up to 10 messages):
 3. write to the sink and **commit** (upsert on ``key``), recording the results and quarantine entries in
    the results store (the run ledger) in the same step;
 4. only then delete the batch (``Failed`` entries are reported; those messages come back and are
-   applied again idempotently).
+   applied again idempotently). The delete runs in the background while the thread receives its next
+   batch — still strictly after the commit, one pending delete per thread.
 
 A sink outage keeps the batch: exponential back-off (capped, jittered, or the sink's ``Retry-After``),
 extending the messages' visibility while the outage lasts, so there is no loss and no duplicate row.
@@ -23,6 +24,7 @@ import random
 import threading
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -148,7 +150,13 @@ class Drainer:
                 return True
             return max_results is not None and report.received >= max_results
 
+        deleter = ThreadPoolExecutor(self.max_in_flight, thread_name_prefix="batchq-drain-delete")
+
         def loop() -> None:
+            # Each drain thread deletes its committed batch in the background while it receives the next
+            # one (at most one delete pending per thread): the delete still follows the commit, but its
+            # round trip no longer stalls the loop.
+            pending: Future[None] | None = None
             try:
                 while not stopping():
                     msgs = receive_messages(
@@ -164,12 +172,21 @@ class Drainer:
                         continue
                     with self._lock:
                         report.received += len(msgs)
-                    self._handle(msgs, report, _AnyEvent(stop, local_stop))
+                    applied, quarantined = self._apply(msgs, report, _AnyEvent(stop, local_stop))
+                    if pending is not None:
+                        pending.result()
+                    pending = deleter.submit(self._delete, msgs, applied, quarantined, report)
             except _Stopped:
                 return
             except BaseException as exc:  # noqa: BLE001 - re-raised by run() after the others stop
                 errors.append(exc)
                 local_stop.set()
+            finally:
+                if pending is not None:
+                    try:
+                        pending.result()
+                    except BaseException as exc:  # noqa: BLE001
+                        errors.append(exc)
 
         if self.max_in_flight == 1:
             loop()
@@ -179,6 +196,7 @@ class Drainer:
                 t.start()
             for t in threads:
                 t.join()
+        deleter.shutdown(wait=True)
         report.duration_s = time.perf_counter() - started
         report.backpressure = self.limiter.backpressure_events
         if errors:
@@ -186,7 +204,8 @@ class Drainer:
         return report
 
     # -- one batch ---------------------------------------------------------------------------------------
-    def _handle(self, msgs: Sequence[dict[str, Any]], report: DrainReport, stop: _AnyEvent) -> None:
+    def _apply(self, msgs: Sequence[dict[str, Any]], report: DrainReport, stop: _AnyEvent) -> tuple[int, int]:
+        """Parse, pace and commit one batch; returns (results applied, entries quarantined)."""
         results: list[WorkResult] = []
         owners: list[dict[str, Any]] = []
         bad: list[QuarantineEntry] = []
@@ -202,14 +221,18 @@ class Drainer:
             with self._lock:
                 report.paced_s += waited
         results, bad = self._commit(msgs, results, owners, bad, report, stop)
+        return len(results), len(bad)
+
+    def _delete(self, msgs: Sequence[dict[str, Any]], applied: int, quarantined: int, report: DrainReport) -> None:
+        """Delete a committed batch (``Failed`` entries are reported, and come back to be re-applied)."""
         failed = delete_messages(self.client, self.queue_url, msgs)
         if failed:
             # Already committed: these come back after their lease and are applied again idempotently.
             log.warning("%d result message(s) not deleted (will be redelivered): %s", len(failed), list(failed.items())[:3])
         with self._lock:
             report.batches += 1
-            report.applied += len(results)
-            report.quarantined += len(bad)
+            report.applied += applied
+            report.quarantined += quarantined
             report.deleted += len(msgs) - len(failed)
             report.delete_failed += len(failed)
         if self.on_batch:
