@@ -6,6 +6,7 @@ are released together. Throughput = results confirmed / (first receive → last 
 the workers' own timestamps. The handler waits 20 ms (an I/O-bound job).
 
 * ``per_s_N``: N processes × C handler threads with the 20 ms handler.
+* ``threads_per_s_N``: one process with N handler threads (the same concurrency, batched together).
 * ``noop_per_s``: one process, a handler that does nothing (``--noop-concurrency`` threads, default 10,
   so a receive can fill a whole batch of ten like the raw loop).
 * ``raw_loop_per_s``: one thread of plain boto3: ReceiveMessage(10) → SendMessageBatch(10 results) →
@@ -49,6 +50,10 @@ print(json.dumps(stats.to_dict()), flush=True)
 """
 
 
+#: extra `batchq worker` options for every worker process (bench --worker-arg)
+EXTRA_WORKER_ARGS: list[str] = []
+
+
 def log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
@@ -88,7 +93,8 @@ def run_workers(ep_url: str, client, n_procs: int, concurrency: int, job_type: s
                    PYTHONPATH=os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")]))
         argv = ["--log-level", "WARNING", "worker", "--queue", urls.input, "--results-queue", urls.results,
                 "--handlers", "_bench_handlers", "--no-entry-points", "--concurrency", str(concurrency),
-                "--wait-seconds", "2", "--batch-wait-ms", str(batch_wait_ms), "--grace-period", "10"]
+                "--wait-seconds", "2", "--batch-wait-ms", str(batch_wait_ms), "--grace-period", "10",
+                *EXTRA_WORKER_ARGS]
         procs = [subprocess.Popen([sys.executable, "-c", BOOT, *argv], env=env, stdin=subprocess.PIPE,
                                   stdout=subprocess.PIPE, text=True) for _ in range(n_procs)]
         try:
@@ -160,7 +166,12 @@ def main() -> int:
     ap.add_argument("--batch-wait-ms", type=float, default=50.0)
     ap.add_argument("--prefer", default="localstack", choices=["localstack", "moto"])
     ap.add_argument("--skip-noop", action="store_true")
+    ap.add_argument("--no-thread-scaling", dest="thread_scaling", action="store_false",
+                    help="skip the 1-process x N-threads series")
+    ap.add_argument("--worker-arg", action="append", default=[],
+                    help="extra option for every worker process, e.g. --worker-arg=--receivers=2")
     args = ap.parse_args()
+    EXTRA_WORKER_ARGS.extend(args.worker_arg)
     counts = [int(x) for x in args.workers.split(",")]
     out: dict = {}
     with sqs_endpoint(prefer=args.prefer) as ep:
@@ -175,6 +186,18 @@ def main() -> int:
                   f"{r['per_s']:8.1f} msg/s ({r['succeeded']} in {r['seconds']:.2f}s; ideal {ideal:.0f}/s; "
                   f"per worker {r['per_worker']}; left {r['left_in_input']})", flush=True)
             out[f"per_s_{n}"] = round(r["per_s"], 1)
+        if args.thread_scaling:
+            # The same handler threads in ONE process: receives, result sends and deletes then share
+            # batches of up to ten, where N processes of one thread each cannot.
+            for n in counts:
+                if n == 1 and args.concurrency == 1 and "per_s_1" in out:
+                    out["threads_per_s_1"] = out["per_s_1"]
+                    continue
+                r = run_workers(ep.url, client, 1, n, "bench-io", args.payloads, args.handler_ms,
+                                args.batch_wait_ms, f"t{n}")
+                print(f"1 worker x {n} thread(s), {args.handler_ms:g} ms handler: {r['per_s']:8.1f} msg/s "
+                      f"({r['succeeded']} in {r['seconds']:.2f}s; ideal {n * 1000.0 / args.handler_ms:.0f}/s)", flush=True)
+                out[f"threads_per_s_{n}"] = round(r["per_s"], 1)
         if not args.skip_noop:
             r = run_workers(ep.url, client, 1, args.noop_concurrency, "bench-noop", args.payloads, 0,
                             args.batch_wait_ms, "noop")
@@ -191,6 +214,9 @@ def main() -> int:
         ratios["ratio_4_1"] = round(out["per_s_4"] / out["per_s_1"], 2)
     if "per_s_4" in out and "per_s_8" in out:
         ratios["ratio_8_4"] = round(out["per_s_8"] / out["per_s_4"], 2)
+    if "threads_per_s_1" in out and "threads_per_s_4" in out and "threads_per_s_8" in out:
+        ratios["threads_ratio_4_1"] = round(out["threads_per_s_4"] / out["threads_per_s_1"], 2)
+        ratios["threads_ratio_8_4"] = round(out["threads_per_s_8"] / out["threads_per_s_4"], 2)
     if "noop_per_s" in out:
         ratios["ratio_noop_raw"] = round(out["noop_per_s"] / out["raw_loop_per_s"], 2)
     out.update(ratios)

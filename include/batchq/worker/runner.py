@@ -218,7 +218,10 @@ class Worker:
     # -- receiving ---------------------------------------------------------------------------------
     def _receive_loop(self) -> None:
         cfg = self.config
-        batch_target = min(10, max(1, cfg.prefetch or 0))
+        # Refill when half the prefetch buffer is free, so the handlers still have work queued while the
+        # ReceiveMessage call is in flight (refilling only when the buffer is empty starves them for
+        # one round trip per refill); fewer than ten per call is the price.
+        batch_target = min(10, max(1, -(-(cfg.prefetch or 0) // 2)))
         errors = 0
         while not self._stopping.is_set():
             with self._cond:
