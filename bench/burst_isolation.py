@@ -256,10 +256,11 @@ def main() -> None:
     ap.add_argument("--per-item-ms", type=float, default=0.5)
     ap.add_argument("--fg-rate", type=float, default=100.0)
     ap.add_argument("--fg-threads", type=int, default=4)
-    ap.add_argument("--idle-s", type=float, default=8.0)
+    ap.add_argument("--idle-s", type=float, default=6.0)
+    ap.add_argument("--rounds", type=int, default=3, help="alternating idle/batchq windows and throughput rounds")
     ap.add_argument("--max-rate", type=float, default=200.0)
-    ap.add_argument("--max-in-flight", type=int, default=2)
-    ap.add_argument("--throughput-results", type=int, default=3000)
+    ap.add_argument("--max-in-flight", type=int, default=1)
+    ap.add_argument("--throughput-results", type=int, default=2000)
     ap.add_argument("--stable-for", type=float, default=2.0)
     ap.add_argument("--poll-interval", type=float, default=0.5)
     ap.add_argument("--prefer", default="localstack", choices=("localstack", "moto"))
@@ -273,11 +274,28 @@ def main() -> None:
         log(f"endpoint: {ep.kind} {ep.url}")
         service = Service(args.capacity, args.service_ms, args.per_item_ms)
         try:
-            # 1. idle
-            with Foreground(service.port, args.fg_rate, args.fg_threads) as fg:
-                time.sleep(args.idle_s)
-            idle = fg.latencies
-            log(f"idle: {len(idle)} fg requests, p50 {statistics.median(idle):.2f} ms, p99 {p99(idle):.2f} ms")
+            # Idle and batchq windows alternate (``--rounds``) and their samples are pooled, so both see the
+            # same background load on a shared machine; the sync burst is measured once.
+            idle: list[float] = []
+            bq: list[float] = []
+            achieved_rates: list[float] = []
+            for rnd in range(args.rounds):
+                # 1. idle
+                with Foreground(service.port, args.fg_rate, args.fg_threads) as fg:
+                    time.sleep(args.idle_s)
+                idle += fg.latencies
+                log(f"round {rnd + 1}: idle: {len(fg.latencies)} fg requests, p50 {statistics.median(fg.latencies):.2f} ms, p99 {p99(fg.latencies):.2f} ms")
+
+                # 3. batchq drainer at max_rate (queue loaded beforehand: the burst lands on SQS, not the service)
+                url = client.create_queue(QueueName=f"bench-burst-{uuid.uuid4().hex[:8]}")["QueueUrl"]
+                load_queue(client, url, make_bodies(args.results, "batchq"))
+                with Foreground(service.port, args.fg_rate, args.fg_threads) as fg:
+                    report, started, commits = run_drainer(client, url, f"{service.url}/results", max_rate=args.max_rate, max_in_flight=args.max_in_flight, n=args.results, ledger_dir=tmp)
+                bq += fg.latencies
+                last_t, applied = commits[-1]
+                achieved_rates.append(applied / (last_t - started))
+                log(f"round {rnd + 1}: batchq: {applied} results at max_rate {args.max_rate}/s: achieved {achieved_rates[-1]:.1f}/s; fg p99 {p99(fg.latencies):.2f} ms")
+                client.delete_queue(QueueUrl=url)
 
             # 2. sync burst
             bodies = make_bodies(args.results, "sync")
@@ -287,34 +305,30 @@ def main() -> None:
                 sync_s = time.perf_counter() - t0
             sync = fg.latencies
             log(f"sync burst: {args.results} POSTs by {args.jobs} jobs in {sync_s:.1f}s; fg p99 {p99(sync):.2f} ms")
-
-            # 3. batchq drainer at max_rate (queue loaded beforehand: the burst lands on SQS, not the service)
-            url = client.create_queue(QueueName=f"bench-burst-{uuid.uuid4().hex[:8]}")["QueueUrl"]
-            load_queue(client, url, make_bodies(args.results, "batchq"))
-            with Foreground(service.port, args.fg_rate, args.fg_threads) as fg:
-                report, started, commits = run_drainer(client, url, f"{service.url}/results", max_rate=args.max_rate, max_in_flight=args.max_in_flight, n=args.results, ledger_dir=tmp)
-            bq = fg.latencies
-            last_t, applied = commits[-1]
-            achieved = applied / (last_t - started)
+            achieved = statistics.mean(achieved_rates)
             rate_error_pct = (achieved - args.max_rate) / args.max_rate * 100
-            log(f"batchq: {applied} results at max_rate {args.max_rate}/s: achieved {achieved:.1f}/s ({rate_error_pct:+.2f}%); fg p99 {p99(bq):.2f} ms")
-            client.delete_queue(QueueUrl=url)
         finally:
             service.close()
 
-        # 4. throughput with no rate cap against a fast receiver: drainer vs raw loop, one thread each
+        # 4. throughput with no rate cap against a fast receiver: drainer vs raw loop, one thread each,
+        # alternating rounds, medians.
         fast = Service(64, 0.0, 0.0)
+        raw_rates: list[float] = []
+        drain_rates: list[float] = []
         try:
             url = client.create_queue(QueueName=f"bench-tput-{uuid.uuid4().hex[:8]}")["QueueUrl"]
-            load_queue(client, url, make_bodies(args.throughput_results, "raw"))
-            raw_per_s = raw_loop(client, url, fast.port, args.throughput_results)
-            load_queue(client, url, make_bodies(args.throughput_results, "drain"))
-            report, started, commits = run_drainer(client, url, f"{fast.url}/results", max_rate=None, max_in_flight=1, n=args.throughput_results, ledger_dir=tmp)
-            drain_per_s = commits[-1][1] / (commits[-1][0] - started)
-            log(f"throughput (1 thread, no cap): drainer {drain_per_s:.0f}/s vs raw loop {raw_per_s:.0f}/s ({drain_per_s / raw_per_s:.2f})")
+            for rnd in range(args.rounds):
+                load_queue(client, url, make_bodies(args.throughput_results, "raw"))
+                raw_rates.append(raw_loop(client, url, fast.port, args.throughput_results))
+                load_queue(client, url, make_bodies(args.throughput_results, "drain"))
+                report, started, commits = run_drainer(client, url, f"{fast.url}/results", max_rate=None, max_in_flight=1, n=args.throughput_results, ledger_dir=tmp)
+                drain_rates.append(commits[-1][1] / (commits[-1][0] - started))
+                log(f"round {rnd + 1}: throughput (1 thread, no cap): drainer {drain_rates[-1]:.0f}/s vs raw loop {raw_rates[-1]:.0f}/s")
             client.delete_queue(QueueUrl=url)
         finally:
             fast.close()
+        raw_per_s, drain_per_s = statistics.median(raw_rates), statistics.median(drain_rates)
+        log(f"throughput medians: drainer {drain_per_s:.0f}/s vs raw {raw_per_s:.0f}/s ({drain_per_s / raw_per_s:.2f})")
 
         # 5. detection delay of the drain trigger
         delay = detect_delay(client, ep.url, args.stable_for, args.poll_interval)
@@ -334,8 +348,11 @@ def main() -> None:
         "batchq_over_idle": round(p99(bq) / p99(idle), 2),
         "drain_over_raw": round(drain_per_s / raw_per_s, 3),
         "max_rate": args.max_rate,
+        "max_in_flight": args.max_in_flight,
+        "load_avg_1m": round(os.getloadavg()[0], 2),
         "service_capacity_results_per_s": round(capacity_results_per_s),
         "results": args.results,
+        "rounds": args.rounds,
         "endpoint": ep.kind,
     }
     print(json.dumps(out), flush=True)

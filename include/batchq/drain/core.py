@@ -150,41 +150,52 @@ class Drainer:
                 return True
             return max_results is not None and report.received >= max_results
 
-        deleter = ThreadPoolExecutor(self.max_in_flight, thread_name_prefix="batchq-drain-delete")
+        # Per drain thread: one receive prefetched and one delete pending in the background, so the
+        # thread's critical path is "apply a batch", not "receive + apply + delete". The delete of a
+        # batch still strictly follows its commit; a prefetched batch not applied is handed back.
+        io = ThreadPoolExecutor(2 * self.max_in_flight, thread_name_prefix="batchq-drain-io")
+
+        def receive() -> list[dict[str, Any]]:
+            return receive_messages(
+                self.client,
+                self.queue_url,
+                max_messages=limits.MAX_RECEIVE_MESSAGES,
+                wait_seconds=self.receive_wait_s,
+                visibility_timeout=self.lease_s,
+            )
 
         def loop() -> None:
-            # Each drain thread deletes its committed batch in the background while it receives the next
-            # one (at most one delete pending per thread): the delete still follows the commit, but its
-            # round trip no longer stalls the loop.
             pending: Future[None] | None = None
+            prefetch: Future[list[dict[str, Any]]] | None = None
             try:
                 while not stopping():
-                    msgs = receive_messages(
-                        self.client,
-                        self.queue_url,
-                        max_messages=limits.MAX_RECEIVE_MESSAGES,
-                        wait_seconds=self.receive_wait_s,
-                        visibility_timeout=self.lease_s,
-                    )
+                    msgs = prefetch.result() if prefetch is not None else receive()
+                    prefetch = None
                     if not msgs:
                         if until_empty:
                             return
                         continue
                     with self._lock:
                         report.received += len(msgs)
+                    if not stopping():
+                        prefetch = io.submit(receive)
                     applied, quarantined = self._apply(msgs, report, _AnyEvent(stop, local_stop))
                     if pending is not None:
                         pending.result()
-                    pending = deleter.submit(self._delete, msgs, applied, quarantined, report)
+                    pending = io.submit(self._delete, msgs, applied, quarantined, report)
             except _Stopped:
                 return
             except BaseException as exc:  # noqa: BLE001 - re-raised by run() after the others stop
                 errors.append(exc)
                 local_stop.set()
             finally:
-                if pending is not None:
+                for fut, finish in ((pending, None), (prefetch, self._hand_back)):
+                    if fut is None:
+                        continue
                     try:
-                        pending.result()
+                        got = fut.result()
+                        if finish is not None and got:
+                            finish(got, report)
                     except BaseException as exc:  # noqa: BLE001
                         errors.append(exc)
 
@@ -196,7 +207,7 @@ class Drainer:
                 t.start()
             for t in threads:
                 t.join()
-        deleter.shutdown(wait=True)
+        io.shutdown(wait=True)
         report.duration_s = time.perf_counter() - started
         report.backpressure = self.limiter.backpressure_events
         if errors:
@@ -222,6 +233,12 @@ class Drainer:
                 report.paced_s += waited
         results, bad = self._commit(msgs, results, owners, bad, report, stop)
         return len(results), len(bad)
+
+    def _hand_back(self, msgs: Sequence[dict[str, Any]], report: DrainReport) -> None:
+        """Return prefetched-but-unapplied messages to the queue at once (visibility 0)."""
+        failed = change_visibility(self.client, self.queue_url, msgs, 0)
+        with self._lock:
+            report.handed_back += len(msgs) - len(failed)
 
     def _delete(self, msgs: Sequence[dict[str, Any]], applied: int, quarantined: int, report: DrainReport) -> None:
         """Delete a committed batch (``Failed`` entries are reported, and come back to be re-applied)."""
