@@ -193,7 +193,8 @@ class Supervisor:
 
     # -- internals -----------------------------------------------------------------------------------
     def _start_one(self, now: float) -> None:
-        popen = subprocess.Popen(self.worker_command, env=self.env, stdin=subprocess.DEVNULL)
+        popen = subprocess.Popen(self.worker_command, env=self.env, stdin=subprocess.DEVNULL,
+                                 preexec_fn=_term_with_parent if sys.platform.startswith("linux") else None)
         self.running.append(_Proc(popen, now))
         self.stats.started += 1
         log_event(log, logging.INFO, "worker_process_started", pid=popen.pid, running=len(self.running))
@@ -230,6 +231,18 @@ class Supervisor:
             elif proc.stopping_since is not None and now - proc.stopping_since > self.stop_timeout_s:
                 proc.popen.kill()
                 self.stats.killed += 1
+
+
+def _term_with_parent() -> None:
+    """In the child, before exec: ask Linux to SIGTERM it if the supervisor dies (even by SIGKILL), so a
+    crashed supervisor does not leave orphan workers polling forever. Best effort."""
+    try:
+        import ctypes
+
+        PR_SET_PDEATHSIG = 1
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except Exception:  # noqa: BLE001 - not fatal: the supervisor's shutdown() still stops its workers
+        pass
 
 
 def worker_command(worker_args: Sequence[str], python: str | None = None) -> list[str]:

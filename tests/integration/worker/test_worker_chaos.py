@@ -26,18 +26,19 @@ MAX_KILLS = 8
 
 def test_sigkill_chaos_loses_nothing(sqs_endpoint, sqs_client, queue_spec_factory):
     rng = random.Random(int(os.environ.get("BATCHQ_CHAOS_SEED", "20261129")))
-    # Short visibility so the work of a killed worker reappears quickly.
+    # Short visibility so the work of a killed worker reappears quickly. Eight threads per worker make
+    # receives of several messages (moto's calls cost O(queue depth), so fewer calls matter there).
     _, urls = queue_spec_factory(visibility_timeout_s=5, max_receive_count=10)
     t0 = time.monotonic()
-    keys = set(send_payloads(sqs_client, urls.input, PAYLOADS, "t-echo", params={"sleep_s": 0.03}))
+    keys = set(send_payloads(sqs_client, urls.input, PAYLOADS, "t-echo", params={"sleep_s": 0.12}))
     sent_s = time.monotonic() - t0
     assert len(keys) == PAYLOADS
 
     sup = Supervisor(
         sqs_client, urls.input,
         worker_command(["--queue", urls.input, "--results-queue", urls.results, "--handlers", "worker_testjobs",
-                        "--no-entry-points", "--concurrency", "2", "--wait-seconds", "1", "--grace-period", "5"]),
-        min_workers=0, max_workers=3, backlog_per_worker=100, poll_interval_s=0.5, scale_down_cooldown_s=3.0,
+                        "--no-entry-points", "--concurrency", "8", "--wait-seconds", "1", "--grace-period", "5"]),
+        min_workers=0, max_workers=3, backlog_per_worker=100, poll_interval_s=1.0, scale_down_cooldown_s=3.0,
         stop_timeout_s=20, restart_backoff_s=0.5, min_uptime_s=0.0, env=subprocess_env(sqs_endpoint),
     )
     seen: Counter[str] = Counter()
@@ -61,7 +62,7 @@ def test_sigkill_chaos_loses_nothing(sqs_endpoint, sqs_client, queue_spec_factor
     try:
         while time.monotonic() < deadline and keys - set(seen):
             # At least MIN_KILLS while work remains, whatever the endpoint's speed: the pool (3 workers x
-            # 2 threads, 30 ms jobs) needs >= 10 s for 2,000 payloads; the kills come every ~1 s, capped so
+            # 8 threads, 120 ms jobs) needs >= 10 s for 2,000 payloads; the kills come every ~1 s, capped so
             # that restarts are not all the pool ever does on a slow endpoint.
             time.sleep(rng.uniform(0.7, 1.5) if len(kills) < MAX_KILLS else 0.5)
             pids = sup.pids
