@@ -159,7 +159,7 @@ class Foreground:
 
 def p99(xs: list[float]) -> float:
     xs = sorted(xs)
-    return xs[min(len(xs) - 1, int(round(0.99 * (len(xs) - 1))))] if xs else float("nan")
+    return xs[min(len(xs) - 1, round(0.99 * (len(xs) - 1)))] if xs else float("nan")
 
 
 # -- results ------------------------------------------------------------------------------------------------
@@ -319,7 +319,7 @@ def main() -> None:
                 url = client.create_queue(QueueName=f"bench-burst-{uuid.uuid4().hex[:8]}")["QueueUrl"]
                 load_queue(client, url, make_bodies(args.results, "batchq"))
                 with Foreground(service.port, args.fg_rate, args.fg_threads) as fg:
-                    report, started, commits = run_drainer(client, url, f"{service.url}/results", max_rate=args.max_rate, max_in_flight=args.max_in_flight, n=args.results, ledger_dir=tmp)
+                    _, started, commits = run_drainer(client, url, f"{service.url}/results", max_rate=args.max_rate, max_in_flight=args.max_in_flight, n=args.results, ledger_dir=tmp)
                 bq += fg.latencies
                 last_t, applied = commits[-1]
                 achieved_rates.append(applied / (last_t - started))
@@ -350,7 +350,7 @@ def main() -> None:
                 load_queue(client, url, make_bodies(args.throughput_results, "raw"))
                 raw_rates.append(raw_loop(client, url, fast.port, args.throughput_results))
                 load_queue(client, url, make_bodies(args.throughput_results, "drain"))
-                report, started, commits = run_drainer(client, url, f"{fast.url}/results", max_rate=None, max_in_flight=1, n=args.throughput_results, ledger_dir=tmp)
+                _, started, commits = run_drainer(client, url, f"{fast.url}/results", max_rate=None, max_in_flight=1, n=args.throughput_results, ledger_dir=tmp)
                 drain_rates.append(commits[-1][1] / (commits[-1][0] - started))
                 log(f"round {rnd + 1}: throughput (1 thread, no cap): drainer {drain_rates[-1]:.0f}/s vs raw loop {raw_rates[-1]:.0f}/s")
             client.delete_queue(QueueUrl=url)

@@ -17,7 +17,6 @@ import uuid
 
 import pytest
 import sqlalchemy as sa
-
 from batchq.contract import BatchSpec
 from batchq.drain import ResultStore
 from batchq.drain.store import results_table

@@ -52,12 +52,12 @@ class Receiver:
                 self.end_headers()
                 self.wfile.write(body)
 
-            def do_GET(self) -> None:  # noqa: N802
+            def do_GET(self) -> None:
                 with receiver._slots:
                     receiver._work(receiver.service_ms)
                 self._reply(200, b'{"ok":true}')
 
-            def do_POST(self) -> None:  # noqa: N802
+            def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 raw = self.rfile.read(length)
                 if time.monotonic() < receiver._fail_until:

@@ -36,7 +36,7 @@ def _stats():
 def _safe(fn, *args: Any, **kwargs: Any) -> None:
     try:
         fn(*args, **kwargs)
-    except Exception:  # noqa: BLE001 - metrics must never break the work
+    except Exception:
         log.debug("metric not emitted", exc_info=True)
 
 

@@ -16,11 +16,20 @@ from typing import Any
 
 from airflow.providers.amazon.aws.sensors.base_aws import AwsBaseSensor
 from airflow.providers.amazon.aws.utils.mixins import aws_template_fields
-from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSensorTimeout
+from airflow.sdk.exceptions import (
+    AirflowException,
+    AirflowFailException,
+    AirflowSensorTimeout,
+)
 
 from batchq.airflow import settings
 from batchq.airflow.hook import BatchqSqsHook
-from batchq.airflow.triggers import SERIES_FIELDS, QueueDrainedTrigger, TriggerReason, series_point
+from batchq.airflow.triggers import (
+    SERIES_FIELDS,
+    QueueDrainedTrigger,
+    TriggerReason,
+    series_point,
+)
 from batchq.contract import BatchSpec
 from batchq.health import BoundedSeries, DrainWatch, QueueSnapshot
 from batchq.sqs import get_queue_url
@@ -157,8 +166,8 @@ class QueueDrainedSensor(AwsBaseSensor[BatchqSqsHook]):
             from batchq.airflow.metrics import emit_queue_snapshot
 
             emit_queue_snapshot(self._urls[0].rstrip("/").rsplit("/", 1)[-1], snap)
-        except Exception:  # noqa: BLE001 - metrics never fail the sensor
-            pass
+        except Exception:  # metrics never fail the sensor
+            self.log.debug("queue metrics not emitted", exc_info=True)
         waited = time.time() - self._started
         if self.dlq_threshold is not None and (snap.dlq_visible or 0) >= self.dlq_threshold:
             self._push_series(context)

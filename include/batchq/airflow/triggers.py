@@ -21,7 +21,7 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator
 from enum import Enum
-from typing import Any
+from typing import Any, ClassVar
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
@@ -56,7 +56,7 @@ class _SqsTrigger(BaseTrigger):
     """Connection arguments shared by batchq triggers (the provider's AWS argument set)."""
 
     #: retired kwarg → current name (``None``: accepted and ignored)
-    RETIRED: dict[str, str | None] = {}
+    RETIRED: ClassVar[dict[str, str | None]] = {}
 
     def __init__(
         self,
@@ -99,7 +99,7 @@ class _SqsTrigger(BaseTrigger):
         """One snapshot, or None after a (counted) error; raises once errors are no longer transient."""
         try:
             snap = await aget_snapshot(client, queue_url, dlq_url)
-        except Exception as exc:  # noqa: BLE001 - counted; reported as an event when persistent
+        except Exception as exc:
             errors.append(f"{type(exc).__name__}: {exc}")
             self.log.warning("polling %s failed (%d in a row): %s", queue_url, len(errors), exc)
             if len(errors) >= MAX_CONSECUTIVE_ERRORS:
@@ -126,7 +126,7 @@ class QueueDrainedTrigger(_SqsTrigger):
     :param started_at: epoch seconds the wait began (for ``waited_s``; set by the sensor).
     """
 
-    RETIRED = {"stable_for": "stable_for_s", "poll_interval": "poll_interval_s", "waiter_delay": "poll_interval_s", "timeout": None}
+    RETIRED: ClassVar[dict[str, str | None]] = {"stable_for": "stable_for_s", "poll_interval": "poll_interval_s", "waiter_delay": "poll_interval_s", "timeout": None}
 
     def __init__(
         self,
@@ -230,7 +230,7 @@ class QueueDrainedTrigger(_SqsTrigger):
             from batchq.airflow.metrics import emit_queue_snapshot
 
             emit_queue_snapshot(self.queue_name, snap, eta)
-        except Exception:  # noqa: BLE001 - metrics never break the wait
+        except Exception:
             self.log.debug("queue metrics not emitted", exc_info=True)
 
 
@@ -245,7 +245,7 @@ class ResultsAvailableTrigger(_SqsTrigger):
     :param min_visible: visible messages that count as "available".
     """
 
-    RETIRED = {"poll_interval": "poll_interval_s", "waiter_delay": "poll_interval_s", "timeout": None}
+    RETIRED: ClassVar[dict[str, str | None]] = {"poll_interval": "poll_interval_s", "waiter_delay": "poll_interval_s", "timeout": None}
 
     def __init__(
         self,

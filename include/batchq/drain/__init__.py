@@ -10,7 +10,7 @@ the run ledger, and quarantine of malformed results.
 * :mod:`~batchq.drain.redrive` — move dead-lettered messages back
 """
 
-from batchq.drain.core import DrainReport, Drainer
+from batchq.drain.core import Drainer, DrainReport
 from batchq.drain.http_sink import HttpSink
 from batchq.drain.ledger import LedgerStatus, RunLedger, evaluate, tolerated_failures
 from batchq.drain.limiter import TokenBucket

@@ -103,7 +103,7 @@ def _single_attempt_twin(client: Any) -> Any:
         import boto3
         from botocore.config import Config
 
-        creds = client._request_signer._credentials  # noqa: SLF001 - botocore keeps them here
+        creds = client._request_signer._credentials
         frozen = creds.get_frozen_credentials() if creds is not None else None
         return boto3.client(
             "sqs",
@@ -125,7 +125,7 @@ def _move_task(client: Any, dlq_url: str, target_url: str, max_per_second: int |
         kwargs["MaxNumberOfMessagesPerSecond"] = max_per_second
     try:
         handle = _single_attempt_twin(client).start_message_move_task(**kwargs)["TaskHandle"]
-    except Exception as exc:  # noqa: BLE001 - classified: unsupported → fallback, anything else → raise
+    except Exception as exc:
         status = (getattr(exc, "response", None) or {}).get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
         code = _error_code(exc)
         if status >= 500 or code in ("UnsupportedOperation", "NotImplemented", "InvalidAction", "UnknownOperationException") or isinstance(exc, AttributeError):

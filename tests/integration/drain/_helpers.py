@@ -5,7 +5,6 @@ from __future__ import annotations
 import uuid
 
 import sqlalchemy as sa
-
 from batchq.contract import ErrorInfo, WorkResult
 from batchq.drain.store import results_table
 from batchq.sqs import get_snapshot, send_bodies

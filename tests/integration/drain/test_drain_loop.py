@@ -4,9 +4,9 @@ malformed results are quarantined and deleted, the ledger closes, the queue ends
 from __future__ import annotations
 
 import pytest
-
 from batchq.contract import ErrorInfo
 from batchq.drain import Drainer, HttpSink, ResultStore, RunLedger
+
 from tests.integration.drain._helpers import backlog, make_results, put, sink_rows
 from tests.support.http_receiver import Receiver
 

@@ -13,10 +13,14 @@ import time
 from urllib.parse import urlsplit
 
 import pytest
-
-from batchq.airflow.triggers import QueueDrainedTrigger, ResultsAvailableTrigger, TriggerReason
+from batchq.airflow.triggers import (
+    QueueDrainedTrigger,
+    ResultsAvailableTrigger,
+    TriggerReason,
+)
 from batchq.health import QueueSnapshot
 from batchq.sqs import delete_messages, receive_messages, send_bodies
+
 from tests.support.tcp_proxy import TcpProxy
 
 CONN_ID = "batchq_trigger_test"
@@ -219,7 +223,7 @@ def test_the_gap_meter_catches_a_blocking_poll(monkeypatch):
     import batchq.airflow.triggers as mod
 
     async def blocking_snapshot(client, queue_url, dlq_url=None):
-        time.sleep(0.3)  # what a sync boto3 call on a slow endpoint does to the loop
+        time.sleep(0.3)  # noqa: ASYNC251 - on purpose: what a sync boto3 call on a slow endpoint does to the loop
         return QueueSnapshot(time.time(), 1, 0, 0)
 
     class FakeConn:

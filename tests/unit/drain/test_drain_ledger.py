@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from batchq.drain.ledger import evaluate, tolerated_failures
 
 

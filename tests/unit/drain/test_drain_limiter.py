@@ -5,7 +5,6 @@ from __future__ import annotations
 import threading
 
 import pytest
-
 from batchq.drain.limiter import TokenBucket
 
 
@@ -48,14 +47,14 @@ def test_burst_is_available_at_once_and_refills():
 
 
 def test_batch_bigger_than_burst_goes_into_debt():
-    tb, clock = bucket(10.0, burst=1)
+    tb, _ = bucket(10.0, burst=1)
     assert tb.acquire(1) == 0
     assert tb.acquire(20) == pytest.approx(2.0)
     assert tb.acquire(1) == pytest.approx(0.1)
 
 
 def test_unlimited_never_waits_but_honours_pauses():
-    tb, clock = bucket(None)
+    tb, _ = bucket(None)
     assert all(tb.acquire(10) == 0 for _ in range(1000))
     tb.backpressure(3.0)
     assert tb.acquire(1) == pytest.approx(3.0)
@@ -63,7 +62,7 @@ def test_unlimited_never_waits_but_honours_pauses():
 
 
 def test_backpressure_pauses_halves_and_recovers():
-    tb, clock = bucket(100.0, burst=10, recover_step=0.25)
+    tb, _ = bucket(100.0, burst=10, recover_step=0.25)
     tb.acquire(10)
     tb.backpressure(2.0)
     assert tb.current_rate == 50.0
@@ -87,7 +86,7 @@ def test_backpressure_has_a_floor():
 
 
 def test_shared_between_threads_counts_every_token():
-    tb, clock = bucket(100.0, burst=10)
+    tb, _ = bucket(100.0, burst=10)
     lock = threading.Lock()
     waits = []
 

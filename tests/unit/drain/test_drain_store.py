@@ -6,13 +6,12 @@ from __future__ import annotations
 import itertools
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
-
 from batchq.contract import ErrorInfo, WorkResult
 from batchq.drain.ledger import RunLedger
 from batchq.drain.sink import merge_duplicates
 from batchq.drain.store import QuarantineEntry, ResultStore
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 
 def result(key: str, status: str = "succeeded", run_id: str = "r1", batch: str = "b", **kw) -> WorkResult:
@@ -32,7 +31,6 @@ def store(tmp_path):
 
 def rows(store: ResultStore) -> dict[str, str]:
     import sqlalchemy as sa
-
     from batchq.drain.store import results_table
 
     with store.engine.connect() as conn:
