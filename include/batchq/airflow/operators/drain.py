@@ -32,6 +32,8 @@ from batchq.sqs import get_queue_url
 
 #: The plan XCom the fan-out's ``plan_shards`` pushes (it carries ``expected``).
 PLAN_XCOM_KEY = "plan"
+#: A drain whose deadline has passed still gets this long to apply what is on the queue.
+FINAL_SWEEP_S = 30.0
 _TOTALS = ("received", "applied", "quarantined", "deleted", "delete_failed", "sink_retries", "backpressure", "visibility_extensions")
 
 
@@ -217,7 +219,8 @@ class ResultsDrainOperator(AwsBaseOperator[BatchqSqsHook]):
             while True:
                 status = ledger.status()
                 if not status.complete:
-                    mono_deadline = time.monotonic() + max(0.0, deadline - time.time())
+                    # Past the deadline (a timed-out wait) still sweep what is there before reporting.
+                    mono_deadline = time.monotonic() + max(FINAL_SWEEP_S, deadline - time.time())
                     report = drainer.run(until_empty=True, deadline=mono_deadline).to_dict()
                     for k in _TOTALS:
                         totals[k] = totals.get(k, 0) + int(report.get(k, 0))
