@@ -24,8 +24,6 @@ from batchq.airflow.spec_sources import load_spec
 
 SPEC = os.environ.get("BATCHQ_CUSTOMER_BATCH_SPEC") or "customer_batch"
 load_spec(SPEC)  # parse-time validation: a bad spec is an import error naming the field and value
-# BATCHQ_CUSTOMER_BATCH_STEPS=fanout stops after the fan-out (for runs with no workers, e.g. fan-out tests).
-FANOUT_ONLY = os.environ.get("BATCHQ_CUSTOMER_BATCH_STEPS") == "fanout"
 
 
 @dag(
@@ -41,8 +39,6 @@ def customer_batch():
 
     fan_out = FanOutOperator.partial(task_id="fan_out", spec=SPEC).expand(shard=shards)
 
-    if FANOUT_ONLY:
-        return
     # Wait (deferred, no worker slot) until the input queue is empty and stays empty ...
     wait_input_drained = QueueDrainedSensor(task_id="wait_input_drained", spec=SPEC)
     # ... then feed the results to the real-time system at a pace it can take, and close the run's ledger.

@@ -76,7 +76,6 @@ def test_customer_batch_end_to_end(airflow_home, e2e_spec, workers, sqs_client, 
     spec = BatchSpec.from_yaml(e2e_spec)
     env = {
         "BATCHQ_CUSTOMER_BATCH_SPEC": str(e2e_spec),
-        "BATCHQ_CUSTOMER_BATCH_STEPS": "all",
         "AIRFLOW_CONN_BATCHQ_SINK": pg_url,
         # Exact emulator counters: a short stability window is enough here (AWS: keep the 60 s default).
         "AIRFLOW__BATCHQ__DRAIN_STABLE_FOR_S": "2",
