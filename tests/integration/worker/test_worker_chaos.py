@@ -12,27 +12,45 @@ from collections import Counter
 
 import pytest
 
-from _worker_helpers import send_payloads, subprocess_env
+from _worker_helpers import make_plan, subprocess_env
 from batchq.contract import parse_result
-from batchq.sqs import delete_messages, get_snapshot, receive_messages
+from batchq.sqs import delete_messages, get_snapshot, receive_messages, send_bodies
 from batchq.worker.supervisor import Supervisor, worker_command
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(600)]
 
 PAYLOADS = 2000
 MIN_KILLS = 5
+FEED_DEPTH = 300
 MAX_KILLS = 8
 
 
 def test_sigkill_chaos_loses_nothing(sqs_endpoint, sqs_client, queue_spec_factory):
     rng = random.Random(int(os.environ.get("BATCHQ_CHAOS_SEED", "20261129")))
-    # Short visibility so the work of a killed worker reappears quickly. Eight threads per worker make
+    stop = threading.Event()
+    # Short visibility so the work of a killed worker reappears soon (10 s: moto's slow calls must not
+    # outlast the heartbeat's renewals). Eight threads per worker make
     # receives of several messages (moto's calls cost O(queue depth), so fewer calls matter there).
-    _, urls = queue_spec_factory(visibility_timeout_s=5, max_receive_count=10)
-    t0 = time.monotonic()
-    keys = set(send_payloads(sqs_client, urls.input, PAYLOADS, "t-echo", params={"sleep_s": 0.12}))
-    sent_s = time.monotonic() - t0
+    _, urls = queue_spec_factory(visibility_timeout_s=10, max_receive_count=10)
+    plan = make_plan(PAYLOADS, "t-echo", params={"sleep_s": 0.12})
+    items = [kb for shard in plan.shards() for kb in plan.iter_bodies(shard)]
+    keys = {k for k, _ in items}
     assert len(keys) == PAYLOADS
+    t0 = time.monotonic()
+    # All 2,000 go in, but fed so that the backlog stays around FEED_DEPTH: moto's calls cost O(queue
+    # depth), and a real batch is fanned out while workers already run anyway.
+    send_bodies(sqs_client, urls.input, items[:FEED_DEPTH], max_in_flight=4)
+    fed = {"n": FEED_DEPTH, "done_at": None}
+
+    def feed() -> None:
+        while fed["n"] < PAYLOADS and not stop.is_set():
+            if get_snapshot(sqs_client, urls.input).backlog < FEED_DEPTH:
+                chunk = items[fed["n"]: fed["n"] + 100]
+                send_bodies(sqs_client, urls.input, chunk, max_in_flight=2)
+                fed["n"] += len(chunk)
+            else:
+                stop.wait(0.3)
+        fed["done_at"] = round(time.monotonic() - t0, 1)
 
     sup = Supervisor(
         sqs_client, urls.input,
@@ -42,7 +60,6 @@ def test_sigkill_chaos_loses_nothing(sqs_endpoint, sqs_client, queue_spec_factor
         stop_timeout_s=20, restart_backoff_s=0.5, min_uptime_s=0.0, env=subprocess_env(sqs_endpoint),
     )
     seen: Counter[str] = Counter()
-    stop = threading.Event()
 
     def collect() -> None:
         # Plays the drainer: consume results as they arrive, so the results queue stays shallow.
@@ -54,8 +71,11 @@ def test_sigkill_chaos_loses_nothing(sqs_endpoint, sqs_client, queue_spec_factor
                 delete_messages(sqs_client, urls.results, msgs)
 
     kills: list[tuple[float, int]] = []
+    killed: set[int] = set()
     collector = threading.Thread(target=collect, daemon=True)
     collector.start()
+    feeder = threading.Thread(target=feed, daemon=True)
+    feeder.start()
     sup_thread = threading.Thread(target=lambda: sup.run(until=lambda s: stop.is_set()), daemon=True)
     sup_thread.start()
     deadline = time.monotonic() + 480
@@ -65,18 +85,22 @@ def test_sigkill_chaos_loses_nothing(sqs_endpoint, sqs_client, queue_spec_factor
             # 8 threads, 120 ms jobs) needs >= 10 s for 2,000 payloads; the kills come every ~1 s, capped so
             # that restarts are not all the pool ever does on a slow endpoint.
             time.sleep(rng.uniform(0.7, 1.5) if len(kills) < MAX_KILLS else 0.5)
-            pids = sup.pids
+            pids = [p for p in sup.pids if p not in killed]  # not one already killed but not yet reaped
             if pids and len(kills) < MAX_KILLS and len(seen) > 0 and keys - set(seen):
                 victim = rng.choice(pids)
+                killed.add(victim)
                 try:
                     os.kill(victim, signal.SIGKILL)
                     kills.append((round(time.monotonic() - t0, 1), victim))
                 except ProcessLookupError:
                     pass
     finally:
+        all_seen_s = round(time.monotonic() - t0, 1)
         stop.set()
         sup_thread.join(60)
         collector.join(30)
+        feeder.join(30)
+        stopped_s = round(time.monotonic() - t0, 1)
     # Late duplicates still on the results queue count too.
     while True:
         msgs = receive_messages(sqs_client, urls.results, wait_seconds=1)
@@ -89,8 +113,9 @@ def test_sigkill_chaos_loses_nothing(sqs_endpoint, sqs_client, queue_spec_factor
     missing = keys - set(seen)
     duplicates = {k: n for k, n in seen.items() if n > 1}
     elapsed = time.monotonic() - t0
-    print(f"\nchaos: {PAYLOADS} payloads (sent in {sent_s:.1f}s), {len(kills)} SIGKILLs at {kills}, "
+    print(f"\nchaos: {PAYLOADS} payloads (all fed by {fed['done_at']}s), {len(kills)} SIGKILLs at {kills}, "
           f"{sup.stats.started} worker starts, {sup.stats.restarted} deaths replaced, elapsed {elapsed:.1f}s")
+    print(f"chaos: every key had a result at {all_seen_s}s; pool stopped at {stopped_s}s")
     print(f"chaos: results {sum(seen.values())}, distinct keys {len(seen)}, missing {len(missing)}, "
           f"duplicated keys {len(duplicates)} (extra results {sum(n - 1 for n in duplicates.values())})")
     if duplicates:
