@@ -1,13 +1,48 @@
 """The batchq Airflow plugin (registered as the ``airflow.plugins`` entry point ``batchq`` and exposed by
-``plugins/batchq_plugin.py``). It makes batchq visible to Airflow; the operators themselves are imported
-from :mod:`batchq.airflow.operators` like any provider's."""
+``plugins/batchq_plugin.py``).
+
+It mounts the queue-lag API (:mod:`batchq.airflow.api`) at ``/batchq`` on Airflow's API server, behind
+Airflow's own authentication. Operators, sensors and triggers are imported from
+:mod:`batchq.airflow.operators` / :mod:`batchq.airflow.sensors` like any provider's (Airflow 3 plugins no
+longer register operators).
+"""
 
 from __future__ import annotations
+
+from typing import Any
 
 from airflow.plugins_manager import AirflowPlugin
 
 
+class LazyASGIApp:
+    """An ASGI app that builds the real one on its first request.
+
+    Airflow loads plugins in every task process too (for macros), where nobody serves HTTP; building the
+    FastAPI app there would import Airflow's API-server security stack (~2 s) for every task. Mounting
+    this wrapper costs nothing until the API server routes a request to it.
+    """
+
+    def __init__(self, factory_path: str):
+        self.factory_path = factory_path
+        self._app: Any = None
+
+    @property
+    def app(self) -> Any:
+        if self._app is None:
+            import importlib
+
+            module, _, attr = self.factory_path.partition(":")
+            self._app = getattr(importlib.import_module(module), attr)()
+        return self._app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        await self.app(scope, receive, send)
+
+
 class BatchqPlugin(AirflowPlugin):
-    """Registers batchq with Airflow (later: queue-health metrics, API and UI page)."""
+    """Registers batchq with Airflow: the authenticated queue-lag API at ``/batchq``."""
 
     name = "batchq"
+    fastapi_apps = [
+        {"app": LazyASGIApp("batchq.airflow.api:create_app"), "url_prefix": "/batchq", "name": "batchq queue lag"}
+    ]
