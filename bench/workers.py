@@ -19,6 +19,7 @@ Last line: one JSON object.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -30,11 +31,10 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from _endpoint import boto3_client, sqs_endpoint  # noqa: E402
-
-from batchq.contract import BatchSpec, QueueSpec  # noqa: E402
-from batchq.plan import Plan  # noqa: E402
-from batchq.sqs import ensure_queues, get_snapshot, send_bodies  # noqa: E402
+from _endpoint import boto3_client, sqs_endpoint
+from batchq.contract import BatchSpec, QueueSpec
+from batchq.plan import Plan
+from batchq.sqs import ensure_queues, get_snapshot, send_bodies
 
 BOOT = r"""
 import json, sys
@@ -77,10 +77,8 @@ def fill(client, url: str, n: int, job_type: str) -> float:
 
 def cleanup(client, urls) -> None:
     for url in urls.to_dict().values():
-        try:
+        with contextlib.suppress(Exception):  # best effort: the endpoint is discarded anyway
             client.delete_queue(QueueUrl=url)
-        except Exception:  # noqa: BLE001
-            pass
 
 
 def run_workers(ep_url: str, client, n_procs: int, concurrency: int, job_type: str, payloads: int,

@@ -50,7 +50,7 @@ def format_line(name: str, value: float, kind: str, tags: Mapping[str, Any] | No
 class _Aggregate:
     """Running count/sum/max for the periodic structured-log summary (bounded memory)."""
 
-    __slots__ = ("count", "total", "max")
+    __slots__ = ("count", "max", "total")
 
     def __init__(self) -> None:
         self.count, self.total, self.max = 0, 0.0, float("-inf")

@@ -11,7 +11,7 @@ Each builds its data from a seeded RNG (customer × period), so a payload always
 output — a re-delivered message produces an identical result. Pure Python: no numpy in worker images.
 """
 
-from batchq.jobs import classification, segmentation, use_case_analysis  # noqa: F401 - registers handlers
+from batchq.jobs import classification, segmentation, use_case_analysis
 from batchq.jobs.data import CustomerData, customer_data
 
-__all__ = ["CustomerData", "customer_data", "classification", "segmentation", "use_case_analysis"]
+__all__ = ["CustomerData", "classification", "customer_data", "segmentation", "use_case_analysis"]

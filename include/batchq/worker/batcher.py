@@ -74,7 +74,7 @@ class MicroBatcher(Generic[T]):
         def run() -> None:
             try:
                 self._flush(batch)
-            except Exception:  # noqa: BLE001 - messages stay held; SQS redelivers them
+            except Exception:
                 log.exception("flush of %d item(s) failed; they will be redelivered", len(batch))
             finally:
                 self._slots.release()

@@ -61,7 +61,7 @@ def send_to_dead_letter(
         try:
             client.send_message(QueueUrl=dlq_url, MessageBody=body, MessageAttributes=attributes)
             return
-        except Exception as exc:  # noqa: BLE001 - retried when transient, else re-raised
+        except Exception as exc:
             if attempt == max_attempts or not _is_retryable(exc):
                 log.error("dead-letter send to %s failed (%s): %s", dlq_url, _error_code(exc), exc)
                 raise

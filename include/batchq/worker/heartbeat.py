@@ -11,7 +11,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from batchq.sqs import change_visibility
 
@@ -21,7 +22,7 @@ log = logging.getLogger(__name__)
 class Lease:
     """One held message and when its visibility was last set."""
 
-    __slots__ = ("message", "renewed_at", "state", "lost")
+    __slots__ = ("lost", "message", "renewed_at", "state")
 
     def __init__(self, message: dict[str, Any], renewed_at: float):
         self.message = message
@@ -129,5 +130,5 @@ class LeaseKeeper:
         while not self._stop.wait(self.tick_s):
             try:
                 self.renew_due()
-            except Exception:  # noqa: BLE001 - keep heartbeating; the next tick retries
+            except Exception:
                 log.exception("visibility heartbeat failed; retrying next tick")

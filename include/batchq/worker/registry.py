@@ -91,7 +91,7 @@ class Registry:
         for ep in entry_points(group=group):
             try:
                 obj = ep.load()
-            except Exception as exc:  # noqa: BLE001 - name the entry point that broke
+            except Exception as exc:
                 raise HandlerError(f"entry point {ep.name} = {ep.value} ({group}): cannot load: {exc}") from exc
             if not inspect.ismodule(obj):
                 self.register(ep.name, obj)

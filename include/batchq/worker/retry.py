@@ -18,10 +18,10 @@ def retry_visibility(receive_count: int, base_s: float, cap_s: float) -> int:
     if receive_count < 1:
         raise ValueError(f"receive_count must be >= 1, got {receive_count}")
     cap = max(0.0, min(cap_s, limits.MAX_VISIBILITY_TIMEOUT_SECONDS))
-    return int(math.ceil(backoff_delay(receive_count, base=base_s, cap=cap)))
+    return math.ceil(backoff_delay(receive_count, base=base_s, cap=cap))
 
 
 def retry_visibility_bound(receive_count: int, base_s: float, cap_s: float) -> int:
     """Largest value :func:`retry_visibility` can return for ``receive_count`` (for docs and tests)."""
     cap = max(0.0, min(cap_s, limits.MAX_VISIBILITY_TIMEOUT_SECONDS))
-    return int(math.ceil(min(cap, base_s * (2 ** (receive_count - 1)))))
+    return math.ceil(min(cap, base_s * (2 ** (receive_count - 1))))

@@ -30,11 +30,23 @@ from typing import Any
 
 from batchq.errors import BatchqError, QueueNotFound
 from batchq.metrics import Metrics, log_event
-from batchq.sqs import backoff_delay, change_visibility, delete_messages, receive_messages, send_bodies
+from batchq.sqs import (
+    backoff_delay,
+    change_visibility,
+    delete_messages,
+    receive_messages,
+    send_bodies,
+)
 from batchq.worker.batcher import MicroBatcher
 from batchq.worker.config import QueueSettings, WorkerConfig, read_queue_settings
 from batchq.worker.deadletter import send_to_dead_letter
-from batchq.worker.execute import Action, Outcome, execute, message_age_ms, receive_count_of
+from batchq.worker.execute import (
+    Action,
+    Outcome,
+    execute,
+    message_age_ms,
+    receive_count_of,
+)
 from batchq.worker.heartbeat import Lease, LeaseKeeper
 from batchq.worker.registry import REGISTRY, Registry
 from batchq.worker.retry import retry_visibility
@@ -301,7 +313,7 @@ class Worker:
                     message.get("Body", ""), receive_count=receive_count, max_attempts=settings.max_attempts,
                     registry=self.registry, worker=self.config.worker_id, message_id=lease.message_id,
                 )
-            except Exception as exc:  # noqa: BLE001 - execute() should not raise; never lose the thread
+            except Exception as exc:
                 log.exception("internal error handling %s", lease.message_id)
                 outcome = Outcome(Action.RETRY, reason=f"internal error: {exc}")
             lease.state = "done"

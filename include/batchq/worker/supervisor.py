@@ -119,6 +119,7 @@ class Supervisor:
         self.stopping: list[_Proc] = []
         self._stop = threading.Event()
         self._restart_not_before = 0.0
+        self._preexec = _pdeathsig_preexec()
 
     # -- public ------------------------------------------------------------------------------------
     def run(self, until: Callable[[Supervisor], bool] | None = None) -> SupervisorStats:
@@ -193,8 +194,10 @@ class Supervisor:
 
     # -- internals -----------------------------------------------------------------------------------
     def _start_one(self, now: float) -> None:
-        popen = subprocess.Popen(self.worker_command, env=self.env, stdin=subprocess.DEVNULL,
-                                 preexec_fn=_term_with_parent if sys.platform.startswith("linux") else None)
+        # The preexec_fn only calls prctl (see _pdeathsig_preexec), so it is safe with threads.
+        popen = subprocess.Popen(
+            self.worker_command, env=self.env, stdin=subprocess.DEVNULL, preexec_fn=self._preexec  # noqa: PLW1509
+        )
         self.running.append(_Proc(popen, now))
         self.stats.started += 1
         log_event(log, logging.INFO, "worker_process_started", pid=popen.pid, running=len(self.running))
@@ -233,16 +236,24 @@ class Supervisor:
                 self.stats.killed += 1
 
 
-def _term_with_parent() -> None:
-    """In the child, before exec: ask Linux to SIGTERM it if the supervisor dies (even by SIGKILL), so a
-    crashed supervisor does not leave orphan workers polling forever. Best effort."""
+def _pdeathsig_preexec() -> Callable[[], None] | None:
+    """A ``preexec_fn`` that asks Linux to SIGTERM the child if the supervisor dies (even by SIGKILL),
+    so a crashed supervisor does not leave orphan workers polling forever; ``None`` elsewhere.
+
+    libc's ``prctl`` is looked up here, in the parent: the child, between fork and exec, only makes one
+    foreign call (no import, no lock that another thread of the parent might have held at fork time).
+    """
+    if not sys.platform.startswith("linux"):
+        return None
     try:
         import ctypes
 
-        PR_SET_PDEATHSIG = 1
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-    except Exception:  # noqa: BLE001 - not fatal: the supervisor's shutdown() still stops its workers
-        pass
+        prctl = ctypes.CDLL("libc.so.6", use_errno=True).prctl
+    except OSError:
+        log.debug("prctl unavailable: workers will not follow a dying supervisor")
+        return None
+    pr_set_pdeathsig, sigterm = 1, int(signal.SIGTERM)
+    return lambda: prctl(pr_set_pdeathsig, sigterm)
 
 
 def worker_command(worker_args: Sequence[str], python: str | None = None) -> list[str]:

@@ -137,7 +137,7 @@ def worker_cmd(*args: str) -> list[str]:
 
 
 def start_worker_process(sqs_endpoint: str, args: list[str], log_path: Path, **env: str) -> subprocess.Popen:
-    log = open(log_path, "wb")
+    log = open(log_path, "wb")  # noqa: SIM115 - the child process writes to it for its lifetime
     return subprocess.Popen(worker_cmd(*args), env=subprocess_env(sqs_endpoint, **env), stdout=log,
                             stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
 

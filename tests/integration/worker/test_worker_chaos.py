@@ -11,7 +11,6 @@ import time
 from collections import Counter
 
 import pytest
-
 from _worker_helpers import make_plan, subprocess_env
 from batchq.contract import parse_result
 from batchq.sqs import delete_messages, get_snapshot, receive_messages, send_bodies
@@ -56,7 +55,7 @@ def test_sigkill_chaos_loses_nothing(sqs_endpoint, sqs_client, queue_spec_factor
         sqs_client, urls.input,
         worker_command(["--queue", urls.input, "--results-queue", urls.results, "--handlers", "worker_testjobs",
                         "--no-entry-points", "--concurrency", "8", "--wait-seconds", "1", "--grace-period", "5"]),
-        min_workers=0, max_workers=3, backlog_per_worker=100, poll_interval_s=1.0, scale_down_cooldown_s=3.0,
+        min_workers=0, max_workers=3, backlog_per_worker=25, poll_interval_s=1.0, scale_down_cooldown_s=3.0,
         stop_timeout_s=20, restart_backoff_s=0.5, min_uptime_s=0.0, env=subprocess_env(sqs_endpoint),
     )
     seen: Counter[str] = Counter()

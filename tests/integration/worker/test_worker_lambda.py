@@ -7,13 +7,10 @@ import json
 import uuid
 
 import pytest
-
-from _worker_helpers import make_plan, read_dead_letters, read_results
-from batchq.worker import lambda_handler
-from batchq.worker import lambda_adapter
-from batchq.worker.deadletter import REASON_ATTRIBUTE
-
 import worker_testjobs  # noqa: F401 - registers t-echo
+from _worker_helpers import make_plan, read_dead_letters, read_results
+from batchq.worker import lambda_adapter, lambda_handler
+from batchq.worker.deadletter import REASON_ATTRIBUTE
 
 pytestmark = pytest.mark.integration
 

@@ -8,22 +8,30 @@ import socket
 import time
 
 import pytest
-
-from _worker_helpers import backlog, read_all, read_dead_letters, read_results, running_worker, send_payloads, wait_for
+import worker_testjobs  # noqa: F401 - registers t-echo
+from _worker_helpers import (
+    backlog,
+    read_dead_letters,
+    read_results,
+    running_worker,
+    send_payloads,
+    wait_for,
+)
 from batchq.metrics import Metrics
 from batchq.sqs import get_snapshot, send_bodies
 from batchq.worker import Worker, WorkerConfig
-from batchq.worker.deadletter import ATTEMPTS_ATTRIBUTE, REASON_ATTRIBUTE, SOURCE_ATTRIBUTE
-
-import worker_testjobs  # noqa: F401 - registers t-echo
+from batchq.worker.deadletter import (
+    ATTEMPTS_ATTRIBUTE,
+    REASON_ATTRIBUTE,
+    SOURCE_ATTRIBUTE,
+)
 
 pytestmark = pytest.mark.integration
 
 
 def make_worker(client, urls, metrics=None, **kw) -> Worker:
-    cfg = dict(queue_url=urls.input, results_url=urls.results, concurrency=4, wait_seconds=1, retry_base_s=0.5,
-               grace_period_s=10)
-    cfg.update(kw)
+    cfg = {"queue_url": urls.input, "results_url": urls.results, "concurrency": 4, "wait_seconds": 1,
+           "retry_base_s": 0.5, "grace_period_s": 10, **kw}
     return Worker(client, WorkerConfig(**cfg), metrics=metrics)
 
 
@@ -50,7 +58,7 @@ def test_success_path_results_before_deletes_and_statsd(sqs_client, queue_spec_f
     while True:
         try:
             lines += udp.recv(65535).decode().splitlines()
-        except socket.timeout:
+        except TimeoutError:
             break
     udp.close()
     processed = [ln for ln in lines if ln.startswith("batchq.worker.processed:")]

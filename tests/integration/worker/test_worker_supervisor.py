@@ -7,7 +7,6 @@ import signal
 import threading
 
 import pytest
-
 from _worker_helpers import read_results, send_payloads, subprocess_env, wait_for
 from batchq.sqs import get_snapshot
 from batchq.worker.supervisor import Supervisor, worker_command

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-import pytest
-
 import batchq.jobs  # noqa: F401 - registers the three job types
+import pytest
 from batchq.contract import WorkPayload
 from batchq.jobs.classification import accuracy, train_logistic
 from batchq.jobs.data import customer_data

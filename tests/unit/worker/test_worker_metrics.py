@@ -7,7 +7,6 @@ import logging
 import socket
 
 import pytest
-
 from batchq.metrics import Metrics, format_line, metric_name
 
 

@@ -8,7 +8,6 @@ import textwrap
 import uuid
 
 import pytest
-
 from batchq.cli import build_parser
 from batchq.cli.worker import worker_argv
 from batchq.worker import REGISTRY, Registry

@@ -5,7 +5,6 @@ from __future__ import annotations
 import random
 
 import pytest
-
 from batchq.worker import WorkerConfig
 from batchq.worker.retry import retry_visibility, retry_visibility_bound
 
@@ -27,8 +26,8 @@ def test_config_defaults_and_validation():
     cfg = WorkerConfig("q", "r", concurrency=3)
     assert cfg.prefetch == 3 and cfg.slots == 6
     assert WorkerConfig("q", "r", concurrency=3, prefetch=0).slots == 3
-    for bad in (dict(concurrency=0), dict(concurrency=2, prefetch=3), dict(wait_seconds=21),
-                dict(visibility_timeout=0), dict(max_attempts=0), dict(heartbeat_fraction=1.0), dict(receivers=0)):
+    for bad in ({"concurrency": 0}, {"concurrency": 2, "prefetch": 3}, {"wait_seconds": 21},
+                {"visibility_timeout": 0}, {"max_attempts": 0}, {"heartbeat_fraction": 1.0}, {"receivers": 0}):
         with pytest.raises(ValueError):
             WorkerConfig("q", "r", **bad)
     with pytest.raises(ValueError, match="invisible to other workers"):
