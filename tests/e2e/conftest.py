@@ -111,3 +111,36 @@ def airflow_home(tmp_path_factory, sqs_endpoint) -> AirflowHome:
     af = AirflowHome(path=home, sqs_endpoint=sqs_endpoint, env=env)
     af.run("db", "migrate", timeout=300)
     return af
+
+
+@pytest.fixture
+def customer_spec(tmp_path):
+    """Factory fixture: ``customer_spec(customers=20, params="{...}")`` writes a spec file (see below)."""
+    return lambda **kwargs: write_customer_spec(tmp_path, **kwargs)
+
+
+def write_customer_spec(directory: Path, *, customers: int, params: str, queue_extra: str = "", extra: str = "") -> Path:
+    """A small copy of the example spec (customer × job_type × period, daily use-case analysis excluded)
+    with uniquely named queues, so e2e tests stay fast on moto and never share queues."""
+    import uuid
+
+    base = f"e2e-{uuid.uuid4().hex[:8]}"
+    names = ", ".join(f"cust-{i:04d}" for i in range(1, customers + 1))
+    path = directory / f"customer_batch_{base}.yaml"
+    path.write_text(
+        f"""
+name: customer_batch
+dimensions:
+  customer: [{names}]
+  job_type: [classification, segmentation, use_case_analysis]
+  period: [daily, weekly, monthly]
+exclude:
+  - {{job_type: use_case_analysis, period: daily}}
+params: {params}
+queues: {{input: {base}-in, results: {base}-out{queue_extra}}}
+target_payloads_per_shard: 40
+{extra}
+"""
+    )
+    return path
+

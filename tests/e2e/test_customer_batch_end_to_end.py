@@ -13,7 +13,6 @@ import os
 import signal
 import subprocess
 import sys
-import uuid
 
 import pytest
 import sqlalchemy as sa
@@ -27,27 +26,14 @@ pytestmark = [pytest.mark.e2e, pytest.mark.postgres, pytest.mark.slow]
 
 
 @pytest.fixture
-def e2e_spec(tmp_path):
+def e2e_spec(customer_spec):
     """The example's shape at 12 customers: 96 payloads after the exclusion, 3 shards (moto stays quick)."""
-    base = f"e2e-{uuid.uuid4().hex[:8]}"
-    customers = ", ".join(f"cust-{i:04d}" for i in range(1, 13))
-    path = tmp_path / "customer_batch_e2e.yaml"
-    path.write_text(
-        f"""
-name: customer_batch
-dimensions:
-  customer: [{customers}]
-  job_type: [classification, segmentation, use_case_analysis]
-  period: [daily, weekly, monthly]
-exclude:
-  - {{job_type: use_case_analysis, period: daily}}
-params: {{model_version: "e2e", lookback_days: 30}}
-queues: {{input: {base}-in, results: {base}-out, visibility_timeout_s: 60}}
-target_payloads_per_shard: 40
-tolerated_failure_percentage: 1.0
-"""
+    return customer_spec(
+        customers=12,
+        params='{model_version: "e2e", lookback_days: 30}',
+        queue_extra=", visibility_timeout_s: 60",
+        extra="tolerated_failure_percentage: 1.0",
     )
-    return path
 
 
 @pytest.fixture

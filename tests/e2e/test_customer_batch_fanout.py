@@ -5,7 +5,6 @@ labelled with their shard ranges; XComs carry the per-shard counts."""
 from __future__ import annotations
 
 import json
-import uuid
 from collections import Counter
 
 import pytest
@@ -18,26 +17,9 @@ pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture
-def small_spec(tmp_path):
+def small_spec(customer_spec):
     """The example's shape at 20 customers (160 payloads after the exclusion, 4 shards): moto stays fast."""
-    base = f"e2e-{uuid.uuid4().hex[:8]}"
-    customers = ", ".join(f"cust-{i:04d}" for i in range(1, 21))
-    path = tmp_path / "customer_batch_small.yaml"
-    path.write_text(
-        f"""
-name: customer_batch
-dimensions:
-  customer: [{customers}]
-  job_type: [classification, segmentation, use_case_analysis]
-  period: [daily, weekly, monthly]
-exclude:
-  - {{job_type: use_case_analysis, period: daily}}
-params: {{model_version: "e2e"}}
-queues: {{input: {base}-in, results: {base}-out}}
-target_payloads_per_shard: 40
-"""
-    )
-    return path
+    return customer_spec(customers=20, params='{model_version: "e2e"}')
 
 
 def drain_keys(client, url) -> tuple[Counter, list]:
