@@ -40,7 +40,11 @@ def add_worker_arguments(p: argparse.ArgumentParser) -> None:
          help="do not load handlers from the batchq.handlers entry-point group")
     r = p.add_argument_group("runtime")
     _add(r, "--concurrency", type=int, default=4, help="handler threads (default 4)")
-    _add(r, "--prefetch", type=int, default=None, help="messages received ahead of a free handler (default and max: --concurrency)")
+    _add(r, "--prefetch", type=int, default=None,
+         help="fixed number of messages received ahead of a free handler (max --concurrency; turns adaptive prefetch off)")
+    _add(r, "--prefetch-horizon", type=float, default=1.0, metavar="SECONDS",
+         help="adaptive prefetch: hold what the handlers can start within SECONDS at the observed handler "
+              "duration, between --concurrency and 10 (default 1.0; 0 = prefetch --concurrency)")
     _add(r, "--receivers", type=int, default=1, help="receiver threads (default 1)")
     _add(r, "--wait-seconds", type=int, default=20, help="long-poll wait (default 20)")
     _add(r, "--visibility-timeout", type=int, default=None, help="seconds (default: the queue's VisibilityTimeout)")
@@ -140,6 +144,7 @@ def build_worker(args: argparse.Namespace) -> Any:
         dead_letter_url=resolve_queue_url(client, args.dead_letter_queue) if args.dead_letter_queue else None,
         concurrency=args.concurrency,
         prefetch=args.prefetch,
+        prefetch_horizon_s=args.prefetch_horizon,
         receivers=args.receivers,
         wait_seconds=args.wait_seconds,
         visibility_timeout=args.visibility_timeout,

@@ -22,6 +22,7 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 _CLOSE = object()
+_FLUSH = object()
 
 
 class MicroBatcher(Generic[T]):
@@ -59,6 +60,11 @@ class MicroBatcher(Generic[T]):
     def put(self, item: T) -> None:
         self._queue.put(item)
 
+    def flush_soon(self) -> None:
+        """Flush what has been put so far without waiting out ``max_wait_s`` (call it when no more items
+        are coming soon, e.g. the worker went idle: waiting would only add latency)."""
+        self._queue.put(_FLUSH)
+
     def close(self, timeout: float | None = None) -> bool:
         """Flush what is queued, wait for every flush to finish. Returns False on timeout."""
         self._queue.put(_CLOSE)
@@ -87,6 +93,8 @@ class MicroBatcher(Generic[T]):
             first = self._queue.get()
             if first is _CLOSE:
                 break
+            if first is _FLUSH:
+                continue  # nothing pending
             batch: list[T] = [first]  # type: ignore[list-item]
             deadline = time.monotonic() + self.max_wait_s
             while len(batch) < self.max_items:
@@ -97,6 +105,8 @@ class MicroBatcher(Generic[T]):
                     break
                 if item is _CLOSE:
                     closing = True
+                    break
+                if item is _FLUSH:
                     break
                 batch.append(item)  # type: ignore[arg-type]
             self._submit(batch)

@@ -31,8 +31,13 @@ class WorkerConfig:
     :param results_url: results queue URL.
     :param dead_letter_url: where permanent failures go; ``None`` reads the input queue's redrive policy.
     :param concurrency: handler threads (handlers are expected to be I/O-bound).
-    :param prefetch: messages received ahead of a free handler; ``None`` means ``concurrency``. Never more
-        than ``concurrency``: a prefetched message is invisible to other workers while it waits.
+    :param prefetch: a fixed number of messages received ahead of a free handler (0..``concurrency``),
+        which turns adaptive prefetch off; ``None`` (default) adapts, see ``prefetch_horizon_s``.
+    :param prefetch_horizon_s: adaptive prefetch holds what the handlers can start within this many
+        seconds (:func:`~batchq.worker.prefetch.prefetch_limit`, from the average handler duration):
+        up to ``prefetch_cap`` for short jobs, ``concurrency`` for jobs this long or longer and until a
+        few durations are known. 0 turns it off (prefetch = ``concurrency``).
+    :param prefetch_cap: most messages adaptive prefetch holds waiting (one ReceiveMessage takes ten).
     :param receivers: receiver threads long-polling the input queue.
     :param wait_seconds: ReceiveMessage long-poll wait (20 in production; tests use less).
     :param visibility_timeout: seconds a received message stays invisible (and each heartbeat extension);
@@ -53,6 +58,8 @@ class WorkerConfig:
     dead_letter_url: str | None = None
     concurrency: int = 4
     prefetch: int | None = None
+    prefetch_horizon_s: float = 1.0
+    prefetch_cap: int = limits.MAX_BATCH_ENTRIES
     receivers: int = 1
     wait_seconds: int = limits.MAX_WAIT_TIME_SECONDS
     visibility_timeout: int | None = None
@@ -64,10 +71,17 @@ class WorkerConfig:
     batch_wait_s: float = 0.05
     flush_workers: int = 2
     worker_id: str = field(default_factory=default_worker_id)
+    #: True when ``prefetch`` is fixed (given explicitly, or ``prefetch_horizon_s`` is 0).
+    prefetch_fixed: bool = field(init=False, default=False)
 
     def __post_init__(self) -> None:
         if self.concurrency < 1:
             raise ValueError(f"concurrency must be >= 1, got {self.concurrency}")
+        if self.prefetch_horizon_s < 0:
+            raise ValueError(f"prefetch_horizon_s must be >= 0 (0 turns adaptive prefetch off), got {self.prefetch_horizon_s}")
+        if not 0 <= self.prefetch_cap <= limits.MAX_BATCH_ENTRIES:
+            raise ValueError(f"prefetch_cap must be 0..{limits.MAX_BATCH_ENTRIES}, got {self.prefetch_cap}")
+        self.prefetch_fixed = self.prefetch is not None or self.prefetch_horizon_s == 0
         if self.prefetch is None:
             self.prefetch = self.concurrency
         if not 0 <= self.prefetch <= self.concurrency:
@@ -90,7 +104,7 @@ class WorkerConfig:
 
     @property
     def slots(self) -> int:
-        """Messages held before a handler finishes: running + prefetched."""
+        """Messages held before a handler finishes: running + prefetched (the floor when adaptive)."""
         return self.concurrency + (self.prefetch or 0)
 
 

@@ -4,11 +4,13 @@ Threads, each with one job:
 
 * **receivers** long-poll the input queue, but only for as many messages as there are free slots
   (``concurrency`` running + ``prefetch`` waiting), so no message sits invisible for long without a
-  handler to run it;
+  handler to run it. Prefetch adapts (:mod:`batchq.worker.prefetch`): what the handlers can start
+  within ``prefetch_horizon_s`` at the observed handler duration — up to ten for short jobs, so each
+  call carries many messages, and ``concurrency`` for long ones, so one worker never hoards;
 * **handlers** (``concurrency`` threads: handlers are I/O-bound) run :func:`~batchq.worker.execute.execute`;
 * a **completion batcher** sends finished results with SendMessageBatch and, only once a result is
-  confirmed, deletes its input with DeleteMessageBatch (or dead-letters it) — ten per call, across
-  handler completions;
+  confirmed, deletes its input with DeleteMessageBatch (or dead-letters it) — up to ten per call, across
+  handler completions (also successive ones of one thread), flushed early when the worker goes idle;
 * a **retry batcher** hides failed messages for a backoff with ChangeMessageVisibilityBatch;
 * the **heartbeat** (:class:`~batchq.worker.heartbeat.LeaseKeeper`) extends the visibility of every
   message still held.
@@ -48,6 +50,7 @@ from batchq.worker.execute import (
     receive_count_of,
 )
 from batchq.worker.heartbeat import Lease, LeaseKeeper
+from batchq.worker.prefetch import DurationAverage, prefetch_limit
 from batchq.worker.registry import REGISTRY, Registry
 from batchq.worker.retry import retry_visibility
 
@@ -69,6 +72,7 @@ class WorkerStats:
     delete_failures: int = 0
     first_receive_at: float | None = None
     last_confirmed_at: float | None = None
+    prefetch_max: int = 0  # deepest prefetch the adaptive rule chose
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -105,6 +109,8 @@ class Worker:
         self._cond = threading.Condition()
         self._active = 0  # slots in use: reserved by a receive in progress, buffered or running
         self._buffered = 0
+        self._running = 0
+        self._durations = DurationAverage()
         self._work: queue.Queue[Lease | None] = queue.Queue()
         self._threads: list[threading.Thread] = []
         self._receivers: list[threading.Thread] = []
@@ -149,7 +155,8 @@ class Worker:
         log_event(
             log, logging.INFO, "worker_started", worker=self.config.worker_id, queue=self.config.queue_url,
             results=self.config.results_url, dead_letter=self.settings.dead_letter_url,
-            concurrency=self.config.concurrency, prefetch=self.config.prefetch,
+            concurrency=self.config.concurrency,
+            prefetch=self.config.prefetch if self.config.prefetch_fixed else f"adaptive, horizon {self.config.prefetch_horizon_s:g}s",
             visibility_timeout=self.settings.visibility_timeout, max_attempts=self.settings.max_attempts,
             job_types=self.registry.job_types,
         )
@@ -228,17 +235,25 @@ class Worker:
         log_event(log, logging.INFO, "worker_stopped", worker=self.config.worker_id, **self.stats.to_dict())
 
     # -- receiving ---------------------------------------------------------------------------------
+    def prefetch(self) -> int:
+        """Messages to hold waiting for a handler right now (fixed, or adapted to handler durations)."""
+        cfg = self.config
+        if cfg.prefetch_fixed:
+            return cfg.prefetch or 0
+        return prefetch_limit(cfg.concurrency, self._durations.value, cfg.prefetch_horizon_s, cfg.prefetch_cap)
+
     def _receive_loop(self) -> None:
         cfg = self.config
-        # Refill when half the prefetch buffer is free, so the handlers still have work queued while the
-        # ReceiveMessage call is in flight (refilling only when the buffer is empty starves them for
-        # one round trip per refill); fewer than ten per call is the price.
-        batch_target = min(10, max(1, -(-(cfg.prefetch or 0) // 2)))
         errors = 0
         while not self._stopping.is_set():
             with self._cond:
                 while not self._stopping.is_set():
-                    free = cfg.slots - self._active
+                    prefetch = self.prefetch()
+                    # Refill when half the prefetch buffer is free, so the handlers still have work queued
+                    # while the ReceiveMessage call is in flight (refilling only when the buffer is empty
+                    # starves them for one round trip per refill); fewer than ten per call is the price.
+                    batch_target = min(10, max(1, -(-prefetch // 2)))
+                    free = cfg.concurrency + prefetch - self._active
                     # Ask for a useful batch, or for whatever is free when handlers are about to starve.
                     if free >= batch_target or (free >= 1 and self._buffered == 0):
                         break
@@ -247,6 +262,7 @@ class Worker:
                     return
                 ask = min(10, free)
                 self._active += ask
+            self.stats.prefetch_max = max(self.stats.prefetch_max, prefetch)
             try:
                 messages = receive_messages(
                     self.client, cfg.queue_url, max_messages=ask, wait_seconds=cfg.wait_seconds,
@@ -299,9 +315,11 @@ class Worker:
                 return
             with self._cond:
                 self._buffered -= 1
+                self._running += 1
             if self._stopping.is_set():
                 with self._cond:
                     self._active -= 1
+                    self._running -= 1
                     self._cond.notify_all()
                 self._return_now([lease], "shutdown: prefetched, not started")
                 continue
@@ -317,10 +335,19 @@ class Worker:
                 log.exception("internal error handling %s", lease.message_id)
                 outcome = Outcome(Action.RETRY, reason=f"internal error: {exc}")
             lease.state = "done"
+            if outcome.payload is not None and outcome.duration_s > 0:  # a handler ran: its time steers prefetch
+                self._durations.add(outcome.duration_s)
             with self._cond:
                 self._active -= 1
                 self._cond.notify_all()
             self._route(lease, outcome, receive_count)
+            with self._cond:
+                self._running -= 1
+                idle = self._running == 0 and self._buffered == 0
+            if idle:
+                # Nothing is running or waiting, so no result is about to join the batch: waiting out
+                # batch_wait_s would only delay the confirmation (and the tail of a run).
+                self.completions.flush_soon()
 
     def _route(self, lease: Lease, outcome: Outcome, receive_count: int) -> None:
         tags = outcome.tags
