@@ -52,6 +52,7 @@ endpoint_kind: str | None = None
 class SqsEndpoint:
     url: str
     kind: str  # "env" | "localstack" | "moto"
+    pid: int | None = None  # the emulator's process, when this helper started one out of process
 
     def __str__(self) -> str:
         return self.url
@@ -102,7 +103,9 @@ def _localstack() -> Iterator[SqsEndpoint]:
     try:
         if r.returncode != 0:
             raise RuntimeError(f"LocalStack failed to start (rc={r.returncode})")
-        yield SqsEndpoint(f"http://127.0.0.1:{port}", "localstack")
+        pidfile = Path(state) / "localstack.pid"
+        pid = int(pidfile.read_text().strip()) if pidfile.exists() else None
+        yield SqsEndpoint(f"http://127.0.0.1:{port}", "localstack", pid)
     finally:
         subprocess.run([*sh, "stop"], env=env, stdout=sys.stderr)
         shutil.rmtree(state, ignore_errors=True)
