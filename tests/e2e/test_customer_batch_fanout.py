@@ -9,9 +9,11 @@ from collections import Counter
 
 import pytest
 
+from tests.support.queues import take_all_bodies
+
 from batchq.contract import BatchSpec, parse_payload
 from batchq.plan import Plan
-from batchq.sqs import delete_messages, get_queue_url, get_snapshot, receive_messages
+from batchq.sqs import get_queue_url, get_snapshot
 
 pytestmark = pytest.mark.e2e
 
@@ -23,21 +25,8 @@ def small_spec(customer_spec):
 
 
 def drain_keys(client, url) -> tuple[Counter, list]:
-    keys: Counter = Counter()
-    payloads = []
-    empty = 0
-    while empty < 2:
-        msgs = receive_messages(client, url, wait_seconds=0, visibility_timeout=600)
-        if not msgs:
-            empty += 1
-            continue
-        empty = 0
-        for m in msgs:
-            p = parse_payload(m["Body"])
-            keys[p.key] += 1
-            payloads.append(p)
-        assert not delete_messages(client, url, msgs)
-    return keys, payloads
+    payloads = [parse_payload(body) for body in take_all_bodies(client, url, lease_s=600)]
+    return Counter(p.key for p in payloads), payloads
 
 
 def test_dags_test_leaves_exactly_the_planned_payloads_in_the_input_queue(airflow_home, small_spec, sqs_client):

@@ -14,12 +14,14 @@ from collections import Counter
 
 import boto3
 import pytest
+
+from tests.support.queues import take_all_bodies
 from botocore.config import Config
 
 from batchq.contract import BatchSpec
 from batchq.errors import SendFailed
 from batchq.plan import Plan
-from batchq.sqs import delete_messages, receive_messages, send_bodies
+from batchq.sqs import send_bodies
 from support.sqs_fault_proxy import SqsFaultProxy
 
 pytestmark = pytest.mark.integration
@@ -48,18 +50,7 @@ def keyed_items(n: int, prefix: str = "k") -> list[tuple[str, str]]:
 
 def read_keys(client, url) -> Counter:
     """Every key now in the queue, with multiplicity (received with a long lease, then deleted)."""
-    seen: Counter = Counter()
-    empty_polls = 0
-    while empty_polls < 2:
-        msgs = receive_messages(client, url, wait_seconds=0, visibility_timeout=300)
-        if not msgs:
-            empty_polls += 1
-            continue
-        empty_polls = 0
-        for m in msgs:
-            seen[json.loads(m["Body"])["key"]] += 1
-        assert not delete_messages(client, url, msgs)
-    return seen
+    return Counter(json.loads(body)["key"] for body in take_all_bodies(client, url))
 
 
 def test_transient_entry_failures_are_retried_and_delivered_exactly_once(proxy, proxied_client, sqs_client, make_queue):

@@ -6,6 +6,8 @@ import json
 
 import pytest
 
+from tests.support.queues import take_all_bodies
+
 from batchq import limits
 from batchq.errors import QueueNotFound, SendFailed
 from batchq.sqs import (
@@ -22,14 +24,7 @@ pytestmark = pytest.mark.integration
 
 
 def drain_all(client, url):
-    seen = {}
-    while True:
-        msgs = receive_messages(client, url, wait_seconds=0)
-        if not msgs:
-            return seen
-        for m in msgs:
-            seen[json.loads(m["Body"])["key"]] = m
-        assert not delete_messages(client, url, msgs)
+    return {json.loads(body)["key"] for body in take_all_bodies(client, url)}
 
 
 def test_send_bodies_delivers_every_key_once(sqs_client, make_queue):
