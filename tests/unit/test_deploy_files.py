@@ -1,0 +1,102 @@
+"""The deployment files cannot run here (no Docker engine, no cluster), so they are checked by parsing:
+valid YAML/JSON, the pieces wired to each other, and every worker command line accepted by the real
+``batchq`` argument parser (entrypoint + args, as the container runtime would join them)."""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+from pathlib import Path
+
+import pytest
+import yaml
+
+from batchq.cli import build_parser
+from batchq.contract import BatchSpec
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def dockerfile_entrypoint(path: Path) -> list[str]:
+    lines = [line for line in path.read_text().splitlines() if line.startswith("ENTRYPOINT")]
+    assert len(lines) == 1, f"{path} needs exactly one ENTRYPOINT"
+    return json.loads(lines[0].removeprefix("ENTRYPOINT").strip())
+
+
+def parse_batchq(argv: list[str]):
+    assert argv[0] == "batchq", argv
+    try:
+        return build_parser().parse_args(argv[1:])
+    except SystemExit as exc:  # argparse exits on a bad command line
+        pytest.fail(f"batchq rejects {shlex.join(argv)} (exit {exc.code})")
+
+
+def test_worker_image_never_installs_airflow_and_runs_the_worker():
+    dockerfile = REPO / "deploy" / "worker.Dockerfile"
+    text = dockerfile.read_text()
+    assert ".[worker]" in text
+    assert not re.search(r"pip install[^\n]*(airflow|requirements\.txt)", text)
+    assert dockerfile_entrypoint(dockerfile)[:2] == ["batchq", "worker"]
+
+
+def test_worker_extra_has_no_airflow():
+    import tomllib
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    worker_deps = project["dependencies"] + project["optional-dependencies"]["worker"]
+    assert not [d for d in worker_deps if "airflow" in d.lower()]
+
+
+def test_compose_file_wires_airflow_worker_and_sqs():
+    compose = yaml.safe_load((REPO / "docker-compose.yaml").read_text())
+    services = compose["services"]
+    assert {"localstack", "postgres", "airflow", "worker"} <= set(services)
+
+    airflow = services["airflow"]["environment"]
+    conn = json.loads(airflow["AIRFLOW_CONN_AWS_DEFAULT"])
+    assert conn["extra"]["endpoint_url"].startswith("http://localstack:")
+    assert "/include" in airflow["PYTHONPATH"]
+
+    worker = services["worker"]
+    entrypoint = dockerfile_entrypoint(REPO / worker["build"]["dockerfile"])
+    args = parse_batchq(entrypoint + worker["command"])
+    assert args.command == "worker"
+    spec_path = Path(args.spec.replace("/app/", str(REPO) + "/"))
+    assert BatchSpec.from_yaml(spec_path).queues.input  # the spec the worker is pointed at is valid
+    assert worker["environment"]["BATCHQ_SQS_ENDPOINT"].startswith("http://localstack:")
+
+
+def test_k8s_deployment_and_keda_scaler_agree():
+    docs = [d for d in yaml.safe_load_all((REPO / "deploy" / "k8s-worker.yaml").read_text()) if d]
+    by_kind = {d["kind"]: d for d in docs}
+    deployment, scaled = by_kind["Deployment"], by_kind["ScaledObject"]
+    assert scaled["spec"]["scaleTargetRef"]["name"] == deployment["metadata"]["name"]
+    assert scaled["spec"]["minReplicaCount"] == 0  # scale to zero
+    trigger = scaled["spec"]["triggers"][0]
+    assert trigger["type"] == "aws-sqs-queue"
+    assert int(trigger["metadata"]["queueLength"]) >= 1
+    assert trigger["metadata"]["scaleOnInFlight"] == "true"
+
+    pod = deployment["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    args = parse_batchq(dockerfile_entrypoint(REPO / "deploy" / "worker.Dockerfile") + container["args"])
+    # The kubelet's SIGKILL must come after the worker's own grace period plus one long poll.
+    assert pod["terminationGracePeriodSeconds"] > args.grace_period + args.wait_seconds
+
+
+def test_worker_iam_policy_is_least_privilege():
+    policy = json.loads((REPO / "deploy" / "iam-worker-policy.json").read_text())
+    actions = {}
+    for statement in policy["Statement"]:
+        assert statement["Effect"] == "Allow"
+        assert "*" not in statement["Resource"], statement
+        for action in statement["Action"]:
+            assert action.startswith("sqs:") and "*" not in action, action
+            actions.setdefault(statement["Resource"].rsplit(":", 1)[1], set()).add(action)
+    # Consume the input queue, publish results, dead-letter permanent failures — nothing else.
+    assert actions["customer-batch-input"] == {
+        "sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility", "sqs:GetQueueAttributes", "sqs:GetQueueUrl",
+    }
+    assert actions["customer-batch-results"] == {"sqs:SendMessage", "sqs:GetQueueUrl"}
+    assert actions["customer-batch-input-dlq"] == {"sqs:SendMessage", "sqs:GetQueueUrl"}
