@@ -17,6 +17,7 @@ Tables (created on first use):
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -171,12 +172,21 @@ class ResultStore:
             sa.event.listen(self.engine, "connect", _sqlite_wal)
         self.description = f"sql:{url_obj.render_as_string(hide_password=True)}"
         self._created = False
+        self._create_lock = threading.Lock()
 
     # -- lifecycle ---------------------------------------------------------------------------------------
     def create_tables(self) -> None:
-        with self._guard("create tables"):
-            metadata.create_all(self.engine)
-        self._created = True
+        """Create the tables if missing. Safe under concurrency: drain threads share one lock, and a
+        concurrent creator in another process (create_all checks, then creates) is tolerated as long
+        as the tables exist afterwards."""
+        with self._create_lock, self._guard("create tables"):
+            try:
+                metadata.create_all(self.engine)
+            except sa.exc.DBAPIError:
+                present = set(sa.inspect(self.engine).get_table_names())
+                if not set(metadata.tables) <= present:
+                    raise
+            self._created = True
 
     def _ensure(self) -> None:
         if not self._created:

@@ -143,3 +143,29 @@ def test_ledger_without_expected_and_nothing_recorded_is_an_error(store):
 def test_rejects_unsupported_database():
     with pytest.raises(ValueError, match="only sqlite and postgresql"):
         ResultStore("mysql://u@h/db")
+
+
+def test_concurrent_first_writes_create_the_tables_once(tmp_path):
+    # Drain threads share one store: the first batches of two threads used to race in create_all
+    # (both checked "missing", the second then failed "table already exists" -> a spurious sink retry).
+    import threading
+
+    for trial in range(10):
+        store = ResultStore(f"sqlite:///{tmp_path}/race-{trial}.db")
+        barrier = threading.Barrier(4)
+        errors: list[BaseException] = []
+
+        def first_write(i: int) -> None:
+            barrier.wait()
+            try:
+                store.write([result(f"k{trial}-{i}")])
+            except BaseException as exc:  # noqa: BLE001 - collected and asserted below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=first_write, args=(i,)) for i in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        store.close()
+        assert not errors, errors
