@@ -338,6 +338,10 @@ def change_visibility(
 
 
 def get_queue_url(client: Any, name: str) -> str:
+    """URL of the queue ``name``; a value that already is a URL is returned as given, so every option
+    that names a queue accepts either."""
+    if name.startswith(("http://", "https://")):
+        return name
     try:
         return client.get_queue_url(QueueName=name)["QueueUrl"]
     except Exception as exc:

@@ -99,3 +99,14 @@ def test_delete_with_stale_receipt_is_reported(sqs_client, make_queue):
     assert not delete_messages(sqs_client, url, msgs)
     # Deleting twice is harmless on SQS (no error) — and must never raise here either.
     assert isinstance(delete_messages(sqs_client, url, msgs), dict)
+
+
+def test_get_queue_url_accepts_a_name_or_a_url(sqs_client, make_queue):
+    from batchq.sqs import get_queue_url
+
+    url = make_queue()
+    name = url.rsplit("/", 1)[1]
+    assert get_queue_url(sqs_client, name) == url
+    assert get_queue_url(sqs_client, url) == url
+    with pytest.raises(QueueNotFound):
+        get_queue_url(sqs_client, f"{name}-missing")

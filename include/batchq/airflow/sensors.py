@@ -110,9 +110,7 @@ class QueueDrainedSensor(AwsBaseSensor[BatchqSqsHook]):
         self._started: float | None = None
 
     def _url(self, name_or_url: str | None) -> str | None:
-        if not name_or_url or name_or_url.startswith(("http://", "https://")):
-            return name_or_url
-        return get_queue_url(self.hook.get_conn(), name_or_url)
+        return get_queue_url(self.hook.get_conn(), name_or_url) if name_or_url else None
 
     # -- deferrable path -----------------------------------------------------------------------------
     def execute(self, context: Any) -> Any:

@@ -16,13 +16,9 @@ import sys
 import threading
 from typing import Any
 
+from batchq.sqs import get_queue_url
+
 log = logging.getLogger("batchq.drain")
-
-
-def _queue_url(client: Any, name_or_url: str) -> str:
-    from batchq.sqs import get_queue_url
-
-    return name_or_url if name_or_url.startswith(("http://", "https://")) else get_queue_url(client, name_or_url)
 
 
 def _client(args: argparse.Namespace) -> Any:
@@ -88,7 +84,7 @@ def cmd_drain(args: argparse.Namespace) -> int:
     from batchq.drain import Drainer, open_sink
 
     client = _client(args)
-    url = _queue_url(client, args.queue)
+    url = get_queue_url(client, args.queue)
     sink, store = open_sink(args.sink, ledger_url=args.ledger_url)
     store.create_tables()
     stop = threading.Event()
@@ -156,8 +152,8 @@ def cmd_redrive(args: argparse.Namespace) -> int:
     client = _client(args)
     report = redrive(
         client,
-        _queue_url(client, args.dlq),
-        _queue_url(client, args.target),
+        get_queue_url(client, args.dlq),
+        get_queue_url(client, args.target),
         method=args.method,
         max_messages=args.max_messages,
         timeout_s=args.timeout,

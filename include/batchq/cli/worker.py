@@ -128,7 +128,8 @@ def build_worker(args: argparse.Namespace) -> Any:
     """A :class:`~batchq.worker.Worker` from parsed ``batchq worker`` options (handlers loaded)."""
     from batchq.metrics import Metrics
     from batchq.worker import Worker, WorkerConfig, load_handlers
-    from batchq.worker.config import default_worker_id, resolve_queue_url
+    from batchq.sqs import get_queue_url
+    from batchq.worker.config import default_worker_id
 
     # Handler threads wake from I/O waits while receiver/flusher threads run botocore (pure Python):
     # with the default 5 ms GIL switch interval a woken handler can wait up to 5 ms per message, a
@@ -139,9 +140,9 @@ def build_worker(args: argparse.Namespace) -> Any:
     registry = load_handlers(args.handlers or [], entry_points=not args.no_entry_points)
     worker_id = args.worker_id or default_worker_id()
     config = WorkerConfig(
-        queue_url=resolve_queue_url(client, queue),
-        results_url=resolve_queue_url(client, results),
-        dead_letter_url=resolve_queue_url(client, args.dead_letter_queue) if args.dead_letter_queue else None,
+        queue_url=get_queue_url(client, queue),
+        results_url=get_queue_url(client, results),
+        dead_letter_url=get_queue_url(client, args.dead_letter_queue) if args.dead_letter_queue else None,
         concurrency=args.concurrency,
         prefetch=args.prefetch,
         prefetch_horizon_s=args.prefetch_horizon,
@@ -169,7 +170,7 @@ def run_worker(args: argparse.Namespace) -> int:
 
 def run_supervisor(args: argparse.Namespace) -> int:
     from batchq.metrics import Metrics
-    from batchq.worker.config import resolve_queue_url
+    from batchq.sqs import get_queue_url
     from batchq.worker.supervisor import Supervisor, worker_command
 
     client = _client(args, pool=4)
@@ -178,7 +179,7 @@ def run_supervisor(args: argparse.Namespace) -> int:
     stop_timeout = args.stop_timeout if args.stop_timeout is not None else args.grace_period + args.wait_seconds + 10
     supervisor = Supervisor(
         client,
-        resolve_queue_url(client, queue),
+        get_queue_url(client, queue),
         worker_command(forwarded),
         min_workers=args.min_workers,
         max_workers=args.max_workers,

@@ -118,13 +118,6 @@ class QueueSettings:
     dead_letter_url: str | None
 
 
-def resolve_queue_url(client: Any, name_or_url: str) -> str:
-    """Accept a queue URL or a queue name."""
-    if name_or_url.startswith(("http://", "https://")):
-        return name_or_url
-    return get_queue_url(client, name_or_url)
-
-
 def _dlq_url_from_arn(client: Any, arn: str) -> str:
     # arn:aws:sqs:region:account:name
     parts = arn.split(":")

@@ -204,7 +204,7 @@ class ResultsDrainOperator(AwsBaseOperator[BatchqSqsHook]):
         from batchq.drain import Drainer, RunLedger
 
         client = self.hook.get_conn()
-        url = self.results_queue if self.results_queue.startswith(("http://", "https://")) else get_queue_url(client, self.results_queue)
+        url = get_queue_url(client, self.results_queue)
         sink, store = self._open()
         try:
             ledger = RunLedger(

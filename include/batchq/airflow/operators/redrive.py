@@ -57,8 +57,7 @@ class DlqRedriveOperator(AwsBaseOperator[BatchqSqsHook]):
         from batchq.drain.redrive import redrive
 
         client = self.hook.get_conn()
-        url = lambda q: q if q.startswith(("http://", "https://")) else get_queue_url(client, q)
-        report = redrive(client, url(self.dlq), url(self.target), method=self.method, max_messages=self.max_messages, timeout_s=self.redrive_timeout)
+        report = redrive(client, get_queue_url(client, self.dlq), get_queue_url(client, self.target), method=self.method, max_messages=self.max_messages, timeout_s=self.redrive_timeout)
         self.log.info("redrive %s → %s: %s", self.dlq, self.target, report.to_dict())
         if report.fallback_reason:
             self.log.info("StartMessageMoveTask unavailable (%s); used receive/send/delete", report.fallback_reason)
