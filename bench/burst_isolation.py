@@ -178,8 +178,7 @@ def p99(xs: list[float]) -> float:
 
 
 def make_bodies(n: int, batch: str) -> list[tuple[str, str]]:
-    from batchq.contract import WorkResult
-
+    from batchq.messages import WorkResult
     run = uuid.uuid4().hex[:8]
     return [
         (f"{run}-{i}", WorkResult(batch=batch, run_id=run, key=f"{run}-{i:06d}", status="succeeded", output={"score": i % 97, "segment": i % 5}).model_dump_json())
@@ -215,9 +214,9 @@ def scenario_sync(service: Service, bodies: list[tuple[str, str]], jobs: int) ->
 
 def run_drainer(client, url: str, sink_url: str, *, max_rate: float | None, max_in_flight: int, n: int, ledger_dir: str):
     """Drain ``n`` results into the HTTP sink; return (report, commit times)."""
-    from batchq.drain import Drainer, HttpSink, ResultStore
+    from batchq.drain import Drainer, HttpSink, SqlSink
 
-    store = ResultStore(f"sqlite:///{ledger_dir}/ledger-{uuid.uuid4().hex[:6]}.db")
+    store = SqlSink(f"sqlite:///{ledger_dir}/ledger-{uuid.uuid4().hex[:6]}.db")
     store.create_tables()
     commits: list[tuple[float, int]] = []
     drainer = Drainer(

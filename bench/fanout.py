@@ -30,7 +30,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 from _endpoint import boto3_client, sqs_endpoint  # noqa: E402
 
-from batchq.contract import BatchSpec  # noqa: E402
+from batchq.spec import BatchSpec  # noqa: E402
 from batchq.plan import Plan, Shard  # noqa: E402
 from batchq.sqs import send_bodies  # noqa: E402
 

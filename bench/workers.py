@@ -32,7 +32,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from _endpoint import boto3_client, sqs_endpoint
-from batchq.contract import BatchSpec, QueueSpec
+from batchq.spec import BatchSpec, QueueSpec
 from batchq.plan import Plan
 from batchq.sqs import ensure_queues, get_snapshot, send_bodies
 

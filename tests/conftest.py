@@ -90,7 +90,7 @@ def make_queue(sqs_client) -> Iterator[Callable[..., str]]:
 def queue_spec_factory(sqs_client):
     """Factory: ``(QueueSpec, QueueUrls)`` for new uniquely named input/results queues with DLQs
     (provisioned with :func:`batchq.sqs.ensure_queues`), deleted afterwards."""
-    from batchq.contract import QueueSpec
+    from batchq.spec import QueueSpec
     from batchq.sqs import ensure_queues
 
     made = []

@@ -4,8 +4,9 @@ The top-level package is Airflow-free on purpose: workers import it without Airf
 Everything that imports Airflow lives in :mod:`batchq.airflow`.
 """
 
-from batchq.contract import SCHEMA_VERSION, BatchSpec, WorkPayload, WorkResult
+from batchq.messages import SCHEMA_VERSION, WorkPayload, WorkResult
 
+from batchq.spec import BatchSpec
 __all__ = ["SCHEMA_VERSION", "BatchSpec", "WorkPayload", "WorkResult", "job"]
 __version__ = "0.1.0"
 

@@ -19,7 +19,9 @@ from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
 
-from batchq.contract import BatchSpec, PayloadEncoder, WorkPayload, _dumps
+from batchq.messages import PayloadEncoder, WorkPayload, dumps_json
+
+from batchq.spec import BatchSpec
 from batchq.errors import SpecError
 
 #: Above this many exclusion rules, inclusion-exclusion (2^R terms) is replaced by a streamed count.
@@ -52,7 +54,7 @@ def idempotency_key(batch: str, run_id: str, dims: dict[str, Any]) -> str:
     Dims are hashed sorted by name with JSON types kept (``1`` and ``"1"`` differ), so the key does not
     depend on dimension order or on where the combination sits in the product.
     """
-    material = _dumps([batch, run_id, sorted(dims.items())])
+    material = dumps_json([batch, run_id, sorted(dims.items())])
     return hashlib.sha256(material.encode()).hexdigest()[:32]
 
 
@@ -82,9 +84,9 @@ class Plan:
         self.size = math.prod(self.radices)
         self._rules = self._compile_rules()
         self._encoder = PayloadEncoder(spec, run_id, created_at)
-        self._value_jsons = [[_dumps(v) for v in vals] for vals in self.values]
+        self._value_jsons = [[dumps_json(v) for v in vals] for vals in self.values]
         self._job_dim = self.names.index(spec.job_type_dimension) if spec.job_type is None else None
-        self._fixed_job_json = _dumps(spec.job_type) if spec.job_type is not None else None
+        self._fixed_job_json = dumps_json(spec.job_type) if spec.job_type is not None else None
         self.expected = self.size - self._excluded_count()
 
     # -- arithmetic ----------------------------------------------------------------------------------
@@ -176,7 +178,7 @@ class Plan:
         for digits in self._iter_digits(shard.start, shard.stop):
             dims = {names[d]: values[d][i] for d, i in enumerate(digits)}
             key = idempotency_key(batch, run_id, dims)
-            job_json = fixed_job if job_dim is None else _dumps(str(values[job_dim][digits[job_dim]]))
+            job_json = fixed_job if job_dim is None else dumps_json(str(values[job_dim][digits[job_dim]]))
             yield key, self._encoder.encode(key, job_json, [vj[d][i] for d, i in enumerate(digits)])
 
     def iter_payloads(self, shard: Shard) -> Iterator[WorkPayload]:

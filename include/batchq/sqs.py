@@ -11,7 +11,6 @@ its own (``SenderFault`` false), reported by key when not. Nothing is dropped si
 from __future__ import annotations
 
 import logging
-import random
 import threading
 import time
 
@@ -21,44 +20,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from batchq import limits
-from batchq.contract import QueueSpec
+from batchq.spec import QueueSpec
 from batchq.errors import QueueNotFound, SendFailed
 from batchq.health import COUNT_ATTRIBUTES, QueueSnapshot, snapshot_from_attributes
+from batchq.retry import MISSING_QUEUE_CODES, backoff_delay, error_code, is_retryable
 
 log = logging.getLogger(__name__)
 
-#: Error codes worth retrying a whole call for (throttling and server-side trouble).
-_RETRYABLE_CODES = {
-    "ThrottlingException",
-    "Throttling",
-    "RequestThrottled",
-    "ServiceUnavailable",
-    "InternalError",
-    "InternalFailure",
-    "KmsThrottled",
-    "RequestTimeout",
-    "AWS.SimpleQueueService.KmsThrottled",
-}
-_MISSING_QUEUE_CODES = {"AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist"}
-
-
-def _error_code(exc: BaseException) -> str:
-    response = getattr(exc, "response", None) or {}
-    return str(response.get("Error", {}).get("Code", type(exc).__name__))
-
-
-def _is_retryable(exc: BaseException) -> bool:
-    code = _error_code(exc)
-    if code in _MISSING_QUEUE_CODES:
-        return False
-    status = (getattr(exc, "response", None) or {}).get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
-    # Connection errors, timeouts (no response at all) and 5xx/throttles are transient.
-    return code in _RETRYABLE_CODES or status >= 500 or not hasattr(exc, "response")
-
-
-def backoff_delay(attempt: int, base: float = 0.05, cap: float = 5.0) -> float:
-    """Full-jitter exponential backoff for retry ``attempt`` (1-based)."""
-    return random.uniform(0, min(cap, base * (2 ** (attempt - 1))))
 
 
 # -- sending -------------------------------------------------------------------------------------------
@@ -131,11 +99,11 @@ def _send_chunk(
             report.calls += 1
             response = client.send_message_batch(QueueUrl=queue_url, Entries=entries)
         except Exception as exc:  # noqa: BLE001 - classified below, never swallowed
-            if _error_code(exc) in _MISSING_QUEUE_CODES:
+            if error_code(exc) in MISSING_QUEUE_CODES:
                 raise QueueNotFound(f"queue {queue_url} does not exist") from exc
-            if not _is_retryable(exc) or attempt >= max_attempts:
+            if not is_retryable(exc) or attempt >= max_attempts:
                 for key, _ in pending.values():
-                    report.failed[key] = f"{_error_code(exc)}: {exc}"
+                    report.failed[key] = f"{error_code(exc)}: {exc}"
                 return report
             report.retried_entries += len(pending)
             time.sleep(backoff_delay(attempt))
@@ -255,7 +223,7 @@ def receive_messages(
     try:
         return client.receive_message(**kwargs).get("Messages", [])
     except Exception as exc:
-        if _error_code(exc) in _MISSING_QUEUE_CODES:
+        if error_code(exc) in MISSING_QUEUE_CODES:
             raise QueueNotFound(f"queue {queue_url} does not exist") from exc
         raise
 
@@ -275,8 +243,8 @@ def _batch_call(
             try:
                 response = call(QueueUrl=queue_url, Entries=list(pending.values()))
             except Exception as exc:  # noqa: BLE001
-                if not _is_retryable(exc) or attempt == max_attempts:
-                    failed.update({i: f"{_error_code(exc)}: {exc}" for i in pending})
+                if not is_retryable(exc) or attempt == max_attempts:
+                    failed.update({i: f"{error_code(exc)}: {exc}" for i in pending})
                     break
                 time.sleep(backoff_delay(attempt))
                 continue
@@ -345,7 +313,7 @@ def get_queue_url(client: Any, name: str) -> str:
     try:
         return client.get_queue_url(QueueName=name)["QueueUrl"]
     except Exception as exc:
-        if _error_code(exc) in _MISSING_QUEUE_CODES:
+        if error_code(exc) in MISSING_QUEUE_CODES:
             raise QueueNotFound(f"queue {name!r} does not exist (create it: batchq queues create)") from exc
         raise
 
@@ -397,7 +365,7 @@ def _ensure_queue(client: Any, name: str, attributes: dict[str, str]) -> str:
     try:
         return client.create_queue(QueueName=name, Attributes=attributes)["QueueUrl"]
     except Exception as exc:
-        if _error_code(exc) not in ("QueueAlreadyExists", "QueueNameExists", "AWS.SimpleQueueService.QueueNameExists"):
+        if error_code(exc) not in ("QueueAlreadyExists", "QueueNameExists", "AWS.SimpleQueueService.QueueNameExists"):
             raise
         # Exists with other attributes: converge it to the spec (idempotent provisioning).
         url = get_queue_url(client, name)

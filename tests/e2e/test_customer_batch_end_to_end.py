@@ -16,9 +16,9 @@ import sys
 
 import pytest
 import sqlalchemy as sa
-from batchq.contract import BatchSpec
-from batchq.drain import ResultStore
-from batchq.drain.store import results_table
+from batchq.spec import BatchSpec
+from batchq.drain import SqlSink
+from batchq.drain.sql_sink import results_table
 from batchq.plan import Plan
 from batchq.sqs import ensure_queues, get_snapshot
 
@@ -76,7 +76,7 @@ def test_customer_batch_end_to_end(airflow_home, e2e_spec, workers, sqs_client, 
     planned = {key for shard in plan.shards() for key, _ in plan.iter_bodies(shard)}
     assert len(planned) == plan.expected == 96
 
-    store = ResultStore(pg_url)
+    store = SqlSink(pg_url)
     try:
         with store.engine.connect() as conn:
             rows = conn.execute(

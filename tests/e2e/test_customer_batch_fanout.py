@@ -11,7 +11,9 @@ import pytest
 
 from tests.support.queues import take_all_bodies
 
-from batchq.contract import BatchSpec, parse_payload
+from batchq.messages import parse_payload
+
+from batchq.spec import BatchSpec
 from batchq.plan import Plan
 from batchq.sqs import get_queue_url, get_snapshot
 

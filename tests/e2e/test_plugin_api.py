@@ -11,7 +11,7 @@ import uuid
 
 import pytest
 
-from batchq.contract import BatchSpec
+from batchq.spec import BatchSpec
 from batchq.sqs import ensure_queues, receive_messages, send_bodies
 
 pytestmark = pytest.mark.e2e

@@ -18,7 +18,7 @@ import pytest
 from tests.support.queues import take_all_bodies
 from botocore.config import Config
 
-from batchq.contract import BatchSpec
+from batchq.spec import BatchSpec
 from batchq.errors import SendFailed
 from batchq.plan import Plan
 from batchq.sqs import send_bodies

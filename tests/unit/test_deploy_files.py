@@ -13,8 +13,7 @@ import pytest
 import yaml
 
 from batchq.cli import build_parser
-from batchq.contract import BatchSpec
-
+from batchq.spec import BatchSpec
 REPO = Path(__file__).resolve().parents[2]
 
 

@@ -13,7 +13,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from batchq.contract import BatchSpec, parse_payload
+from batchq.messages import parse_payload
+
+from batchq.spec import BatchSpec
 from batchq.errors import SpecError
 from batchq.plan import Plan, Shard, idempotency_key, shard_count
 

@@ -17,7 +17,7 @@ from airflow.providers.amazon.aws.hooks.sqs import SqsHook
 
 from batchq import sqs
 from batchq.airflow import settings
-from batchq.contract import QueueSpec
+from batchq.spec import QueueSpec
 from batchq.health import QueueSnapshot
 
 

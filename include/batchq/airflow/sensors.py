@@ -30,7 +30,7 @@ from batchq.airflow.triggers import (
     TriggerReason,
     series_point,
 )
-from batchq.contract import BatchSpec
+from batchq.spec import BatchSpec
 from batchq.health import BoundedSeries, DrainWatch, QueueSnapshot
 from batchq.sqs import get_queue_url
 

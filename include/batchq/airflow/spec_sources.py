@@ -11,7 +11,7 @@ import os
 from typing import Any
 
 from batchq.airflow import settings
-from batchq.contract import BatchSpec, resolve_callable_source
+from batchq.spec import BatchSpec, resolve_callable_source
 from batchq.errors import SpecError
 
 

@@ -120,19 +120,18 @@ def cmd_drain(args: argparse.Namespace) -> int:
 
 
 def cmd_ledger(args: argparse.Namespace) -> int:
-    from batchq.drain import ResultStore, RunLedger
+    from batchq.drain import SqlSink, RunLedger
 
     spec = None
     if args.spec:
-        from batchq.contract import BatchSpec
-
+        from batchq.spec import BatchSpec
         spec = BatchSpec.from_yaml(args.spec)
     batch = args.batch or (spec.name if spec else None)
     if not batch:
         raise SystemExit("batchq ledger: give --batch or --spec")
     count = args.tolerated_failure_count if args.tolerated_failure_count is not None else (spec.tolerated_failure_count if spec else 0)
     pct = args.tolerated_failure_percentage if args.tolerated_failure_percentage is not None else (spec.tolerated_failure_percentage if spec else 0.0)
-    store = ResultStore(args.store)
+    store = SqlSink(args.store)
     try:
         ledger = RunLedger(store, batch, args.run_id, args.expected, tolerated_failure_count=count, tolerated_failure_percentage=pct)
         status = ledger.status()
@@ -147,7 +146,7 @@ def cmd_ledger(args: argparse.Namespace) -> int:
 
 
 def cmd_redrive(args: argparse.Namespace) -> int:
-    from batchq.drain.redrive import redrive
+    from batchq.redrive import redrive
 
     client = _client(args)
     report = redrive(

@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from batchq.contract import BatchSpec
+from batchq.spec import BatchSpec
 from batchq.plan import Plan
 
 

@@ -12,7 +12,7 @@ from typing import Any
 
 from batchq.aws import sqs_client
 from batchq.cli.plan import spec_file
-from batchq.contract import BatchSpec
+from batchq.spec import BatchSpec
 from batchq.sqs import ensure_queues, get_snapshot, resolve_queue_urls
 
 

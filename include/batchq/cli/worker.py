@@ -112,8 +112,7 @@ def _client(args: argparse.Namespace, pool: int = 32) -> Any:
 def _queue_names(args: argparse.Namespace) -> tuple[str, str]:
     queue, results = args.queue, args.results_queue
     if args.spec:
-        from batchq.contract import BatchSpec
-
+        from batchq.spec import BatchSpec
         spec = BatchSpec.from_yaml(args.spec)
         queue = queue or spec.queues.input
         results = results or spec.queues.results

@@ -3,11 +3,11 @@ the run ledger, and quarantine of malformed results.
 
 * :mod:`~batchq.drain.limiter` — token bucket with back-pressure
 * :mod:`~batchq.drain.sink` — the sink interface and its errors
-* :mod:`~batchq.drain.store` — SQL sink + run ledger store (SQLAlchemy: SQLite, PostgreSQL)
+* :mod:`~batchq.drain.sql_sink` — SQL sink + run ledger store (SQLAlchemy: SQLite, PostgreSQL)
 * :mod:`~batchq.drain.http_sink` — HTTP POST sink (429/503 + Retry-After are back-pressure)
 * :mod:`~batchq.drain.ledger` — completion and tolerance of a run
 * :mod:`~batchq.drain.core` — the drain loop
-* :mod:`~batchq.drain.redrive` — move dead-lettered messages back
+* :mod:`~batchq.redrive` — move dead-lettered messages back
 """
 
 from batchq.drain.core import Drainer, DrainReport
@@ -15,7 +15,7 @@ from batchq.drain.http_sink import HttpSink
 from batchq.drain.ledger import LedgerStatus, RunLedger, evaluate, tolerated_failures
 from batchq.drain.limiter import TokenBucket
 from batchq.drain.sink import Sink, SinkRejected, SinkUnavailable, merge_duplicates
-from batchq.drain.store import QuarantineEntry, ResultStore
+from batchq.drain.sql_sink import QuarantineEntry, SqlSink
 
 __all__ = [
     "DrainReport",
@@ -23,7 +23,7 @@ __all__ = [
     "HttpSink",
     "LedgerStatus",
     "QuarantineEntry",
-    "ResultStore",
+    "SqlSink",
     "RunLedger",
     "Sink",
     "SinkRejected",
@@ -41,7 +41,7 @@ def open_sink(target: str, *, ledger_url: str | None = None, headers: dict[str, 
     store for the ledger, default a SQLite file ``batchq-ledger.db``) or a SQLAlchemy URL (the store is
     the sink)."""
     if target.startswith(("http://", "https://")):
-        store = ResultStore(ledger_url or "sqlite:///batchq-ledger.db")
+        store = SqlSink(ledger_url or "sqlite:///batchq-ledger.db")
         return HttpSink(target, headers=headers), store
-    store = ResultStore(target)
+    store = SqlSink(target)
     return store, store

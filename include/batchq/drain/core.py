@@ -2,7 +2,7 @@
 
 For each received batch (up to 10 messages):
 
-1. parse every body with :func:`batchq.contract.parse_result`; a malformed one becomes a quarantine
+1. parse every body with :func:`batchq.messages.parse_result`; a malformed one becomes a quarantine
    entry with the reason (never retried forever);
 2. take tokens from the shared :class:`~batchq.drain.limiter.TokenBucket` (``max_rate`` results/s for the
    whole drainer, ``max_in_flight`` batches at once);
@@ -29,10 +29,10 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from batchq import limits
-from batchq.contract import WorkResult, parse_result
+from batchq.messages import WorkResult, parse_result
 from batchq.drain.limiter import TokenBucket
 from batchq.drain.sink import Sink, SinkRejected, SinkUnavailable
-from batchq.drain.store import QuarantineEntry, ResultStore
+from batchq.drain.sql_sink import QuarantineEntry, SqlSink
 from batchq.errors import InvalidMessage
 from batchq.sqs import change_visibility, delete_messages, receive_messages
 
@@ -77,10 +77,10 @@ class Drainer:
 
     :param client: boto3 SQS client (thread-safe).
     :param queue_url: the results queue.
-    :param sink: where results go (:class:`~batchq.drain.store.ResultStore` for SQL, or
+    :param sink: where results go (:class:`~batchq.drain.sql_sink.SqlSink` for SQL, or
         :class:`~batchq.drain.http_sink.HttpSink`).
     :param store: the results store holding the run ledger and the quarantine; defaults to ``sink``
-        when the sink is a ResultStore (one transaction for both).
+        when the sink is a SqlSink (one transaction for both).
     :param max_rate: results per second for the whole drainer; ``None`` = no cap.
     :param max_in_flight: batches written concurrently (one thread each).
     :param receive_wait_s: long-poll wait per ReceiveMessage; an empty poll means "empty" for
@@ -97,7 +97,7 @@ class Drainer:
         client: Any,
         queue_url: str,
         sink: Sink,
-        store: ResultStore | None = None,
+        store: SqlSink | None = None,
         *,
         max_rate: float | None = None,
         max_in_flight: int = 1,
@@ -109,8 +109,8 @@ class Drainer:
         limiter: TokenBucket | None = None,
     ):
         if store is None:
-            if not isinstance(sink, ResultStore):
-                raise ValueError("a non-SQL sink needs store= (a ResultStore) for the run ledger and the quarantine")
+            if not isinstance(sink, SqlSink):
+                raise ValueError("a non-SQL sink needs store= (a SqlSink) for the run ledger and the quarantine")
             store = sink
         if max_in_flight < 1:
             raise ValueError(f"max_in_flight must be >= 1, got {max_in_flight}")

@@ -22,7 +22,7 @@ import time
 from collections.abc import Mapping, Sequence
 from urllib.parse import urlsplit
 
-from batchq.contract import WorkResult
+from batchq.messages import WorkResult
 from batchq.drain.sink import SinkRejected, SinkUnavailable, merge_duplicates
 
 _BACKPRESSURE = {429, 503}

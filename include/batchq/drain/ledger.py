@@ -13,7 +13,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from batchq.drain.store import ResultStore
+from batchq.drain.sql_sink import SqlSink
 
 
 @dataclass(frozen=True)
@@ -128,7 +128,7 @@ def evaluate(
 
 
 class RunLedger:
-    """The ledger of one run over a :class:`ResultStore`.
+    """The ledger of one run over a :class:`SqlSink`.
 
     :param store: the results store (the sink database).
     :param batch: batch name.
@@ -142,7 +142,7 @@ class RunLedger:
 
     def __init__(
         self,
-        store: ResultStore,
+        store: SqlSink,
         batch: str,
         run_id: str,
         expected: int | None = None,

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
-from batchq.contract import WorkResult
+from batchq.messages import WorkResult
 from batchq.errors import BatchqError
 
 

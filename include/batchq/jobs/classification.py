@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from batchq.contract import WorkPayload
+from batchq.messages import WorkPayload
 from batchq.jobs.data import FEATURES, for_payload, sigmoid
 from batchq.worker.context import JobContext
 from batchq.worker.registry import job

@@ -9,7 +9,7 @@ import random
 from dataclasses import dataclass
 from typing import Any
 
-from batchq.contract import WorkPayload
+from batchq.messages import WorkPayload
 from batchq.worker.errors import PermanentError
 
 FEATURES = ("tenure", "usage", "spend", "tickets")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from batchq.contract import WorkPayload
+from batchq.messages import WorkPayload
 from batchq.jobs.data import for_payload, seed_for
 from batchq.worker.context import JobContext
 from batchq.worker.errors import PermanentError

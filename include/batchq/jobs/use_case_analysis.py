@@ -5,7 +5,7 @@ from __future__ import annotations
 import statistics
 from typing import Any
 
-from batchq.contract import WorkPayload
+from batchq.messages import WorkPayload
 from batchq.jobs.data import FEATURES, for_payload
 from batchq.worker.context import JobContext
 from batchq.worker.registry import job

@@ -5,9 +5,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
-from batchq.contract import WorkPayload
-
-
+from batchq.messages import WorkPayload
 @dataclass(frozen=True)
 class JobContext:
     """Per-delivery context passed to ``handler(payload, ctx)``.

@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from batchq.sqs import _error_code, _is_retryable, backoff_delay
+from batchq.retry import backoff_delay, error_code, is_retryable
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +62,7 @@ def send_to_dead_letter(
             client.send_message(QueueUrl=dlq_url, MessageBody=body, MessageAttributes=attributes)
             return
         except Exception as exc:
-            if attempt == max_attempts or not _is_retryable(exc):
-                log.error("dead-letter send to %s failed (%s): %s", dlq_url, _error_code(exc), exc)
+            if attempt == max_attempts or not is_retryable(exc):
+                log.error("dead-letter send to %s failed (%s): %s", dlq_url, error_code(exc), exc)
                 raise
             time.sleep(backoff_delay(attempt))

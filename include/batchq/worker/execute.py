@@ -16,7 +16,7 @@ from enum import Enum
 from typing import Any
 
 from batchq import limits
-from batchq.contract import ErrorInfo, WorkPayload, WorkResult, parse_payload
+from batchq.messages import ErrorInfo, WorkPayload, WorkResult, parse_payload
 from batchq.errors import InvalidMessage
 from batchq.worker.context import JobContext
 from batchq.worker.errors import PermanentError

@@ -32,8 +32,8 @@ from typing import Any
 
 from batchq.errors import BatchqError, QueueNotFound
 from batchq.metrics import Metrics, log_event
+from batchq.retry import backoff_delay
 from batchq.sqs import (
-    backoff_delay,
     change_visibility,
     delete_messages,
     receive_messages,

@@ -5,8 +5,8 @@ from __future__ import annotations
 import uuid
 
 import sqlalchemy as sa
-from batchq.contract import ErrorInfo, WorkResult
-from batchq.drain.store import results_table
+from batchq.messages import ErrorInfo, WorkResult
+from batchq.drain.sql_sink import results_table
 from batchq.sqs import get_snapshot, send_bodies
 
 

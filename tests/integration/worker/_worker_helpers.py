@@ -14,7 +14,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from batchq.contract import BatchSpec, WorkResult, parse_result
+from batchq.messages import WorkResult, parse_result
+
+from batchq.spec import BatchSpec
 from batchq.plan import Plan
 from batchq.sqs import delete_messages, get_snapshot, receive_messages, send_bodies
 

@@ -12,7 +12,7 @@ from collections import Counter
 
 import pytest
 from _worker_helpers import make_plan, subprocess_env
-from batchq.contract import parse_result
+from batchq.messages import parse_result
 from batchq.sqs import delete_messages, get_snapshot, receive_messages, send_bodies
 from batchq.worker.supervisor import Supervisor, worker_command
 

@@ -18,7 +18,7 @@ from _worker_helpers import (
     subprocess_env,
     wait_for,
 )
-from batchq.contract import BatchSpec
+from batchq.spec import BatchSpec
 from batchq.plan import Plan
 from batchq.sqs import get_snapshot, send_bodies
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from batchq.contract import BatchSpec
+from batchq.spec import BatchSpec
 from batchq.errors import SpecError
 from batchq.plan import Plan
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import socket
 
 import pytest
-from batchq.contract import WorkResult
+from batchq.messages import WorkResult
 from batchq.drain.http_sink import HttpSink, parse_retry_after
 from batchq.drain.sink import SinkRejected, SinkUnavailable
 

@@ -6,7 +6,7 @@ import json
 from datetime import datetime, timezone
 
 import pytest
-from batchq.contract import WorkPayload
+from batchq.messages import WorkPayload
 from batchq.worker import Action, PermanentError, Registry, execute
 
 

@@ -6,7 +6,7 @@ from datetime import datetime, timezone
 
 import batchq.jobs  # noqa: F401 - registers the three job types
 import pytest
-from batchq.contract import WorkPayload
+from batchq.messages import WorkPayload
 from batchq.jobs.classification import accuracy, train_logistic
 from batchq.jobs.data import customer_data
 from batchq.jobs.segmentation import kmeans

@@ -27,7 +27,7 @@ from airflow.sdk.exceptions import AirflowException, AirflowFailException
 from batchq.airflow import settings
 from batchq.airflow.hook import BatchqSqsHook
 from batchq.airflow.triggers import ResultsAvailableTrigger, TriggerReason
-from batchq.contract import BatchSpec
+from batchq.spec import BatchSpec
 from batchq.sqs import get_queue_url
 
 #: The plan XCom the fan-out's ``plan_shards`` pushes (it carries ``expected``).

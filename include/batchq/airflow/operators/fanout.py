@@ -25,7 +25,7 @@ from airflow.sdk import task
 from batchq.airflow import settings
 from batchq.airflow.hook import BatchqSqsHook
 from batchq.airflow.spec_sources import resolve_spec
-from batchq.contract import BatchSpec
+from batchq.spec import BatchSpec
 from batchq.errors import SendFailed, SpecError
 from batchq.plan import Plan, Shard
 from batchq.sqs import get_queue_url

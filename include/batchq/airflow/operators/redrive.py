@@ -12,7 +12,7 @@ from airflow.sdk.exceptions import AirflowException
 
 from batchq.airflow import settings
 from batchq.airflow.hook import BatchqSqsHook
-from batchq.contract import BatchSpec
+from batchq.spec import BatchSpec
 from batchq.sqs import get_queue_url
 
 
@@ -54,7 +54,7 @@ class DlqRedriveOperator(AwsBaseOperator[BatchqSqsHook]):
         self.max_messages, self.redrive_timeout = max_messages, timeout
 
     def execute(self, context: Any) -> dict[str, Any]:
-        from batchq.drain.redrive import redrive
+        from batchq.redrive import redrive
 
         client = self.hook.get_conn()
         report = redrive(client, get_queue_url(client, self.dlq), get_queue_url(client, self.target), method=self.method, max_messages=self.max_messages, timeout_s=self.redrive_timeout)

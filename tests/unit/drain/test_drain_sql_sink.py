@@ -1,4 +1,4 @@
-"""ResultStore on SQLite: upsert rules, duplicates, quarantine, and a ledger that survives a restart.
+"""SqlSink on SQLite: upsert rules, duplicates, quarantine, and a ledger that survives a restart.
 (The same statements run on PostgreSQL in tests/integration/drain.)"""
 
 from __future__ import annotations
@@ -6,10 +6,10 @@ from __future__ import annotations
 import itertools
 
 import pytest
-from batchq.contract import ErrorInfo, WorkResult
+from batchq.messages import ErrorInfo, WorkResult
 from batchq.drain.ledger import RunLedger
 from batchq.drain.sink import merge_duplicates
-from batchq.drain.store import QuarantineEntry, ResultStore
+from batchq.drain.sql_sink import QuarantineEntry, SqlSink
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -24,14 +24,14 @@ def result(key: str, status: str = "succeeded", run_id: str = "r1", batch: str =
 
 @pytest.fixture
 def store(tmp_path):
-    s = ResultStore(f"sqlite:///{tmp_path}/results.db")
+    s = SqlSink(f"sqlite:///{tmp_path}/results.db")
     yield s
     s.close()
 
 
-def rows(store: ResultStore) -> dict[str, str]:
+def rows(store: SqlSink) -> dict[str, str]:
     import sqlalchemy as sa
-    from batchq.drain.store import results_table
+    from batchq.drain.sql_sink import results_table
 
     with store.engine.connect() as conn:
         return dict(conn.execute(sa.select(results_table.c.key, results_table.c.status)).all())
@@ -68,7 +68,7 @@ def test_failed_then_failed_keeps_the_first_error(store):
 @given(st.lists(st.tuples(st.sampled_from("abcd"), st.sampled_from(["failed", "succeeded"])), max_size=12), st.integers(1, 4))
 def test_outcome_is_order_independent(tmp_path_factory, events, chunk):
     """Any delivery order and batching of any duplicates: each key ends succeeded iff any success arrived."""
-    s = ResultStore(f"sqlite:///{tmp_path_factory.mktemp('h')}/h.db")
+    s = SqlSink(f"sqlite:///{tmp_path_factory.mktemp('h')}/h.db")
     s.create_tables()
     try:
         items = [result(k, st_) for k, st_ in events]
@@ -114,12 +114,12 @@ def test_quarantine_is_idempotent_and_counts_keys_without_a_result(store):
 
 def test_ledger_survives_a_new_store_and_closes(tmp_path):
     url = f"sqlite:///{tmp_path}/ledger.db"
-    s1 = ResultStore(url)
+    s1 = SqlSink(url)
     RunLedger(s1, "b", "r1", 3, tolerated_failure_count=1)
     s1.write([result("a"), result("b", "failed")])
     s1.close()
 
-    s2 = ResultStore(url)  # e.g. the drain task's retry, in a new process
+    s2 = SqlSink(url)  # e.g. the drain task's retry, in a new process
     ledger = RunLedger(s2, "b", "r1", tolerated_failure_count=1)  # expected read back from the store
     assert ledger.expected == 3
     st1 = ledger.status()
@@ -142,7 +142,7 @@ def test_ledger_without_expected_and_nothing_recorded_is_an_error(store):
 
 def test_rejects_unsupported_database():
     with pytest.raises(ValueError, match="only sqlite and postgresql"):
-        ResultStore("mysql://u@h/db")
+        SqlSink("mysql://u@h/db")
 
 
 def test_concurrent_first_writes_create_the_tables_once(tmp_path):
@@ -151,7 +151,7 @@ def test_concurrent_first_writes_create_the_tables_once(tmp_path):
     import threading
 
     for trial in range(10):
-        store = ResultStore(f"sqlite:///{tmp_path}/race-{trial}.db")
+        store = SqlSink(f"sqlite:///{tmp_path}/race-{trial}.db")
         barrier = threading.Barrier(4)
         errors: list[BaseException] = []
 

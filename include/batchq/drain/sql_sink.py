@@ -26,7 +26,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.exc import DBAPIError, OperationalError
 
-from batchq.contract import WorkResult
+from batchq.messages import WorkResult
 from batchq.drain.sink import SinkUnavailable, merge_duplicates
 
 metadata = sa.MetaData()
@@ -139,7 +139,7 @@ def _row(r: WorkResult, now: datetime) -> dict[str, Any]:
     }
 
 
-class ResultStore:
+class SqlSink:
     """SQL sink + run ledger over one SQLAlchemy engine.
 
     As a sink it writes ``batchq_results`` (the real-time system reads it, or it is the demo's

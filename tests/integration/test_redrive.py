@@ -10,7 +10,7 @@ import subprocess
 import sys
 
 import pytest
-from batchq.drain.redrive import MoveTaskUnsupported, redrive
+from batchq.redrive import MoveTaskUnsupported, redrive
 from batchq.sqs import delete_messages, get_snapshot, receive_messages, send_bodies
 
 pytestmark = pytest.mark.integration

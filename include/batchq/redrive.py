@@ -20,7 +20,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from batchq.sqs import _error_code, delete_messages, receive_messages, send_bodies
+from batchq.retry import error_code
+from batchq.sqs import delete_messages, receive_messages, send_bodies
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +128,7 @@ def _move_task(client: Any, dlq_url: str, target_url: str, max_per_second: int |
         handle = _single_attempt_twin(client).start_message_move_task(**kwargs)["TaskHandle"]
     except Exception as exc:
         status = (getattr(exc, "response", None) or {}).get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
-        code = _error_code(exc)
+        code = error_code(exc)
         if status >= 500 or code in ("UnsupportedOperation", "NotImplemented", "InvalidAction", "UnknownOperationException") or isinstance(exc, AttributeError):
             raise MoveTaskUnsupported(f"{code} (HTTP {status})") from exc
         raise

@@ -10,15 +10,8 @@ from pathlib import Path
 import pytest
 
 from batchq import limits
-from batchq.contract import (
-    BatchSpec,
-    PayloadEncoder,
-    WorkPayload,
-    WorkResult,
-    parse_payload,
-    parse_result,
-    worst_case_payload_bytes,
-)
+from batchq.messages import PayloadEncoder, WorkPayload, WorkResult, parse_payload, parse_result, worst_case_payload_bytes
+from batchq.spec import BatchSpec
 from batchq.errors import InvalidMessage, SpecError
 
 REPO = Path(__file__).resolve().parents[2]

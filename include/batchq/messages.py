@@ -1,0 +1,161 @@
+"""The wire messages: what a worker receives (:class:`WorkPayload`) and what it sends back
+(:class:`WorkResult`), their parsing and the one payload serialiser. Shared by the Airflow side and the
+worker side; nothing here imports Airflow.
+
+Bodies are JSON and carry ``schema_version`` so that a worker can refuse a payload it does not understand
+(a permanent failure, dead-lettered with a reason) instead of guessing.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from batchq.errors import InvalidMessage
+
+if TYPE_CHECKING:
+    from batchq.spec import BatchSpec
+
+SCHEMA_VERSION = 1
+#: JSON scalars a dimension value may be. bool is listed first so pydantic keeps True as True, not 1.
+Scalar = Union[bool, int, float, str]
+#: Longest run id we size-check payloads with (Airflow run ids are ~50 characters).
+_RUN_ID_BUDGET = 250
+
+
+# -- payloads --------------------------------------------------------------------------------------
+
+
+class WorkPayload(BaseModel):
+    """One unit of work, one SQS message on the input queue (JSON, well under 1 MiB).
+
+    ``key`` is the idempotency key: a stable hash of (batch, run_id, dims), so re-planning the same run
+    yields the same keys and every consumer can deduplicate on it.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    batch: str
+    run_id: str
+    key: str
+    job_type: str
+    dims: dict[str, Scalar]
+    params: dict[str, Any] = Field(default_factory=dict)
+    created_at: datetime
+
+
+class ErrorInfo(BaseModel):
+    """Why a work unit failed. ``permanent`` errors are never retried (bad input, unknown job type)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    type: str
+    message: str
+    permanent: bool = False
+
+
+class WorkResult(BaseModel):
+    """The outcome of one work unit, one message on the results queue.
+
+    Every payload ends in exactly one *effective* result (duplicates are possible, at-least-once; sinks
+    upsert on ``key``), so a run's ledger closes: expected == succeeded + failed.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    batch: str
+    run_id: str
+    key: str
+    job_type: str | None = None
+    status: Literal["succeeded", "failed"]
+    output: dict[str, Any] | None = None
+    error: ErrorInfo | None = None
+    attempts: int = Field(1, ge=1)
+    worker: str = ""
+    started_at: datetime | None = None
+    finished_at: datetime = Field(default_factory=lambda: datetime.now(timezone.utc))
+
+    @model_validator(mode="after")
+    def _status_fields(self) -> WorkResult:
+        if self.status == "succeeded" and self.error is not None:
+            raise ValueError("a succeeded result carries no error")
+        if self.status == "failed" and self.error is None:
+            raise ValueError("a failed result needs an error")
+        return self
+
+
+def parse_payload(body: str | bytes) -> WorkPayload:
+    """Parse an input message body. Raise :class:`InvalidMessage` (with the key when it can be read)."""
+    return _parse(WorkPayload, body, "payload")
+
+
+def parse_result(body: str | bytes) -> WorkResult:
+    """Parse a results message body. Raise :class:`InvalidMessage` (with the key when it can be read)."""
+    return _parse(WorkResult, body, "result")
+
+
+def _parse(model: type[BaseModel], body: str | bytes, what: str) -> Any:
+    try:
+        raw = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidMessage(f"{what} body is not JSON: {exc}") from None
+    if not isinstance(raw, dict):
+        raise InvalidMessage(f"{what} body must be a JSON object, got {type(raw).__name__}")
+    key = raw.get("key") if isinstance(raw.get("key"), str) else None
+    version = raw.get("schema_version")
+    if version != SCHEMA_VERSION:
+        raise InvalidMessage(
+            f"unsupported schema_version {version!r} (this worker understands {SCHEMA_VERSION})", key=key
+        )
+    try:
+        return model.model_validate(raw)
+    except ValidationError as exc:
+        detail = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()[:5])
+        raise InvalidMessage(f"invalid {what}: {detail}", key=key) from None
+
+
+# -- the one payload serialiser ---------------------------------------------------------------------
+
+
+def dumps_json(value: Any) -> str:
+    """Compact JSON, UTF-8 kept, NaN/Infinity refused: the one encoding of every body batchq writes."""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+class PayloadEncoder:
+    """Builds WorkPayload JSON bodies fast: the parts shared by a whole run are encoded once.
+
+    This is the only place that serialises payloads (planning, fan-out and size checks all use it);
+    a unit test checks its output parses as a :class:`WorkPayload`.
+    """
+
+    def __init__(self, spec: BatchSpec, run_id: str, created_at: datetime | None = None):
+        created = created_at or datetime.now(timezone.utc)
+        if created.tzinfo is None:
+            raise ValueError("created_at must be timezone-aware")
+        self._head = (
+            '{"schema_version":%d,"batch":%s,"run_id":%s,"created_at":%s,"params":%s,'
+            % (SCHEMA_VERSION, dumps_json(spec.name), dumps_json(run_id), dumps_json(created.isoformat()), dumps_json(spec.params))
+        )
+        self.names_json = [dumps_json(d.name) for d in spec.dimensions]
+
+    def encode(self, key: str, job_type_json: str, dim_value_jsons: list[str]) -> str:
+        dims = ",".join(f"{n}:{v}" for n, v in zip(self.names_json, dim_value_jsons))
+        return f'{self._head}"job_type":{job_type_json},"key":"{key}","dims":{{{dims}}}}}'
+
+
+def worst_case_payload_bytes(spec: BatchSpec) -> int:
+    """Size of the largest payload this (resolved) spec can produce, with a generous run id."""
+    enc = PayloadEncoder(spec, "r" * _RUN_ID_BUDGET, datetime(2000, 1, 1, tzinfo=timezone.utc))
+    longest = [max((dumps_json(v) for v in d.values or ()), key=lambda s: len(s.encode())) for d in spec.dimensions]
+    job_json = dumps_json(spec.job_type) if spec.job_type else max(
+        (dumps_json(str(v)) for d in spec.dimensions if d.name == spec.job_type_dimension for v in d.values or ()),
+        key=len,
+        default='""',
+    )
+    return len(enc.encode("k" * 32, job_json, longest).encode())
