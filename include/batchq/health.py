@@ -5,10 +5,12 @@ feed snapshots in and read decisions out, so they cannot disagree.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Mapping
+
+# The autoscaling rule lives with the other scaling policies; re-exported for existing callers.
+from batchq.capacity import desired_workers  # noqa: F401
 
 #: The GetQueueAttributes names a snapshot needs.
 COUNT_ATTRIBUTES = (
@@ -94,20 +96,6 @@ class DrainWatch:
         if self.empty_since is None:
             self.empty_since = snapshot.taken_at
         return snapshot.taken_at - self.empty_since >= self.stable_for_s
-
-
-def desired_workers(backlog: int, backlog_per_worker: int, min_workers: int = 0, max_workers: int = 1) -> int:
-    """The autoscaling rule: ``ceil(backlog / backlog_per_worker)`` clamped to ``[min, max]``.
-
-    The same rule KEDA's ``aws-sqs-queue`` scaler (``queueLength``) and ECS target tracking on
-    "backlog per task" apply; ``backlog`` should include in-flight messages so running work is not
-    scaled away.
-    """
-    if backlog_per_worker < 1:
-        raise ValueError(f"backlog_per_worker must be >= 1, got {backlog_per_worker}")
-    if min_workers < 0 or max_workers < min_workers:
-        raise ValueError(f"need 0 <= min_workers <= max_workers, got {min_workers}..{max_workers}")
-    return max(min_workers, min(max_workers, math.ceil(max(backlog, 0) / backlog_per_worker)))
 
 
 def backlog_slope(samples: Sequence[QueueSnapshot]) -> float | None:
