@@ -705,6 +705,8 @@ def simulate_run(workload: Workload, policy: Any, seed: int = 0, *, max_time_s: 
             peak_consumers = max(peak_consumers, len(active()))
             curve.append((round(now, 3), visible + in_flight, len(active())))
             push(now + ctrl.interval_s, _TICK)
+        if events and events[0][0] == now and kind != _WINDOW:
+            continue  # take every event of this instant first: slots freed together are refilled together
         dispatch(now, flush_window=kind == _WINDOW)
         peak_backlog = max(peak_backlog, visible + in_flight)
         if lam:

@@ -12,6 +12,7 @@ import argparse
 import json
 import math
 import sys
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -194,10 +195,16 @@ def durations_from_sink(url: str, batch: str, run_id: str) -> list[float]:
                                 .where(table.c.batch == batch, table.c.run_id == run_id)).all()
     finally:
         engine.dispose()
-    durations = [(f - s).total_seconds() for s, f in rows if s is not None and f is not None]
+    durations = [(_as_datetime(f) - _as_datetime(s)).total_seconds() for s, f in rows if s is not None and f is not None]
     if not durations:
         raise BatchqError(f"run {batch}/{run_id} has no results with started_at and finished_at in the sink")
     return durations
+
+
+def _as_datetime(value: Any) -> datetime:
+    # SQLite hands timestamps back as text; PostgreSQL as datetimes. Naive ones are taken as UTC.
+    dt = datetime.fromisoformat(value) if isinstance(value, str) else value
+    return dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)
 
 
 def payloads_from_args(args: argparse.Namespace) -> int:
