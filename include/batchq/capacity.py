@@ -198,6 +198,8 @@ class LocalPolicy:
     startup_s: float = 2.0
     wait_seconds: float = 20.0
     batch_wait_s: float = 0.05
+    prefetch: int | None = None
+    prefetch_horizon_s: float = 1.0
 
     @property
     def slots(self) -> int:
@@ -248,6 +250,8 @@ class KedaPolicy:
     startup_s: float = 30.0
     wait_seconds: float = 20.0
     batch_wait_s: float = 0.05
+    prefetch: int | None = None
+    prefetch_horizon_s: float = 1.0
 
     @property
     def slots(self) -> int:
@@ -324,6 +328,8 @@ class EcsPolicy:
     startup_s: float = 60.0
     wait_seconds: float = 20.0
     batch_wait_s: float = 0.05
+    prefetch: int | None = None
+    prefetch_horizon_s: float = 1.0
 
     @property
     def slots(self) -> int:
@@ -480,6 +486,18 @@ def is_lambda(policy: Any) -> bool:
     return isinstance(policy, LambdaPolicy)
 
 
+def worker_prefetch(policy: Any, service: ServiceTime) -> int:
+    """What a ``batchq worker`` holds beyond its running handlers: the fixed ``--prefetch``, or the
+    runner's own adaptive rule (:func:`batchq.worker.prefetch.prefetch_limit`) at the mean service time."""
+    if is_lambda(policy):
+        return 0
+    if policy.prefetch is not None:
+        return policy.prefetch
+    from batchq.worker.prefetch import prefetch_limit  # lazy: the worker package imports the SQS layer
+
+    return prefetch_limit(policy.concurrency, service.mean_s, policy.prefetch_horizon_s)
+
+
 def policy_floor(policy: Any) -> int:
     """Consumers a policy keeps between runs (Lambda standard keeps none: its pollers are AWS's)."""
     if isinstance(policy, LambdaProvisionedPolicy):
@@ -536,6 +554,14 @@ class _Consumer:
     batch_fill: int = 0
     warm: bool = False
     in_free: bool = False
+    prefetch: int = 0  # messages held waiting for a free handler thread (the worker's prefetch)
+    buffered: int = 0
+
+    def can_receive(self) -> bool:
+        # The runner's refill rule: a useful batch (half the prefetch, at most ten) is free, or the
+        # handlers are about to starve (nothing buffered) and at least one slot is free.
+        free = self.slots + self.prefetch - self.busy - self.buffered
+        return free >= min(10, max(1, -(-self.prefetch // 2))) or (free >= 1 and self.buffered == 0)
 
 
 @dataclass
@@ -578,7 +604,8 @@ def simulate_run(workload: Workload, policy: Any, seed: int = 0, *, max_time_s: 
     push(0.0, _TICK)
 
     # The policy's floor is running before the run starts (warm): it costs idle time, not start-up.
-    consumers: list[_Consumer] = [_Consumer(ready_at=0.0, started_at=0.0, slots=policy.slots, warm=True)
+    prefetch = worker_prefetch(policy, workload.service)
+    consumers: list[_Consumer] = [_Consumer(ready_at=0.0, started_at=0.0, slots=policy.slots, warm=True, prefetch=prefetch)
                                   for _ in range(policy_floor(policy))]
     visible = in_flight = done = 0
     receives = result_sends = deletes = empty_polls_x = 0.0
@@ -600,22 +627,31 @@ def simulate_run(workload: Workload, policy: Any, seed: int = 0, *, max_time_s: 
     free: list[_Consumer] = []
 
     def make_free(c: _Consumer) -> None:
-        if not c.in_free and not c.stopping and c.busy < c.slots:
+        if not c.in_free and not c.stopping and c.can_receive():
             c.in_free = True
             free.append(c)
 
     for c in consumers:
         make_free(c)
 
+    def start_buffered(c: _Consumer, t: float) -> None:
+        nonlocal busy_seconds
+        while c.buffered and c.busy < c.slots:
+            duration = workload.service.draw(rng) + workload.overhead_s
+            c.buffered -= 1
+            c.busy += 1
+            busy_seconds += duration
+            push(t + duration, _DONE, (c, 1))
+
     def dispatch(t: float, flush_window: bool) -> None:
         nonlocal visible, in_flight, receives, invocations, busy_seconds, window_armed, running_invocations
         while visible > 0 and free:
             c = free[-1]
-            if c.stopping or c.busy >= c.slots:
+            if c.stopping or not c.can_receive():
                 free.pop()
                 c.in_free = False
                 continue
-            while visible > 0 and c.busy < c.slots:
+            while visible > 0 and c.can_receive():
                 if lam:
                     if visible < policy.batch_size and policy.batching_window_s > 0 and not flush_window \
                             and sent_all_at > t:
@@ -637,15 +673,12 @@ def simulate_run(workload: Workload, policy: Any, seed: int = 0, *, max_time_s: 
                     busy_seconds += duration
                     push(t + duration, _DONE, (c, k))
                 else:
-                    k = min(10, visible, c.slots - c.busy)
+                    k = min(10, visible, c.slots + c.prefetch - c.busy - c.buffered)
                     visible -= k
                     in_flight += k
                     receives += 1
-                    for _ in range(k):
-                        duration = workload.service.draw(rng) + workload.overhead_s
-                        c.busy += 1
-                        busy_seconds += duration
-                        push(t + duration, _DONE, (c, 1))
+                    c.buffered += k
+                    start_buffered(c, t)
 
     sent_all_at = 0.0 if math.isinf(workload.fanout_rate) else (n - min(10, n)) / workload.fanout_rate
 
@@ -656,7 +689,7 @@ def simulate_run(workload: Workload, policy: Any, seed: int = 0, *, max_time_s: 
                              "minimum and maximum (scale to zero with nothing to wake it?)")
         # Consumers with a free slot long-poll an empty queue: SQS requests that carry nothing.
         if visible == 0 and not lam:
-            idle_poll_seconds += (now - last_t) * sum(1 for c in free if not c.stopping and c.busy < c.slots)
+            idle_poll_seconds += (now - last_t) * sum(1 for c in free if not c.stopping and c.busy + c.buffered < c.slots + c.prefetch)
         last_t = now
         if kind == _ARRIVE:
             visible += data
@@ -681,8 +714,10 @@ def simulate_run(workload: Workload, policy: Any, seed: int = 0, *, max_time_s: 
                 deletes += 1
                 c.batch_fill = 1
                 c.batch_open_until = now + policy.batch_wait_s
-            if not lam and c.busy == 0:
-                c.batch_fill = 0  # the worker flushes at once when nothing else is running
+            if not lam:
+                start_buffered(c, now)
+                if c.busy == 0:
+                    c.batch_fill = 0  # the worker flushes at once when nothing else is running
             make_free(c)
             if c.stopping and c.busy == 0 and c.stopped_at is None:
                 c.stopped_at = now
@@ -694,12 +729,16 @@ def simulate_run(workload: Workload, policy: Any, seed: int = 0, *, max_time_s: 
             if target > current:
                 for _ in range(target - current):
                     ready = now + (0.0 if lam else policy.startup_s)
-                    consumers.append(c := _Consumer(ready_at=ready, started_at=now, slots=policy.slots))
+                    consumers.append(c := _Consumer(ready_at=ready, started_at=now, slots=policy.slots, prefetch=prefetch))
                     push(ready, _READY, c)
             elif target < current:
                 # Not-yet-ready ones first, then the newest (as the supervisor stops newest first).
                 for c in sorted(active(), key=lambda c: (c.ready_at <= now, c.started_at))[: current - target]:
                     c.stopping = True
+                    # SIGTERM: a worker hands back what it prefetched at once (visibility 0).
+                    visible += c.buffered
+                    in_flight -= c.buffered
+                    c.buffered = 0
                     if c.busy == 0:
                         c.stopped_at = now
             peak_consumers = max(peak_consumers, len(active()))
