@@ -1020,7 +1020,8 @@ def plan_capacity(
     met = None if deadline_s is None else p95 <= deadline_s
     smallest = None
     if deadline_s is not None and search:
-        smallest = smallest_max_meeting(workload, policy, deadline_s, runs=min(runs, 20), seed=seed)
+        # The same runs and seeds as the verdict above, so the two cannot disagree on the current maximum.
+        smallest = smallest_max_meeting(workload, policy, deadline_s, runs=runs, seed=seed)
     inputs = {"payloads": workload.payloads, "service": workload.service.describe(),
               "fanout_rate": None if math.isinf(workload.fanout_rate) else workload.fanout_rate,
               "overhead_s": workload.overhead_s,

@@ -177,7 +177,10 @@ def durations_from_sink(url: str, batch: str, run_id: str) -> list[float]:
     Needs a ``started_at`` column (results carry ``started_at``; a sink that does not store it cannot
     give durations — the error says so rather than guessing from completion spacing).
     """
-    import sqlalchemy as sa
+    try:
+        import sqlalchemy as sa
+    except ImportError:
+        raise BatchqError("--from-run reads the sink database with SQLAlchemy: pip install 'batchq[drain]'") from None
 
     engine = sa.create_engine(url)
     try:
