@@ -42,7 +42,6 @@ from urllib.parse import parse_qs, urlsplit
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from _endpoint import boto3_client, sqs_endpoint  # noqa: E402
-
 from batchq.capacity import PRICES_TAKEN, Prices  # noqa: E402
 from batchq.plan import Plan  # noqa: E402
 from batchq.spec import BatchSpec, QueueSpec  # noqa: E402
@@ -74,6 +73,7 @@ class CountingProxy:
         self.entries: dict[str, Counter] = defaultdict(Counter)
         self.empty: Counter = Counter()
         self.billed: Counter = Counter()
+        self.by_queue: dict[str, Counter] = defaultdict(Counter)  # "Action@role" (role: input/results/dlq)
         self._local = threading.local()
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.server.daemon_threads = True
@@ -112,8 +112,11 @@ class CountingProxy:
             n = len((response_json or {}).get("Messages", []) or [])
         elif request_json and isinstance(request_json.get("Entries"), list):
             n = len(request_json["Entries"])
+        queue = str((request_json or {}).get("QueueUrl", "")).rsplit("/", 1)[-1]
+        role = "dlq" if queue.endswith("dlq") else "input" if queue.endswith("-in") else "results" if queue.endswith("-out") else "?"
         with self.lock:
             self.calls[self.phase][action] += 1
+            self.by_queue[self.phase][f"{action}@{role}"] += 1
             self.entries[self.phase][action] += n
             self.billed[self.phase] += max(1, math.ceil(max(len(req), len(resp) if action == "ReceiveMessage" else 0) / 65536))
             if action == "ReceiveMessage" and n == 0:
@@ -296,13 +299,15 @@ def one_run(ep_url: str, direct: Any, n: int, mode: str, args: argparse.Namespac
         "mode": mode, "payloads": sent, "requests": total, "billed": proxy.billed["run"],
         "per_payload": round(total / sent, 3), "billed_per_payload": round(proxy.billed["run"] / sent, 3),
         "by_action": dict(run_calls),
+        "by_queue": dict(proxy.by_queue["run"]),
         "messages_per_receive": round(proxy.entries["run"]["ReceiveMessage"] / max(recv, 1), 2),
         "empty_receives": proxy.empty["run"],
         "entries_per_send_batch": round(proxy.entries["run"]["SendMessageBatch"] / max(run_calls["SendMessageBatch"], 1), 2),
         "entries_per_delete_batch": round(proxy.entries["run"]["DeleteMessageBatch"] / max(run_calls["DeleteMessageBatch"], 1), 2),
         "fanout_s": round(fanout_s, 1), "run_s": round(run_s, 1),
         "idle_requests_per_hour_per_consumer": None if idle_per_hour is None else round(idle_per_hour, 1),
-        "idle_by_action": dict(proxy.calls["idle"]),
+        "idle_by_action": dict(proxy.by_queue["idle"]),
+        "idle_seconds": idle_s,
     }
 
 
@@ -334,7 +339,7 @@ def main() -> int:
                 log(f"{mode:8s} {r['payloads']:6d} payloads: {r['per_payload']:.3f} req/payload "
                     f"(billed {r['billed_per_payload']:.3f}); {r['messages_per_receive']} msg/receive, "
                     f"{r['empty_receives']} empty receives, send batch {r['entries_per_send_batch']}, "
-                    f"delete batch {r['entries_per_delete_batch']}; {r['by_action']}; run {r['run_s']}s")
+                    f"delete batch {r['entries_per_delete_batch']}; {r['by_queue']}; run {r['run_s']}s")
                 print(f"{mode} {n}: {r['per_payload']:.3f} requests/payload", flush=True)
                 out[f"{mode}_{n}"] = r
                 if r["idle_requests_per_hour_per_consumer"] is not None:

@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Mapping
 
 # The autoscaling rule lives with the other scaling policies; re-exported for existing callers.
-from batchq.capacity import desired_workers  # noqa: F401
+from batchq.capacity.rules import desired_workers  # noqa: F401
 
 #: The GetQueueAttributes names a snapshot needs.
 COUNT_ATTRIBUTES = (

@@ -27,7 +27,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
-
 from batchq.capacity import LocalPolicy, ServiceTime, Workload, plan_capacity
 from batchq.messages import WorkPayload
 from batchq.sqs import get_snapshot, send_bodies

@@ -7,7 +7,6 @@ import random
 import statistics
 
 import pytest
-
 from batchq import capacity, health
 from batchq.capacity import (
     EcsPolicy,

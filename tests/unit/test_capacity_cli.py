@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-
 from batchq.cli import main
 from batchq.cli.plan_capacity import deadline_seconds
 

@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from batchq.capacity import (
-    PRICES_TAKEN,
     POLICIES,
+    PRICES_TAKEN,
     EcsPolicy,
     KedaPolicy,
     LambdaPolicy,

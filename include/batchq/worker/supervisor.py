@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from batchq.capacity import LocalScaling, ScaleState  # noqa: F401 - ScaleState re-exported
+from batchq.capacity.rules import LocalScaling, ScaleState  # noqa: F401 - ScaleState re-exported
 from batchq.health import QueueSnapshot
 from batchq.metrics import Metrics, log_event
 from batchq.sqs import get_snapshot
