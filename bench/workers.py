@@ -34,7 +34,8 @@ sys.path.insert(0, str(HERE))
 from _endpoint import boto3_client, sqs_endpoint
 from batchq.spec import BatchSpec, QueueSpec
 from batchq.plan import Plan
-from batchq.sqs import ensure_queues, get_snapshot, send_bodies
+from batchq.queues import ensure_queues
+from batchq.sqs import get_snapshot, send_bodies
 
 BOOT = r"""
 import json, sys

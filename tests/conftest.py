@@ -89,9 +89,9 @@ def make_queue(sqs_client) -> Iterator[Callable[..., str]]:
 @pytest.fixture
 def queue_spec_factory(sqs_client):
     """Factory: ``(QueueSpec, QueueUrls)`` for new uniquely named input/results queues with DLQs
-    (provisioned with :func:`batchq.sqs.ensure_queues`), deleted afterwards."""
+    (provisioned with :func:`batchq.queues.ensure_queues`), deleted afterwards."""
     from batchq.spec import QueueSpec
-    from batchq.sqs import ensure_queues
+    from batchq.queues import ensure_queues
 
     made = []
 

@@ -20,7 +20,8 @@ from batchq.spec import BatchSpec
 from batchq.drain import SqlSink
 from batchq.drain.sql_sink import results_table
 from batchq.plan import Plan
-from batchq.sqs import ensure_queues, get_snapshot
+from batchq.queues import ensure_queues
+from batchq.sqs import get_snapshot
 
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres, pytest.mark.slow]
 
