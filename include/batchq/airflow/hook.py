@@ -16,7 +16,8 @@ from botocore.config import Config
 
 from airflow.providers.amazon.aws.hooks.sqs import SqsHook
 
-from batchq import queues, sqs
+from batchq import queues as queue_ops
+from batchq import sqs
 from batchq.airflow import settings
 from batchq.aws import botocore_config, single_attempt
 from batchq.spec import QueueSpec
@@ -66,12 +67,13 @@ class BatchqSqsHook(SqsHook):
         return self.get_client_type(config=single_attempt(self.config))
 
     # -- batchq calls over this hook's client ---------------------------------------------------------
-    def ensure_queues(self, spec: QueueSpec) -> queues.QueueUrls:
+    def ensure_queues(self, queues: QueueSpec) -> queue_ops.QueueUrls:
         """Create or converge the input/results queues and their DLQs (idempotent)."""
-        return queues.ensure_queues(self.get_conn(), spec)
+        return queue_ops.ensure_queues(self.get_conn(), queues)
 
-    def resolve_queue_urls(self, spec: QueueSpec) -> queues.QueueUrls:
-        return queues.resolve_queue_urls(self.get_conn(), spec)
+    def resolve_queue_urls(self, queues: QueueSpec) -> queue_ops.QueueUrls:
+        """URLs of the spec's existing queues (:class:`~batchq.errors.QueueNotFound` names a missing one)."""
+        return queue_ops.resolve_queue_urls(self.get_conn(), queues)
 
     def send_bodies(self, queue_url: str, items: Iterable[tuple[str, str]], **kwargs: Any) -> sqs.SendReport:
         """:func:`batchq.sqs.send_bodies` over this hook's client (same arguments)."""
