@@ -20,7 +20,11 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from batchq.queues import get_queue_arn, list_message_move_tasks, start_message_move_task
+from batchq.queues import (
+    get_queue_arn,
+    list_message_move_tasks,
+    start_message_move_task,
+)
 from batchq.retry import error_code
 from batchq.sqs import delete_messages, receive_messages, send_bodies
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -127,7 +126,7 @@ def _run_batch(
         outcome.calls += 1
         try:
             response = call(QueueUrl=queue_url, Entries=list(pending.values()))
-        except Exception as exc:  # noqa: BLE001 - classified here, reported by entry, never swallowed
+        except Exception as exc:  # classified here, reported by entry, never swallowed
             outcome.call_retries += _retry_attempts(exc)
             code = error_code(exc)
             if missing_queue_raises and code in MISSING_QUEUE_CODES:
@@ -281,7 +280,7 @@ def send_message(
         kwargs["MessageAttributes"] = attributes
     try:
         return str(client.send_message(**kwargs)["MessageId"])
-    except Exception as exc:  # noqa: BLE001 - classified: missing queue, or a reason by key
+    except Exception as exc:  # classified: missing queue, or a reason by key
         code = error_code(exc)
         if code in MISSING_QUEUE_CODES:
             raise QueueNotFound(f"queue {queue_url} does not exist") from exc

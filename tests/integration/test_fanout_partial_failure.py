@@ -14,15 +14,15 @@ import os
 from collections import Counter
 
 import pytest
-
-from tests.support.queues import take_all_bodies
-
-from batchq.aws import TOTAL_MAX_ATTEMPTS, sqs_client as batchq_sqs_client
-from batchq.spec import BatchSpec
+from batchq.aws import TOTAL_MAX_ATTEMPTS
+from batchq.aws import sqs_client as batchq_sqs_client
 from batchq.errors import SendFailed
 from batchq.plan import Plan
+from batchq.spec import BatchSpec
 from batchq.sqs import send_bodies
 from support.sqs_fault_proxy import SqsFaultProxy
+
+from tests.support.queues import take_all_bodies
 
 pytestmark = pytest.mark.integration
 

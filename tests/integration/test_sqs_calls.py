@@ -5,9 +5,6 @@ from __future__ import annotations
 import json
 
 import pytest
-
-from tests.support.queues import take_all_bodies
-
 from batchq import limits
 from batchq.errors import BatchqError, QueueNotFound, SendFailed
 from batchq.queues import (
@@ -28,6 +25,8 @@ from batchq.sqs import (
     send_bodies,
     send_message,
 )
+
+from tests.support.queues import take_all_bodies
 
 pytestmark = pytest.mark.integration
 

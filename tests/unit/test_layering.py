@@ -149,9 +149,14 @@ def check_source(source: str, relpath: str, package_root: Path = PACKAGE) -> lis
                 isinstance(node.value, ast.Name) and node.value.id in OWN_RECEIVERS
             ):
                 add(node, "botocore-internals", f"{ast.unparse(node)}")
-        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and not in_layer:
-            if node.func.attr in sqs_operations() and _receiver_root(node.func.value) not in module_aliases:
-                add(node, "sqs-call", f"{ast.unparse(node.func)}(...) outside sqs.py/queues.py")
+        elif (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and not in_layer
+            and node.func.attr in sqs_operations()
+            and _receiver_root(node.func.value) not in module_aliases
+        ):
+            add(node, "sqs-call", f"{ast.unparse(node.func)}(...) outside sqs.py/queues.py")
     return sorted(set(found))
 
 

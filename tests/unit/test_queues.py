@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from batchq.errors import BatchqError
 from batchq.queues import MoveTask, RedrivePolicy, parse_queue_arn, parse_redrive_policy
 

@@ -12,16 +12,15 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from botocore.config import Config
-
 from airflow.providers.amazon.aws.hooks.sqs import SqsHook
+from botocore.config import Config
 
 from batchq import queues as queue_ops
 from batchq import sqs
 from batchq.airflow import settings
 from batchq.aws import botocore_config, single_attempt
-from batchq.spec import QueueSpec
 from batchq.health import QueueSnapshot
+from batchq.spec import QueueSpec
 
 
 class BatchqSqsHook(SqsHook):

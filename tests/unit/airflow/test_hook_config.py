@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from batchq import aws
 from batchq.airflow.hook import BatchqSqsHook
 
