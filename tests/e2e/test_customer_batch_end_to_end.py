@@ -95,8 +95,8 @@ def test_customer_batch_end_to_end(airflow_home, e2e_spec, workers, sqs_client, 
         assert get_snapshot(sqs_client, url).backlog == 0, f"{name} not empty"
 
     # The sensor pushed the drain curve; the drain task returned the ledger counts and emitted the Asset event.
-    series = airflow_home.query("select value from xcom where run_id = ? and task_id = 'wait_input_drained' and key = 'drain_series'", run_id)
-    assert series, "no drain_series XCom"
+    series = airflow_home.query("select value from xcom where run_id = ? and task_id = 'wait_input_drained' and key = 'backlog_series'", run_id)
+    assert series, "no backlog_series XCom"
     counts = airflow_home.query("select value from xcom where run_id = ? and task_id = 'drain_results' and key = 'return_value'", run_id)
     assert counts and json.loads(counts[0][0])["expected"] == 96
     events = airflow_home.query(
