@@ -233,13 +233,27 @@ async def first_event(trigger, timeout: float = 60):
 
 
 @pytest.mark.integration
-def test_drained_after_the_queue_stays_empty(sqs_client, make_queue, aws_conn):
+def test_drained_after_the_queue_stays_empty(sqs_client, make_queue, aws_conn, monkeypatch):
+    import batchq.airflow.triggers as mod
+
     url, dlq = make_queue(), make_queue()
     send_bodies(sqs_client, url, [("a", "x"), ("b", "y")])
     emptied_at: list[float] = []
+    # Consume only once the trigger has polled (its client can take a while to start on a busy machine),
+    # so the curve always starts with the backlog.
+    polled = threading.Event()
+    real_snapshot = mod.aget_snapshot
+
+    async def noting_snapshot(*args, **kwargs):
+        snap = await real_snapshot(*args, **kwargs)
+        polled.set()
+        return snap
+
+    monkeypatch.setattr(mod, "aget_snapshot", noting_snapshot)
 
     def consume_later():
-        time.sleep(1.0)
+        polled.wait(30)
+        time.sleep(0.5)
         while True:
             msgs = receive_messages(sqs_client, url, wait_seconds=1)
             if not msgs:
