@@ -8,10 +8,10 @@ API feed snapshots in and read decisions out, so they cannot disagree.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from enum import Enum
-from typing import Any, ClassVar, Mapping
+from typing import Any, ClassVar
 
 #: The GetQueueAttributes names a snapshot needs.
 COUNT_ATTRIBUTES = (

@@ -8,7 +8,6 @@ import json
 import uuid
 
 import pytest
-
 from batchq.errors import QueueNotFound
 
 pytestmark = pytest.mark.integration
@@ -34,7 +33,7 @@ def spec_file(tmp_path, sqs_client):
     for suffix in ("in", "in-dlq", "out", "out-dlq"):
         try:
             sqs_client.delete_queue(QueueUrl=sqs_client.get_queue_url(QueueName=f"{base}-{suffix}")["QueueUrl"])
-        except Exception:  # noqa: BLE001 - cleanup is best effort
+        except Exception:  # noqa: BLE001, S110 - cleanup is best effort
             pass
 
 

@@ -6,9 +6,6 @@ from __future__ import annotations
 import json
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
-
 from batchq.health import (
     BoundedSeries,
     InputWait,
@@ -17,6 +14,8 @@ from batchq.health import (
     WaitOutcome,
     WaitReason,
 )
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 
 def snap(t: float, visible: int = 0, in_flight: int = 0, delayed: int = 0, dlq=None) -> QueueSnapshot:

@@ -29,7 +29,17 @@ from typing import Any, ClassVar
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-from batchq.health import SERIES_FIELDS, DEFAULT_STABLE_FOR_S, InputWait, QueueSnapshot, QueueWait, ResultsWait, WaitOutcome, WaitReason, series_point
+from batchq.health import (
+    DEFAULT_STABLE_FOR_S,
+    SERIES_FIELDS,
+    InputWait,
+    QueueSnapshot,
+    QueueWait,
+    ResultsWait,
+    WaitOutcome,
+    WaitReason,
+    series_point,
+)
 from batchq.retry import backoff_delay
 from batchq.sqs import aget_snapshot
 
@@ -41,7 +51,7 @@ ERROR_BACKOFF_CAP_S = 60.0
 #: The event ``reason`` enum (kept under its old name: operators and DAG code import it from here).
 TriggerReason = WaitReason
 
-__all__ = ["QueueDrainedTrigger", "ResultsAvailableTrigger", "TriggerReason", "SERIES_FIELDS", "series_point"]
+__all__ = ["SERIES_FIELDS", "QueueDrainedTrigger", "ResultsAvailableTrigger", "TriggerReason", "series_point"]
 
 
 class _SqsTrigger(BaseTrigger):

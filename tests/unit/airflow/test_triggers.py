@@ -171,7 +171,7 @@ def test_results_trigger_runs_the_same_loop(scripted):
 
 
 def test_metrics_are_the_waits_gauges_tagged_with_the_queue_name(scripted, monkeypatch):
-    import batchq.airflow.metrics as metrics
+    from batchq.airflow import metrics
 
     sent: list = []
     monkeypatch.setattr(metrics, "emit_queue_gauges", lambda queue, values: sent.append((queue, dict(values))))
@@ -188,11 +188,12 @@ def test_metrics_are_the_waits_gauges_tagged_with_the_queue_name(scripted, monke
 
 def test_the_sensor_resumes_from_the_triggers_event(scripted):
     """The trigger's event is what the sensor's resume reads: the contract between the two halves."""
-    from batchq.airflow.sensors import SERIES_XCOM_KEY, QueueDrainedSensor
     from airflow.sdk.exceptions import AirflowFailException
+    from batchq.airflow.sensors import SERIES_XCOM_KEY, QueueDrainedSensor
 
     class TI:
-        pushed: dict = {}
+        def __init__(self):
+            self.pushed: dict = {}
 
         def xcom_push(self, key, value):
             self.pushed[key] = json.loads(json.dumps(value))

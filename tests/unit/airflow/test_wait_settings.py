@@ -7,7 +7,6 @@ from __future__ import annotations
 import warnings
 
 import pytest
-
 from batchq.airflow import settings
 from batchq.health import DEFAULT_STABLE_FOR_S
 
