@@ -10,6 +10,8 @@ import uuid
 import pytest
 from batchq.errors import QueueNotFound
 
+from tests.support.airflow_conn import set_aws_connection
+
 pytestmark = pytest.mark.integration
 
 CONN_ID = "batchq_provision_test"
@@ -17,11 +19,7 @@ CONN_ID = "batchq_provision_test"
 
 @pytest.fixture
 def aws_conn(monkeypatch, sqs_endpoint):
-    monkeypatch.setenv(
-        f"AIRFLOW_CONN_{CONN_ID.upper()}",
-        json.dumps({"conn_type": "aws", "login": "testing", "password": "testing", "extra": {"endpoint_url": sqs_endpoint, "region_name": "us-east-1"}}),
-    )
-    return CONN_ID
+    return set_aws_connection(monkeypatch, CONN_ID, sqs_endpoint)
 
 
 @pytest.fixture

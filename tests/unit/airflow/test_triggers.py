@@ -21,6 +21,7 @@ from batchq.airflow.triggers import (
 from batchq.health import QueueSnapshot
 from batchq.sqs import delete_messages, receive_messages, send_bodies
 
+from tests.support.airflow_conn import set_aws_connection
 from tests.support.tcp_proxy import TcpProxy
 
 CONN_ID = "batchq_trigger_test"
@@ -218,8 +219,7 @@ def test_the_sensor_resumes_from_the_triggers_event(scripted):
 @pytest.fixture
 def aws_conn(monkeypatch, sqs_endpoint):
     def use(endpoint: str) -> str:
-        monkeypatch.setenv(f"AIRFLOW_CONN_{CONN_ID.upper()}", json.dumps({"conn_type": "aws", "login": "testing", "password": "testing", "extra": {"endpoint_url": endpoint, "region_name": "us-east-1"}}))
-        return CONN_ID
+        return set_aws_connection(monkeypatch, CONN_ID, endpoint)
 
     use(sqs_endpoint)
     return use
@@ -387,19 +387,8 @@ def test_the_gap_meter_catches_a_blocking_poll(monkeypatch):
         time.sleep(0.3)  # noqa: ASYNC251 - on purpose: what a sync boto3 call on a slow endpoint does to the loop
         return QueueSnapshot(time.time(), 1, 0, 0)
 
-    class FakeConn:
-        async def __aenter__(self):
-            return object()
-
-        async def __aexit__(self, *exc):
-            return False
-
-    class FakeHook:
-        async def get_async_conn(self):
-            return FakeConn()
-
     monkeypatch.setattr(mod, "aget_snapshot", blocking_snapshot)
-    monkeypatch.setattr(QueueDrainedTrigger, "hook", property(lambda self: FakeHook()))
+    monkeypatch.setattr(QueueDrainedTrigger, "hook", property(lambda self: _FakeHook()))
     trigger = QueueDrainedTrigger("http://h/1/q", poll_interval_s=0.05, deadline=time.time() + 1.0, emit_metrics=False)
     gap, payload = asyncio.run(_max_tick_gap(trigger, 1.0))
     assert payload["reason"] == "timeout"
