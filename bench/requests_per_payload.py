@@ -22,6 +22,7 @@ keep ``--payloads`` small). Last line: one JSON object.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import http.client
 import json
 import math
@@ -41,11 +42,12 @@ from urllib.parse import parse_qs, urlsplit
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from _endpoint import boto3_client, sqs_endpoint  # noqa: E402
-from batchq.capacity import PRICES_TAKEN, Prices  # noqa: E402
-from batchq.plan import Plan  # noqa: E402
-from batchq.spec import BatchSpec, QueueSpec  # noqa: E402
-from batchq.sqs import ensure_queues, get_snapshot, send_bodies  # noqa: E402
+from _endpoint import boto3_client, sqs_endpoint
+from batchq.capacity import PRICES_TAKEN, Prices
+from batchq.plan import Plan
+from batchq.queues import delete_queue, ensure_queues
+from batchq.spec import BatchSpec, QueueSpec
+from batchq.sqs import get_snapshot, send_bodies
 
 MONTH_HOURS = 730.0
 
@@ -285,10 +287,8 @@ def one_run(ep_url: str, direct: Any, n: int, mode: str, args: argparse.Namespac
         stop(procs)
         proxy.close()
         for url in urls.to_dict().values():
-            try:
-                direct.delete_queue(QueueUrl=url)
-            except Exception:  # noqa: BLE001 - best effort
-                pass
+            with contextlib.suppress(Exception):  # best effort: the endpoint is discarded anyway
+                delete_queue(direct, url)
     run_calls = proxy.calls["run"]
     total = sum(run_calls.values())
     idle_total = sum(proxy.calls["idle"].values())

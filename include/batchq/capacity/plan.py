@@ -8,7 +8,14 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from batchq.capacity.cost import PRICES_TAKEN, Overheads, Prices, idle_month_cost, run_cost, run_requests
+from batchq.capacity.cost import (
+    PRICES_TAKEN,
+    Overheads,
+    Prices,
+    idle_month_cost,
+    run_cost,
+    run_requests,
+)
 from batchq.capacity.simulate import RunResult, simulate_run
 from batchq.capacity.workload import Workload
 

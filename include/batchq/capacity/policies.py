@@ -341,7 +341,9 @@ def worker_prefetch(policy: Any, service: ServiceTime) -> int:
         return 0
     if policy.prefetch is not None:
         return policy.prefetch
-    from batchq.worker.prefetch import prefetch_limit  # lazy: the worker package imports the SQS layer
+    from batchq.worker.prefetch import (
+        prefetch_limit,  # lazy: the worker package imports the SQS layer
+    )
 
     return prefetch_limit(policy.concurrency, service.mean_s, policy.prefetch_horizon_s)
 

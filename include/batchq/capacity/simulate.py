@@ -8,7 +8,12 @@ import random
 from dataclasses import dataclass
 from typing import Any
 
-from batchq.capacity.policies import Observation, is_lambda, policy_floor, worker_prefetch
+from batchq.capacity.policies import (
+    Observation,
+    is_lambda,
+    policy_floor,
+    worker_prefetch,
+)
 from batchq.capacity.workload import Workload
 
 

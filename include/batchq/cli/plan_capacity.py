@@ -278,7 +278,7 @@ def deadline_seconds(start: int | None, deadline: int | None) -> float | None:
 def _fmt_s(seconds: float) -> str:
     if seconds < 120:
         return f"{seconds:.1f} s"
-    h, rem = divmod(int(round(seconds)), 3600)
+    h, rem = divmod(round(seconds), 3600)
     return f"{h}h{rem // 60:02d}m{rem % 60:02d}s" if h else f"{rem // 60}m{rem % 60:02d}s"
 
 
@@ -286,8 +286,8 @@ def format_plan(plan: Any) -> str:
     d = plan.to_dict()
     i = d["inputs"]
     lines = [
-        f"policy {d['policy']}: {i['payloads']} payloads, {i['service']}, fan-out "
-        f"{'all at once' if i['fanout_rate'] is None else str(i['fanout_rate']) + ' msg/s'}, {d['runs']} simulated runs",
+        (f"policy {d['policy']}: {i['payloads']} payloads, {i['service']}, fan-out "
+         f"{'all at once' if i['fanout_rate'] is None else str(i['fanout_rate']) + ' msg/s'}, {d['runs']} simulated runs"),
         f"drain time   p50 {_fmt_s(d['drain_p50_s'])}   p95 {_fmt_s(d['drain_p95_s'])}   max {_fmt_s(d['drain_max_s'])}",
         f"peak backlog {d['peak_backlog']}   peak consumers {d['peak_consumers']}",
     ]
