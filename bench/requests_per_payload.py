@@ -51,6 +51,9 @@ from batchq.sqs import get_snapshot, send_bodies
 
 MONTH_HOURS = 730.0
 
+#: extra `batchq worker` options for every worker process (--worker-arg)
+EXTRA_WORKER_ARGS: list[str] = []
+
 
 def log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
@@ -206,7 +209,7 @@ def start_workers(proxy_url: str, urls: Any, n: int, concurrency: int, handler_m
     handler_module = "_bench_handlers"
     argv = [sys.executable, "-m", "batchq.cli", "--log-level", "WARNING", "worker", "--queue", urls.input,
             "--results-queue", urls.results, "--handlers", handler_module, "--no-entry-points",
-            "--concurrency", str(concurrency), "--grace-period", "10", "--stats-json"]
+            "--concurrency", str(concurrency), "--grace-period", "10", "--stats-json", *EXTRA_WORKER_ARGS]
     return [subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL) for _ in range(n)]
 
 
@@ -322,14 +325,17 @@ def main() -> int:
     ap.add_argument("--idle-seconds", type=float, default=60.0, help="idle window measured after the first run")
     ap.add_argument("--timeout", type=float, default=900.0)
     ap.add_argument("--prefer", default="localstack", choices=["localstack", "moto"])
+    ap.add_argument("--worker-arg", action="append", default=[],
+                    help="extra option for every worker process, e.g. --worker-arg=--batch-wait-ms=200")
     args = ap.parse_args()
+    EXTRA_WORKER_ARGS.extend(args.worker_arg)
     os.environ.setdefault("BATCHQ_BENCH_HANDLER_MS", str(args.handler_ms))
     sizes = [int(x) for x in args.payloads.split(",")]
     modes = args.modes.split(",")
     out: dict[str, Any] = {"prices_taken": PRICES_TAKEN}
     with sqs_endpoint(prefer=args.prefer) as ep:
         direct = boto3_client(ep)
-        out.update(endpoint=ep.kind, workers=args.workers, concurrency=args.concurrency, handler_ms=args.handler_ms)
+        out.update(endpoint=ep.kind, worker_args=args.worker_arg, workers=args.workers, concurrency=args.concurrency, handler_ms=args.handler_ms)
         idle_done = False
         for n in sizes:
             for mode in modes:
