@@ -107,7 +107,7 @@ class Overheads:
     """
 
     drain_per_call: int = 10
-    sensor_poke_s: float = 30.0
+    sensor_poke_s: float = 10.0  # the drain sensor's default poll ([batchq] drain_poll_interval_s)
     sensor_queues: int = 2
 
 
