@@ -83,7 +83,7 @@ def simulate_run(workload: Workload, policy: Any, seed: int = 0, *, max_time_s: 
     consumers: list[_Consumer] = [_Consumer(ready_at=0.0, started_at=0.0, slots=policy.slots, warm=True, prefetch=prefetch)
                                   for _ in range(policy_floor(policy))]
     visible = in_flight = done = 0
-    receives = result_sends = deletes = empty_polls_x = 0.0
+    receives = result_sends = deletes = 0.0
     invocations = running_invocations = 0
     busy_seconds = 0.0
     peak_backlog = peak_consumers = peak_busy = 0
@@ -229,14 +229,13 @@ def simulate_run(workload: Workload, policy: Any, seed: int = 0, *, max_time_s: 
     drain = now
     curve.append((round(drain, 3), 0, len(active())))
     consumer_seconds = sum(((c.stopped_at if c.stopped_at is not None else drain) - c.started_at) for c in consumers)
-    if not lam:
-        empty_polls_x = idle_poll_seconds / wait_s
+    empty_receives = 0 if lam else int(idle_poll_seconds / wait_s)  # one long poll per wait per idle consumer
     send_chunk = max(1, math.ceil(10 * workload.payload_bytes / 65536))
     result_chunk = max(1, math.ceil(10 * workload.result_bytes / 65536))
     requests = {
         "fanout_send": math.ceil(n / 10) * send_chunk,
         "receive": int(receives) * send_chunk,
-        "empty_receive": int(empty_polls_x),
+        "empty_receive": empty_receives,
         "result_send": int(result_sends) * result_chunk,
         "delete": int(deletes),
     }
