@@ -33,6 +33,12 @@ class SinkRejected(BatchqError):
     quarantines them with this reason instead of retrying forever."""
 
 
+class SinkMisconfigured(BatchqError):
+    """Fatal for the drain: the sink refuses *every* write for a reason neither retrying nor quarantining
+    can fix (HTTP 401/403: credentials; 3xx: a wrong URL). The drainer hands the batch back to the queue
+    untouched and stops with this message; nothing is quarantined as failed."""
+
+
 @runtime_checkable
 class Sink(Protocol):
     """A destination for results. ``write`` is idempotent on ``key`` and returns only once committed."""
