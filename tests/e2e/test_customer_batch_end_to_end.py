@@ -72,7 +72,7 @@ def test_customer_batch_end_to_end(airflow_home, e2e_spec, workers, sqs_client, 
     assert states.get("wait_input_drained") == "success", (states, proc.stdout[-4000:])
     assert states.get("drain_results") == "success", (states, proc.stdout[-4000:])
 
-    plan = Plan(spec, run_id)
+    plan = Plan(spec, run_id, dag_id="customer_batch")  # the DAG id is part of the run identity (issue 8)
     planned = {key for shard in plan.shards() for key, _ in plan.iter_bodies(shard)}
     assert len(planned) == plan.expected == 96
 
