@@ -89,16 +89,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_redrive)
 
 
-def _sink_headers(args: argparse.Namespace) -> dict[str, str]:
+def sink_headers_from_env(items: list[str]) -> dict[str, str]:
+    """HTTP sink headers from ``NAME=ENVVAR`` items: secrets come from the environment, never argv."""
     import os
 
     headers = {}
-    for item in args.header_env:
+    for item in items:
         name, sep, var = item.partition("=")
         if not sep or not name or not var:
-            raise SystemExit(f"batchq drain: --header-env wants NAME=ENVVAR, got {item!r}")
+            raise SystemExit(f"batchq: --header-env wants NAME=ENVVAR, got {item!r}")
         if var not in os.environ:
-            raise SystemExit(f"batchq drain: --header-env {name}: environment variable {var} is not set")
+            raise SystemExit(f"batchq: --header-env {name}: environment variable {var} is not set")
         headers[name] = os.environ[var]
     return headers
 
@@ -108,7 +109,7 @@ def cmd_drain(args: argparse.Namespace) -> int:
 
     client = _client(args)
     url = get_queue_url(client, args.queue)
-    sink, store = open_sink(args.sink, ledger_url=args.ledger_url, headers=_sink_headers(args), retry_after_cap_s=args.retry_after_cap)
+    sink, store = open_sink(args.sink, ledger_url=args.ledger_url, headers=sink_headers_from_env(args.header_env), retry_after_cap_s=args.retry_after_cap)
     store.create_tables()
     stop = threading.Event()
 
