@@ -12,7 +12,7 @@ import sys
 import time
 
 import pytest
-from batchq.drain import Drainer, HttpSink, SinkMisconfigured, SqlSink
+from batchq.drain import Drainer, HttpSink, SqlSink
 from batchq.sqs import get_snapshot
 
 from tests.integration.drain._helpers import backlog, make_results, put
@@ -33,6 +33,8 @@ def _visible_again(client, url: str, n: int, timeout: float = 30) -> int:
 
 @pytest.mark.parametrize("status", [401, 403, 302])
 def test_rejected_credentials_stop_the_drain_and_keep_the_results(sqs_client, make_queue, tmp_path, status):
+    from batchq.drain import SinkMisconfigured
+
     url = make_queue()
     results = make_results(25)
     put(sqs_client, url, results)

@@ -121,3 +121,4 @@ def test_an_http_sink_refusing_one_entry_is_bisected(sqs_client, make_queue, tmp
     assert set(q) == bad and all("sink rejected" in reason and "HTTP 400" in reason for reason in q.values())
     assert report.quarantined == 2 and backlog(sqs_client, url) == 0
     store.close()
+
