@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 from batchq.drain.ledger import RunLedger
 from batchq.drain.sql_sink import QuarantineEntry, RunConflict, SqlSink
-from batchq.messages import ErrorInfo, WorkPayload, WorkResult
+from batchq.messages import ErrorInfo, WorkPayload, WorkResult, parse_payload
 from batchq.plan import Plan
 from batchq.spec import BatchSpec
 
@@ -25,17 +25,17 @@ def _spec(values: list[int]) -> BatchSpec:
     )
 
 
+def _payloads(plan: Plan) -> list[WorkPayload]:
+    return [parse_payload(body) for shard in plan.shards() for _, body in plan.iter_bodies(shard)]
+
+
 def _results(plan: Plan) -> list[WorkResult]:
-    out = []
-    for shard in plan.shards():
-        for p in plan.iter_payloads(shard):
-            out.append(WorkResult(batch=p.batch, run_id=p.run_id, key=p.key, status="succeeded", output={}, plan=p.plan))
-    return out
+    return [WorkResult(batch=p.batch, run_id=p.run_id, key=p.key, status="succeeded", output={}, plan=p.plan) for p in _payloads(plan)]
 
 
 def test_payloads_carry_the_plan_and_old_bodies_still_parse():
     plan = Plan(_spec([1, 2]), "r1")
-    payloads = [p for s in plan.shards() for p in plan.iter_payloads(s)]
+    payloads = _payloads(plan)
     assert {p.plan for p in payloads} == {plan.fingerprint}
     old = payloads[0].model_dump(mode="json", exclude={"plan"})
     assert WorkPayload.model_validate(old).plan is None
