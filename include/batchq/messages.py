@@ -149,7 +149,7 @@ class PayloadEncoder:
             % (SCHEMA_VERSION, dumps_json(spec.name), dumps_json(run_id), dumps_json(created.isoformat()), dumps_json(spec.params))
         )
         if plan is not None:
-            self._head += '"plan":%s,' % dumps_json(plan)
+            self._head += f'"plan":{dumps_json(plan)},'
         self.names_json = [dumps_json(d.name) for d in spec.dimensions]
 
     def encode(self, key: str, job_type_json: str, dim_value_jsons: list[str]) -> str:

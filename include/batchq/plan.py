@@ -18,10 +18,9 @@ from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
 
-from batchq.messages import PayloadEncoder, dumps_json
-
-from batchq.spec import BatchSpec
 from batchq.errors import SpecError
+from batchq.messages import PayloadEncoder, dumps_json
+from batchq.spec import BatchSpec
 
 #: Above this many exclusion rules, inclusion-exclusion (2^R terms) is replaced by a streamed count.
 _MAX_RULES_FOR_ARITHMETIC_COUNT = 16

@@ -148,7 +148,7 @@ def cmd_drain(args: argparse.Namespace) -> int:
 
 
 def cmd_ledger(args: argparse.Namespace) -> int:
-    from batchq.drain import SqlSink, RunLedger
+    from batchq.drain import RunLedger, SqlSink
 
     spec = None
     if args.spec:

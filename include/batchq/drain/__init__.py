@@ -14,7 +14,13 @@ from batchq.drain.core import Drainer, DrainReport
 from batchq.drain.http_sink import HttpSink
 from batchq.drain.ledger import LedgerStatus, RunLedger, evaluate, tolerated_failures
 from batchq.drain.limiter import TokenBucket
-from batchq.drain.sink import Sink, SinkMisconfigured, SinkRejected, SinkUnavailable, merge_duplicates
+from batchq.drain.sink import (
+    Sink,
+    SinkMisconfigured,
+    SinkRejected,
+    SinkUnavailable,
+    merge_duplicates,
+)
 from batchq.drain.sql_sink import QuarantineEntry, SqlSink
 
 __all__ = [
@@ -23,12 +29,12 @@ __all__ = [
     "HttpSink",
     "LedgerStatus",
     "QuarantineEntry",
-    "SqlSink",
     "RunLedger",
     "Sink",
     "SinkMisconfigured",
     "SinkRejected",
     "SinkUnavailable",
+    "SqlSink",
     "TokenBucket",
     "evaluate",
     "merge_duplicates",

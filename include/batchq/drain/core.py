@@ -294,7 +294,7 @@ class Drainer:
             return sum(it.result is not None for it in items), sum(it.entry is not None for it in items)
         except (_Stopped, SinkMisconfigured):
             raise
-        except Exception as exc:  # noqa: BLE001 - any refusal of the sink or store: find who causes it
+        except Exception as exc:
             if len(items) > 1:
                 log.warning("writing %d entries failed (%s: %s); bisecting", len(items), type(exc).__name__, str(exc).splitlines()[0][:300] if str(exc) else "")
                 mid = len(items) // 2

@@ -33,7 +33,12 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from batchq.drain.sink import SinkMisconfigured, SinkRejected, SinkUnavailable, merge_duplicates
+from batchq.drain.sink import (
+    SinkMisconfigured,
+    SinkRejected,
+    SinkUnavailable,
+    merge_duplicates,
+)
 from batchq.messages import WorkResult
 
 _BACKPRESSURE = {429, 503}
@@ -86,7 +91,7 @@ def auth_headers(login: str | None = None, password: str | None = None, extra: M
     if isinstance(more, str):
         more = json.loads(more)
     if not isinstance(more, Mapping):
-        raise ValueError("the connection extra 'headers' must be a JSON object of header names to values")
+        raise ValueError("the connection extra 'headers' must be a JSON object of header names to values")  # noqa: TRY004 - a bad setting value
     headers.update({str(k): str(v) for k, v in more.items()})
     return headers
 

@@ -163,12 +163,13 @@ class RunLedger:
         self.tolerated_failure_count = tolerated_failure_count
         self.tolerated_failure_percentage = tolerated_failure_percentage
         self.failures_shown = failures_shown
+        # What is not given is read back from the store (a previous try, or the drain, recorded it).
+        run = store.get_run(batch, run_id) if expected is None or plan is None else None
+        plan = plan or (run or {}).get("plan")
         if expected is None:
-            run = store.get_run(batch, run_id)
             if run is None:
                 raise ValueError(f"no expected count recorded for run {run_id!r} of {batch!r}: pass expected=")
             expected = int(run["expected"])
-            plan = plan or run.get("plan")
         elif expected < 0:
             raise ValueError(f"expected must be >= 0, got {expected}")
         else:

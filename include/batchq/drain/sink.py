@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
-from batchq.messages import WorkResult
 from batchq.errors import BatchqError
+from batchq.messages import WorkResult
 
 
 class SinkUnavailable(BatchqError):

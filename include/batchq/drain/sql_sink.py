@@ -118,7 +118,7 @@ class QuarantineEntry:
             raw = json.loads(body)
             if isinstance(raw, dict):
                 fields = {f: raw.get(f) for f in ("key", "batch", "run_id", "plan")}
-        except Exception:  # noqa: BLE001 - not JSON, too deep, ...: the reason already says why
+        except Exception:  # noqa: BLE001, S110 - not JSON, too deep, ...: the reason already says why
             pass
         sizes = {c.name: c.type.length for c in quarantine_table.columns if getattr(c.type, "length", None)}
         return cls(

@@ -7,8 +7,8 @@ import uuid
 from collections import Counter
 
 import sqlalchemy as sa
-from batchq.messages import ErrorInfo, WorkResult
 from batchq.drain.sql_sink import results_table
+from batchq.messages import ErrorInfo, WorkResult
 from batchq.sqs import get_snapshot, send_bodies
 
 

@@ -13,7 +13,13 @@ import sqlalchemy as sa
 from batchq.drain import SinkUnavailable, SqlSink
 
 from tests.integration.drain._helpers import make_results, put
-from tests.integration.drain.test_drain_airflow import CONN_ID, FakeTI, aws_conn, context, drain_op  # noqa: F401
+from tests.integration.drain.test_drain_airflow import (  # noqa: F401
+    CONN_ID,
+    FakeTI,
+    aws_conn,
+    context,
+    drain_op,
+)
 from tests.support.http_receiver import Receiver
 
 pytestmark = pytest.mark.integration
@@ -82,7 +88,6 @@ def test_operator_authenticates_from_the_connection_and_never_shows_the_token(sq
 
 def test_operator_fails_fast_on_a_rejected_token_and_keeps_the_results(sqs_client, make_queue, aws_conn, tmp_path, monkeypatch):  # noqa: F811
     from airflow.sdk.exceptions import AirflowFailException
-
     from batchq.sqs import get_snapshot
 
     url = make_queue()

@@ -6,9 +6,9 @@ from __future__ import annotations
 import socket
 
 import pytest
-from batchq.messages import WorkResult
 from batchq.drain.http_sink import HttpSink, parse_retry_after
 from batchq.drain.sink import SinkRejected, SinkUnavailable
+from batchq.messages import WorkResult
 
 from tests.support.http_receiver import Receiver
 

@@ -55,6 +55,7 @@ def test_a_replan_after_the_values_changed_cannot_close_on_old_keys(store):
     assert ledger.status().complete and ledger.status().succeeded == 5
     # The plan is recorded: a later look without it (e.g. `batchq ledger`) counts the same way.
     assert RunLedger(store, "plans", "r1").status().succeeded == 5
+    assert RunLedger(store, "plans", "r1", new.expected).status().succeeded == 5
 
 
 def test_quarantined_entries_of_another_plan_do_not_count(store):
