@@ -258,7 +258,8 @@ class Drainer:
         return _Item(m, None, QuarantineEntry.from_body(m.get("MessageId", "?"), body, reason, key))
 
     def _hand_back(self, msgs: Sequence[dict[str, Any]], report: DrainReport) -> None:
-        """Return prefetched-but-unapplied messages to the queue at once (visibility 0)."""
+        """Return messages to the queue at once (visibility 0): prefetched-but-unapplied ones, or a batch
+        the drain stops waiting for (stop, deadline, misconfigured sink)."""
         failed = change_visibility(self.client, self.queue_url, msgs, 0)
         with self._lock:
             report.handed_back += len(msgs) - len(failed)
@@ -335,7 +336,7 @@ class Drainer:
             except SinkMisconfigured:
                 # Retrying cannot help and quarantining would lose nothing but blame the results: give
                 # the whole batch back to the queue at once and stop.
-                self._give_back(msgs, report)
+                self._hand_back(msgs, report)
                 raise
             except SinkUnavailable as exc:
                 attempt += 1
@@ -349,7 +350,7 @@ class Drainer:
                 if deadline is not None and time.monotonic() + delay >= deadline:
                     # Outages do not outlive the drain: the batch goes back to the queue for a later drain.
                     log.warning("sink unavailable and the drain deadline is near: handing back %d message(s): %s", len(msgs), exc)
-                    self._give_back(msgs, report)
+                    self._hand_back(msgs, report)
                     with self._lock:
                         report.deadline_reached = True
                     raise _Stopped from exc
@@ -365,13 +366,8 @@ class Drainer:
                         log.warning("could not extend the lease of %d message(s): %s", len(failed), list(failed.items())[:3])
                 if stop.wait(delay):
                     # Stopping mid-outage: hand the batch back at once instead of waiting out the lease.
-                    self._give_back(msgs, report)
+                    self._hand_back(msgs, report)
                     raise _Stopped from exc
-
-    def _give_back(self, msgs: Sequence[dict[str, Any]], report: DrainReport) -> None:
-        failed = change_visibility(self.client, self.queue_url, msgs, 0)
-        with self._lock:
-            report.handed_back += len(msgs) - len(failed)
 
 
 @dataclass
