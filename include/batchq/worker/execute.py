@@ -123,7 +123,7 @@ def execute(
 
     def failed(error_type: str, message: str, permanent: bool, started: datetime | None, duration: float) -> Outcome:
         result = WorkResult(
-            batch=payload.batch, run_id=payload.run_id, key=payload.key, job_type=payload.job_type,
+            batch=payload.batch, run_id=payload.run_id, key=payload.key, job_type=payload.job_type, plan=payload.plan,
             status="failed", error=ErrorInfo(type=error_type, message=message[:4000], permanent=permanent),
             attempts=receive_count, worker=worker, started_at=started,
         )
@@ -158,7 +158,7 @@ def execute(
         return failed("InvalidHandlerOutput", f"handler returned {type(output).__name__}, expected a dict", True, started, duration)
     try:
         result = WorkResult(
-            batch=payload.batch, run_id=payload.run_id, key=payload.key, job_type=payload.job_type,
+            batch=payload.batch, run_id=payload.run_id, key=payload.key, job_type=payload.job_type, plan=payload.plan,
             status="succeeded", output=output, attempts=receive_count, worker=worker, started_at=started,
         )
         size = len(result.model_dump_json().encode())
