@@ -54,15 +54,18 @@ class SendReport:
         }
 
 
-def chunk_entries(items: Iterable[tuple[str, str]], report: SendReport) -> Iterator[list[tuple[str, str]]]:
+def chunk_entries(
+    items: Iterable[tuple[str, str]], report: SendReport, max_message_bytes: int = limits.MAX_MESSAGE_BYTES
+) -> Iterator[list[tuple[str, str]]]:
     """Group ``(key, body)`` into SendMessageBatch-sized chunks (≤ 10 entries and ≤ 1 MiB in total).
-    A body above the message limit is recorded as failed here, never sent."""
+    A body above ``max_message_bytes`` (the queue's ``MaximumMessageSize``) is recorded as failed here,
+    never sent: one oversize entry would fail its whole batch call."""
     chunk: list[tuple[str, str]] = []
     chunk_bytes = 0
     for key, body in items:
         size = len(body.encode())
-        if size > limits.MAX_MESSAGE_BYTES:
-            report.failed[key] = f"MessageTooLarge: {size} bytes > {limits.MAX_MESSAGE_BYTES}"
+        if size > max_message_bytes:
+            report.failed[key] = f"MessageTooLarge: {size} bytes > {max_message_bytes}"
             continue
         if chunk and (len(chunk) == limits.MAX_BATCH_ENTRIES or chunk_bytes + size > limits.MAX_BATCH_BYTES):
             yield chunk
@@ -145,6 +148,7 @@ def send_bodies(
     delay_seconds: int | None = None,
     raise_on_failure: bool = True,
     on_progress: Callable[[SendReport], None] | None = None,
+    max_message_bytes: int = limits.MAX_MESSAGE_BYTES,
 ) -> SendReport:
     """Send ``(key, body)`` pairs with SendMessageBatch, ``max_in_flight`` calls at a time.
 
@@ -154,6 +158,7 @@ def send_bodies(
 
     :param client: a boto3 SQS client (thread-safe; give it ``max_pool_connections >= max_in_flight``).
     :param on_progress: called from the caller's thread with the running report after each chunk.
+    :param max_message_bytes: the queue's ``MaximumMessageSize``; larger bodies fail by key, unsent.
     """
     if max_in_flight < 1:
         raise ValueError("max_in_flight must be >= 1")
@@ -172,7 +177,7 @@ def send_bodies(
         if on_progress:
             on_progress(report)
 
-    chunks = chunk_entries(items, report)
+    chunks = chunk_entries(items, report, max_message_bytes)
     if max_in_flight == 1:
         for chunk in chunks:
             merge(_send_chunk(client, queue_url, chunk, max_attempts, fifo, delay_seconds))
@@ -336,6 +341,18 @@ async def aget_snapshot(client: Any, queue_url: str, dlq_url: str | None = None)
         dlq_attrs = (await client.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=[COUNT_ATTRIBUTES[0]]))
         dlq_attrs = dlq_attrs.get("Attributes", {})
     return snapshot_from_attributes(attrs.get("Attributes", {}), time.time(), dlq_attrs)
+
+
+def get_max_message_size(client: Any, queue_url: str) -> int:
+    """The queue's ``MaximumMessageSize`` in bytes (body and attributes of one message); raises
+    :class:`QueueNotFound` when the queue does not exist."""
+    try:
+        attrs = client.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["MaximumMessageSize"])
+    except Exception as exc:
+        if error_code(exc) in MISSING_QUEUE_CODES:
+            raise QueueNotFound(f"queue {queue_url} does not exist") from exc
+        raise
+    return int(attrs.get("Attributes", {}).get("MaximumMessageSize", limits.MAX_MESSAGE_BYTES))
 
 
 def get_max_receive_count(client: Any, queue_url: str) -> int | None:

@@ -17,6 +17,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from batchq import limits
+from batchq.errors import BatchqError
 from batchq.retry import backoff_delay, error_code, is_retryable
 
 log = logging.getLogger(__name__)
@@ -41,6 +43,40 @@ def dead_letter_attributes(reason: str, source_queue: str, attempts: int, worker
     }
 
 
+class DeadLetterTooLarge(BatchqError):
+    """The body alone leaves no room for the reason attributes within the DLQ's ``MaximumMessageSize``:
+    the copy is not sent, and the message is left to SQS's own redrive (the reason is logged)."""
+
+
+def message_bytes(body: str, attributes: dict[str, Any]) -> int:
+    """Size SQS counts against ``MaximumMessageSize``: body plus each attribute's name, type and value."""
+    size = len(body.encode())
+    for name, value in attributes.items():
+        size += len(name.encode()) + len(value["DataType"].encode()) + len(value["StringValue"].encode())
+    return size
+
+
+def fit_dead_letter_attributes(
+    body: str, reason: str, source_queue: str, attempts: int, worker: str, max_bytes: int
+) -> dict[str, Any]:
+    """The reason attributes for a DLQ copy of ``body``, with the reason shortened (marker ``…``) so
+    that body + attributes fit ``max_bytes``. Raises :class:`DeadLetterTooLarge` if not even a short
+    reason fits."""
+    attributes = dead_letter_attributes(reason, source_queue, attempts, worker)
+    over = message_bytes(body, attributes) - max_bytes
+    if over <= 0:
+        return attributes
+    current = attributes[REASON_ATTRIBUTE]["StringValue"].encode()
+    room = len(current) - over - len("…".encode())
+    if room < 16:  # a reason cut shorter than this says nothing: let SQS's redrive move it instead
+        raise DeadLetterTooLarge(
+            f"body of {len(body.encode())} bytes leaves no room for the dead-letter reason within the "
+            f"dead-letter queue's limit of {max_bytes} bytes"
+        )
+    attributes[REASON_ATTRIBUTE] = {"DataType": "String", "StringValue": current[:room].decode(errors="ignore") + "…"}
+    return attributes
+
+
 def send_to_dead_letter(
     client: Any,
     dlq_url: str,
@@ -51,12 +87,14 @@ def send_to_dead_letter(
     attempts: int,
     worker: str,
     max_attempts: int = 4,
+    max_bytes: int = limits.MAX_MESSAGE_BYTES,
 ) -> None:
-    """Send ``body`` to ``dlq_url`` with the reason attributes. Raises on failure (the caller then keeps
-    the original message, which SQS redrive will move later: nothing is lost)."""
+    """Send ``body`` to ``dlq_url`` with the reason attributes, the reason shortened to fit the DLQ's
+    ``max_bytes``. Raises on failure, :class:`DeadLetterTooLarge` included (the caller then keeps the
+    original message, which SQS redrive will move later: nothing is lost)."""
     import time
 
-    attributes = dead_letter_attributes(reason, source_queue, attempts, worker)
+    attributes = fit_dead_letter_attributes(body, reason, source_queue, attempts, worker, max_bytes)
     for attempt in range(1, max_attempts + 1):
         try:
             client.send_message(QueueUrl=dlq_url, MessageBody=body, MessageAttributes=attributes)
