@@ -55,7 +55,8 @@ class WorkerConfig:
     :param batch_wait_s: longest a finished result waits to share a SendMessageBatch/DeleteMessageBatch.
     :param flush_workers: result/delete batches in flight at once.
     :param handler_timeout_s: longest one handler call may run (a job's ``@job(timeout_s=...)`` wins);
-        past it the delivery is a transient failure and its thread is abandoned. ``None``: no limit.
+        past it the delivery is a transient failure and its thread is abandoned. Default 900 s (Lambda's
+        ceiling); ``None``: no limit.
     :param max_stuck_handlers: abandoned handler threads (still running past their timeout) at which
         the worker stops itself, handing back what it holds, to be restarted; default ``concurrency``.
     :param worker_id: recorded in every result (``host:pid`` by default).
@@ -78,7 +79,7 @@ class WorkerConfig:
     grace_period_s: float = Field(30.0, ge=0, allow_inf_nan=False)
     batch_wait_s: float = Field(0.05, ge=0, allow_inf_nan=False)
     flush_workers: int = Field(2, ge=1)
-    handler_timeout_s: float | None = Field(None, gt=0, allow_inf_nan=False)
+    handler_timeout_s: float | None = Field(900.0, gt=0, allow_inf_nan=False)
     max_stuck_handlers: int | None = Field(None, ge=1)
     worker_id: str = field(default_factory=default_worker_id)
     #: True when ``prefetch`` is fixed (given explicitly, or ``prefetch_horizon_s`` is 0).
