@@ -1,4 +1,4 @@
-"""Chaos: 2,000 payloads through a supervisor-managed pool while worker processes are SIGKILLed at
+"""Chaos: 600 payloads through a supervisor-managed pool while worker processes are SIGKILLed at
 random. At-least-once means every key ends with a result; duplicates are allowed, counted and printed."""
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from batchq.worker.supervisor import Supervisor, worker_command
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(600)]
 
-PAYLOADS = 2000
+PAYLOADS = 600
 MIN_KILLS = 5
 FEED_DEPTH = 300
 MAX_KILLS = 8
