@@ -256,3 +256,13 @@ def test_results_queue_refusing_sends_stops_the_worker_and_keeps_every_input(sqs
     wait_for(lambda: get_snapshot(sqs_client, urls.input).in_flight == 0, 15, what="inputs handed back")
     assert get_snapshot(sqs_client, urls.input).visible == 4
     assert worker.stats.deleted == 0 and worker.stats.succeeded == 0
+
+
+def test_missing_results_queue_at_start_is_a_clear_error(sqs_client, queue_spec_factory):
+    from batchq.errors import QueueNotFound
+
+    _, urls = queue_spec_factory()
+    gone = urls.results.rsplit("/", 1)[0] + "/no-such-results-queue"
+    worker = make_worker(sqs_client, urls, results_url=gone)
+    with pytest.raises(QueueNotFound, match="no-such-results-queue does not exist"):
+        worker.start()
