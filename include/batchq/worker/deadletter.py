@@ -18,8 +18,8 @@ import logging
 from typing import Any
 
 from batchq import limits
-from batchq.errors import BatchqError
-from batchq.retry import backoff_delay, error_code, is_retryable
+from batchq.errors import BatchqError, QueueNotFound, SendFailed
+from batchq.sqs import send_message
 
 log = logging.getLogger(__name__)
 
@@ -86,21 +86,16 @@ def send_to_dead_letter(
     source_queue: str,
     attempts: int,
     worker: str,
-    max_attempts: int = 4,
     max_bytes: int = limits.MAX_MESSAGE_BYTES,
 ) -> None:
-    """Send ``body`` to ``dlq_url`` with the reason attributes, the reason shortened to fit the DLQ's
-    ``max_bytes``. Raises on failure, :class:`DeadLetterTooLarge` included (the caller then keeps the
-    original message, which SQS redrive will move later: nothing is lost)."""
-    import time
-
+    """Send ``body`` to ``dlq_url`` with the reason attributes, the reason shortened so that body and
+    attributes fit the DLQ's ``max_bytes``. botocore retries a transient fault; what still fails raises
+    (:class:`~batchq.errors.SendFailed` / :class:`~batchq.errors.QueueNotFound`, or
+    :class:`DeadLetterTooLarge` before any call) and the caller keeps the original message, which SQS
+    redrive will move later: nothing is lost."""
     attributes = fit_dead_letter_attributes(body, reason, source_queue, attempts, worker, max_bytes)
-    for attempt in range(1, max_attempts + 1):
-        try:
-            client.send_message(QueueUrl=dlq_url, MessageBody=body, MessageAttributes=attributes)
-            return
-        except Exception as exc:
-            if attempt == max_attempts or not is_retryable(exc):
-                log.error("dead-letter send to %s failed (%s): %s", dlq_url, error_code(exc), exc)
-                raise
-            time.sleep(backoff_delay(attempt))
+    try:
+        send_message(client, dlq_url, body, attributes=attributes)
+    except (QueueNotFound, SendFailed) as exc:
+        log.error("dead-letter send to %s failed: %s", dlq_url, exc)
+        raise
