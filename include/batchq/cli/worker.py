@@ -147,8 +147,8 @@ def _queue_names(args: argparse.Namespace) -> tuple[str, str]:
 def build_worker(args: argparse.Namespace) -> Any:
     """A :class:`~batchq.worker.Worker` from parsed ``batchq worker`` options (handlers loaded)."""
     from batchq.metrics import Metrics
-    from batchq.worker import Worker, WorkerConfig, load_handlers
     from batchq.sqs import get_queue_url
+    from batchq.worker import Worker, WorkerConfig, load_handlers
     from batchq.worker.config import default_worker_id
 
     # Handler threads wake from I/O waits while receiver/flusher threads run botocore (pure Python):

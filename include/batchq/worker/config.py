@@ -12,7 +12,12 @@ from pydantic import ConfigDict, Field, model_validator
 from pydantic.dataclasses import dataclass as pydantic_dataclass
 
 from batchq import limits
-from batchq.queues import get_queue_attributes, get_queue_limits, parse_redrive_policy, queue_url_from_arn
+from batchq.queues import (
+    get_queue_attributes,
+    get_queue_limits,
+    parse_redrive_policy,
+    queue_url_from_arn,
+)
 
 log = logging.getLogger(__name__)
 

@@ -17,8 +17,8 @@ from enum import Enum
 from typing import Any
 
 from batchq import limits
-from batchq.messages import ErrorInfo, WorkPayload, WorkResult, parse_payload
 from batchq.errors import InvalidMessage
+from batchq.messages import ErrorInfo, WorkPayload, WorkResult, parse_payload
 from batchq.worker.context import JobContext
 from batchq.worker.errors import PermanentError
 from batchq.worker.registry import REGISTRY, Registry

@@ -31,9 +31,8 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from batchq.errors import BatchqError, QueueNotFound
-from batchq.retry import MISSING_QUEUE_CODES
 from batchq.metrics import Metrics, log_event
-from batchq.retry import backoff_delay
+from batchq.retry import MISSING_QUEUE_CODES, backoff_delay
 from batchq.sqs import (
     change_visibility,
     delete_messages,
@@ -364,7 +363,7 @@ class Worker:
                 registry=self.registry, worker=self.config.worker_id, message_id=lease.message_id,
                 max_result_bytes=settings.results_max_bytes, on_start=lambda payload: self._handler_started(lease, payload),
             )
-        except BaseException as exc:  # noqa: BLE001 - execute() never raises; if it does, it is our bug,
+        except BaseException as exc:
             # and the message must still be accounted for (retried), the slot freed, the thread kept.
             log.exception("internal error handling %s", lease.message_id)
             with self._stats_lock:
@@ -385,7 +384,7 @@ class Worker:
             if outcome.payload is not None and outcome.duration_s > 0:  # a handler ran: its time steers prefetch
                 self._durations.add(outcome.duration_s)
             self._route(lease, outcome, receive_count)
-        except Exception:  # noqa: BLE001 - never lose the message: hand it back for another try
+        except Exception:
             log.exception("could not route the outcome of %s; handing it back", lease.message_id)
             self._return_now([lease], "internal error routing the outcome")
         finally:
@@ -451,7 +450,7 @@ class Worker:
                   timeout_s=lease.timeout_s, attempt=lease.receive_count, thread=getattr(lease.thread, "name", None))
         try:
             self._route(lease, outcome, lease.receive_count)
-        except Exception:  # noqa: BLE001
+        except Exception:
             log.exception("could not route the timeout of %s; handing it back", lease.message_id)
             self._return_now([lease], "internal error routing a timeout")
 
@@ -487,7 +486,7 @@ class Worker:
     def _flush_completions_safely(self, batch: list[_Completion]) -> None:
         try:
             self._flush_completions(batch)
-        except Exception:  # noqa: BLE001 - our bug: never keep (and keep extending) what we cannot finish
+        except Exception:
             log.exception("completing %d message(s) failed; handing them back", len(batch))
             held = {id(lease) for lease in self.leases.all()}
             self._return_now([c.lease for c in batch if id(c.lease) in held], "internal error completing")

@@ -5,7 +5,6 @@ holding nothing."""
 
 from __future__ import annotations
 
-import json
 import time
 from datetime import datetime, timezone
 
@@ -54,7 +53,7 @@ def test_base_exceptions_in_handlers_free_their_slots_and_the_worker_goes_on(sqs
         wait_for(lambda: worker.stats.succeeded >= 6 and worker.stats.dead_lettered >= 3, 60,
                  what="normal payloads processed and the bad ones dead-lettered")
         assert worker.stats.internal_errors == 0
-        assert worker._running == 0 and worker._active <= worker.config.slots  # noqa: SLF001 - slots came back
+        assert worker._running == 0 and worker._active <= worker.config.slots
     results = {r.key: r for r in read_results(sqs_client, urls.results, expect=9)}
     assert all(results[k].status == "succeeded" for k in good)
     expected = {"k-exit": "SystemExit", "k-interrupt": "KeyboardInterrupt", "k-cancel": "CancelledError"}
@@ -83,7 +82,7 @@ def test_hanging_handler_times_out_is_retried_then_failed_and_its_lease_is_relea
         lines = trace.read_text().split("\n")
         assert sorted(ln for ln in lines if ln) == ["start k-hang 1", "start k-hang 2"]
         assert worker.stats.timed_out == 2 and worker.stats.retried == 1
-        assert not worker._fatal  # noqa: SLF001 - two stuck threads of four: below the limit
+        assert not worker._fatal
     results = {r.key: r for r in read_results(sqs_client, urls.results, expect=5)}
     assert all(results[k].status == "succeeded" for k in good)
     hung = results["k-hang"]
@@ -221,12 +220,11 @@ def test_missing_results_queue_stops_the_worker_holding_nothing(sqs_client, queu
     _, urls = queue_spec_factory(visibility_timeout_s=120, max_receive_count=5)
     doomed = make_queue()
     worker = make_worker(sqs_client, urls, results_url=doomed)
-    with pytest.raises(ResultsQueueUnavailable, match="refuses results"):
-        with running_worker(worker):
-            wait_for(lambda: worker._started, 15, what="the worker to start")  # noqa: SLF001 - it checks the queue
-            sqs_client.delete_queue(QueueUrl=doomed)
-            keys = send_payloads(sqs_client, urls.input, 5, "t-echo")
-            wait_for(lambda: worker._fatal is not None, 30, what="the worker to stop")  # noqa: SLF001
+    with pytest.raises(ResultsQueueUnavailable, match="refuses results"), running_worker(worker):
+        wait_for(lambda: worker._started, 15, what="the worker to start")
+        sqs_client.delete_queue(QueueUrl=doomed)
+        keys = send_payloads(sqs_client, urls.input, 5, "t-echo")
+        wait_for(lambda: worker._fatal is not None, 30, what="the worker to stop")
     assert worker.stats.deleted == 0
     # Handed back at once (visibility 0), not left in flight for 120 s; nothing deleted, nothing lost.
     wait_for(lambda: get_snapshot(sqs_client, urls.input).in_flight == 0, 15, what="inputs handed back")
@@ -248,9 +246,8 @@ def test_results_queue_refusing_sends_stops_the_worker_and_keeps_every_input(sqs
         with proxy.lock:
             proxy.plan.call_errors = [(403, "AccessDenied")] * 50
         worker = make_worker(client, urls)
-        with pytest.raises(ResultsQueueUnavailable, match="AccessDenied"):
-            with running_worker(worker):
-                wait_for(lambda: worker._fatal is not None, 30, what="the worker to stop")  # noqa: SLF001
+        with pytest.raises(ResultsQueueUnavailable, match="AccessDenied"), running_worker(worker):
+            wait_for(lambda: worker._fatal is not None, 30, what="the worker to stop")
         assert proxy.log.injected_call_errors >= 1 and proxy.log.forwarded_calls == 0
     # No result was confirmed, so no input was deleted; all were handed back at once.
     wait_for(lambda: get_snapshot(sqs_client, urls.input).in_flight == 0, 15, what="inputs handed back")

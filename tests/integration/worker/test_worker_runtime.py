@@ -20,12 +20,12 @@ from _worker_helpers import (
 from batchq.metrics import Metrics
 from batchq.sqs import get_snapshot, send_bodies
 from batchq.worker import Worker, WorkerConfig
-from support.sqs_fault_proxy import SqsFaultProxy
 from batchq.worker.deadletter import (
     ATTEMPTS_ATTRIBUTE,
     REASON_ATTRIBUTE,
     SOURCE_ATTRIBUTE,
 )
+from support.sqs_fault_proxy import SqsFaultProxy
 
 pytestmark = pytest.mark.integration
 

@@ -9,7 +9,14 @@ import sys
 import threading
 
 import pytest
-from _worker_helpers import log_events, read_all, read_results, send_payloads, subprocess_env, wait_for
+from _worker_helpers import (
+    log_events,
+    read_all,
+    read_results,
+    send_payloads,
+    subprocess_env,
+    wait_for,
+)
 from batchq.sqs import get_snapshot
 from batchq.worker.supervisor import Supervisor, worker_command
 

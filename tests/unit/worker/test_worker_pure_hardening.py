@@ -10,7 +10,13 @@ import pytest
 from batchq.cli import build_parser
 from batchq.cli.worker import worker_argv
 from batchq.errors import BatchqError, InvalidMessage
-from batchq.messages import ErrorInfo, WorkPayload, WorkResult, parse_payload, parse_result
+from batchq.messages import (
+    ErrorInfo,
+    WorkPayload,
+    WorkResult,
+    parse_payload,
+    parse_result,
+)
 from batchq.worker import Action, Registry, WorkerConfig, execute
 from batchq.worker.deadletter import (
     REASON_ATTRIBUTE,
