@@ -32,6 +32,8 @@ class LedgerStatus:
     quarantined: int
     tolerated_failures: int
     first_failures: list[dict[str, Any]] = field(default_factory=list)
+    #: failed keys re-sent by an open repair (``batchq rerun``): counted as pending until their new result
+    repairing: int = 0
 
     @property
     def closed(self) -> int:
@@ -69,6 +71,7 @@ class LedgerStatus:
             "failed": self.failed,
             "quarantined": self.quarantined,
             "pending": self.pending,
+            "repairing": self.repairing,
             "tolerated_failures": self.tolerated_failures,
             "outcome": self.outcome,
         }
@@ -79,7 +82,8 @@ class LedgerStatus:
     def describe(self) -> str:
         text = (
             f"run {self.run_id} of {self.batch}: {self.succeeded} succeeded, {self.failed} failed "
-            f"({self.quarantined} quarantined), {self.pending} pending of {self.expected} expected; "
+            f"({self.quarantined} quarantined), {self.pending} pending"
+            f"{f' ({self.repairing} being repaired)' if self.repairing else ''} of {self.expected} expected; "
             f"tolerated failures {self.tolerated_failures}"
         )
         if self.first_failures:
@@ -113,6 +117,7 @@ def evaluate(
     tolerated_failure_count: int = 0,
     tolerated_failure_percentage: float = 0.0,
     first_failures: list[dict[str, Any]] | None = None,
+    repairing: int = 0,
 ) -> LedgerStatus:
     """Pure: the ledger status from counts. Quarantined keys count as failed."""
     return LedgerStatus(
@@ -124,6 +129,7 @@ def evaluate(
         quarantined=quarantined,
         tolerated_failures=tolerated_failures(expected, tolerated_failure_count, tolerated_failure_percentage),
         first_failures=list(first_failures or []),
+        repairing=repairing,
     )
 
 
@@ -190,6 +196,7 @@ class RunLedger:
             tolerated_failure_count=self.tolerated_failure_count,
             tolerated_failure_percentage=self.tolerated_failure_percentage,
             first_failures=failures,
+            repairing=c.repairing,
         )
 
     def close(self, status: LedgerStatus | None = None) -> LedgerStatus:

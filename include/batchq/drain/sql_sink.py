@@ -12,6 +12,10 @@ Tables (created on first use):
 ``batchq_runs``
     per run: expected count (from the plan), the last counts seen and the outcome once closed. Because
     all of this lives in the sink database, the ledger survives retries of the drain task.
+``batchq_repairs`` / ``batchq_repair_keys``
+    one row per repair of a run (who, when, why, how many, the outcome before and after) and one per
+    re-sent key (its status and attempts before, and after once its new result is applied). A key of
+    an open repair counts as pending, not failed, until its new result arrives.
 """
 
 from __future__ import annotations
@@ -84,6 +88,47 @@ runs_table = sa.Table(
     sa.Column("dag_id", sa.String(250)),
 )
 
+repairs_table = sa.Table(
+    "batchq_repairs",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("batch", sa.String(64), nullable=False),
+    sa.Column("run_id", sa.String(250), nullable=False),
+    sa.Column("plan", sa.String(64)),
+    sa.Column("mode", sa.String(16), nullable=False),
+    sa.Column("reason", sa.Text),
+    sa.Column("requested_by", sa.String(250)),
+    sa.Column("requested_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("keys", sa.Integer, nullable=False),
+    sa.Column("sent", sa.Integer, nullable=False, default=0),
+    sa.Column("keep_dlq", sa.Boolean, nullable=False, default=False),
+    sa.Column("dlq_purged", sa.Integer, nullable=False, default=0),
+    # The run's outcome when the repair was recorded, and when the ledger closed again after it.
+    sa.Column("outcome_before", sa.String(16)),
+    sa.Column("outcome_after", sa.String(16)),
+    sa.Column("settled_at", sa.DateTime(timezone=True)),
+    sa.Index("ix_batchq_repairs_run", "batch", "run_id"),
+)
+
+repair_keys_table = sa.Table(
+    "batchq_repair_keys",
+    metadata,
+    sa.Column("repair_id", sa.Integer, primary_key=True),
+    sa.Column("key", sa.String(64), primary_key=True),
+    sa.Column("batch", sa.String(64), nullable=False),
+    sa.Column("run_id", sa.String(250), nullable=False),
+    # failed | quarantined | missing | succeeded: what the key was when the repair re-sent it.
+    sa.Column("status_before", sa.String(16), nullable=False),
+    sa.Column("attempts_before", sa.Integer),
+    # Set when the key's next result is applied (or ``not_sent`` / ``superseded``): the key is open until then.
+    sa.Column("status_after", sa.String(16)),
+    sa.Column("attempts_after", sa.Integer),
+    sa.Column("resolved_at", sa.DateTime(timezone=True)),
+    sa.Column("dlq_purged_at", sa.DateTime(timezone=True)),
+    sa.Index("ix_batchq_repair_keys_key", "key", "resolved_at"),
+    sa.Index("ix_batchq_repair_keys_run", "batch", "run_id"),
+)
+
 #: Columns added after the first release: created on existing tables by :meth:`SqlSink.create_tables`.
 _ADDED_COLUMNS = {
     "batchq_results": ("plan",),
@@ -139,6 +184,8 @@ class RunCounts:
     succeeded: int
     failed: int
     quarantined: int
+    #: failed or quarantined keys re-sent by an open repair: pending again until their new result
+    repairing: int = 0
 
     @property
     def closed(self) -> int:
@@ -292,6 +339,7 @@ class SqlSink:
                     ),
                 )
                 conn.execute(stmt, rows)
+                _resolve_repaired(conn, rows, now)
             if qrows:
                 conn.execute(self._insert(quarantine_table).on_conflict_do_nothing(index_elements=["message_id"]), qrows)
 
@@ -304,16 +352,25 @@ class SqlSink:
         r, q = results_table.c, quarantine_table.c
         own_r = [r.batch == batch, r.run_id == run_id] + ([r.plan == plan] if plan else [])
         own_q = [q.batch == batch, q.run_id == run_id, q.replayed_at.is_(None)] + ([q.plan == plan] if plan else [])
+        rk = repair_keys_table.c
+        # A failed or quarantined key that an open repair re-sent is pending again, not failed.
+        def repairing(key_column: Any) -> Any:
+            return sa.exists().where(rk.key == key_column, rk.resolved_at.is_(None))
+
+        only_quarantined = [*own_q, q.key.is_not(None), ~sa.exists().where(results_table.c.key == q.key, *own_r)]
         with self._guard("count results"), self.engine.connect() as conn:
             by_status = dict(conn.execute(sa.select(r.status, sa.func.count()).where(*own_r).group_by(r.status)).all())
-            quarantined = conn.execute(
-                sa.select(sa.func.count(sa.distinct(q.key))).where(
-                    *own_q,
-                    q.key.is_not(None),
-                    ~sa.exists().where(results_table.c.key == q.key, *own_r),
-                )
+            failed_repairing = conn.execute(sa.select(sa.func.count()).where(*own_r, r.status == "failed", repairing(r.key))).scalar_one()
+            quarantined = conn.execute(sa.select(sa.func.count(sa.distinct(q.key))).where(*only_quarantined)).scalar_one()
+            quarantined_repairing = conn.execute(
+                sa.select(sa.func.count(sa.distinct(q.key))).where(*only_quarantined, repairing(q.key))
             ).scalar_one()
-        return RunCounts(int(by_status.get("succeeded", 0)), int(by_status.get("failed", 0)), int(quarantined))
+        return RunCounts(
+            succeeded=int(by_status.get("succeeded", 0)),
+            failed=int(by_status.get("failed", 0)) - int(failed_repairing),
+            quarantined=int(quarantined) - int(quarantined_repairing),
+            repairing=int(failed_repairing) + quarantined_repairing,
+        )
 
     def first_failures(self, batch: str, run_id: str, limit: int = 10, plan: str | None = None) -> list[dict[str, Any]]:
         """Up to ``limit`` failed (or quarantined) keys of the run with their errors, oldest first."""
@@ -376,6 +433,12 @@ class SqlSink:
                 .where(runs_table.c.batch == batch, runs_table.c.run_id == run_id)
                 .values(succeeded=succeeded, failed=failed, outcome=outcome, closed_at=now, updated_at=now)
             )
+            # The repairs of this run that were waiting for the ledger to close again: their "after".
+            conn.execute(
+                repairs_table.update()
+                .where(repairs_table.c.batch == batch, repairs_table.c.run_id == run_id, repairs_table.c.settled_at.is_(None))
+                .values(outcome_after=outcome, settled_at=now)
+            )
 
     def quarantined(
         self,
@@ -411,6 +474,179 @@ class SqlSink:
         with self._guard("mark replayed"), self.engine.begin() as conn:
             conn.execute(
                 quarantine_table.update().where(quarantine_table.c.message_id.in_(list(message_ids))).values(replayed_at=_now())
+            )
+
+    # -- repairs (``batchq rerun``) ------------------------------------------------------------------------
+    def repair_candidates(self, batch: str, run_id: str, plan: str | None = None) -> list[dict[str, Any]]:
+        """The run's failed keys and its quarantined keys without a result: what ``rerun --failed`` re-sends.
+        Each: ``key``, ``status`` (``failed``/``quarantined``), ``attempts``."""
+        self._ensure()
+        r, q = results_table.c, quarantine_table.c
+        own_r = [r.batch == batch, r.run_id == run_id] + ([r.plan == plan] if plan else [])
+        own_q = [q.batch == batch, q.run_id == run_id, q.replayed_at.is_(None), q.key.is_not(None)] + ([q.plan == plan] if plan else [])
+        with self._guard("read failed keys"), self.engine.connect() as conn:
+            failed = conn.execute(sa.select(r.key, r.attempts).where(*own_r, r.status == "failed").order_by(r.key)).all()
+            quarantined = conn.execute(
+                sa.select(q.key).where(*own_q, ~sa.exists().where(results_table.c.key == q.key, *own_r)).distinct().order_by(q.key)
+            ).all()
+        return [{"key": k, "status": "failed", "attempts": a} for k, a in failed] + [
+            {"key": k, "status": "quarantined", "attempts": None} for (k,) in quarantined
+        ]
+
+    def key_states(self, batch: str, run_id: str, keys: Sequence[str], plan: str | None = None) -> dict[str, dict[str, Any]]:
+        """``{key: {"status", "attempts"}}`` for those of ``keys`` the store knows for this run (a result
+        row, else an unreplayed quarantine row as ``quarantined``); absent keys are not in the answer."""
+        self._ensure()
+        r, q = results_table.c, quarantine_table.c
+        out: dict[str, dict[str, Any]] = {}
+        with self._guard("read key states"), self.engine.connect() as conn:
+            for start in range(0, len(keys), 500):
+                chunk = list(keys[start : start + 500])
+                own_r = [r.batch == batch, r.run_id == run_id, r.key.in_(chunk)] + ([r.plan == plan] if plan else [])
+                for k, status, attempts in conn.execute(sa.select(r.key, r.status, r.attempts).where(*own_r)).all():
+                    out[k] = {"status": status, "attempts": attempts}
+                own_q = [q.batch == batch, q.run_id == run_id, q.key.in_(chunk), q.replayed_at.is_(None)]
+                for (k,) in conn.execute(sa.select(q.key).where(*own_q).distinct()).all():
+                    out.setdefault(k, {"status": "quarantined", "attempts": None})
+        return out
+
+    def record_repair(
+        self,
+        batch: str,
+        run_id: str,
+        keys: Sequence[dict[str, Any]],
+        *,
+        mode: str,
+        plan: str | None = None,
+        reason: str | None = None,
+        requested_by: str | None = None,
+        keep_dlq: bool = False,
+    ) -> int:
+        """Record a repair before its payloads are sent and reopen the run: its keys count as pending until
+        their new results are applied. An older open repair of the same key is superseded. Returns the id.
+
+        :param keys: ``{"key", "status", "attempts"}`` per re-sent key (status before the repair).
+        """
+        self._ensure()
+        now = _now()
+        rk = repair_keys_table.c
+        with self._guard("record repair"), self.engine.begin() as conn:
+            run = conn.execute(sa.select(runs_table.c.outcome).where(runs_table.c.batch == batch, runs_table.c.run_id == run_id)).first()
+            repair_id = conn.execute(
+                repairs_table.insert().values(
+                    batch=batch, run_id=run_id, plan=plan, mode=mode, reason=(reason or "")[:4000] or None,
+                    requested_by=(requested_by or "")[:250] or None, requested_at=now, keys=len(keys), sent=0,
+                    keep_dlq=keep_dlq, dlq_purged=0, outcome_before=run.outcome if run else None,
+                )
+            ).inserted_primary_key[0]
+            names = [k["key"] for k in keys]
+            for start in range(0, len(names), 500):
+                conn.execute(
+                    repair_keys_table.update()
+                    .where(rk.key.in_(names[start : start + 500]), rk.resolved_at.is_(None))
+                    .values(status_after="superseded", resolved_at=now)
+                )
+            if keys:
+                conn.execute(
+                    repair_keys_table.insert(),
+                    [
+                        {"repair_id": repair_id, "key": k["key"], "batch": batch, "run_id": run_id,
+                         "status_before": k["status"], "attempts_before": k.get("attempts")}
+                        for k in keys
+                    ],
+                )
+            if run is not None:
+                conn.execute(
+                    runs_table.update()
+                    .where(runs_table.c.batch == batch, runs_table.c.run_id == run_id)
+                    .values(outcome="open", closed_at=None, updated_at=now)
+                )
+        return int(repair_id)
+
+    def finish_repair_send(self, repair_id: int, sent: int, not_sent: Sequence[str]) -> None:
+        """After the send: how many went out; keys that could not be sent are closed as ``not_sent`` (they
+        count as failed again, so the ledger never waits for a result that cannot come)."""
+        self._ensure()
+        now = _now()
+        rk = repair_keys_table.c
+        with self._guard("record repair send"), self.engine.begin() as conn:
+            conn.execute(repairs_table.update().where(repairs_table.c.id == repair_id).values(sent=sent))
+            names = list(not_sent)
+            for start in range(0, len(names), 500):
+                conn.execute(
+                    repair_keys_table.update()
+                    .where(rk.repair_id == repair_id, rk.key.in_(names[start : start + 500]), rk.resolved_at.is_(None))
+                    .values(status_after="not_sent", resolved_at=now)
+                )
+
+    def repairs(self, batch: str, run_id: str) -> list[dict[str, Any]]:
+        """The run's repairs, oldest first, each with its counts of keys still open and resolved by status."""
+        self._ensure()
+        rk = repair_keys_table.c
+        with self._guard("read repairs"), self.engine.connect() as conn:
+            rows = [dict(m) for m in conn.execute(
+                sa.select(repairs_table).where(repairs_table.c.batch == batch, repairs_table.c.run_id == run_id).order_by(repairs_table.c.id)
+            ).mappings().all()]
+            for row in rows:
+                by_status = conn.execute(
+                    sa.select(sa.func.coalesce(rk.status_after, "open"), sa.func.count()).where(rk.repair_id == row["id"]).group_by(sa.func.coalesce(rk.status_after, "open"))
+                ).all()
+                row["keys_after"] = {str(s): int(n) for s, n in by_status}
+        return rows
+
+    def key_history(self, batch: str, run_id: str, key: str) -> list[dict[str, Any]]:
+        """One key across repairs: every repair's status and attempts before and after, oldest first."""
+        self._ensure()
+        rk = repair_keys_table.c
+        with self._guard("read key history"), self.engine.connect() as conn:
+            return [dict(m) for m in conn.execute(
+                sa.select(rk.repair_id, rk.status_before, rk.attempts_before, rk.status_after, rk.attempts_after, rk.resolved_at)
+                .where(rk.batch == batch, rk.run_id == run_id, rk.key == key)
+                .order_by(rk.repair_id)
+            ).mappings().all()]
+
+    def dlq_purge_candidates(self, batch: str, run_id: str) -> list[tuple[int, str]]:
+        """``(repair_id, key)`` of repaired keys whose new result succeeded, whose DLQ copies are not yet
+        purged, in repairs that did not ask to keep the DLQ."""
+        self._ensure()
+        rk, rp = repair_keys_table.c, repairs_table.c
+        with self._guard("read purge candidates"), self.engine.connect() as conn:
+            return [
+                (int(i), str(k))
+                for i, k in conn.execute(
+                    sa.select(rk.repair_id, rk.key)
+                    .join(repairs_table, rp.id == rk.repair_id)
+                    .where(rk.batch == batch, rk.run_id == run_id, rk.status_after == "succeeded", rk.dlq_purged_at.is_(None), rp.keep_dlq.is_(False))
+                ).all()
+            ]
+
+    def mark_dlq_purged(self, entries: Sequence[tuple[int, str]], deleted_by_repair: dict[int, int]) -> None:
+        """Record that the DLQ copies of these repaired keys are gone (``deleted_by_repair``: messages
+        deleted per repair id, added to ``batchq_repairs.dlq_purged``)."""
+        if not entries:
+            return
+        self._ensure()
+        now = _now()
+        rk = repair_keys_table.c
+        with self._guard("mark purged"), self.engine.begin() as conn:
+            for repair_id, key in entries:
+                conn.execute(repair_keys_table.update().where(rk.repair_id == repair_id, rk.key == key).values(dlq_purged_at=now))
+            for repair_id, n in deleted_by_repair.items():
+                conn.execute(repairs_table.update().where(repairs_table.c.id == repair_id).values(dlq_purged=repairs_table.c.dlq_purged + n))
+
+
+def _resolve_repaired(conn: Any, rows: Sequence[dict[str, Any]], now: datetime) -> None:
+    """The keys just applied close their open repair entries (status and attempts after): the ledger
+    counts them again. Runs in the apply transaction, so a result and its repair closing commit together."""
+    rk = repair_keys_table.c
+    keys = [row["key"] for row in rows]
+    open_keys = set(conn.execute(sa.select(rk.key).where(rk.key.in_(keys), rk.resolved_at.is_(None))).scalars().all())
+    for row in rows:
+        if row["key"] in open_keys:
+            conn.execute(
+                repair_keys_table.update()
+                .where(rk.key == row["key"], rk.resolved_at.is_(None))
+                .values(status_after=row["status"], attempts_after=row["attempts"], resolved_at=now)
             )
 
 
