@@ -7,6 +7,10 @@ The pattern, top to bottom:
   3. (workers outside Airflow process the input queue and put results on the results queue);
   4. wait for the input queue to empty, then drain results to the sink at a safe rate.
 
+Repair: a run that failed (more failures than tolerated) is repaired in place: fix the handler, then
+clear ``rerun_failed`` with its downstream tasks. It re-sends only that run's failed keys; the wait and
+the drain run as usual and ``purge_repaired_dlq`` removes their dead-letter copies (docs/runbook.md).
+
 The spec (include/specs/customer_batch.yaml) is validated when this file is parsed; nothing here touches
 AWS or Airflow Variables until a task runs. BATCHQ_CUSTOMER_BATCH_SPEC overrides the spec file.
 """
@@ -20,6 +24,7 @@ from airflow.sdk import dag
 
 from batchq.airflow.operators import EnsureQueuesOperator, FanOutOperator, plan_shards
 from batchq.airflow.operators.drain import ResultsDrainOperator
+from batchq.airflow.operators.repair import PurgeRepairedDlqOperator, RerunFailedOperator
 from batchq.airflow.sensors import QueueDrainedSensor
 from batchq.airflow.spec_sources import load_spec
 
@@ -46,7 +51,12 @@ def customer_batch():
     # ... then feed the results to the real-time system at a pace it can take, and close the run's ledger.
     drain_results = ResultsDrainOperator(task_id="drain_results", spec=SPEC, sink_conn_id="batchq_sink", max_rate=200)
 
-    fan_out >> wait_input_drained >> drain_results
+    # Repair path (idle on a normal run): a cleared, failed run re-sends only its failed keys here ...
+    rerun_failed = RerunFailedOperator(task_id="rerun_failed", spec=SPEC, sink_conn_id="batchq_sink")
+    # ... and once their new results succeeded, their dead-letter copies go.
+    purge_repaired_dlq = PurgeRepairedDlqOperator(task_id="purge_repaired_dlq", spec=SPEC, sink_conn_id="batchq_sink")
+
+    fan_out >> rerun_failed >> wait_input_drained >> drain_results >> purge_repaired_dlq
 
 
 customer_batch()
