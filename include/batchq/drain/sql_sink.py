@@ -589,9 +589,9 @@ class SqlSink:
             ).mappings().all()]
             for row in rows:
                 by_status = conn.execute(
-                    sa.select(sa.func.coalesce(rk.status_after, "open"), sa.func.count()).where(rk.repair_id == row["id"]).group_by(sa.func.coalesce(rk.status_after, "open"))
+                    sa.select(rk.status_after, sa.func.count()).where(rk.repair_id == row["id"]).group_by(rk.status_after)
                 ).all()
-                row["keys_after"] = {str(s): int(n) for s, n in by_status}
+                row["keys_after"] = {str(s or "open"): int(n) for s, n in by_status}
         return rows
 
     def key_history(self, batch: str, run_id: str, key: str) -> list[dict[str, Any]]:

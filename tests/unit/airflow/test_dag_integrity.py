@@ -72,8 +72,12 @@ def test_customer_batch_shape(monkeypatch):
     assert dag.catchup is False
     assert getattr(dag.timetable, "_expression", None) == "0 7 * * *" or "0 7 * * *" in repr(dag.timetable)
     plan, fan_out = dag.get_task("plan_shards"), dag.get_task("fan_out")
-    assert fan_out.upstream_task_ids == {"plan_shards"}
+    # is_new_run: a repair run (params.repair_run_id) skips the fan-out and re-sends only failed keys.
+    assert fan_out.upstream_task_ids == {"plan_shards", "is_new_run"}
     assert plan.downstream_task_ids == {"fan_out"}
+    assert dag.get_task("rerun_failed").upstream_task_ids == {"fan_out"}
+    assert dag.get_task("wait_input_drained").upstream_task_ids == {"rerun_failed"}
+    assert dag.get_task("purge_repaired_dlq").upstream_task_ids == {"drain_results"}
     # Provisioning is a task of its own that a reader sees, before planning (which creates nothing).
     assert plan.upstream_task_ids == {"ensure_queues"}
     assert type(dag.get_task("ensure_queues")).__name__ == "EnsureQueuesOperator"
