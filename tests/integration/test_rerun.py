@@ -113,6 +113,10 @@ def test_rerun_failed_sends_only_failed_keys_and_closes_green(setup, sqs_client,
     assert [m["Body"] for m in left] == ['{"not": "ours"}'], "only the repaired keys' copies are deleted"
     assert store.repairs(spec.name, plan.run_id)[0]["dlq_purged"] == 4
 
+    assert main([*base, "--history"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["run"]["outcome"] == "succeeded" and [r["keys_after"] for r in shown["repairs"]] == [{"succeeded": 4}]
+
     assert main([*base, "--failed"]) == 0, "nothing left to repair"
     assert json.loads(capsys.readouterr().out)["repair"]["selected"] == 0
 

@@ -31,6 +31,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     which.add_argument("--pending", action="store_const", dest="mode", const="pending", help="re-send planned keys that have no result at all")
     which.add_argument("--keys", metavar="FILE", help="re-send the keys listed in FILE (one per line; - for stdin)")
     which.add_argument("--purge-dlq", action="store_const", dest="mode", const="purge", help="only delete the DLQ copies of repaired keys whose new result succeeded")
+    which.add_argument("--history", action="store_const", dest="mode", const="history", help="show the run's repairs (who, when, why, keys before/after); sends nothing")
     p.add_argument("--dry-run", action="store_true", help="show what would be sent; send and record nothing")
     p.add_argument("--keep-dlq", action="store_true", help="keep the DLQ copies of the repaired keys (default: purge once their new results succeed)")
     p.add_argument("--reason", default=None, help="why (recorded in the ledger)")
@@ -62,6 +63,9 @@ def cmd_rerun(args: argparse.Namespace) -> int:
     store = SqlSink(args.store)
     try:
         run = store.get_run(spec.name, args.run_id)
+        if mode == "history":
+            print(json.dumps({"run": run, "repairs": store.repairs(spec.name, args.run_id)}, default=str, indent=1), flush=True)
+            return 0
         dag_id = args.dag_id or (run or {}).get("dag_id")
         plan = Plan(spec, args.run_id, dag_id=dag_id)
         client = sqs_client(endpoint_url=args.endpoint_url, region_name=args.region)
