@@ -28,13 +28,13 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-
 from batchq.drain import SqlSink
 from batchq.drain.sql_sink import results_table
 from batchq.plan import Plan
 from batchq.queues import ensure_queues
 from batchq.spec import BatchSpec
 from batchq.sqs import get_snapshot
+
 from tests.support.sqs_fault_proxy import SqsFaultProxy
 
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres, pytest.mark.slow]
@@ -145,7 +145,7 @@ def test_failed_run_is_repaired_in_place(airflow_home, repair_spec, broken_worke
         (repair,) = store.repairs(spec.name, run_id)
         assert (repair["outcome_before"], repair["outcome_after"], repair["keys"], repair["sent"], repair["dlq_purged"]) == ("failed", "succeeded", 8, 8, 8)
         assert repair["requested_by"].startswith("airflow:customer_batch.rerun_failed")
-        history = store.key_history(spec.name, run_id, sorted(broken)[0])
+        history = store.key_history(spec.name, run_id, min(broken))
         assert [(h["status_before"], h["status_after"]) for h in history] == [("failed", "succeeded")]
         assert history[0]["attempts_before"] >= 1 and history[0]["attempts_after"] >= 1
     finally:

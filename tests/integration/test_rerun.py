@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from batchq.cli import main
 from batchq.drain import RunLedger, SqlSink
 from batchq.messages import ErrorInfo, WorkResult, parse_payload
@@ -76,7 +75,7 @@ def failed_run(plan, store, client, urls, failing: int = 4):
 
 def test_rerun_failed_sends_only_failed_keys_and_closes_green(setup, sqs_client, capsys):
     path, spec, plan, store, urls = setup
-    ledger, failed, bodies = failed_run(plan, store, sqs_client, urls)
+    ledger, failed, _ = failed_run(plan, store, sqs_client, urls)
     send_message(sqs_client, urls.input_dlq, '{"not": "ours"}')  # another message on the DLQ stays
     base = ["rerun", "--spec", str(path), "--run-id", plan.run_id, "--store", str(store.engine.url)]
 
@@ -150,7 +149,7 @@ def test_rerun_pending_sends_the_keys_without_result(setup, sqs_client):
 
 
 def test_rerun_refuses_another_plan(setup, sqs_client, tmp_path):
-    path, spec, plan, store, urls = setup
+    path, _, plan, store, urls = setup
     failed_run(plan, store, sqs_client, urls)
     changed = tmp_path / "changed.yaml"
     changed.write_text(path.read_text().replace("c6]", "c6, c7]"))

@@ -4,7 +4,6 @@ a SQLite store (reopen, pending while repairing, closed by the new result, super
 from __future__ import annotations
 
 import pytest
-
 from batchq.drain import RunLedger, SqlSink
 from batchq.messages import ErrorInfo, WorkResult, parse_payload
 from batchq.plan import Plan

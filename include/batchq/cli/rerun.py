@@ -44,7 +44,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _read_keys(path: str) -> list[str]:
-    text = sys.stdin.read() if path == "-" else open(path, encoding="utf-8").read()
+    if path == "-":
+        text = sys.stdin.read()
+    else:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
     return [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
 
 
@@ -52,7 +56,13 @@ def cmd_rerun(args: argparse.Namespace) -> int:
     from batchq.aws import sqs_client
     from batchq.drain import SqlSink
     from batchq.plan import Plan
-    from batchq.repair import RepairError, check_plan, purge_repaired_dlq, rerun, wait_repaired
+    from batchq.repair import (
+        RepairError,
+        check_plan,
+        purge_repaired_dlq,
+        rerun,
+        wait_repaired,
+    )
     from batchq.spec import BatchSpec
     from batchq.sqs import get_queue_url
 
