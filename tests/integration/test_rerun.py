@@ -7,6 +7,8 @@ worker-and-Airflow path is tests/e2e/test_customer_batch_repair.py."""
 from __future__ import annotations
 
 import json
+import threading
+import time
 
 import pytest
 from batchq.cli import main
@@ -138,14 +140,31 @@ def test_rerun_keys_refuses_unknown_keys_and_sends_nothing(setup, sqs_client, tm
     assert len(receive_messages(sqs_client, urls.input_dlq, max_messages=10, wait_seconds=1)) == 4, "--keep-dlq keeps the copies"
 
 
-def test_rerun_pending_sends_the_keys_without_result(setup, sqs_client):
+def test_rerun_pending_waits_for_the_new_results(setup, sqs_client, capsys):
     path, spec, plan, store, urls = setup
     keys = sorted(k for s in plan.shards() for k, _ in plan.iter_bodies(s))
-    RunLedger(store, spec.name, plan.run_id, plan.expected, plan=plan.fingerprint, dag_id=plan.dag_id)
+    ledger = RunLedger(store, spec.name, plan.run_id, plan.expected, plan=plan.fingerprint, dag_id=plan.dag_id)
     store.apply([result(plan, k, "succeeded") for k in keys[3:]])  # three results were lost
     base = ["rerun", "--spec", str(path), "--run-id", plan.run_id, "--store", str(store.engine.url)]
-    assert main([*base, "--pending"]) == 0
-    assert sorted(drain_keys(sqs_client, urls.input)) == keys[:3]
+
+    def worker_and_drain():
+        """Stands in for the workers and the drain: results for what the input queue receives."""
+        got: list[str] = []
+        deadline = time.monotonic() + 60
+        while len(got) < 3 and time.monotonic() < deadline:
+            got += drain_keys(sqs_client, urls.input)
+        store.apply([result(plan, k, "succeeded") for k in got])
+        received.extend(got)
+
+    received: list[str] = []
+    helper = threading.Thread(target=worker_and_drain)
+    helper.start()
+    assert main([*base, "--pending", "--wait", "90"]) == 0
+    helper.join(90)
+    out = json.loads(capsys.readouterr().out)
+    assert sorted(received) == keys[:3], "only the keys without a result"
+    assert out["after"] == {"succeeded": 3} and out["purge"]["deleted"] == 0
+    assert ledger.status().ok
 
 
 def test_rerun_refuses_another_plan(setup, sqs_client, tmp_path):
