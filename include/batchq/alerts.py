@@ -316,10 +316,11 @@ class BacklogAlerts:
         if self.last_backlog is None or snap.backlog < self.last_backlog or snap.backlog == 0 or self.progress_at is None:
             self.progress_at = snap.taken_at
         self.last_backlog = snap.backlog
-        # Evenly spaced points over the window: the newest replaces the previous one until it is far
-        # enough from the one before, so fast polling cannot shrink the window.
+        # Evenly spaced points over the window: the newest point is provisional (replaced by the next
+        # one) until it lies ``spacing`` after the point before it, so fast polling cannot shrink the
+        # window nor grow the state.
         spacing = self.policy.window_s / MAX_WINDOW_POINTS
-        if len(self.window) >= 2 and snap.taken_at - self.window[-2].taken_at < spacing:
+        if len(self.window) >= 2 and self.window[-1].taken_at - self.window[-2].taken_at < spacing:
             self.window[-1] = snap
         else:
             self.window.append(snap)
