@@ -5,8 +5,9 @@
 *resolved*. Five kinds (:class:`AlertKind`):
 
 * ``growing`` — the backlog's robust trend (Theil–Sen slope over ``window_s``) rose by more than
-  ``max(growth_min_messages, growth_fraction × expected)`` while consumers exist (something was in
-  flight or the backlog stepped down in the window): the workers cannot keep up.
+  ``max(growth_min_messages, growth_fraction × expected)``, is still rising over the recent half of the
+  window, and consumers exist (something was in flight or the backlog stepped down in the window): the
+  workers cannot keep up.
 * ``stalled`` — backlog > 0 and no progress (no step down) for ``stall_after_s``: nobody is consuming.
 * ``old`` — the oldest message is older than ``max_age_s`` (only when the caller knows the age).
 * ``dead_letters`` — the DLQ holds at least ``dlq_threshold`` messages.
@@ -218,8 +219,11 @@ def evaluate(
             consumers = stepped_down or any(s.in_flight > 0 for s in window)
             needed = max(policy.growth_min_messages, policy.growth_fraction * (expected or window[0].backlog))
             rise = slope * span
+            # Still rising now: consumers that just arrived and turned the curve down are not "losing".
+            recent = [s for s in window if s.taken_at >= last.taken_at - span / 2]
+            rising_now = (theil_sen_slope([s.taken_at for s in recent], [s.backlog for s in recent]) or 0.0) > 0
             out["growing"] = _Verdict(
-                consumers and rise >= needed and rise > 0,
+                consumers and rising_now and rise >= needed and rise > 0,
                 slope <= 0,
                 f"backlog {backlog}{of} growing {_fmt_rate(slope)} over {span:.0f}s while consumers are active",
             )
