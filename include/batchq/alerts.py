@@ -6,8 +6,8 @@
 
 * ``growing`` — the backlog's robust trend (Theil–Sen slope over ``window_s``) rose by more than
   ``max(growth_min_messages, growth_fraction × expected)``, is still rising over the recent half of the
-  window, and consumers exist (something was in flight or the backlog stepped down in the window): the
-  workers cannot keep up.
+  window, and consumers exist (in at least half of the window's snapshots something was in flight or
+  the backlog stepped down): the workers cannot keep up.
 * ``stalled`` — backlog > 0 and no progress (no step down) for ``stall_after_s``: nobody is consuming.
 * ``old`` — the oldest message is older than ``max_age_s`` (only when the caller knows the age).
 * ``dead_letters`` — the DLQ holds at least ``dlq_threshold`` messages.
@@ -215,8 +215,11 @@ def evaluate(
             out["growing"] = _UNKNOWN
         else:
             slope = theil_sen_slope([s.taken_at for s in window], [s.backlog for s in window]) or 0.0
-            stepped_down = any(b.backlog < a.backlog for a, b in zip(window, window[1:]))
-            consumers = stepped_down or any(s.in_flight > 0 for s in window)
+            # Consumers existed over the window, not just at its end: a snapshot shows one when something
+            # is in flight or the backlog stepped down since the previous one; half of them must. (Workers
+            # that appear as the curve turns are the fix arriving, not workers losing ground.)
+            busy = sum(1 for i, s in enumerate(window) if s.in_flight > 0 or (i and s.backlog < window[i - 1].backlog))
+            consumers = busy >= len(window) / 2
             needed = max(policy.growth_min_messages, policy.growth_fraction * (expected or window[0].backlog))
             rise = slope * span
             # Still rising now: consumers that just arrived and turned the curve down are not "losing".

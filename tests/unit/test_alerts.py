@@ -65,6 +65,13 @@ def test_growing_needs_consumers_stalled_does_not():
     assert seen[0][0] >= POLICY.stall_after_s
 
 
+def test_workers_arriving_as_the_curve_turns_are_not_growing():
+    # Grows with nobody consuming, then the first receive puts messages in flight (backlog unchanged).
+    points = [(t, 5 + t, 0) for t in range(0, 60, 5)] + [(60, 55, 10), (62, 60, 10)]
+    _, seen = feed(BacklogAlerts(policy=AlertPolicy(**{**POLICY.to_dict(), "kinds": ["growing"]})), points)
+    assert seen == []
+
+
 def test_stalled_resolves_after_progress_and_a_noisy_clear_does_not_flap():
     det = BacklogAlerts(policy=AlertPolicy(**{**POLICY.to_dict(), "kinds": ["stalled"]}))
     stuck = [(t, 50, 0) for t in range(0, 50, 5)]
