@@ -16,7 +16,6 @@ import os
 
 import pendulum
 from airflow.sdk import dag
-
 from batchq.airflow.notifiers import load_notifiers
 from batchq.airflow.queue_health import QueueHealthOperator
 

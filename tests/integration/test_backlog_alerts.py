@@ -18,8 +18,8 @@ import time
 import pytest
 from airflow.sdk import BaseNotifier
 from airflow.sdk.exceptions import TaskDeferred
-
 from batchq.sqs import delete_messages, get_snapshot, receive_messages, send_message
+
 from tests.support.airflow_conn import set_aws_connection
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
@@ -82,7 +82,7 @@ def play_triggerer(sensor, context, timeout: float = 90) -> tuple[dict, int]:
     while True:
         deferrals += 1
         # The triggerer rebuilds the trigger from its serialised kwargs: so does the harness.
-        classpath, kwargs = current.trigger.serialize()
+        _classpath, kwargs = current.trigger.serialize()
         json.dumps(kwargs)
         trigger = type(current.trigger)(**kwargs)
         event = asyncio.run(_first_event(trigger, timeout=max(1.0, deadline - time.monotonic())))

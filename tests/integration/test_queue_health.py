@@ -6,13 +6,14 @@ resolve, and a missing queue is reported, not raised. Rounds are 5 minutes apart
 from __future__ import annotations
 
 import json
+from typing import ClassVar
 
 import pytest
 from airflow.sdk import BaseNotifier
-
 from batchq.alerts import AlertPolicy
 from batchq.spec import BatchSpec, QueueSpec
 from batchq.sqs import delete_messages, receive_messages, send_bodies, send_message
+
 from tests.support.airflow_conn import set_aws_connection
 
 pytestmark = pytest.mark.integration
@@ -21,7 +22,7 @@ CONN_ID = "batchq_health_test"
 
 
 class Recorder(BaseNotifier):
-    calls: list = []
+    calls: ClassVar[list] = []
 
     def notify(self, context):
         Recorder.calls.append((context["batchq_queue"], context["batchq_alert"]["kind"], context["batchq_alert"]["state"]))

@@ -8,7 +8,6 @@ import json
 from datetime import datetime, timezone
 
 import pytest
-
 from batchq.alerts import (
     AlertPolicy,
     BacklogAlerts,
@@ -59,7 +58,7 @@ def test_growing_fires_once_while_consumers_are_busy_and_resolves():
 
 def test_growing_needs_consumers_stalled_does_not():
     # Messages keep arriving, nothing in flight, never a step down: nobody consumes.
-    det, seen = feed(BacklogAlerts(policy=POLICY), [(t, 5 + t, 0) for t in range(0, 80, 5)])
+    _, seen = feed(BacklogAlerts(policy=POLICY), [(t, 5 + t, 0) for t in range(0, 80, 5)])
     kinds = [k for _, k, s in seen if s == "fired"]
     assert kinds == ["stalled"]
     assert seen[0][0] >= POLICY.stall_after_s
@@ -85,7 +84,7 @@ def test_stalled_resolves_after_progress_and_a_noisy_clear_does_not_flap():
 
 
 def test_fires_once_per_episode_even_while_the_condition_persists():
-    det, seen = feed(BacklogAlerts(policy=AlertPolicy(**{**POLICY.to_dict(), "kinds": ["stalled"]})), [(t, 9, 0) for t in range(0, 300, 5)])
+    _, seen = feed(BacklogAlerts(policy=AlertPolicy(**{**POLICY.to_dict(), "kinds": ["stalled"]})), [(t, 9, 0) for t in range(0, 300, 5)])
     assert [s[1:] for s in seen] == [("stalled", "fired")]
 
 

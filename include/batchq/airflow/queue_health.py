@@ -10,8 +10,8 @@ alert gauges. The detectors' state lives in one Airflow Variable (JSON), so tren
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 from airflow.providers.amazon.aws.operators.base_aws import AwsBaseOperator

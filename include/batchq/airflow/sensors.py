@@ -33,7 +33,13 @@ from airflow.sdk.exceptions import (
 from batchq.airflow import settings
 from batchq.airflow.hook import BatchqSqsHook
 from batchq.airflow.metrics import emit_queue_gauges, queue_tag
-from batchq.airflow.notifiers import check_notifiers, emit_alert_gauges, notify_changes, push_episodes, run_deadline
+from batchq.airflow.notifiers import (
+    check_notifiers,
+    emit_alert_gauges,
+    notify_changes,
+    push_episodes,
+    run_deadline,
+)
 from batchq.airflow.triggers import BACKLOG_ALERT_REASON, QueueDrainedTrigger
 from batchq.alerts import AlertChange, AlertPolicy, BacklogAlerts, parse_clock
 from batchq.health import SERIES_FIELDS, InputWait, WaitOutcome, WaitReason

@@ -8,11 +8,16 @@ import asyncio
 import importlib
 import json
 import time
+from typing import ClassVar
 
 import pytest
 from airflow.sdk import BaseNotifier
-
-from batchq.airflow.notifiers import check_notifiers, load_notifiers, notify_changes, run_deadline
+from batchq.airflow.notifiers import (
+    check_notifiers,
+    load_notifiers,
+    notify_changes,
+    run_deadline,
+)
 from batchq.airflow.triggers import BACKLOG_ALERT_REASON, QueueDrainedTrigger
 from batchq.alerts import AlertChange, AlertPolicy, BacklogAlerts
 from batchq.health import InputWait, QueueSnapshot
@@ -76,7 +81,7 @@ def test_the_trigger_hands_an_alert_over_in_a_json_event(monkeypatch):
 
 class Recorder(BaseNotifier):
     template_fields = ("text",)
-    calls: list = []
+    calls: ClassVar[list] = []
 
     def __init__(self, text="{{ batchq_alert.kind }}/{{ batchq_alert.state }}"):
         super().__init__()
