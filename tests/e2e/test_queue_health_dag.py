@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from batchq.sqs import send_message
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]
