@@ -184,3 +184,31 @@ def test_without_notifiers_alerts_are_recorded_and_the_wait_never_hands_over(sqs
     result, deferrals = play_triggerer(sensor, {"ti": ti, "dag": None})
     assert result["reason"] == "drained" and deferrals == 1
     assert [(e["kind"], e["resolved_at"] is not None) for e in ti.pushed["alert_episodes"]] == [("stalled", True)]
+
+
+def test_poke_path_runs_the_same_detector_and_notifies_in_the_task(sqs_client, make_queue, sqs_endpoint, monkeypatch):
+    from batchq.airflow.sensors import QueueDrainedSensor
+
+    set_aws_connection(monkeypatch, CONN_ID, sqs_endpoint)
+    url = make_queue()
+    for i in range(3):
+        send_message(sqs_client, url, f"m{i}")
+    notifier = RecordingNotifier("{{ batchq_alert.kind }} {{ batchq_alert.state }}")
+    sensor = QueueDrainedSensor(
+        task_id="w", queue_name=url, aws_conn_id=CONN_ID, deferrable=False, stable_for=0.5, poll_interval=0.2, timeout=60,
+        on_backlog_alert=[notifier], alert_policy={"stall_after_s": 1.0, "resolve_after_s": 0.3},
+    )
+    ti = FakeTI()
+    deadline = time.monotonic() + 50
+    while not notifier.fired.is_set() and time.monotonic() < deadline:
+        assert sensor.poke({"ti": ti}) is False
+        time.sleep(0.2)
+    assert notifier.calls == [("stalled", "fired", "stalled fired")]
+    delete_messages(sqs_client, url, receive_messages(sqs_client, url, max_messages=10, wait_seconds=1))
+    done = False
+    while not done and time.monotonic() < deadline:
+        done = sensor.poke({"ti": ti})
+        time.sleep(0.2)
+    assert done and done.xcom_value["reason"] == "drained"
+    assert notifier.calls[1:] == [("stalled", "resolved", "stalled resolved")]
+    assert [(e["kind"], e["resolved_at"] is not None) for e in ti.pushed["alert_episodes"]] == [("stalled", True)]
