@@ -128,7 +128,7 @@ class QueueDrainedSensor(AwsBaseSensor[BatchqSqsHook]):
         self.max_points = max_points
         self.deferrable = deferrable
         self.on_backlog_alert = check_notifiers(on_backlog_alert, self.task_id)
-        self.alert_policy = alert_policy if isinstance(alert_policy, AlertPolicy) else AlertPolicy.from_dict(alert_policy or {})
+        self.alert_policy = _alert_policy(alert_policy, self.task_id)
         if alert_deadline:
             parse_clock(alert_deadline)  # a bad deadline fails at parse time, naming itself
         self.alert_deadline = alert_deadline
@@ -246,3 +246,14 @@ class QueueDrainedSensor(AwsBaseSensor[BatchqSqsHook]):
         if outcome.reason is WaitReason.DLQ_THRESHOLD:
             raise AirflowFailException(f"{self.task_id}: {outcome.message}; last snapshot: {shown}")
         raise AirflowException(f"{self.task_id}: waiting for {queue_url} failed ({outcome.reason.value}): {outcome.message}; last snapshot: {shown}")
+
+
+def _alert_policy(value: AlertPolicy | dict[str, Any] | None, task_id: str) -> AlertPolicy:
+    """The sensor's ``alert_policy`` argument, strictly: a misspelt threshold is an error, not ignored."""
+    if value is None or isinstance(value, AlertPolicy):
+        return value or AlertPolicy()
+    try:
+        return AlertPolicy(**{k: tuple(v) if k == "kinds" else v for k, v in dict(value).items()})
+    except TypeError as exc:
+        known = ", ".join(AlertPolicy.__dataclass_fields__)
+        raise ValueError(f"{task_id}: alert_policy: {exc} (known: {known})") from None

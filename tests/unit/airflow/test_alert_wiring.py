@@ -127,3 +127,21 @@ def test_run_deadline_uses_the_dag_timezone_and_the_runs_date():
     ctx = {"dag": Dag(), "logical_date": pendulum.datetime(2026, 1, 15, 12, 0, tz="UTC")}  # 07:00 in New York
     assert run_deadline(ctx, "08:00") == pendulum.datetime(2026, 1, 15, 13, 0, tz="UTC").timestamp()
     assert run_deadline(ctx, None) is None
+
+
+def test_sensor_alert_arguments_fail_at_parse_time_with_clear_messages():
+    from batchq.airflow.sensors import QueueDrainedSensor
+
+    def sensor(**kw):
+        return QueueDrainedSensor(task_id="wait", queue_name="http://h/1/q", **kw)
+
+    with pytest.raises(ValueError, match=r"alert_policy: .*'stall_after'.*known: window_s"):
+        sensor(alert_policy={"stall_after": 3})
+    with pytest.raises(ValueError, match="stall_after_s must be > 0"):
+        sensor(alert_policy={"stall_after_s": 0})
+    with pytest.raises(ValueError, match="HH:MM"):
+        sensor(alert_deadline="8 o'clock")
+    with pytest.raises(TypeError, match=r"on_backlog_alert\[0\]"):
+        sensor(on_backlog_alert=["slack"])
+    s = sensor(alert_policy={"kinds": ["late"]}, alert_deadline="07:30", on_backlog_alert=Recorder())
+    assert s.alert_policy.kinds == ("late",) and len(s.on_backlog_alert) == 1
