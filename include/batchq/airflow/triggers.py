@@ -24,7 +24,8 @@ too (and resolves backlog alerts when the queue drained).
 The wait object's state is not carried across a triggerer restart: Airflow rebuilds a trigger from the
 kwargs stored when the task deferred. What matters survives: ``deadline`` and ``started_at`` are
 absolute, so a restart neither extends the wait nor resets ``waited_s``; the stability window restarts
-(it can only make the wait more careful).
+(it can only make the wait more careful), and the alert detector resumes from its state at the last
+deferral.
 """
 
 from __future__ import annotations
@@ -191,7 +192,7 @@ class QueueDrainedTrigger(_SqsTrigger):
     :param emit_metrics: send queue-lag gauges through Airflow's metrics on every poll.
     :param started_at: epoch seconds the wait began (for ``waited_s``; set by the sensor).
     :param wait_state: a :meth:`batchq.health.InputWait.to_dict` to continue from (a re-deferral after
-        a backlog alert); the other wait arguments then only validate.
+        a backlog alert); it carries its own deadline, window and series, so it wins over the arguments.
     :param alerts: :meth:`batchq.alerts.BacklogAlerts.to_dict` to evaluate backlog alerts from
         (``None``: no alerts).
     :param alert_events: end with a ``backlog_alert`` event whenever an alert fires or resolves (the
