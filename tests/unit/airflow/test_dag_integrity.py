@@ -48,7 +48,10 @@ def no_variables(monkeypatch):
 
 
 def load_dagbag():
-    from airflow.dag_processing.dagbag import DagBag
+    try:
+        from airflow.dag_processing.dagbag import DagBag
+    except ImportError:  # Airflow < 3.2 (the oldest supported release is tested in CI too)
+        from airflow.models.dagbag import DagBag
 
     return DagBag(dag_folder=str(DAGS))
 
