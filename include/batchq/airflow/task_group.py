@@ -24,6 +24,7 @@ from airflow.sdk import TaskGroup, task
 from batchq.airflow import settings
 from batchq.airflow.operators import FanOutOperator, plan_shards
 from batchq.airflow.operators.drain import ResultsDrainOperator
+from batchq.airflow.operators.fanout import SHARD_MAP_INDEX_TEMPLATE
 from batchq.airflow.sensors import QueueDrainedSensor
 from batchq.airflow.spec_sources import load_spec
 from batchq.spec import BatchSpec
@@ -109,8 +110,10 @@ class BatchTaskGroup(TaskGroup):
             self.provision = ensure_queues(spec=spec_arg, **aws) if provision else None
             if self.provision is not None:
                 self.provision >> self.plan
+            fan_out_options = {"map_index_template": SHARD_MAP_INDEX_TEMPLATE, **aws, **dict(fan_out_kwargs or {})}
+            # map_index_template explicitly: Airflow 3.2's .partial() ignores the operator's signature default.
             self.fan_out = FanOutOperator.partial(
-                task_id="fan_out", spec=spec_arg, max_in_flight=max_in_flight, **aws, **dict(fan_out_kwargs or {})
+                task_id="fan_out", spec=spec_arg, max_in_flight=max_in_flight, **fan_out_options
             ).expand(shard=self.plan)
             self.wait = QueueDrainedSensor(
                 task_id="wait_input_drained",
