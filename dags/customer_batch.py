@@ -1,7 +1,8 @@
 """customer_batch: every customer × job type × period, fanned out to SQS daily at 07:00 — in one line.
 
 ``BatchTaskGroup`` wires the pattern from the spec (include/specs/customer_batch.yaml):
-  1. ensure_queues      — create/converge the input and results queues and their DLQs (idempotent);
+  1. ensure_queues      — create/converge the input and results queues and their DLQs (idempotent;
+                          EnsureQueuesOperator);
   2. plan_shards        — resolve the spec, count payloads, split into index-range shards;
   3. fan_out            — one mapped task per shard sends its payloads to the input queue;
   4. (workers outside Airflow process the input queue and put results on the results queue);

@@ -10,11 +10,10 @@ from __future__ import annotations
 import pendulum
 from airflow.sdk import dag
 
-from batchq.airflow.operators import FanOutOperator, plan_shards
+from batchq.airflow.operators import EnsureQueuesOperator, FanOutOperator, plan_shards
 from batchq.airflow.operators.drain import ResultsDrainOperator
 from batchq.airflow.sensors import QueueDrainedSensor
 from batchq.airflow.spec_sources import load_spec
-from batchq.airflow.task_group import ensure_queues
 
 SPEC = "customer_batch"  # a spec name in [batchq] spec_dir (include/specs/customer_batch.yaml)
 load_spec(SPEC)  # parse-time validation: a bad spec is an import error naming the field and value
@@ -30,8 +29,8 @@ load_spec(SPEC)  # parse-time validation: a bad spec is an import error naming t
 )
 def customer_batch_explicit():
     # 1. Provision the queues (idempotent), then plan the run into index-range shards.
-    shards = plan_shards(spec=SPEC, provision=False)
-    ensure_queues(spec=SPEC) >> shards
+    ensure_queues = EnsureQueuesOperator(task_id="ensure_queues", spec=SPEC)
+    shards = plan_shards(spec=SPEC, queues=ensure_queues.output)
 
     # 2. One mapped fan-out task per shard.
     fan_out = FanOutOperator.partial(task_id="fan_out", spec=SPEC).expand(shard=shards)

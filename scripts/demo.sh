@@ -155,8 +155,8 @@ RESULTS_DB="$DEMO_HOME/results.db"
 rm -f "$RESULTS_DB"
 export AIRFLOW_CONN_BATCHQ_SINK="sqlite:///$RESULTS_DB"
 # Emulator counters are exact: a short stability window keeps the demo quick (AWS: keep 60 s).
-export AIRFLOW__BATCHQ__DRAIN_STABLE_FOR_S="${BATCHQ_DEMO_STABLE_FOR_S:-5}"
-export AIRFLOW__BATCHQ__DRAIN_POLL_INTERVAL_S=1
+export AIRFLOW__BATCHQ__WAIT_STABLE_FOR_S="${BATCHQ_DEMO_STABLE_FOR_S:-5}"
+export AIRFLOW__BATCHQ__WAIT_POLL_INTERVAL_S=1
 
 # ---------------------------------------------------------------------------------------------- 5. the DAG
 say "5. airflow dags test customer_batch $LOGICAL_DATE (live view; full log: $DEMO_HOME/dags-test.log)"

@@ -44,8 +44,7 @@ def test_every_example_dag_imports(monkeypatch):
 
 @pytest.mark.integration
 def test_the_task_groups_tasks_send_exactly_the_planned_payloads(sqs_endpoint, sqs_client, monkeypatch, tmp_path):
-    from batchq.airflow.operators import FanOutOperator, plan_shards
-    from batchq.airflow.task_group import ensure_queues
+    from batchq.airflow.operators import EnsureQueuesOperator, FanOutOperator, plan_shards
     from batchq.plan import Plan
     from batchq.spec import BatchSpec
     from tests.support.queues import take_all_bodies
@@ -58,9 +57,9 @@ def test_the_task_groups_tasks_send_exactly_the_planned_payloads(sqs_endpoint, s
         "name: astro_check\ndimensions:\n  customer: [c1, c2, c3, c4, c5]\n  job_type: [classification, segmentation]\n"
         f"target_payloads_per_shard: 4\nqueues: {{input: {base}-in, results: {base}-out}}\n"
     )
-    urls = ensure_queues.function(spec=str(spec_path))
+    urls = EnsureQueuesOperator(task_id="ensure_queues", spec=str(spec_path)).execute({})
     try:
-        shards = plan_shards.function(spec=str(spec_path), provision=False, run_id="astro-run")
+        shards = plan_shards.function(spec=str(spec_path), queues=urls, run_id="astro-run")
         assert len(shards) > 1 and {s["queue_url"] for s in shards} == {urls["input"]}
         for shard in shards:
             FanOutOperator(task_id="fan_out", spec=str(spec_path), shard=shard, run_id="astro-run").execute({})

@@ -19,10 +19,9 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from airflow.sdk import TaskGroup, task
+from airflow.sdk import TaskGroup
 
-from batchq.airflow import settings
-from batchq.airflow.operators import FanOutOperator, plan_shards
+from batchq.airflow.operators import EnsureQueuesOperator, FanOutOperator, plan_shards
 from batchq.airflow.operators.drain import ResultsDrainOperator
 from batchq.airflow.operators.fanout import SHARD_MAP_INDEX_TEMPLATE
 from batchq.airflow.sensors import QueueDrainedSensor
@@ -31,19 +30,6 @@ from batchq.spec import BatchSpec
 
 #: Task ids inside the group (prefixed with the group id unless ``prefix_group_id=False``).
 TASK_IDS = ("ensure_queues", "plan_shards", "fan_out", "wait_input_drained", "drain_results")
-
-
-@task(task_id="ensure_queues")
-def ensure_queues(spec: BatchSpec | str, aws_conn_id: str | None = None) -> dict[str, Any]:
-    """Create or converge the spec's input/results queues and their DLQs (idempotent); returns their URLs.
-
-    :param spec: a :class:`BatchSpec`, a YAML path, or a spec name in ``[batchq] spec_dir``.
-    :param aws_conn_id: AWS connection (default ``[batchq] default_aws_conn_id``).
-    """
-    from batchq.airflow.hook import BatchqSqsHook
-
-    hook = BatchqSqsHook(aws_conn_id=aws_conn_id or settings.default_aws_conn_id())
-    return hook.ensure_queues(load_spec(spec).queues).to_dict()
 
 
 def _spec_arg(spec: BatchSpec | str | os.PathLike[str]) -> BatchSpec | str:
@@ -61,8 +47,8 @@ class BatchTaskGroup(TaskGroup):
     :param max_rate: results per second the drain writes to the sink (``None``: no cap).
     :param group_id: the group's id (default: the spec's name).
     :param aws_conn_id: AWS connection for every task (default ``[batchq] default_aws_conn_id``).
-    :param provision: add the ``ensure_queues`` task (default True); ``False`` expects the queues to
-        exist (e.g. provisioned by Terraform) and plans against them.
+    :param provision: add the ``ensure_queues`` task (:class:`EnsureQueuesOperator`, default True);
+        ``False`` expects the queues to exist (e.g. provisioned by Terraform) and plans against them.
     :param max_in_flight: SendMessageBatch calls in flight per fan-out task.
     :param stable_for: seconds the input queue must read empty before draining.
     :param poll_interval: seconds between queue polls of the wait.
@@ -106,10 +92,13 @@ class BatchTaskGroup(TaskGroup):
         spec_arg = _spec_arg(spec)
         aws = {"aws_conn_id": aws_conn_id} if aws_conn_id else {}
         with self:
-            self.plan = plan_shards(spec=spec_arg, provision=False, **aws)
-            self.provision = ensure_queues(spec=spec_arg, **aws) if provision else None
-            if self.provision is not None:
-                self.provision >> self.plan
+            if provision:
+                # Planning takes the provisioned URLs (no lookup) and so runs after provisioning.
+                self.provision = EnsureQueuesOperator(task_id="ensure_queues", spec=spec_arg, **aws)
+                self.plan = plan_shards(spec=spec_arg, queues=self.provision.output, **aws)
+            else:
+                self.provision = None
+                self.plan = plan_shards(spec=spec_arg, **aws)  # looks the queues up; names the gap if missing
             fan_out_options = {"map_index_template": SHARD_MAP_INDEX_TEMPLATE, **aws, **dict(fan_out_kwargs or {})}
             # map_index_template explicitly: Airflow 3.2's .partial() ignores the operator's signature default.
             self.fan_out = FanOutOperator.partial(

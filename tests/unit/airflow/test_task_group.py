@@ -73,16 +73,17 @@ def test_every_option_reaches_its_operator():
     for op in (wait, drain):
         assert op.aws_conn_id == "aws_batch"
     assert fan_out.partial_kwargs["aws_conn_id"] == "aws_batch"
-    # Provisioning and planning get the same connection (their task arguments).
-    for task_id in ("nightly.ensure_queues", "nightly.plan_shards"):
-        assert dag.get_task(task_id).op_kwargs["aws_conn_id"] == "aws_batch"
+    # Provisioning and planning get the same connection.
+    assert dag.get_task("nightly.ensure_queues").aws_conn_id == "aws_batch"
+    assert dag.get_task("nightly.plan_shards").op_kwargs["aws_conn_id"] == "aws_batch"
 
 
 def test_provision_false_plans_against_existing_queues():
     dag, _ = build(provision=False)
     assert "customer_batch.ensure_queues" not in dag.task_ids
     assert upstream(dag, "customer_batch.plan_shards") == set()
-    assert dag.get_task("customer_batch.plan_shards").op_kwargs["provision"] is False
+    assert "provision" not in dag.get_task("customer_batch.plan_shards").op_kwargs  # plans, creates nothing
+    assert "queues" not in dag.get_task("customer_batch.plan_shards").op_kwargs
 
 
 def test_two_groups_in_one_dag_keep_apart(tmp_path):
