@@ -165,7 +165,8 @@ started=$(date +%s)
 DAG_PID=$!
 track_pid "$DAG_PID"
 "$PY" scripts/demo_progress.py watch --spec "$SPEC" --sink-db "$RESULTS_DB" --statsd-port "$STATSD_PORT" \
-  --pid "$DAG_PID" --log "$DEMO_HOME/dags-test.log" --series "$DEMO_HOME/series.json" --expected "$EXPECTED" || true
+  --pid "$DAG_PID" --log "$DEMO_HOME/dags-test.log" --series "$DEMO_HOME/series.json" --expected "$EXPECTED" \
+  || echo "(the progress view stopped; the DAG goes on)" >&2
 dag_rc=0
 wait "$DAG_PID" || dag_rc=$?
 if (( dag_rc != 0 )); then

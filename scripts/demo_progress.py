@@ -157,7 +157,8 @@ class QueueReader:
         self.urls: Any = None
 
     def snapshots(self) -> tuple[Any, Any]:
-        from batchq.sqs import get_snapshot, resolve_queue_urls
+        from batchq.queues import resolve_queue_urls
+        from batchq.sqs import get_snapshot
 
         try:
             if self.urls is None:
@@ -362,7 +363,8 @@ def summary(args: argparse.Namespace) -> int:
         "drain curve": figures.get("png", "-"),
     }
     for k, v in shown.items():
-        table.add_row(k, f"{v:,}" if isinstance(v, int) else str(v))
+        text = f"{v:,}" if isinstance(v, int) else str(v)
+        table.add_row(k, "n/a" if v is None or text.startswith("None") else text)
     Console().print(table)
     print(json.dumps(figures))
     ok = run is not None and run["outcome"] == "succeeded"

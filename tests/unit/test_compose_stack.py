@@ -300,7 +300,7 @@ def worker_side_metrics() -> dict[str, str]:
 def airflow_side_metrics(monkeypatch) -> dict[str, str]:
     """What batchq.airflow.metrics really sends, captured from Airflow's stats client."""
     from batchq.airflow import metrics
-    from batchq.health import QueueSnapshot
+    from batchq.health import QueueSnapshot, queue_gauges
 
     sent: dict[str, str] = {}
 
@@ -315,7 +315,9 @@ def airflow_side_metrics(monkeypatch) -> dict[str, str]:
             sent[name] = "timer"
 
     monkeypatch.setattr(metrics, "_stats", lambda: Recorder())
-    metrics.emit_queue_snapshot("q", QueueSnapshot(taken_at=0.0, visible=1, in_flight=2, delayed=3, dlq_visible=4), eta_s=5.0)
+    # What the input wait (sensor and trigger) emits for a snapshot with a DLQ and an ETA.
+    snapshot = QueueSnapshot(taken_at=0.0, visible=1, in_flight=2, delayed=3, dlq_visible=4)
+    metrics.emit_queue_gauges("q", queue_gauges(snapshot, eta_s=5.0))
     metrics.emit_drain_report("b", {"applied": 1, "quarantined": 1, "sink_retries": 1, "rate_per_s": 1.0})
     metrics.emit_ledger("b", {"succeeded": 1, "failed": 1, "pending": 1, "expected": 3})
     return sent

@@ -110,3 +110,18 @@ def test_axis_steps_are_1_2_5(span, step):
 
 def test_every_glyph_is_5x7():
     assert all(len(rows) == 35 for rows in tiny_png._FONT_ROWS.values())
+
+
+@pytest.mark.integration
+def test_queue_reader_snapshots_a_specs_queues(sqs_endpoint, sqs_client, queue_spec_factory, monkeypatch, tmp_path):
+    queues, urls = queue_spec_factory()
+    sqs_client.send_message(QueueUrl=urls.input, MessageBody="{}")
+    spec = tmp_path / "s.yaml"
+    spec.write_text(f"name: s\ndimensions:\n  customer: [a]\n  job_type: [classification]\n"
+                    f"queues: {{input: {queues.input}, results: {queues.results}}}\n")
+    monkeypatch.setenv("BATCHQ_SQS_ENDPOINT", sqs_endpoint)
+    inp, res = demo_progress.QueueReader(str(spec)).snapshots()
+    assert (inp.visible, inp.dlq_visible, res.visible) == (1, 0, 0)
+    # Queues that do not exist yet read as "unknown", not an error.
+    spec.write_text("name: s\ndimensions:\n  customer: [a]\n  job_type: [classification]\nqueues: {input: nope-in, results: nope-out}\n")
+    assert demo_progress.QueueReader(str(spec)).snapshots() == (None, None)
