@@ -21,7 +21,6 @@ import os
 
 import pendulum
 from airflow.sdk import dag
-
 from batchq.airflow.task_group import BatchTaskGroup
 
 SPEC = os.environ.get("BATCHQ_CUSTOMER_BATCH_SPEC") or "customer_batch"

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import pendulum
 from airflow.sdk import dag
-
 from batchq.airflow.operators import EnsureQueuesOperator, FanOutOperator, plan_shards
 from batchq.airflow.operators.drain import ResultsDrainOperator
 from batchq.airflow.sensors import QueueDrainedSensor

@@ -11,7 +11,6 @@ from typing import Any
 
 import pendulum
 from airflow.sdk import dag, task
-
 from batchq.airflow.operators.drain import results_asset
 
 RESULTS = results_asset("customer_batch")

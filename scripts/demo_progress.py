@@ -76,7 +76,7 @@ class StatsdListener(threading.Thread):
         while not self.stopped.is_set():
             try:
                 data = self.sock.recv(65535)
-            except (socket.timeout, OSError):
+            except (TimeoutError, OSError):
                 continue
             for line in data.decode(errors="replace").splitlines():
                 parsed = parse_statsd(line)

@@ -7,6 +7,7 @@ image; anything fancier belongs in Grafana.
 
 from __future__ import annotations
 
+import itertools
 import math
 import struct
 import zlib
@@ -163,7 +164,7 @@ def line_chart(
     for n, (name, pts) in enumerate(series.items()):
         color = PALETTE[n % len(PALETTE)]
         ordered = sorted(pts)
-        for (x0, y0), (x1, y1) in zip(ordered, ordered[1:]):
+        for (x0, y0), (x1, y1) in itertools.pairwise(ordered):
             canvas.line(px(x0), py(y0), px(x1), py(y1), color, thickness=2)
         ly = top + 8 + n * 14
         canvas.rect(legend_x, ly + 2, legend_x + 16, ly + 5, color)

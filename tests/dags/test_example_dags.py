@@ -44,9 +44,14 @@ def test_every_example_dag_imports(monkeypatch):
 
 @pytest.mark.integration
 def test_the_task_groups_tasks_send_exactly_the_planned_payloads(sqs_endpoint, sqs_client, monkeypatch, tmp_path):
-    from batchq.airflow.operators import EnsureQueuesOperator, FanOutOperator, plan_shards
+    from batchq.airflow.operators import (
+        EnsureQueuesOperator,
+        FanOutOperator,
+        plan_shards,
+    )
     from batchq.plan import Plan
     from batchq.spec import BatchSpec
+
     from tests.support.queues import take_all_bodies
 
     monkeypatch.setenv("AIRFLOW_CONN_AWS_DEFAULT", json.dumps(

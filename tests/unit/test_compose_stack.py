@@ -18,7 +18,6 @@ from urllib.parse import urlsplit
 
 import pytest
 import yaml
-
 from batchq.cli import build_parser
 from batchq.spec import BatchSpec
 
@@ -330,7 +329,7 @@ def exporter_name(statsd_name: str) -> str | None:
         pattern = rule["match"]
         if fnmatch.fnmatchcase(statsd_name, pattern) and statsd_name.count(".") == pattern.count("."):
             parts = [p for p, m in zip(statsd_name.split("."), pattern.split(".")) if m == "*"]
-            return re.sub(r"\$\{(\d+)\}", lambda m: parts[int(m.group(1)) - 1], rule["name"])
+            return re.sub(r"\$\{(\d+)\}", lambda m, parts=parts: parts[int(m.group(1)) - 1], rule["name"])
     return None
 
 
@@ -407,7 +406,6 @@ def test_the_metric_check_would_catch_a_misspelt_metric(monkeypatch):
 
 def test_astro_dockerfile_uses_a_runtime_inside_the_supported_airflow_range():
     import tomllib
-
     from packaging.requirements import Requirement
 
     (line,) = [l for l in (REPO / "Dockerfile").read_text().splitlines() if l.startswith("FROM ")]
@@ -432,7 +430,6 @@ def requirement_names(path: Path) -> set[str]:
 
 def test_requirements_files_follow_the_pyproject_extras():
     import tomllib
-
     from packaging.requirements import Requirement
 
     extras = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
@@ -446,8 +443,8 @@ def test_requirements_files_follow_the_pyproject_extras():
 
 
 def test_astro_settings_point_connections_at_the_override_services():
-    from batchq.airflow.operators.drain import sink_target_from_connection
     from airflow.models.connection import Connection
+    from batchq.airflow.operators.drain import sink_target_from_connection
     from sqlalchemy.engine import make_url
 
     settings = load_yaml("airflow_settings.yaml")["airflow"]

@@ -12,8 +12,8 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
 
-import demo_progress  # noqa: E402
-import tiny_png  # noqa: E402
+import demo_progress
+import tiny_png
 
 
 def sample(t, visible=0, in_flight=0, drained=0, workers=1, results=0):

@@ -11,9 +11,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from batchq.cli import build_parser
-from batchq.spec import BatchSpec
+
 REPO = Path(__file__).resolve().parents[2]
 
 

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pendulum
 import pytest
-
 from batchq.errors import SpecError
 
 REPO = Path(__file__).resolve().parents[3]
@@ -16,7 +15,6 @@ SPEC_YAML = REPO / "include" / "specs" / "customer_batch.yaml"
 
 def build(**kwargs):
     from airflow.sdk import DAG
-
     from batchq.airflow.task_group import BatchTaskGroup
 
     with DAG("tg_test", schedule=None, start_date=pendulum.datetime(2026, 1, 1, tz="UTC")) as dag:
@@ -90,7 +88,6 @@ def test_two_groups_in_one_dag_keep_apart(tmp_path):
     other = tmp_path / "other.yaml"
     other.write_text("name: other_batch\ndimensions:\n  customer: [a, b]\n  job_type: [classification]\nqueues: {input: o-in, results: o-out}\n")
     from airflow.sdk import DAG
-
     from batchq.airflow.task_group import BatchTaskGroup
 
     with DAG("two", schedule=None, start_date=pendulum.datetime(2026, 1, 1, tz="UTC")) as dag:
