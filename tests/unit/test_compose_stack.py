@@ -189,6 +189,11 @@ def test_every_airflow_setting_is_a_real_option():
             assert option in batchq_config_keys(), f"{key}: batchq reads no [batchq] {option}"
         else:
             assert option in described.get(section, {}).get("options", {}), f"{key}: not an Airflow {section} option"
+    # Class paths name classes that exist in the installed Airflow.
+    import importlib
+
+    module, _, name = env["AIRFLOW__CORE__AUTH_MANAGER"].rpartition(".")
+    assert getattr(importlib.import_module(module), name)
 
 
 def connection(env: dict[str, str], conn_id: str):
