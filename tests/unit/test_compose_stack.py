@@ -253,7 +253,8 @@ def test_workers_run_the_autoscaler_on_the_spec_and_sqs_init_creates_its_queues(
         assert args.command == "workers" and args.max_workers >= args.min_workers >= 1
         assert BatchSpec.from_yaml(args.spec).queues == SPEC.queues
         assert env_of(worker)["BATCHQ_SQS_ENDPOINT"] == "http://elasticmq:9324"
-        assert "replicas" not in worker.get("deploy", {}), "a fixed replica count defeats --scale"
+        # --scale worker=N needs no fixed replica count, container name or published port.
+        assert "replicas" not in worker.get("deploy", {}) and "container_name" not in worker and "ports" not in worker
         # SIGKILL only after the worker's grace period and one long poll.
         assert int(worker["stop_grace_period"].rstrip("s")) > args.grace_period + args.wait_seconds
     init = services()["sqs-init"]
