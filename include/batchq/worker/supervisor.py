@@ -44,6 +44,8 @@ class SupervisorStats:
     restarted: int = 0
     killed: int = 0
     max_running: int = 0
+    #: exit codes of the workers it stopped (SIGTERM), in order; 0 = a clean, graceful stop
+    stop_exit_codes: list[int] = field(default_factory=list)
     history: list[tuple[float, int, int]] = field(default_factory=list)  # (t, backlog, running)
 
 
@@ -166,10 +168,10 @@ class Supervisor:
         deadline = now + self.stop_timeout_s
         for proc in self.stopping:
             try:
-                proc.popen.wait(max(0.0, deadline - time.monotonic()))
+                self.stats.stop_exit_codes.append(proc.popen.wait(max(0.0, deadline - time.monotonic())))
             except subprocess.TimeoutExpired:
                 proc.popen.kill()
-                proc.popen.wait()
+                self.stats.stop_exit_codes.append(proc.popen.wait())
                 self.stats.killed += 1
         self.stopping.clear()
 
@@ -210,7 +212,9 @@ class Supervisor:
             if now - proc.started_at < self.min_uptime_s:
                 self._restart_not_before = now + self.restart_backoff_s
         for proc in list(self.stopping):
-            if proc.popen.poll() is not None:
+            code = proc.popen.poll()
+            if code is not None:
+                self.stats.stop_exit_codes.append(code)
                 self.stopping.remove(proc)
             elif proc.stopping_since is not None and now - proc.stopping_since > self.stop_timeout_s:
                 proc.popen.kill()
