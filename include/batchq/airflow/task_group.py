@@ -112,7 +112,8 @@ class BatchTaskGroup(TaskGroup):
                 dlq_threshold=dlq_threshold,
                 deferrable=deferrable,
                 **aws,
-                **dict(wait_kwargs or {}),
+                # The backlog alerts' expected count comes from this group's planner too.
+                **{"plan_task_id": self.plan.operator.task_id, **dict(wait_kwargs or {})},
             )
             self.drain = ResultsDrainOperator(
                 task_id="drain_results",

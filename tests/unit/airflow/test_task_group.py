@@ -37,6 +37,7 @@ def test_one_line_expands_into_the_five_steps_in_order():
     assert upstream(dag, ids["drain_results"]) == {ids["wait_input_drained"]}
     # The drain reads the expected count from this group's planner, not a bare "plan_shards".
     assert group.drain.plan_task_id == ids["plan_shards"]
+    assert group.wait.plan_task_id == ids["plan_shards"]  # the backlog alerts' expected count
     # The fan-out is mapped over the planner's shards.
     from airflow.sdk.definitions.mappedoperator import MappedOperator
 
