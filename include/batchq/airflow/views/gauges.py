@@ -85,8 +85,13 @@ def queue_state(
 
     from batchq.airflow.hook import BatchqSqsHook
 
+    from airflow.models.connection import Connection
+
     conn_id = settings.api_aws_conn_id()
     try:
+        # Check first: a hook without its connection silently falls back to ambient AWS credentials
+        # and the public endpoint, which is never what the server's setting meant.
+        Connection.get_connection_from_secrets(conn_id)
         hook = BatchqSqsHook(aws_conn_id=conn_id)
         urls = hook.resolve_queue_urls(spec.queues)
         inp = hook.get_snapshot(urls.input, urls.input_dlq)
