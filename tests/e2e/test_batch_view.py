@@ -1,16 +1,17 @@
-"""The Batch views served by the plugin inside Airflow's real API server app: what the pages show for a
-run the test created with ``airflow dags test``, and who may see them."""
+"""The Batch views served by the plugin from a live ``airflow api-server``: what the pages show for a run
+the test created with ``airflow dags test``, and who may see them."""
 
 from __future__ import annotations
 
 import re
+from urllib.parse import quote
 
 import pytest
 
 from batchq.sqs import send_bodies
-from tests.support.airflow_views import ALPHA, BETA, api_get, view_home  # noqa: F401 - fixture
+from tests.support.airflow_views import ALPHA, BETA, view_home, view_server  # noqa: F401 - fixtures
 
-pytestmark = pytest.mark.e2e
+pytestmark = pytest.mark.ui
 
 
 def _tile(html: str, name: str) -> int:
@@ -23,15 +24,15 @@ def _points(html: str, series: str) -> list[tuple[float, float]]:
     return [(float(x), float(y)) for x, y in re.findall(rf'<circle class="pt"[^>]*data-series="{series}" data-x="([^"]+)" data-y="([^"]+)"', html)]
 
 
-def test_run_view_shows_the_runs_ledger_curve_lag_failures_and_alerts(view_home):
+def test_run_view_shows_the_runs_ledger_curve_lag_failures_and_alerts(view_home, view_server):
     dag, run_id = ALPHA["dag_id"], view_home.run_ids[ALPHA["dag_id"]]
-    (page,) = api_get(view_home.env, [("admin", f"/batchq/ui/dags/{dag}/runs/{run_id}")])
+    page = view_server.get("admin", f"/batchq/ui/dags/{dag}/runs/{quote(run_id, safe='')}")
     assert page["status"] == 200 and page["type"].startswith("text/html")
     html = page["body"]
     for name in ("expected", "succeeded", "failed", "quarantined", "pending"):
         assert _tile(html, name) == ALPHA[name]
     visible = _points(html, "input visible")
-    assert len(visible) == 14 and visible[0][1] == ALPHA["expected"] and visible[-1][1] == 0
+    assert len(visible) == 15 and visible[0][1] == ALPHA["expected"] and visible[-1][1] == 0
     assert _points(html, "results visible")  # the optional results-queue field is drawn when recorded
     assert "Drained in 1m 20s" in html  # 120 payloads: empty from the 9th sample, 80 s after the first
     assert "58s" in html and "SQS SentTimestamp" in html  # lag p95 and where it came from
@@ -40,9 +41,9 @@ def test_run_view_shows_the_runs_ledger_curve_lag_failures_and_alerts(view_home)
     assert "<script" not in html  # nothing to run: Airflow's iframe sandbox allows no scripts
 
 
-def test_dag_view_lists_runs_with_their_figures_and_trend(view_home):
+def test_dag_view_lists_runs_with_their_figures_and_trend(view_home, view_server):
     dag, run_id = ALPHA["dag_id"], view_home.run_ids[ALPHA["dag_id"]]
-    (page,) = api_get(view_home.env, [("admin", f"/batchq/ui/dags/{dag}")])
+    page = view_server.get("admin", f"/batchq/ui/dags/{dag}")
     assert page["status"] == 200
     html = page["body"]
     row = re.search(rf'<tr data-run="{re.escape(run_id)}">(.*?)</tr>', html, re.S)
@@ -52,27 +53,27 @@ def test_dag_view_lists_runs_with_their_figures_and_trend(view_home):
     assert re.search(rf'<rect class="bar"[^>]*data-x="{re.escape(run_id)}" data-y="80"', html)  # drain-time trend
 
 
-def test_views_are_authorized_per_dag_and_read_only(view_home):
+def test_views_are_authorized_per_dag(view_home, view_server):
     alpha, beta = ALPHA["dag_id"], BETA["dag_id"]
     ra, rb = view_home.run_ids[alpha], view_home.run_ids[beta]
-    responses = api_get(
-        view_home.env,
-        [
-            (None, f"/batchq/ui/dags/{alpha}/runs/{ra}"),
-            ("scoped", f"/batchq/ui/dags/{alpha}/runs/{ra}"),
-            ("scoped", f"/batchq/ui/dags/{beta}/runs/{rb}"),
+    responses = [
+        view_server.get(user, path)
+        for user, path in [
+            (None, f"/batchq/ui/dags/{alpha}/runs/{quote(ra, safe='')}"),
+            ("scoped", f"/batchq/ui/dags/{alpha}/runs/{quote(ra, safe='')}"),
+            ("scoped", f"/batchq/ui/dags/{beta}/runs/{quote(rb, safe='')}"),
             ("scoped", f"/batchq/ui/dags/{beta}"),
             ("admin", f"/batchq/ui/dags/{alpha}/runs/no-such-run"),
             ("admin", "/batchq/ui/dags/no_such_dag"),
-        ],
-    )
+        ]
+    ]
     assert [r["status"] for r in responses] == [401, 200, 403, 403, 404, 200]
     assert "No runs yet" in responses[5]["body"]
 
 
-def test_batches_page_shows_live_gauges_of_the_batches_a_user_may_see(view_home, sqs_client):
+def test_batches_page_shows_live_gauges_of_the_batches_a_user_may_see(view_home, view_server, sqs_client):
     send_bodies(sqs_client, view_home.queues[ALPHA["batch"]]["input"], [(f"g{i}", "{}") for i in range(7)])
-    admin, scoped = api_get(view_home.env, [("admin", "/batchq/ui/"), ("scoped", "/batchq/ui/")])
+    admin, scoped = view_server.get("admin", "/batchq/ui/"), view_server.get("scoped", "/batchq/ui/")
     assert admin["status"] == scoped["status"] == 200
     rows = dict(re.findall(r'<tr data-batch="([^"]+)">(.*?)</tr>', admin["body"], re.S))
     assert set(rows) == {ALPHA["batch"], BETA["batch"]}

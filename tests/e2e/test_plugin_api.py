@@ -12,7 +12,7 @@ import pytest
 
 from batchq.spec import BatchSpec
 from batchq.sqs import ensure_queues, receive_messages, send_bodies
-from tests.support.airflow_views import ALPHA, BETA, api_get, view_home  # noqa: F401 - fixture
+from tests.support.airflow_views import ALPHA, BETA, api_get, view_home, view_server  # noqa: F401 - fixtures
 
 pytestmark = pytest.mark.e2e
 
@@ -101,19 +101,18 @@ def test_unknown_server_connection_is_503_not_500(airflow_home, tmp_path):
     assert resp["status"] == 503 and "no_such_conn" in resp["body"]["detail"]
 
 
-def test_batches_are_authorized_per_dag(view_home):
+def test_batches_are_authorized_per_dag(view_server):
     a, b = ALPHA["batch"], BETA["batch"]
-    responses = api_get(
-        view_home.env,
-        [
+    admin_list, scoped_list, scoped_a, scoped_b, scoped_missing = [
+        view_server.get(user, path)
+        for user, path in [
             ("admin", "/batchq/v1/batches"),
             ("scoped", "/batchq/v1/batches"),
             ("scoped", f"/batchq/v1/batches/{a}/queues"),
             ("scoped", f"/batchq/v1/batches/{b}/queues"),
             ("scoped", "/batchq/v1/batches/not-a-batch/queues"),
-        ],
-    )
-    admin_list, scoped_list, scoped_a, scoped_b, scoped_missing = responses
+        ]
+    ]
     assert {x["name"]: x["dags"] for x in admin_list["body"]["batches"]} == {a: [ALPHA["dag_id"]], b: [BETA["dag_id"]]}
     assert [x["name"] for x in scoped_list["body"]["batches"]] == [a]
     assert scoped_a["status"] == 200 and scoped_a["body"]["batch"] == a

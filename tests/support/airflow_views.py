@@ -24,6 +24,7 @@ DEMO_DAGS = Path(__file__).with_name("batch_view_dags")
 #: What the demo DAGs record (see batch_view_dags/batch_view_demo.py).
 ALPHA = {"dag_id": "bv_alpha", "batch": "bvalpha", "expected": 120, "succeeded": 117, "failed": 3, "quarantined": 1, "pending": 0}
 BETA = {"dag_id": "bv_beta", "batch": "bvbeta", "expected": 40}
+PASSWORDS = {"admin": "admin-pw-for-tests", "scoped": "scoped-pw-for-tests"}
 
 
 @dataclass
@@ -60,16 +61,21 @@ def view_home(tmp_path_factory, airflow_home, sqs_client) -> ViewHome:
         "AIRFLOW__CORE__DAGS_FOLDER": str(DEMO_DAGS),
         "AIRFLOW__CORE__AUTH_MANAGER": "tests.support.dag_scoped_auth.DagScopedAuthManager",
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin,scoped:viewer",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(path / "passwords.json"),
         "BATCHQ_TEST_DAG_GRANTS": json.dumps({"scoped": [ALPHA["dag_id"]]}),
         "AIRFLOW__BATCHQ__SPEC_DIR": str(spec_dir),
         "AIRFLOW__BATCHQ__API_AWS_CONN_ID": "aws_default",
         "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "include"), os.environ.get("PYTHONPATH", "")]),
     }
+    (path / "passwords.json").write_text(json.dumps(PASSWORDS))
     home = type(airflow_home)(path=path, sqs_endpoint=airflow_home.sqs_endpoint, env=env)
     home.run("db", "migrate", timeout=300)
     view = ViewHome(home=home, spec_dir=spec_dir, queues=queues)
+    from datetime import datetime, timezone
+
+    logical_date = datetime.now(timezone.utc).replace(microsecond=0).isoformat()
     for dag in (ALPHA, BETA):
-        _, run_id = home.dags_test(dag["dag_id"], "2026-01-01T00:00:00+00:00", timeout=300)
+        _, run_id = home.dags_test(dag["dag_id"], logical_date, timeout=300)
         view.run_ids[dag["dag_id"]] = run_id
     return view
 
@@ -113,3 +119,80 @@ def api_get(env: dict[str, str], requests: list[tuple[str | None, str]]) -> list
     lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
     assert proc.returncode == 0 and lines, proc.stdout[-3000:] + proc.stderr[-3000:]
     return json.loads(lines[-1].removeprefix("RESULT "))
+
+
+@dataclass
+class LiveServer:
+    """``airflow api-server`` of the view home on a loopback port."""
+
+    url: str
+
+    def get(self, user: str | None, path: str) -> dict:
+        """GET ``path`` as ``user`` (bearer token from ``POST /auth/token``; ``None``: anonymous); returns
+        ``{"status", "body", "type"}`` like :func:`api_get`."""
+        import urllib.error
+        import urllib.request
+
+        headers = {"Authorization": f"Bearer {self.token(user)}"} if user else {}
+        req = urllib.request.Request(f"{self.url}{path}", headers=headers)
+        try:
+            with urllib.request.urlopen(req, timeout=120) as resp:
+                status, ctype, raw = resp.status, resp.headers.get("content-type", ""), resp.read()
+        except urllib.error.HTTPError as exc:
+            status, ctype, raw = exc.code, exc.headers.get("content-type", ""), exc.read()
+        text = raw.decode()
+        return {"status": status, "type": ctype, "body": json.loads(text) if ctype.startswith("application/json") else text}
+
+    def token(self, user: str) -> str:
+        import urllib.request
+
+        body = json.dumps({"username": user, "password": PASSWORDS[user]}).encode()
+        req = urllib.request.Request(f"{self.url}/auth/token", data=body, headers={"Content-Type": "application/json"}, method="POST")
+        with urllib.request.urlopen(req, timeout=60) as resp:
+            return json.loads(resp.read())["access_token"]
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def view_server(view_home, tmp_path_factory):
+    """A real ``airflow api-server`` (one worker) serving the view home, stopped after the session."""
+    import time
+    import urllib.error
+    import urllib.request
+
+    port = _free_port()
+    log = tmp_path_factory.mktemp("api-server") / "api-server.log"
+    airflow_bin = Path(sys.executable).with_name("airflow")
+    with open(log, "w") as out:
+        proc = subprocess.Popen(
+            [str(airflow_bin), "api-server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+            env=view_home.env, cwd=view_home.home.path, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 300  # generous: 2 shared cores
+    try:
+        while True:
+            if proc.poll() is not None:
+                raise AssertionError(f"api-server exited {proc.returncode}:\n{log.read_text()[-3000:]}")
+            try:
+                with urllib.request.urlopen(f"{url}/api/v2/monitor/health", timeout=5):
+                    break
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"api-server not up after 300s:\n{log.read_text()[-3000:]}") from None
+                time.sleep(1)
+        yield LiveServer(url)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=30)

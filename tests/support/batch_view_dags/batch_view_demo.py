@@ -16,14 +16,16 @@ FIELDS = ["t", "visible", "in_flight", "delayed", "dlq", "results_visible"]
 
 
 def depth_series(expected: int) -> dict:
+    # Workers take 12, 13, 14, ... payloads per 10 s; the drainer applies results more slowly, so the
+    # results queue fills while the input drains and empties after it.
     points = []
-    visible = expected
-    for i in range(13):
+    visible, results, drained_total = expected, 0, 0
+    for i in range(15):
         in_flight = min(8, visible)
-        results = (expected - visible) // 3 if visible else 0
         points.append([T0 + 10 * i, visible, in_flight, 0, 0, results])
-        visible = max(0, visible - 12 - i)
-    points.append([T0 + 130, 0, 0, 0, 0, 0])
+        taken = min(visible, 12 + i)
+        visible -= taken
+        results = max(0, results + taken - 9)
     return {"fields": FIELDS, "points": points}
 
 

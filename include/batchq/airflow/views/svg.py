@@ -115,8 +115,9 @@ def line_chart(
     for i in range(5):
         xv = x_span * i / 4
         label = format_duration(xv) if x_is_time else format_number(x0 + xv)
+        anchor = "start" if i == 0 else "end" if i == 4 else "middle"  # keep the end labels inside the frame
         body.append(
-            f'<text x="{_PAD_L + plot_w * i / 4:.1f}" y="{height - _PAD_B + 16}" text-anchor="middle" class="tick">{escape(label)}</text>'
+            f'<text x="{_PAD_L + plot_w * i / 4:.1f}" y="{height - _PAD_B + 16}" text-anchor="{anchor}" class="tick">{escape(label)}</text>'
         )
     if not drawn:
         body.append(f'<text x="{_PAD_L + plot_w / 2}" y="{_PAD_T + plot_h / 2}" text-anchor="middle" class="empty">no samples</text>')
