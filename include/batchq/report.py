@@ -117,6 +117,7 @@ class RunReport(_Model):
     :param dag_id: the DAG.
     :param run_id: the run.
     :param state: the DAG run's state, as Airflow reports it.
+    :param run_after: when the run was due (epoch seconds), to label it in trends.
     :param batch: the batch name (from the plan or ledger), if known.
     :param series: input (and optionally results) queue depth over the wait.
     :param ledger: expected / succeeded / failed / quarantined / pending.
@@ -129,6 +130,7 @@ class RunReport(_Model):
     dag_id: str
     run_id: str
     state: str | None = None
+    run_after: float | None = None
     batch: str | None = None
     series: DepthSeries | None = None
     ledger: LedgerCounts | None = None
@@ -195,6 +197,7 @@ def run_report(
     xcoms: Iterable[tuple[str, Any]],
     *,
     state: str | None = None,
+    run_after: float | None = None,
     asset_extras: Iterable[Mapping[str, Any]] = (),
 ) -> RunReport:
     """Build a :class:`RunReport` from a run's raw XComs, tolerating any missing or malformed part.
@@ -250,6 +253,7 @@ def run_report(
         dag_id=dag_id,
         run_id=run_id,
         state=state,
+        run_after=run_after,
         batch=batch,
         series=series,
         ledger=ledger,

@@ -57,12 +57,42 @@ def test_dag_run_batch_tab_in_airflow_ui(view_home, view_server, browser, tmp_pa
     assert [float(points.nth(i).get_attribute("data-y")) for i in (0, 14)] == [ALPHA["expected"], 0.0]
     assert frame.get_by_text("has no orders").count() == ALPHA["failed"]
 
+    _screenshot(page, tmp_path / "batch-run-tab.png")
+    context.close()
+
+
+def test_batches_nav_page_links_to_the_dag_and_its_runs(view_home, view_server, browser, tmp_path):
+    """Sidekiq-style: Batches (nav) → the DAG's runs → one run, each a link inside Airflow's iframe."""
+    run_id = view_home.run_ids[ALPHA["dag_id"]]
+    context = browser.new_context(viewport={"width": 1360, "height": 1000}, device_scale_factor=1)
+    context.add_cookies([{"name": "_token", "value": view_server.token("scoped"), "url": view_server.url}])
+    page = context.new_page()
+    page.set_default_timeout(120_000)
+    page.goto(f"{view_server.url}/plugin/batchq-batches")
+    frame = page.frame_locator("iframe[title='Batches']")
+    rows = frame.locator("tr[data-batch]")
+    rows.first.wait_for()
+    # The scoped user may read bv_alpha only: one batch listed.
+    assert [rows.nth(i).get_attribute("data-batch") for i in range(rows.count())] == [ALPHA["batch"]]
+    _screenshot(page, tmp_path / "batches-nav.png")
+
+    frame.get_by_role("link", name=ALPHA["dag_id"]).click()
+    run_row = frame.locator(f'tr[data-run="{run_id}"]')
+    run_row.wait_for()
+    assert frame.locator("svg.chart rect.bar").count() >= 1
+    _screenshot(page, tmp_path / "batch-dag-runs.png")
+
+    run_row.get_by_role("link", name=run_id).click()
+    frame.locator("#ledger").wait_for()
+    assert frame.locator('[data-count="expected"] .n').inner_text() == str(ALPHA["expected"])
+    context.close()
+
+
+def _screenshot(page, path: Path) -> None:
     page.wait_for_timeout(500)  # let the tab settle before the picture
-    shot = tmp_path / "batch-run-tab.png"
-    page.screenshot(path=str(shot), full_page=True)
-    assert shot.stat().st_size > 10_000
+    page.screenshot(path=str(path), full_page=True)
+    assert path.stat().st_size > 10_000
     if os.environ.get("BATCHQ_SCREENSHOT_DIR"):
         out = Path(os.environ["BATCHQ_SCREENSHOT_DIR"])
         out.mkdir(parents=True, exist_ok=True)
-        shutil.copy(shot, out / shot.name)
-    context.close()
+        shutil.copy(path, out / path.name)

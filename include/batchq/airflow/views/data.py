@@ -76,13 +76,16 @@ def run_reports(dag_id: str, run_id: str | None = None, limit: int = DAG_PAGE_RU
     from airflow.utils.session import create_session
 
     with create_session() as session:
-        stmt = select(DagRun.run_id, DagRun.state).where(DagRun.dag_id == dag_id)
+        stmt = select(DagRun.run_id, DagRun.state, DagRun.run_after).where(DagRun.dag_id == dag_id)
         if run_id is not None:
             stmt = stmt.where(DagRun.run_id == run_id)
         stmt = stmt.order_by(DagRun.run_after.desc(), DagRun.id.desc()).limit(limit)
-        runs = [(rid, _state(state)) for rid, state in session.execute(stmt)]
-        ids = [rid for rid, _ in runs]
+        runs = [(rid, _state(state), after.timestamp() if after else None) for rid, state, after in session.execute(stmt)]
+        ids = [rid for rid, _, _ in runs]
         if not ids:
             return []
         xcoms, extras = _xcoms(session, dag_id, ids), _asset_extras(session, dag_id, ids)
-    return [run_report(dag_id, rid, xcoms.get(rid, []), state=state, asset_extras=extras.get(rid, [])) for rid, state in runs]
+    return [
+        run_report(dag_id, rid, xcoms.get(rid, []), state=state, run_after=after, asset_extras=extras.get(rid, []))
+        for rid, state, after in runs
+    ]

@@ -86,11 +86,19 @@ def drain_chart(report: RunReport) -> str | None:
 def trend_charts(reports: list[RunReport]) -> tuple[str, str]:
     """Drain time and peak depth per run, oldest first (left to right)."""
     runs = [r for r in reversed(reports) if r.has_batch]
+    labels = [run_label(r) for r in runs]
     drain = svg.bar_chart(
-        [(r.run_id, r.drain_time_s) for r in runs], title="Drain time per run", y_label="seconds", format_value=svg.format_duration
+        list(zip(labels, [r.drain_time_s for r in runs])), title="Drain time per run", y_label="seconds", format_value=svg.format_duration
     )
-    depth = svg.bar_chart([(r.run_id, r.peak_depth) for r in runs], title="Peak input depth per run", y_label="messages", color=svg.PALETTE[1])
+    depth = svg.bar_chart(list(zip(labels, [r.peak_depth for r in runs])), title="Peak input depth per run", y_label="messages", color=svg.PALETTE[1])
     return drain, depth
+
+
+def run_label(report: RunReport) -> str:
+    """A short axis label for a run: when it was due (``11-30 07:00``), else the end of its id."""
+    if report.run_after is not None:
+        return datetime.fromtimestamp(report.run_after, tz=timezone.utc).strftime("%m-%d %H:%M")
+    return report.run_id[-11:]
 
 
 def create_router() -> APIRouter:
