@@ -11,7 +11,8 @@ import uuid
 import pytest
 
 from batchq.spec import BatchSpec
-from batchq.sqs import ensure_queues, receive_messages, send_bodies
+from batchq.queues import ensure_queues
+from batchq.sqs import receive_messages, send_bodies
 from tests.support.airflow_views import ALPHA, BETA, api_get, view_home, view_server  # noqa: F401 - fixtures
 
 pytestmark = pytest.mark.e2e

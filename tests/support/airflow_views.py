@@ -42,7 +42,7 @@ class ViewHome:
 @pytest.fixture(scope="session")
 def view_home(tmp_path_factory, airflow_home, sqs_client) -> ViewHome:
     from batchq.spec import BatchSpec
-    from batchq.sqs import ensure_queues
+    from batchq.queues import ensure_queues
 
     path = tmp_path_factory.mktemp("view-home")
     spec_dir = path / "specs"

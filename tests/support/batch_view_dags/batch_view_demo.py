@@ -11,8 +11,11 @@ from __future__ import annotations
 import pendulum
 from airflow.sdk import Asset, dag, task
 
+from batchq.health import SERIES_FIELDS, QueueSnapshot, series_point
+
 T0 = 1767225600.0  # 2026-01-01T00:00:00Z
-FIELDS = ["t", "visible", "in_flight", "delayed", "dlq", "results_visible"]
+# The sensor's own sample shape, plus the optional results-queue field the view also draws.
+FIELDS = [*SERIES_FIELDS, "results_visible"]
 
 
 def depth_series(expected: int) -> dict:
@@ -22,7 +25,7 @@ def depth_series(expected: int) -> dict:
     visible, results, drained_total = expected, 0, 0
     for i in range(15):
         in_flight = min(8, visible)
-        points.append([T0 + 10 * i, visible, in_flight, 0, 0, results])
+        points.append([*series_point(QueueSnapshot(T0 + 10 * i, visible, in_flight, 0, 0)), results])
         taken = min(visible, 12 + i)
         visible -= taken
         results = max(0, results + taken - 9)
