@@ -1,14 +1,15 @@
 """The Batch views served by the plugin from a live ``airflow api-server``: what the pages show for a run
 the test created with ``airflow dags test``, and who may see them."""
 
+# ruff: noqa: F811 - session fixtures imported from tests.support.airflow_views are test arguments
 from __future__ import annotations
 
 import re
 from urllib.parse import quote
 
 import pytest
-
 from batchq.sqs import send_bodies
+
 from tests.support.airflow_views import ALPHA, BETA, view_home, view_server  # noqa: F401 - fixtures
 
 pytestmark = pytest.mark.ui
@@ -46,9 +47,9 @@ def test_dag_view_lists_runs_with_their_figures_and_trend(view_home, view_server
     page = view_server.get("admin", f"/batchq/ui/dags/{dag}")
     assert page["status"] == 200
     html = page["body"]
-    row = re.search(rf'<tr data-run="{re.escape(run_id)}">(.*?)</tr>', html, re.S)
+    row = re.search(rf'<tr data-run="{re.escape(run_id)}">(.*?)</tr>', html, re.DOTALL)
     assert row, html[-2000:]
-    cells = re.findall(r"<td[^>]*>(.*?)</td>", row.group(1), re.S)
+    cells = re.findall(r"<td[^>]*>(.*?)</td>", row.group(1), re.DOTALL)
     assert cells[3:10] == ["120", "3", "2.5%", "1m 20s", "128", "58s", "1"]  # peak = 120 visible + 8 in flight
     assert re.search(r'<rect class="bar"[^>]*data-y="80"', html)  # the run's drain time in the trend
 
@@ -75,7 +76,7 @@ def test_batches_page_shows_live_gauges_of_the_batches_a_user_may_see(view_home,
     send_bodies(sqs_client, view_home.queues[ALPHA["batch"]]["input"], [(f"g{i}", "{}") for i in range(7)])
     admin, scoped = view_server.get("admin", "/batchq/ui/"), view_server.get("scoped", "/batchq/ui/")
     assert admin["status"] == scoped["status"] == 200
-    rows = dict(re.findall(r'<tr data-batch="([^"]+)">(.*?)</tr>', admin["body"], re.S))
+    rows = dict(re.findall(r'<tr data-batch="([^"]+)">(.*?)</tr>', admin["body"], re.DOTALL))
     assert set(rows) == {ALPHA["batch"], BETA["batch"]}
     assert re.search(r'data-series="visible" data-y="(\d+)"', rows[ALPHA["batch"]]).group(1) == "7"
     assert f'/batchq/ui/dags/{ALPHA["dag_id"]}"' in rows[ALPHA["batch"]]  # links to the next question

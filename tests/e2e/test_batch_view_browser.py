@@ -3,6 +3,7 @@ logged-in user: Airflow renders the tab, its iframe loads the plugin's page with
 cookie, and the page shows the run's ledger and every point of its drain curve. A screenshot is saved
 under the test's artifacts dir (and ``BATCHQ_SCREENSHOT_DIR`` if set)."""
 
+# ruff: noqa: F811 - session fixtures imported from tests.support.airflow_views are test arguments
 from __future__ import annotations
 
 import os

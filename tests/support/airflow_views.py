@@ -41,8 +41,8 @@ class ViewHome:
 
 @pytest.fixture(scope="session")
 def view_home(tmp_path_factory, airflow_home, sqs_client) -> ViewHome:
-    from batchq.spec import BatchSpec
     from batchq.queues import ensure_queues
+    from batchq.spec import BatchSpec
 
     path = tmp_path_factory.mktemp("view-home")
     spec_dir = path / "specs"
@@ -114,7 +114,7 @@ def api_get(env: dict[str, str], requests: list[tuple[str | None, str]]) -> list
     """GET each ``(user, path)`` from a real API server app (``user``: ``admin``, ``scoped``, ``bad-token``
     or ``None`` for anonymous); returns ``{"status", "body", "type"}`` per request."""
     proc = subprocess.run(
-        [sys.executable, "-c", _CLIENT, json.dumps(requests)], env=env, capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL
+        [sys.executable, "-c", _CLIENT, json.dumps(requests)], env=env, capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL, check=False
     )
     lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
     assert proc.returncode == 0 and lines, proc.stdout[-3000:] + proc.stderr[-3000:]

@@ -12,7 +12,9 @@ import json
 import os
 from typing import Any
 
-from airflow.api_fastapi.auth.managers.simple.simple_auth_manager import SimpleAuthManager
+from airflow.api_fastapi.auth.managers.simple.simple_auth_manager import (
+    SimpleAuthManager,
+)
 
 
 def _grants() -> dict[str, set[str]]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from batchq.report import RunReport, run_report
 
 FIELDS = ["t", "visible", "in_flight", "delayed", "dlq"]

@@ -25,12 +25,18 @@ from __future__ import annotations
 
 from typing import Any
 
+from airflow.api_fastapi.core_api.security import GetUserDep, requires_authenticated
 from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request
 from fastapi.responses import JSONResponse
 
-from airflow.api_fastapi.core_api.security import GetUserDep, requires_authenticated
-
-from batchq.airflow.views.gauges import DEFAULT_BACKLOG_PER_WORKER, DEFAULT_MAX_WORKERS, QueueStateError, find_spec, load_specs, queue_state
+from batchq.airflow.views.gauges import (
+    DEFAULT_BACKLOG_PER_WORKER,
+    DEFAULT_MAX_WORKERS,
+    QueueStateError,
+    find_spec,
+    load_specs,
+    queue_state,
+)
 
 #: Batch (spec) names: what BatchSpec accepts as a queue-name prefix, bounded.
 BATCH_NAME = Path(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="batch (spec) name")

@@ -11,7 +11,7 @@ longer register operators).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 from airflow.plugins_manager import AirflowPlugin
 
@@ -49,10 +49,10 @@ class BatchqPlugin(AirflowPlugin):
     """Registers batchq with Airflow: the authenticated API and Batch views at ``/batchq``, and the UI tabs."""
 
     name = "batchq"
-    fastapi_apps = [
+    fastapi_apps: ClassVar[list[dict[str, Any]]] = [
         {"app": LazyASGIApp("batchq.airflow.api:create_app"), "url_prefix": URL_PREFIX, "name": "batchq queue lag"}
     ]
-    external_views = [
+    external_views: ClassVar[list[dict[str, Any]]] = [
         {"name": "Batches", "href": f"{URL_PREFIX}/ui/", "destination": "nav", "url_route": "batchq-batches"},
         {"name": "Batch", "href": f"{URL_PREFIX}/ui/dags/{{DAG_ID}}", "destination": "dag", "url_route": "batchq-dag"},
         {"name": "Batch", "href": f"{URL_PREFIX}/ui/dags/{{DAG_ID}}/runs/{{RUN_ID}}", "destination": "dag_run", "url_route": "batchq-run"},

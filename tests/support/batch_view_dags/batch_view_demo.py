@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import pendulum
 from airflow.sdk import Asset, dag, task
-
 from batchq.health import SERIES_FIELDS, QueueSnapshot, series_point
 
 T0 = 1767225600.0  # 2026-01-01T00:00:00Z
@@ -22,7 +21,7 @@ def depth_series(expected: int) -> dict:
     # Workers take 12, 13, 14, ... payloads per 10 s; the drainer applies results more slowly, so the
     # results queue fills while the input drains and empties after it.
     points = []
-    visible, results, drained_total = expected, 0, 0
+    visible, results = expected, 0
     for i in range(15):
         in_flight = min(8, visible)
         points.append([*series_point(QueueSnapshot(T0 + 10 * i, visible, in_flight, 0, 0)), results])

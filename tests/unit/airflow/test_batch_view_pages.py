@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from batchq.report import run_report
 
 pages = pytest.importorskip("batchq.airflow.views.pages")

@@ -28,10 +28,9 @@ def batch_of_asset_uri(uri: str) -> str | None:
 
 def dags_by_batch() -> dict[str, set[str]]:
     """Every batch name that some DAG's task produces, with those DAG ids (from the metadata DB)."""
-    from sqlalchemy import select
-
     from airflow.models.asset import AssetModel, TaskOutletAssetReference
     from airflow.utils.session import create_session
+    from sqlalchemy import select
 
     stmt = (
         select(AssetModel.uri, TaskOutletAssetReference.dag_id)

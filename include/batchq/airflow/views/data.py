@@ -7,7 +7,16 @@ from collections import defaultdict
 from typing import Any
 
 from batchq.airflow.views.access import RESULTS_ASSET_PREFIX, RESULTS_ASSET_SUFFIX
-from batchq.report import ALERTS_KEY, FAILURES_KEY, LAG_KEY, LEDGER_KEYS, PLAN_KEY, SERIES_KEYS, RunReport, run_report
+from batchq.report import (
+    ALERTS_KEY,
+    FAILURES_KEY,
+    LAG_KEY,
+    LEDGER_KEYS,
+    PLAN_KEY,
+    SERIES_KEYS,
+    RunReport,
+    run_report,
+)
 
 #: Only these XCom keys are loaded: a fan-out's return values are not the view's business.
 REPORT_XCOM_KEYS = (PLAN_KEY, *SERIES_KEYS, *LEDGER_KEYS, LAG_KEY, ALERTS_KEY, FAILURES_KEY)
@@ -16,9 +25,8 @@ DAG_PAGE_RUNS = 25
 
 
 def _xcoms(session: Any, dag_id: str, run_ids: list[str]) -> dict[str, list[tuple[str, Any]]]:
-    from sqlalchemy import select
-
     from airflow.models.xcom import XComModel
+    from sqlalchemy import select
 
     stmt = (
         select(XComModel.run_id, XComModel.key, XComModel.value)
@@ -43,9 +51,8 @@ class _Row:
 
 
 def _asset_extras(session: Any, dag_id: str, run_ids: list[str]) -> dict[str, list[dict[str, Any]]]:
-    from sqlalchemy import select
-
     from airflow.models.asset import AssetEvent, AssetModel
+    from sqlalchemy import select
 
     stmt = (
         select(AssetEvent.source_run_id, AssetEvent.extra)
@@ -70,10 +77,9 @@ def _state(value: Any) -> str | None:
 def run_reports(dag_id: str, run_id: str | None = None, limit: int = DAG_PAGE_RUNS) -> list[RunReport]:
     """Reports of one run (``run_id``), or of the DAG's latest ``limit`` runs, newest first. An unknown
     run gives an empty list."""
-    from sqlalchemy import select
-
     from airflow.models.dagrun import DagRun
     from airflow.utils.session import create_session
+    from sqlalchemy import select
 
     with create_session() as session:
         stmt = select(DagRun.run_id, DagRun.state, DagRun.run_after).where(DagRun.dag_id == dag_id)

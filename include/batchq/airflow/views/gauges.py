@@ -81,11 +81,10 @@ def queue_state(
     """Input and results queue snapshots of ``spec`` now, the worker count the autoscaling rule asks for,
     and whether the input queue reads drained."""
     from airflow.exceptions import AirflowNotFoundException
+    from airflow.models.connection import Connection
     from botocore.exceptions import BotoCoreError, ClientError
 
     from batchq.airflow.hook import BatchqSqsHook
-
-    from airflow.models.connection import Connection
 
     conn_id = settings.api_aws_conn_id()
     try:

@@ -50,7 +50,7 @@ def format_duration(seconds: float | None) -> str:
     """``95`` → ``1m 35s``; ``None`` → ``–``."""
     if seconds is None:
         return "–"
-    s = int(round(seconds))
+    s = round(seconds)
     if s < 60:
         return f"{seconds:.1f}s" if seconds < 10 else f"{s}s"
     if s < 3600:
