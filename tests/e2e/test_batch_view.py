@@ -1,7 +1,6 @@
 """The Batch views served by the plugin from a live ``airflow api-server``: what the pages show for a run
 the test created with ``airflow dags test``, and who may see them."""
 
-# ruff: noqa: F811 - session fixtures imported from tests.support.airflow_views are test arguments
 from __future__ import annotations
 
 import re
@@ -10,7 +9,7 @@ from urllib.parse import quote
 import pytest
 from batchq.sqs import send_bodies
 
-from tests.support.airflow_views import ALPHA, BETA, view_home, view_server  # noqa: F401 - fixtures
+from tests.support.airflow_views import ALPHA, BETA
 
 pytestmark = pytest.mark.ui
 

@@ -3,7 +3,6 @@ logged-in user: Airflow renders the tab, its iframe loads the plugin's page with
 cookie, and the page shows the run's ledger and every point of its drain curve. A screenshot is saved
 under the test's artifacts dir (and ``BATCHQ_SCREENSHOT_DIR`` if set)."""
 
-# ruff: noqa: F811 - session fixtures imported from tests.support.airflow_views are test arguments
 from __future__ import annotations
 
 import os
@@ -13,7 +12,7 @@ from urllib.parse import quote
 
 import pytest
 
-from tests.support.airflow_views import ALPHA, view_home, view_server  # noqa: F401 - fixtures
+from tests.support.airflow_views import ALPHA
 
 pytestmark = [pytest.mark.ui, pytest.mark.browser]
 

@@ -3,7 +3,6 @@ refusing requests without Airflow's token (schema and docs included), authorizin
 input, answering errors as 4xx/5xx-with-a-message (never a bare 500), leaking no filesystem path, and
 reporting the queue counts a real endpoint holds."""
 
-# ruff: noqa: F811 - session fixtures imported from tests.support.airflow_views are test arguments
 from __future__ import annotations
 
 import json
@@ -14,7 +13,7 @@ from batchq.queues import ensure_queues
 from batchq.spec import BatchSpec
 from batchq.sqs import receive_messages, send_bodies
 
-from tests.support.airflow_views import ALPHA, BETA, api_get, view_home, view_server  # noqa: F401 - fixtures
+from tests.support.airflow_views import ALPHA, BETA, api_get
 
 pytestmark = pytest.mark.e2e
 
