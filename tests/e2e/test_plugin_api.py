@@ -67,9 +67,9 @@ def test_queue_lag_api_is_authenticated_and_reports_real_counts(airflow_home, sq
     assert chosen_conn["status"] == 200 and chosen_conn["body"]["input"]["backlog"] == 12
 
 
-def test_schema_and_docs_need_a_token(airflow_home):
+def test_schema_and_docs_need_a_token(view_server):
     paths = ["/batchq/openapi.json", "/batchq/docs", "/batchq/redoc", "/batchq/v1/openapi.json"]
-    responses = api_get(airflow_home.env, [(None, p) for p in paths] + [("admin", p) for p in paths])
+    responses = [view_server.get(user, p) for user in (None, "admin") for p in paths]
     anonymous, authenticated = responses[: len(paths)], responses[len(paths) :]
     # FastAPI's public docs and schema are disabled (for everyone); the schema is served to
     # authenticated users only, at /v1/openapi.json.
@@ -78,17 +78,15 @@ def test_schema_and_docs_need_a_token(airflow_home):
     assert "/v1/batches" in authenticated[3]["body"]["paths"]
 
 
-def test_bad_input_is_a_4xx_with_a_message(airflow_home):
+def test_bad_input_is_a_4xx_with_a_message(view_server):
     long_name = "x" * 300
-    responses = api_get(
-        airflow_home.env,
-        [
-            ("admin", f"/batchq/v1/batches/{long_name}/queues"),
-            ("admin", "/batchq/v1/batches/bad%20name/queues"),
-            ("admin", "/batchq/v1/batches/ok/queues?backlog_per_worker=0"),
-            ("admin", f"/batchq/ui/dags/{'d' * 300}"),
-        ],
-    )
+    paths = [
+        f"/batchq/v1/batches/{long_name}/queues",
+        "/batchq/v1/batches/bad%20name/queues",
+        "/batchq/v1/batches/ok/queues?backlog_per_worker=0",
+        f"/batchq/ui/dags/{'d' * 300}",
+    ]
+    responses = [view_server.get("admin", p) for p in paths]
     assert [r["status"] for r in responses] == [422, 422, 422, 422], responses
     assert all(r["body"]["detail"] for r in responses)
 
