@@ -99,24 +99,45 @@ def parse_result(body: str | bytes) -> WorkResult:
     return _parse(WorkResult, body, "result")
 
 
+def _reject_constant(name: str) -> Any:
+    # json.loads accepts NaN/Infinity, which are not JSON and which batchq never writes (dumps_json
+    # refuses them); a body carrying them was not written by batchq.
+    raise ValueError(f"{name} is not valid JSON")
+
+
 def _parse(model: type[BaseModel], body: str | bytes, what: str) -> Any:
+    """Every way a body can be unreadable ends here as :class:`InvalidMessage` (a permanent failure
+    with a reason), never as another exception: nested JSON deep enough to exhaust the recursion limit
+    (``"[" * 100000``), invalid UTF-8, NaN, a value pydantic cannot even attempt to validate."""
     try:
-        raw = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise InvalidMessage(f"{what} body is not JSON: {exc}") from None
+        raw = json.loads(body, parse_constant=_reject_constant)
+    except RecursionError:
+        raise InvalidMessage(f"{what} body is nested too deeply to parse") from None
+    except (ValueError, UnicodeDecodeError, TypeError) as exc:
+        raise InvalidMessage(f"{what} body is not JSON: {_short(exc)}") from None
     if not isinstance(raw, dict):
         raise InvalidMessage(f"{what} body must be a JSON object, got {type(raw).__name__}")
     key = raw.get("key") if isinstance(raw.get("key"), str) else None
     version = raw.get("schema_version")
     if version != SCHEMA_VERSION:
         raise InvalidMessage(
-            f"unsupported schema_version {version!r} (this worker understands {SCHEMA_VERSION})", key=key
+            f"unsupported schema_version {_short(version)} (this worker understands {SCHEMA_VERSION})", key=key
         )
     try:
         return model.model_validate(raw)
     except ValidationError as exc:
         detail = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()[:5])
-        raise InvalidMessage(f"invalid {what}: {detail}", key=key) from None
+        raise InvalidMessage(f"invalid {what}: {_short(detail)}", key=key) from None
+    except RecursionError:
+        raise InvalidMessage(f"invalid {what}: a value is nested too deeply", key=key) from None
+    except Exception as exc:  # noqa: BLE001 - whatever validation trips on, the body is what is wrong
+        raise InvalidMessage(f"invalid {what}: {type(exc).__name__}: {_short(exc)}", key=key) from None
+
+
+def _short(value: object, limit: int = 500) -> str:
+    """``repr``/``str`` of a value for an error message, bounded (a reason must stay small)."""
+    text = value if isinstance(value, str) else repr(value) if not isinstance(value, BaseException) else str(value)
+    return text if len(text) <= limit else f"{text[:limit]}…[{len(text) - limit} more chars]"
 
 
 # -- the one payload serialiser ---------------------------------------------------------------------
