@@ -63,8 +63,11 @@ class Process:
     env: dict[str, str]
     log_path: Path
     popen: subprocess.Popen | None = None
+    #: Stopped or killed on purpose (not a crash): :meth:`Deployment.assert_alive` ignores it.
+    down: bool = False
 
     def start(self) -> None:
+        self.down = False
         log = open(self.log_path, "ab")
         log.write(f"\n==== start {' '.join(self.argv)} at {time.strftime('%H:%M:%S')}\n".encode())
         log.flush()
@@ -89,12 +92,14 @@ class Process:
 
     def kill9(self) -> None:
         """``kill -9`` of the whole process group, as a crashed machine would go."""
+        self.down = True
         self.signal_group(signal.SIGKILL)
         self.popen.wait(timeout=30)
 
     def stop(self, timeout: float = 30) -> None:
         if self.popen is None:
             return
+        self.down = True
         self.signal_group(signal.SIGTERM)
         try:
             self.popen.wait(timeout=timeout)
@@ -169,7 +174,7 @@ class Deployment:
         return "\n".join(f"---- {p.name} ({p.log_path}) ----\n{p.tail(lines)}" for p in self.processes.values())
 
     def assert_alive(self) -> None:
-        dead = [f"{p.name} (exit {p.popen.returncode})" for p in self.processes.values() if p.popen is not None and not p.alive]
+        dead = [f"{p.name} (exit {p.popen.returncode})" for p in self.processes.values() if p.popen is not None and not p.down and not p.alive]
         assert not dead, f"deployment processes exited: {dead}\n{self.logs()}"
 
     # -- metadata database -----------------------------------------------------------------------
