@@ -297,7 +297,10 @@ def airflow_base(tmp_path_factory, deploy_db) -> dict[str, str]:
         # A task whose process died (kill -9 of its worker) is failed and retried in seconds, not minutes.
         "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "20",
         "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT_DETECTION_INTERVAL": "5",
-        "AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT": "90",
+        # A task a killed Celery worker had taken but not started stays `queued` until this timeout
+        # requeues it (defaults: 600 s, checked every 120 s).
+        "AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT": "60",
+        "AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT_CHECK_INTERVAL": "10",
         "AIRFLOW__CORE__DEFAULT_TASK_RETRIES": "2",
         "AIRFLOW__CORE__DEFAULT_TASK_RETRY_DELAY": "2",
         # A killed triggerer's triggers go to a live one after 10 s without heartbeat (default 30).
@@ -354,11 +357,16 @@ def start_deployment(airflow_base, tmp_path_factory) -> Iterator[Callable[..., D
         dep.airflow("dag-processor", "dag-processor")
         dep.airflow("scheduler", "scheduler")
         start_triggerer(dep)
-        for i in range(celery_workers):
-            start_celery_worker(dep, f"deploy-{chr(ord('a') + i)}")
+        celery = [start_celery_worker(dep, f"deploy-{chr(ord('a') + i)}") for i in range(celery_workers)]
         wait_until(lambda: dep.assert_alive() or dep.api_ready(), timeout=240, interval=1, what="the API server", on_timeout=dep.logs)
-        wait_until(lambda: dep.assert_alive() or dep.query("select 1 from dag where dag_id = 'customer_batch' and not is_stale"),
-                   timeout=240, interval=1, what="the DAG processor to parse customer_batch", on_timeout=dep.logs)
+        # Parsed by *this* deployment: the serialized DAG carries this spec's path (an earlier deployment
+        # on the same database left its own version behind).
+        wait_until(lambda: dep.assert_alive() or dep.query(
+            "select 1 from serialized_dag s join dag d on d.dag_id = s.dag_id where s.dag_id = 'customer_batch' and not d.is_stale "
+            "and s.data::text like %s", f"%{spec}%"), timeout=240, interval=1, what="the DAG processor to parse customer_batch", on_timeout=dep.logs)
+        for worker in celery:  # both consuming before anything is queued, so the shards spread over them
+            wait_until(lambda: dep.assert_alive() or " ready." in worker.tail(200), timeout=240, interval=1,
+                       what=f"{worker.name} to be ready", on_timeout=worker.tail)
         return dep
 
     yield factory
