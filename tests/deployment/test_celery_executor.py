@@ -85,15 +85,24 @@ def test_celery_fan_out_across_workers_survives_a_killed_worker(deployment, spec
     assert len(list(plan.shards())) == 12
     deployment.trigger(DAG_ID, run_id)
 
-    def shard_running_on_b():
-        deployment.assert_alive()
-        return deployment.query(
-            "select map_index from task_instance where dag_id = %s and run_id = %s and task_id = 'fan_out' and state = 'running' and hostname = %s",
-            DAG_ID, run_id, HOSTS[1],
-        )
+    shard_keys = [{key for key, _ in plan.iter_bodies(shard)} for shard in plan.shards()]
 
-    running = wait_until(shard_running_on_b, timeout=300, interval=0.2, what=f"a fan-out shard running on {HOSTS[1]}",
-                         on_timeout=lambda: str(fan_out_tries(deployment, run_id)))
+    def kill_point():
+        """Best: a shard on deploy-b that has already sent payloads (its retry re-sends them: duplicates
+        the bound must hold for). Otherwise, once no shard is left unstarted, any shard running there."""
+        deployment.assert_alive()
+        rows = deployment.query("select map_index, state, hostname from task_instance where dag_id = %s and run_id = %s and task_id = 'fan_out'", DAG_ID, run_id)
+        on_b = [m for m, state, host in rows if state == "running" and host == HOSTS[1]]
+        with counting_proxy.lock:
+            sent = [m for m in on_b if any(counting_proxy.log.attempts.get(k) for k in shard_keys[m])]
+        if sent:
+            return sent, "after its payloads were sent"
+        if on_b and rows and all(state in ("running", "success") for _, state, _ in rows):
+            return on_b, "before its payloads were sent"
+        return None
+
+    killed_shards, when = wait_until(kill_point, timeout=300, interval=0.1, what=f"a fan-out shard running on {HOSTS[1]}",
+                                     on_timeout=lambda: str(fan_out_tries(deployment, run_id)))
     deployment.processes[f"celery-{HOSTS[1]}"].kill9()
     killed_at = time.monotonic() - t0
 
@@ -101,9 +110,8 @@ def test_celery_fan_out_across_workers_survives_a_killed_worker(deployment, spec
     tries = fan_out_tries(deployment, run_id)
     hosts = {host for _, _, host, _ in tries}
     assert set(HOSTS) <= hosts, f"shards ran on {hosts}: {tries}"
-    killed_shards = {row[0] for row in running}
     retried = {m for m, t, _, _ in tries if t > 1}
-    assert killed_shards & retried, f"the shard killed on {HOSTS[1]} ({killed_shards}) was not retried: {tries}"
+    assert set(killed_shards) & retried, f"the shard killed on {HOSTS[1]} ({killed_shards}) was not retried: {tries}"
 
     # What the input queue was sent, per key: nothing lost, duplicates only from retried shards.
     planned = planned_keys(spec_path, run_id)
@@ -116,6 +124,6 @@ def test_celery_fan_out_across_workers_survives_a_killed_worker(deployment, spec
     figures = assert_run_exact(deployment, spec_path, run_id, max_writes=spec.queues.max_receive_count * max_tries)
     per_host = Counter(host for _, _, host, _ in tries)
     print(
-        f"\ncelery: killed {HOSTS[1]} at {killed_at:.0f}s while shard(s) {sorted(killed_shards)} ran; tries (map_index, try, host, state): {tries}; "
+        f"\ncelery: killed {HOSTS[1]} at {killed_at:.0f}s while shard(s) {sorted(killed_shards)} ran, {when}; tries (map_index, try, host, state): {tries}; "
         f"tries per host {dict(per_host)}; payload sends per key: {dict(Counter(sent.values()))} (count → keys); {figures}; {time.monotonic() - t0:.0f}s"
     )
