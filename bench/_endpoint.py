@@ -157,15 +157,13 @@ def sqs_endpoint(prefer: str = "localstack") -> Iterator[SqsEndpoint]:
 
 
 def boto3_client(url: str | SqsEndpoint, service: str = "sqs", **config_kwargs):
-    """A boto3 client for ``url`` with dummy credentials and a pool big enough for threaded benches."""
+    """A boto3 client for ``url`` with dummy credentials and batchq's own botocore policy
+    (:func:`batchq.aws.botocore_config`: what production runs with), ``config_kwargs`` overriding it."""
     import boto3
-    from botocore.config import Config
 
-    cfg = Config(
-        max_pool_connections=config_kwargs.pop("max_pool_connections", 32),
-        retries=config_kwargs.pop("retries", {"mode": "standard"}),
-        **config_kwargs,
-    )
+    from batchq.aws import botocore_config
+
+    cfg = botocore_config(**config_kwargs)
     return boto3.client(
         service,
         endpoint_url=str(url),

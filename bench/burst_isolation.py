@@ -56,6 +56,8 @@ os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
 os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
 os.environ.setdefault("AWS_EC2_METADATA_DISABLED", "true")
 
+from batchq.queues import delete_queue, ensure_queue  # noqa: E402
+
 
 def log(msg: str) -> None:
     print(f"[burst_isolation] {msg}", file=sys.stderr, flush=True)
@@ -230,7 +232,8 @@ def run_drainer(client, url: str, sink_url: str, *, max_rate: float | None, max_
 
 
 def raw_loop(client, url: str, port: int, n: int) -> float:
-    """The baseline: receive 10 → POST their bodies → delete, single-threaded, no parsing, no ledger."""
+    """The baseline: receive 10 → POST their bodies → delete, single-threaded, no parsing, no ledger.
+    Raw boto3 calls on purpose: this is the plain-SDK loop the drainer is measured against."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     done = 0
     started = time.perf_counter()
@@ -253,7 +256,7 @@ def detect_delay(client, sqs_url: str, stable_for_s: float, poll_s: float, n: in
     from batchq.airflow.triggers import QueueDrainedTrigger
     from batchq.sqs import delete_messages, receive_messages
 
-    url = client.create_queue(QueueName=f"bench-detect-{uuid.uuid4().hex[:8]}")["QueueUrl"]
+    url = ensure_queue(client, f"bench-detect-{uuid.uuid4().hex[:8]}")
     load_queue(client, url, make_bodies(n, "detect"))
     emptied: list[float] = []
 
@@ -277,7 +280,7 @@ def detect_delay(client, sqs_url: str, stable_for_s: float, poll_s: float, n: in
     t.start()
     fired = asyncio.run(wait_event())
     t.join()
-    client.delete_queue(QueueUrl=url)
+    delete_queue(client, url)
     return fired - emptied[0]
 
 
@@ -327,7 +330,7 @@ def main() -> None:
                 log(f"round {rnd + 1}: idle: {len(fg.latencies)} fg requests, p50 {statistics.median(fg.latencies):.2f} ms, p99 {p99(fg.latencies):.2f} ms")
 
                 # 3. batchq drainer at max_rate (queue loaded beforehand: the burst lands on SQS, not the service)
-                url = client.create_queue(QueueName=f"bench-burst-{uuid.uuid4().hex[:8]}")["QueueUrl"]
+                url = ensure_queue(client, f"bench-burst-{uuid.uuid4().hex[:8]}")
                 load_queue(client, url, make_bodies(args.results, "batchq"))
                 with Foreground(service.port, args.fg_rate, args.fg_threads) as fg:
                     _, started, commits = run_drainer(client, url, f"{service.url}/results", max_rate=args.max_rate, max_in_flight=args.max_in_flight, n=args.results, ledger_dir=tmp)
@@ -335,7 +338,7 @@ def main() -> None:
                 last_t, applied = commits[-1]
                 achieved_rates.append(applied / (last_t - started))
                 log(f"round {rnd + 1}: batchq: {applied} results at max_rate {args.max_rate}/s: achieved {achieved_rates[-1]:.1f}/s; fg p99 {p99(fg.latencies):.2f} ms")
-                client.delete_queue(QueueUrl=url)
+                delete_queue(client, url)
 
             # 2. sync burst
             bodies = make_bodies(args.results, "sync")
@@ -360,7 +363,7 @@ def main() -> None:
         raw_rates: list[float] = []
         drain_rates: list[float] = []
         try:
-            url = client.create_queue(QueueName=f"bench-tput-{uuid.uuid4().hex[:8]}")["QueueUrl"]
+            url = ensure_queue(client, f"bench-tput-{uuid.uuid4().hex[:8]}")
             for rnd in range(args.rounds):
                 load_queue(client, url, make_bodies(args.throughput_results, "raw"))
                 raw_rates.append(raw_loop(client, url, fast.port, args.throughput_results))
@@ -368,7 +371,7 @@ def main() -> None:
                 _, started, commits = run_drainer(client, url, f"{fast.url}/results", max_rate=None, max_in_flight=1, n=args.throughput_results, ledger_dir=tmp)
                 drain_rates.append(commits[-1][1] / (commits[-1][0] - started))
                 log(f"round {rnd + 1}: throughput (1 thread, no cap): drainer {drain_rates[-1]:.0f}/s vs raw loop {raw_rates[-1]:.0f}/s")
-            client.delete_queue(QueueUrl=url)
+            delete_queue(client, url)
         finally:
             fast.close()
         raw_per_s, drain_per_s = statistics.median(raw_rates), statistics.median(drain_rates)

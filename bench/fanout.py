@@ -32,7 +32,8 @@ from _endpoint import boto3_client, sqs_endpoint  # noqa: E402
 
 from batchq.spec import BatchSpec  # noqa: E402
 from batchq.plan import Plan, Shard  # noqa: E402
-from batchq.sqs import send_bodies  # noqa: E402
+from batchq.queues import delete_queue, ensure_queue  # noqa: E402
+from batchq.sqs import get_snapshot, send_bodies  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 SPEC_FILE = REPO / "include" / "specs" / "customer_batch.yaml"
@@ -57,12 +58,11 @@ def bodies_for(n: int, run_id: str) -> tuple[Plan, Shard]:
 
 
 def fresh_queue(client, label: str) -> str:
-    return client.create_queue(QueueName=f"bench-fanout-{label}-{uuid.uuid4().hex[:8]}")["QueueUrl"]
+    return ensure_queue(client, f"bench-fanout-{label}-{uuid.uuid4().hex[:8]}")
 
 
 def depth(client, url: str) -> int:
-    attrs = client.get_queue_attributes(QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages"])
-    return int(attrs["Attributes"]["ApproximateNumberOfMessages"])
+    return get_snapshot(client, url).visible
 
 
 def check_depth(client, url: str, n: int, label: str) -> None:
@@ -86,9 +86,13 @@ def run_batchq(url_client, n: int, in_flight: int, label: str = "batchq") -> flo
     report = send_bodies(client, url, plan.iter_bodies(shard), max_in_flight=in_flight)
     dt = time.perf_counter() - t0
     check_depth(client, url, n, f"{label} (in_flight={in_flight})")
-    client.delete_queue(QueueUrl=url)
+    delete_queue(client, url)
     assert report.sent == n and not report.failed
     return n / dt
+
+
+# The two baselines below call boto3 directly on purpose: they are the plain-SDK paths batchq is measured
+# against (one SendMessage per payload; a single-threaded SendMessageBatch loop).
 
 
 def run_per_message(endpoint_url, items: list[tuple[str, str]]) -> float:
@@ -99,7 +103,7 @@ def run_per_message(endpoint_url, items: list[tuple[str, str]]) -> float:
         client.send_message(QueueUrl=url, MessageBody=body)
     dt = time.perf_counter() - t0
     check_depth(client, url, len(items), "per-message")
-    client.delete_queue(QueueUrl=url)
+    delete_queue(client, url)
     return len(items) / dt
 
 
@@ -117,7 +121,7 @@ def run_raw_batch(endpoint_url, items: list[tuple[str, str]]) -> float:
             raise SystemExit(f"raw batch loop: {len(resp['Failed'])} entries failed")
     dt = time.perf_counter() - t0
     check_depth(client, url, len(items), "raw batch loop")
-    client.delete_queue(QueueUrl=url)
+    delete_queue(client, url)
     return len(items) / dt
 
 

@@ -34,7 +34,8 @@ sys.path.insert(0, str(HERE))
 from _endpoint import boto3_client, sqs_endpoint
 from batchq.spec import BatchSpec, QueueSpec
 from batchq.plan import Plan
-from batchq.sqs import ensure_queues, get_snapshot, send_bodies
+from batchq.queues import delete_queue, ensure_queues
+from batchq.sqs import get_snapshot, send_bodies
 
 BOOT = r"""
 import json, sys
@@ -78,7 +79,7 @@ def fill(client, url: str, n: int, job_type: str) -> float:
 def cleanup(client, urls) -> None:
     for url in urls.to_dict().values():
         with contextlib.suppress(Exception):  # best effort: the endpoint is discarded anyway
-            client.delete_queue(QueueUrl=url)
+            delete_queue(client, url)
 
 
 def run_workers(ep_url: str, client, n_procs: int, concurrency: int, job_type: str, payloads: int,
@@ -129,6 +130,7 @@ def run_workers(ep_url: str, client, n_procs: int, concurrency: int, job_type: s
 
 
 def raw_loop(client, payloads: int) -> dict:
+    """The baseline: plain boto3 receive → send result → delete, no batchq runtime (raw SDK calls on purpose)."""
     urls = fresh_queues(client, "raw")
     try:
         fill(client, urls.input, payloads, "bench-noop")

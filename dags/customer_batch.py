@@ -1,10 +1,11 @@
 """customer_batch: every customer × job type × period, fanned out to SQS daily at 07:00.
 
 The pattern, top to bottom:
-  1. plan_shards — resolve the spec, count payloads, split into index-range shards, provision queues;
-  2. fan_out     — one mapped task per shard sends its payloads to the input queue (SendMessageBatch);
+  0. ensure_queues — create (or converge) the input/results queues and their DLQs (idempotent);
+  1. plan_shards   — resolve the spec, count payloads, split into index-range shards;
+  2. fan_out       — one mapped task per shard sends its payloads to the input queue (SendMessageBatch);
   3. (workers outside Airflow process the input queue and put results on the results queue);
-  4. wait for the input queue to drain, then drain results to the sink at a safe rate.
+  4. wait for the input queue to empty, then drain results to the sink at a safe rate.
 
 The spec (include/specs/customer_batch.yaml) is validated when this file is parsed; nothing here touches
 AWS or Airflow Variables until a task runs. BATCHQ_CUSTOMER_BATCH_SPEC overrides the spec file.
@@ -17,7 +18,7 @@ import os
 import pendulum
 from airflow.sdk import dag
 
-from batchq.airflow.operators import FanOutOperator, plan_shards
+from batchq.airflow.operators import EnsureQueuesOperator, FanOutOperator, plan_shards
 from batchq.airflow.operators.drain import ResultsDrainOperator
 from batchq.airflow.sensors import QueueDrainedSensor
 from batchq.airflow.spec_sources import load_spec
@@ -35,7 +36,8 @@ load_spec(SPEC)  # parse-time validation: a bad spec is an import error naming t
     doc_md=__doc__,
 )
 def customer_batch():
-    shards = plan_shards(spec=SPEC)
+    ensure_queues = EnsureQueuesOperator(task_id="ensure_queues", spec=SPEC)
+    shards = plan_shards(spec=SPEC, queues=ensure_queues.output)
 
     fan_out = FanOutOperator.partial(task_id="fan_out", spec=SPEC).expand(shard=shards)
 

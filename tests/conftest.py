@@ -53,15 +53,10 @@ def sqs_endpoint() -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def sqs_client(sqs_endpoint: str):
-    import boto3
-    from botocore.config import Config
+    """A client with the production botocore policy (:func:`batchq.aws.botocore_config`)."""
+    from batchq.aws import sqs_client as batchq_sqs_client
 
-    return boto3.client(
-        "sqs",
-        endpoint_url=sqs_endpoint,
-        region_name=os.environ["AWS_DEFAULT_REGION"],
-        config=Config(max_pool_connections=32, retries={"mode": "standard", "max_attempts": 3}),
-    )
+    return batchq_sqs_client(endpoint_url=sqs_endpoint, region_name=os.environ["AWS_DEFAULT_REGION"])
 
 
 def unique_name(prefix: str = "t") -> str:
@@ -89,9 +84,9 @@ def make_queue(sqs_client) -> Iterator[Callable[..., str]]:
 @pytest.fixture
 def queue_spec_factory(sqs_client):
     """Factory: ``(QueueSpec, QueueUrls)`` for new uniquely named input/results queues with DLQs
-    (provisioned with :func:`batchq.sqs.ensure_queues`), deleted afterwards."""
+    (provisioned with :func:`batchq.queues.ensure_queues`), deleted afterwards."""
     from batchq.spec import QueueSpec
-    from batchq.sqs import ensure_queues
+    from batchq.queues import ensure_queues
 
     made = []
 

@@ -33,14 +33,6 @@ class SendFailed(BatchqError):
         super().__init__(f"{len(self.failed)} message(s) not sent ({sent} sent): {shown}{more}")
 
 
-class DeleteFailed(BatchqError):
-    """Some messages could not be deleted after retries; they will be redelivered (at-least-once)."""
-
-    def __init__(self, failed: Mapping[str, str]):
-        self.failed = dict(failed)
-        super().__init__(f"{len(self.failed)} message(s) not deleted: {list(self.failed.items())[:5]}")
-
-
 class InvalidMessage(BatchqError, ValueError):
     """A message body is not a valid batchq payload/result. Permanent: it must go to a dead-letter path."""
 
@@ -51,7 +43,3 @@ class InvalidMessage(BatchqError, ValueError):
 
 class QueueNotFound(BatchqError, LookupError):
     """A queue named by a spec does not exist (create it with ``batchq queues create``)."""
-
-
-class RunFailed(BatchqError):
-    """A run's ledger closed with more failures than the spec tolerates."""

@@ -1,14 +1,17 @@
-"""Pure queue-health math: snapshots, drained-and-stable, backlog trend, drain rate, ETA and the
-autoscaling rule. No I/O here: the sensor, the trigger, the worker supervisor and the plugin page all
-feed snapshots in and read decisions out, so they cannot disagree.
+"""Pure queue-health math: snapshots, the wait decisions (input queue drained and stable; results
+available), backlog trend, drain rate, ETA and the autoscaling rule.
+
+No I/O and no Airflow here: the sensor's poke path, the triggers, the worker supervisor and the plugin's
+API feed snapshots in and read decisions out, so they cannot disagree.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Mapping
+from enum import Enum
+from typing import Any, ClassVar
 
 #: The GetQueueAttributes names a snapshot needs.
 COUNT_ATTRIBUTES = (
@@ -23,7 +26,7 @@ class QueueSnapshot:
     """Counts of one queue at one instant (``taken_at``: epoch seconds).
 
     SQS counters are approximate and can lag; never trust a single snapshot to mean "empty"
-    (see :class:`DrainWatch`).
+    (see :class:`InputWait`).
     """
 
     taken_at: float
@@ -74,26 +77,6 @@ def snapshot_from_attributes(
         delayed=count(attributes, COUNT_ATTRIBUTES[2]),
         dlq_visible=None if dlq_attributes is None else count(dlq_attributes, COUNT_ATTRIBUTES[0]),
     )
-
-
-@dataclass
-class DrainWatch:
-    """Decides "drained": backlog == 0 in every snapshot for at least ``stable_for_s`` seconds.
-
-    :param stable_for_s: how long the queue must read empty continuously. AWS advises ~60 s for the
-        approximate counters; tests use a fraction of a second against exact emulators.
-    """
-
-    stable_for_s: float
-    empty_since: float | None = None
-
-    def observe(self, snapshot: QueueSnapshot) -> bool:
-        if not snapshot.is_empty:
-            self.empty_since = None
-            return False
-        if self.empty_since is None:
-            self.empty_since = snapshot.taken_at
-        return snapshot.taken_at - self.empty_since >= self.stable_for_s
 
 
 def desired_workers(backlog: int, backlog_per_worker: int, min_workers: int = 0, max_workers: int = 1) -> int:
@@ -190,3 +173,275 @@ class BoundedSeries:
                 out.pop()  # make room for "now" without losing the start of the curve
             out.append(self.last)
         return out
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready state (points must themselves be JSON values)."""
+        return {"max_points": self.max_points, "points": list(self.points), "stride": self.stride, "seen": self.seen, "last": self.last}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> BoundedSeries:
+        return cls(
+            max_points=int(data["max_points"]),
+            points=list(data["points"]),
+            stride=int(data["stride"]),
+            seen=int(data["seen"]),
+            last=data.get("last"),
+        )
+
+
+def queue_gauges(snapshot: QueueSnapshot, eta_s: float | None = None) -> dict[str, float]:
+    """The queue gauges of one snapshot (``batchq.queue.<name>``), as the sensor and trigger emit them."""
+    values: dict[str, float] = {
+        "visible": snapshot.visible,
+        "in_flight": snapshot.in_flight,
+        "delayed": snapshot.delayed,
+        "backlog": snapshot.backlog,
+    }
+    if snapshot.dlq_visible is not None:
+        values["dlq_visible"] = snapshot.dlq_visible
+    if eta_s is not None:
+        values["eta_s"] = round(eta_s, 1)
+    return values
+
+
+# -- the wait decisions ----------------------------------------------------------------------------------
+
+#: How long the input queue must read empty before it counts as drained. AWS advises about a minute for
+#: the approximate counters to settle. The one default of the sensor, the trigger and
+#: ``[batchq] wait_stable_for_s``.
+DEFAULT_STABLE_FOR_S = 60.0
+#: Snapshots the ETA is estimated over (the drain rate of the recent window).
+ETA_WINDOW = 20
+#: Field names of one :func:`series_point`.
+SERIES_FIELDS = ("t", "visible", "in_flight", "delayed", "dlq")
+
+
+class WaitReason(str, Enum):
+    """Why a wait ended (a trigger event's ``reason``)."""
+
+    DRAINED = "drained"
+    AVAILABLE = "available"
+    TIMEOUT = "timeout"
+    DLQ_THRESHOLD = "dlq_threshold"
+    ERROR = "error"
+
+    @property
+    def succeeded(self) -> bool:
+        return self in (WaitReason.DRAINED, WaitReason.AVAILABLE)
+
+
+def series_point(snap: QueueSnapshot) -> list[float | int]:
+    """One compact sample: ``[t, visible, in_flight, delayed, dlq]`` (dlq -1 when not watched)."""
+    dlq = -1 if snap.dlq_visible is None else snap.dlq_visible
+    return [round(snap.taken_at, 3), snap.visible, snap.in_flight, snap.delayed, dlq]
+
+
+@dataclass(frozen=True)
+class WaitOutcome:
+    """How a wait ended: the reason, the last snapshot, and wait-specific ``details`` (JSON primitives).
+
+    :meth:`to_dict` is a trigger's event payload; :meth:`from_dict` reads it back in the sensor's resume
+    method (also payloads of triggers serialised by older releases).
+    """
+
+    reason: WaitReason
+    snapshot: QueueSnapshot | None
+    waited_s: float
+    message: str = ""
+    details: Mapping[str, Any] = field(default_factory=dict)
+
+    _CORE: ClassVar[frozenset[str]] = frozenset({"status", "reason", "snapshot", "waited_s", "message"})
+
+    @property
+    def succeeded(self) -> bool:
+        return self.reason.succeeded
+
+    def describe_snapshot(self) -> str:
+        return self.snapshot.describe() if self.snapshot else "no snapshot"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "status": "success" if self.succeeded else "failed",
+            "reason": self.reason.value,
+            "snapshot": None if self.snapshot is None else self.snapshot.to_dict(),
+            "waited_s": self.waited_s,
+            "message": self.message,
+            **self.details,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> WaitOutcome:
+        try:
+            reason = WaitReason(data.get("reason"))
+        except ValueError:
+            known = ", ".join(r.value for r in WaitReason)
+            raise ValueError(f"unknown wait reason {data.get('reason')!r} (known: {known})") from None
+        snapshot = data.get("snapshot")
+        return cls(
+            reason=reason,
+            snapshot=None if not snapshot else QueueSnapshot.from_dict(snapshot),
+            waited_s=float(data.get("waited_s") or 0.0),
+            message=str(data.get("message") or ""),
+            details={k: v for k, v in data.items() if k not in cls._CORE},
+        )
+
+
+@dataclass(kw_only=True)
+class QueueWait:
+    """What every wait shares: feed it snapshots with :meth:`step`; it answers with an outcome once the
+    wait is over. Subclasses decide in :meth:`_observe`; the deadline is checked here, after it, so a
+    snapshot that completes the wait at the deadline still counts.
+
+    :param started_at: epoch seconds the wait began (``waited_s`` counts from it).
+    :param deadline: epoch seconds after which the wait ends ``timeout`` with the last snapshot
+        (absolute, so a restart does not extend it); ``None`` waits forever.
+    """
+
+    started_at: float
+    deadline: float | None = None
+    last: QueueSnapshot | None = None
+
+    #: The timeout message's subject ("<what> by the deadline").
+    not_done: ClassVar[str] = "wait not over"
+
+    def step(self, snapshot: QueueSnapshot | None, now: float) -> WaitOutcome | None:
+        """Feed one poll (``None``: the poll failed, only the deadline can end the wait)."""
+        if snapshot is not None:
+            self.last = snapshot
+            outcome = self._observe(snapshot, now)
+            if outcome is not None:
+                return outcome
+        if self.deadline is not None and now >= self.deadline:
+            return self.outcome(WaitReason.TIMEOUT, now, f"{self.not_done} by the deadline; last snapshot: {self._last_described()}")
+        return None
+
+    def fail(self, message: str, now: float) -> WaitOutcome:
+        """The ``error`` outcome (polling failed for good), with whatever was seen so far."""
+        return self.outcome(WaitReason.ERROR, now, message)
+
+    def outcome(self, reason: WaitReason, now: float, message: str = "") -> WaitOutcome:
+        return WaitOutcome(reason, self.last, round(now - self.started_at, 3), message, self._details())
+
+    def gauges(self) -> dict[str, float]:
+        """The metrics to emit for the newest snapshot."""
+        return {} if self.last is None else queue_gauges(self.last)
+
+    def _observe(self, snapshot: QueueSnapshot, now: float) -> WaitOutcome | None:
+        raise NotImplementedError
+
+    def _details(self) -> dict[str, Any]:
+        return {}
+
+    def _last_described(self) -> str:
+        return self.last.describe() if self.last else "no snapshot"
+
+
+@dataclass(kw_only=True)
+class InputWait(QueueWait):
+    """The input queue's wait: done when backlog (visible + in flight + delayed) == 0 in every snapshot
+    for ``stable_for_s``; fails early when the DLQ reaches ``dlq_threshold``; keeps the backlog series
+    (bounded, evenly downsampled) and the recent snapshots for the ETA gauge.
+
+    The state is JSON-serialisable (:meth:`to_dict` / :meth:`from_dict`).
+
+    :param stable_for_s: how long the queue must read empty continuously (0: the first empty snapshot).
+    :param dlq_threshold: end ``dlq_threshold`` as soon as the DLQ holds at least this many messages.
+    :param max_points: bound of the backlog series.
+    """
+
+    stable_for_s: float = DEFAULT_STABLE_FOR_S
+    dlq_threshold: int | None = None
+    max_points: int = 500
+    empty_since: float | None = None
+    series: BoundedSeries | None = None
+    recent: list[QueueSnapshot] = field(default_factory=list)
+
+    not_done: ClassVar[str] = "queue not drained"
+
+    def __post_init__(self) -> None:
+        if self.stable_for_s < 0:
+            raise ValueError(f"stable_for_s must be >= 0, got {self.stable_for_s}")
+        if self.dlq_threshold is not None and self.dlq_threshold < 1:
+            raise ValueError(f"dlq_threshold must be >= 1 (or None), got {self.dlq_threshold}")
+        if self.max_points < 2:
+            raise ValueError(f"max_points must be >= 2, got {self.max_points}")
+        if self.series is None:
+            self.series = BoundedSeries(self.max_points)
+
+    def _observe(self, snapshot: QueueSnapshot, now: float) -> WaitOutcome | None:
+        self.series.add(series_point(snapshot))
+        self.recent = [*self.recent, snapshot][-ETA_WINDOW:]
+        dlq = snapshot.dlq_visible or 0
+        if self.dlq_threshold is not None and dlq >= self.dlq_threshold:
+            return self.outcome(WaitReason.DLQ_THRESHOLD, now, f"DLQ holds {dlq} message(s), threshold {self.dlq_threshold}")
+        # Approximate counters can read 0 for one poll while messages are still moving: trust only an
+        # unbroken run of empty snapshots.
+        if not snapshot.is_empty:
+            self.empty_since = None
+            return None
+        if self.empty_since is None:
+            self.empty_since = snapshot.taken_at
+        if snapshot.taken_at - self.empty_since >= self.stable_for_s:
+            return self.outcome(WaitReason.DRAINED, now, f"empty for {snapshot.taken_at - self.empty_since:.1f}s")
+        return None
+
+    def _details(self) -> dict[str, Any]:
+        return {
+            "series_fields": list(SERIES_FIELDS),
+            "series": self.series.values(),
+            "stable_for_s": self.stable_for_s,
+            "empty_since": self.empty_since,
+        }
+
+    def gauges(self) -> dict[str, float]:
+        """The metrics to emit for the newest snapshot (with the ETA over the recent window)."""
+        return {} if self.last is None else queue_gauges(self.last, eta_seconds(self.recent))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "started_at": self.started_at,
+            "deadline": self.deadline,
+            "stable_for_s": self.stable_for_s,
+            "dlq_threshold": self.dlq_threshold,
+            "max_points": self.max_points,
+            "empty_since": self.empty_since,
+            "last": None if self.last is None else self.last.to_dict(),
+            "series": self.series.to_dict(),
+            "recent": [s.to_dict() for s in self.recent],
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> InputWait:
+        return cls(
+            started_at=float(data["started_at"]),
+            deadline=None if data.get("deadline") is None else float(data["deadline"]),
+            stable_for_s=float(data["stable_for_s"]),
+            dlq_threshold=None if data.get("dlq_threshold") is None else int(data["dlq_threshold"]),
+            max_points=int(data["max_points"]),
+            empty_since=None if data.get("empty_since") is None else float(data["empty_since"]),
+            last=None if not data.get("last") else QueueSnapshot.from_dict(data["last"]),
+            series=BoundedSeries.from_dict(data["series"]),
+            recent=[QueueSnapshot.from_dict(s) for s in data.get("recent", [])],
+        )
+
+
+@dataclass(kw_only=True)
+class ResultsWait(QueueWait):
+    """The results queue's wait: done when it has at least ``min_visible`` visible messages (the drain
+    operator's "nothing to do yet" wait; nothing is received).
+
+    :param min_visible: visible messages that count as "available" (>= 1).
+    """
+
+    min_visible: int = 1
+
+    not_done: ClassVar[str] = "no results arrived"
+
+    def __post_init__(self) -> None:
+        if self.min_visible < 1:
+            raise ValueError(f"min_visible must be >= 1, got {self.min_visible}")
+
+    def _observe(self, snapshot: QueueSnapshot, now: float) -> WaitOutcome | None:
+        if snapshot.visible >= self.min_visible:
+            return self.outcome(WaitReason.AVAILABLE, now, f"{snapshot.visible} visible")
+        return None

@@ -19,8 +19,6 @@ MAX_WAIT_TIME_SECONDS = 20
 MAX_VISIBILITY_TIMEOUT_SECONDS = 43_200
 #: Longest per-message / per-queue delivery delay.
 MAX_DELAY_SECONDS = 900
-#: Batch entry ids: up to 80 characters of alphanumerics, hyphens and underscores.
-MAX_BATCH_ENTRY_ID_LENGTH = 80
 #: maxReceiveCount range of a redrive policy.
 MIN_MAX_RECEIVE_COUNT = 1
 MAX_MAX_RECEIVE_COUNT = 1000

@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import hashlib
 import itertools
-import json
 import math
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
 
-from batchq.messages import PayloadEncoder, WorkPayload, dumps_json
+from batchq.messages import PayloadEncoder, dumps_json
 
 from batchq.spec import BatchSpec
 from batchq.errors import SpecError
@@ -180,11 +179,6 @@ class Plan:
             key = idempotency_key(batch, run_id, dims)
             job_json = fixed_job if job_dim is None else dumps_json(str(values[job_dim][digits[job_dim]]))
             yield key, self._encoder.encode(key, job_json, [vj[d][i] for d, i in enumerate(digits)])
-
-    def iter_payloads(self, shard: Shard) -> Iterator[WorkPayload]:
-        """Validated models (slower than :meth:`iter_bodies`; for tests and small runs)."""
-        for _, body in self.iter_bodies(shard):
-            yield WorkPayload.model_validate(json.loads(body))
 
     def count_in(self, shard: Shard) -> int:
         """Payloads in ``shard`` after exclusions (streams the range)."""

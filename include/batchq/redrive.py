@@ -10,7 +10,7 @@ Two ways, one result:
   at-least-once, like everything here; workers and sinks are idempotent on ``key``.
 
 ``auto`` (the default) tries the move task and falls back to manual when the endpoint does not support
-it.
+it. Every SQS call goes through :mod:`batchq.queues` (ARNs, move tasks) and :mod:`batchq.sqs`.
 """
 
 from __future__ import annotations
@@ -20,6 +20,11 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from batchq.queues import (
+    get_queue_arn,
+    list_message_move_tasks,
+    start_message_move_task,
+)
 from batchq.retry import error_code
 from batchq.sqs import delete_messages, receive_messages, send_bodies
 
@@ -50,10 +55,6 @@ class RedriveReport:
         return out
 
 
-def _arn(client: Any, url: str) -> str:
-    return client.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-
-
 def redrive(
     client: Any,
     dlq_url: str,
@@ -64,6 +65,7 @@ def redrive(
     max_per_second: int | None = None,
     timeout_s: float = 600.0,
     poll_s: float = 1.0,
+    probe_client: Any = None,
 ) -> RedriveReport:
     """Move messages from ``dlq_url`` to ``target_url``.
 
@@ -71,6 +73,9 @@ def redrive(
     :param max_messages: stop after this many (manual only; a move task moves everything).
     :param max_per_second: move-task rate (``MaxNumberOfMessagesPerSecond``).
     :param timeout_s: give up waiting for a move task / stop the manual loop after this long.
+    :param probe_client: client for the one StartMessageMoveTask call, configured not to retry
+        (:func:`batchq.aws.single_attempt`): an endpoint without move tasks answers HTTP 500, which
+        ``client`` would retry for several seconds before ``auto`` could fall back. Default ``client``.
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
@@ -78,7 +83,7 @@ def redrive(
     fallback_reason = None
     if method in ("auto", "move-task") and max_messages is None:
         try:
-            report = _move_task(client, dlq_url, target_url, max_per_second, timeout_s, poll_s)
+            report = _move_task(client, probe_client or client, dlq_url, target_url, max_per_second, timeout_s, poll_s)
             report.duration_s = time.perf_counter() - started
             return report
         except MoveTaskUnsupported as exc:
@@ -94,57 +99,41 @@ def redrive(
     return report
 
 
-def _single_attempt_twin(client: Any) -> Any:
-    """A copy of ``client`` (same endpoint, region, credentials) that does not retry.
+#: Error codes with which an endpoint says it has no StartMessageMoveTask.
+UNSUPPORTED_CODES = frozenset({"UnsupportedOperation", "NotImplemented", "InvalidAction", "UnknownOperationException"})
 
-    Endpoints without StartMessageMoveTask answer HTTP 500, which botocore retries with back-off (up to
-    ~20 s with the standard mode); one attempt is enough to learn "unsupported". Falls back to ``client``.
-    """
+
+def _move_task(
+    client: Any,
+    probe_client: Any,
+    dlq_url: str,
+    target_url: str,
+    max_per_second: int | None,
+    timeout_s: float,
+    poll_s: float,
+) -> RedriveReport:
+    source_arn = get_queue_arn(client, dlq_url)
+    destination_arn = get_queue_arn(client, target_url)
     try:
-        import boto3
-        from botocore.config import Config
-
-        creds = client._request_signer._credentials
-        frozen = creds.get_frozen_credentials() if creds is not None else None
-        return boto3.client(
-            "sqs",
-            endpoint_url=client.meta.endpoint_url,
-            region_name=client.meta.region_name,
-            aws_access_key_id=getattr(frozen, "access_key", None),
-            aws_secret_access_key=getattr(frozen, "secret_key", None),
-            aws_session_token=getattr(frozen, "token", None),
-            config=client.meta.config.merge(Config(retries={"mode": "standard", "total_max_attempts": 1})),
-        )
-    except Exception:  # noqa: BLE001 - only an optimisation
-        return client
-
-
-def _move_task(client: Any, dlq_url: str, target_url: str, max_per_second: int | None, timeout_s: float, poll_s: float) -> RedriveReport:
-    source_arn = _arn(client, dlq_url)
-    kwargs: dict[str, Any] = {"SourceArn": source_arn, "DestinationArn": _arn(client, target_url)}
-    if max_per_second:
-        kwargs["MaxNumberOfMessagesPerSecond"] = max_per_second
-    try:
-        handle = _single_attempt_twin(client).start_message_move_task(**kwargs)["TaskHandle"]
+        handle = start_message_move_task(probe_client, source_arn, destination_arn, max_per_second=max_per_second)
     except Exception as exc:
         status = (getattr(exc, "response", None) or {}).get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
         code = error_code(exc)
-        if status >= 500 or code in ("UnsupportedOperation", "NotImplemented", "InvalidAction", "UnknownOperationException") or isinstance(exc, AttributeError):
+        if status >= 500 or code in UNSUPPORTED_CODES or isinstance(exc, AttributeError):
             raise MoveTaskUnsupported(f"{code} (HTTP {status})") from exc
         raise
     deadline = time.monotonic() + timeout_s
     while True:
-        tasks = client.list_message_move_tasks(SourceArn=source_arn, MaxResults=10).get("Results", [])
-        task = next((t for t in tasks if t.get("TaskHandle") == handle), tasks[0] if tasks else None)
-        status = (task or {}).get("Status")
-        if status in ("COMPLETED", "FAILED", "CANCELLED"):
-            report = RedriveReport("move-task", moved=int(task.get("ApproximateNumberOfMessagesMoved", 0)), task_handle=handle)
-            if status != "COMPLETED":
-                report.failed["task"] = f"{status}: {task.get('FailureReason', '')}"
+        tasks = list_message_move_tasks(client, source_arn)
+        task = next((t for t in tasks if t.task_handle == handle), tasks[0] if tasks else None)
+        if task is not None and task.finished:
+            report = RedriveReport("move-task", moved=task.moved, task_handle=handle)
+            if task.status != "COMPLETED":
+                report.failed["task"] = f"{task.status}: {task.failure_reason or ''}"
             return report
         if time.monotonic() > deadline:
-            report = RedriveReport("move-task", moved=int((task or {}).get("ApproximateNumberOfMessagesMoved", 0)), task_handle=handle)
-            report.failed["task"] = f"still {status} after {timeout_s:.0f}s"
+            report = RedriveReport("move-task", moved=task.moved if task else 0, task_handle=handle)
+            report.failed["task"] = f"still {task.status if task else 'unlisted'} after {timeout_s:.0f}s"
             return report
         time.sleep(poll_s)
 

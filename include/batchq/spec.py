@@ -9,18 +9,17 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Mapping
-from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Literal, Union
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from batchq import limits
 from batchq.errors import SpecError
-from batchq.messages import Scalar, worst_case_payload_bytes
+from batchq.messages import worst_case_payload_bytes
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-_QUEUE_RE = re.compile(r"^[A-Za-z0-9_-]{1,80}$")
+_QUEUE_RE = re.compile(rf"^[A-Za-z0-9_-]{{1,{limits.MAX_QUEUE_NAME_LENGTH}}}$")
 
 
 def _check_scalar(value: Any, where: str) -> None:
@@ -112,7 +111,9 @@ class QueueSpec(BaseModel):
     @classmethod
     def _queue_name(cls, v: str) -> str:
         if not _QUEUE_RE.match(v):
-            raise ValueError(f"queue name {v!r} must be 1-80 characters of letters, digits, '_' or '-'")
+            raise ValueError(
+                f"queue name {v!r} must be 1-{limits.MAX_QUEUE_NAME_LENGTH} characters of letters, digits, '_' or '-'"
+            )
         return v
 
     @property

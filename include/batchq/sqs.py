@@ -1,11 +1,16 @@
-"""The SQS calls batchq makes, as plain functions over a boto3 client.
+"""THE SQS data plane: every send, receive, delete, visibility change and count batchq makes, as plain
+functions over a boto3 client.
 
 One implementation each, used by the Airflow operators, the workers, the drainer, the CLI and the
-benchmarks. The async trigger side uses the ``a*`` variants, which differ only in awaiting an
-aiobotocore client; parsing and decisions live in :mod:`batchq.health`.
+benchmarks; :func:`aget_snapshot` is the one async variant (triggers await an aiobotocore client).
+Provisioning, ARNs, redrive policies and move tasks live beside it in :mod:`batchq.queues`; parsing and
+decisions live in :mod:`batchq.health`. No other module calls a client method.
 
-Invariant: every batch call's ``Failed`` entries are handled — retried when SQS says the fault is
-its own (``SenderFault`` false), reported by key when not. Nothing is dropped silently.
+Retries: botocore retries whole calls (throttles, 5xx, connection errors) under the one policy of
+:func:`batchq.aws.botocore_config`; what it still raises is final here. batchq retries only what botocore
+cannot see: the ``Failed`` entries of a batch call whose ``SenderFault`` is false, with
+:func:`batchq.retry.backoff_delay`. Entries the sender got wrong are reported by key, never retried.
+Nothing is dropped silently.
 """
 
 from __future__ import annotations
@@ -13,20 +18,17 @@ from __future__ import annotations
 import logging
 import threading
 import time
-
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any
 
 from batchq import limits
-from batchq.spec import QueueSpec
 from batchq.errors import QueueNotFound, SendFailed
 from batchq.health import COUNT_ATTRIBUTES, QueueSnapshot, snapshot_from_attributes
-from batchq.retry import MISSING_QUEUE_CODES, backoff_delay, error_code, is_retryable
+from batchq.retry import MISSING_QUEUE_CODES, backoff_delay, error_code
 
 log = logging.getLogger(__name__)
-
 
 
 # -- sending -------------------------------------------------------------------------------------------
@@ -38,8 +40,12 @@ class SendReport:
 
     sent: int = 0
     bytes: int = 0
+    #: SendMessageBatch calls batchq made (each may hide botocore retries: ``call_retries``).
     calls: int = 0
+    #: entries re-sent because SQS listed them as ``Failed`` with ``SenderFault`` false.
     retried_entries: int = 0
+    #: whole-call retries botocore made (throttles, 5xx, connection errors) that then succeeded or not.
+    call_retries: int = 0
     duration_s: float = 0.0
     failed: dict[str, str] = field(default_factory=dict)
 
@@ -49,6 +55,7 @@ class SendReport:
             "bytes": self.bytes,
             "calls": self.calls,
             "retried_entries": self.retried_entries,
+            "call_retries": self.call_retries,
             "duration_s": round(self.duration_s, 3),
             "failed": len(self.failed),
         }
@@ -73,6 +80,85 @@ def chunk_entries(items: Iterable[tuple[str, str]], report: SendReport) -> Itera
         yield chunk
 
 
+@dataclass
+class _BatchOutcome:
+    """What one batch call over ≤ 10 entries came to, its Failed-entry retries included.
+
+    :param succeeded: entry ids SQS accepted.
+    :param failed: entry id → reason, for entries given up on (sender fault, attempts spent, or the
+        call itself failed after botocore's retries).
+    """
+
+    succeeded: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+    calls: int = 0
+    retried_entries: int = 0
+    call_retries: int = 0
+
+
+def _retry_attempts(response_or_exc: Any) -> int:
+    """Whole-call retries botocore made (``ResponseMetadata.RetryAttempts``, on success or error)."""
+    response = response_or_exc if isinstance(response_or_exc, dict) else getattr(response_or_exc, "response", None)
+    return int(((response or {}).get("ResponseMetadata") or {}).get("RetryAttempts", 0) or 0)
+
+
+def _run_batch(
+    call: Callable[..., dict[str, Any]],
+    queue_url: str,
+    entries: Sequence[dict[str, Any]],
+    *,
+    max_attempts: int,
+    missing_queue_raises: bool = True,
+) -> _BatchOutcome:
+    """One ``*Batch`` call over ``entries`` (≤ 10, each with a unique ``Id``), re-sending only the entries
+    SQS lists as ``Failed`` with ``SenderFault`` false, up to ``max_attempts`` calls in all.
+
+    Whole-call faults are botocore's to retry (:func:`batchq.aws.botocore_config`); one that still
+    raises fails every pending entry with its reason — except a missing queue, which raises
+    :class:`QueueNotFound` when ``missing_queue_raises`` (nothing sent to it could ever succeed).
+    """
+    if len(entries) > limits.MAX_BATCH_ENTRIES:
+        raise ValueError(f"a batch call takes at most {limits.MAX_BATCH_ENTRIES} entries, got {len(entries)}")
+    outcome = _BatchOutcome()
+    pending = {e["Id"]: e for e in entries}
+    last_reason: dict[str, str] = {}
+    for attempt in range(1, max_attempts + 1):
+        outcome.calls += 1
+        try:
+            response = call(QueueUrl=queue_url, Entries=list(pending.values()))
+        except Exception as exc:  # classified here, reported by entry, never swallowed
+            outcome.call_retries += _retry_attempts(exc)
+            code = error_code(exc)
+            if missing_queue_raises and code in MISSING_QUEUE_CODES:
+                raise QueueNotFound(f"queue {queue_url} does not exist") from exc
+            outcome.failed.update({i: f"{code}: {exc}" for i in pending})
+            return outcome
+        outcome.call_retries += _retry_attempts(response)
+        for ok in response.get("Successful", []):
+            if pending.pop(ok["Id"], None) is not None:
+                outcome.succeeded.append(ok["Id"])
+        for bad in response.get("Failed", []):
+            if bad["Id"] not in pending:
+                continue
+            reason = f"{bad.get('Code')}: {bad.get('Message', '')}"
+            if bad.get("SenderFault"):
+                # The entry itself is wrong (e.g. ReceiptHandleIsInvalid: already handled, lease expired):
+                # re-sending cannot help, so report it by id.
+                outcome.failed[bad["Id"]] = reason
+                del pending[bad["Id"]]
+            else:
+                last_reason[bad["Id"]] = reason
+        if not pending:
+            return outcome
+        if attempt < max_attempts:
+            # Failed with SenderFault false, or listed nowhere in the response: transient, re-send.
+            outcome.retried_entries += len(pending)
+            time.sleep(backoff_delay(attempt))
+    for entry_id in pending:
+        outcome.failed[entry_id] = last_reason.get(entry_id, "no result for entry in batch response")
+    return outcome
+
+
 def _send_chunk(
     client: Any,
     queue_url: str,
@@ -81,57 +167,22 @@ def _send_chunk(
     fifo: bool,
     delay_seconds: int | None,
 ) -> SendReport:
-    report = SendReport()
-    pending = {str(i): (key, body) for i, (key, body) in enumerate(chunk)}
-    attempt = 0
-    while pending:
-        attempt += 1
-        entries = []
-        for entry_id, (key, body) in pending.items():
-            entry: dict[str, Any] = {"Id": entry_id, "MessageBody": body}
-            if fifo:
-                entry["MessageDeduplicationId"] = key
-                entry["MessageGroupId"] = key
-            elif delay_seconds:
-                entry["DelaySeconds"] = delay_seconds
-            entries.append(entry)
-        try:
-            report.calls += 1
-            response = client.send_message_batch(QueueUrl=queue_url, Entries=entries)
-        except Exception as exc:  # noqa: BLE001 - classified below, never swallowed
-            if error_code(exc) in MISSING_QUEUE_CODES:
-                raise QueueNotFound(f"queue {queue_url} does not exist") from exc
-            if not is_retryable(exc) or attempt >= max_attempts:
-                for key, _ in pending.values():
-                    report.failed[key] = f"{error_code(exc)}: {exc}"
-                return report
-            report.retried_entries += len(pending)
-            time.sleep(backoff_delay(attempt))
-            continue
-        for ok in response.get("Successful", []):
-            key, body = pending.pop(ok["Id"])
-            report.sent += 1
-            report.bytes += len(body.encode())
-        retry_now = False
-        for bad in response.get("Failed", []):
-            key, _ = pending[bad["Id"]]
-            reason = f"{bad.get('Code')}: {bad.get('Message', '')}"
-            if bad.get("SenderFault") or attempt >= max_attempts:
-                # The entry itself is wrong (or we gave up): report it by key, do not retry.
-                report.failed[key] = reason
-                del pending[bad["Id"]]
-            else:
-                retry_now = True
-        if pending:
-            if retry_now:
-                report.retried_entries += len(pending)
-                time.sleep(backoff_delay(attempt))
-            else:  # SQS listed neither success nor failure for some ids: treat as transient
-                report.retried_entries += len(pending)
-                if attempt >= max_attempts:
-                    for key, _ in pending.values():
-                        report.failed[key] = "no result for entry in SendMessageBatch response"
-                    return report
+    entries: list[dict[str, Any]] = []
+    for entry_id, (key, body) in enumerate(chunk):
+        entry: dict[str, Any] = {"Id": str(entry_id), "MessageBody": body}
+        if fifo:
+            entry["MessageDeduplicationId"] = key
+            entry["MessageGroupId"] = key
+        elif delay_seconds:
+            entry["DelaySeconds"] = delay_seconds
+        entries.append(entry)
+    outcome = _run_batch(client.send_message_batch, queue_url, entries, max_attempts=max_attempts)
+    report = SendReport(calls=outcome.calls, retried_entries=outcome.retried_entries, call_retries=outcome.call_retries)
+    for entry_id in outcome.succeeded:
+        report.sent += 1
+        report.bytes += len(chunk[int(entry_id)][1].encode())
+    for entry_id, reason in outcome.failed.items():
+        report.failed[chunk[int(entry_id)][0]] = reason
     return report
 
 
@@ -149,14 +200,21 @@ def send_bodies(
     """Send ``(key, body)`` pairs with SendMessageBatch, ``max_in_flight`` calls at a time.
 
     Memory stays flat: ``items`` is consumed lazily and at most ``2 × max_in_flight`` chunks are queued.
-    Entries that fail transiently are retried with jittered backoff; at the end, if any key was not sent
-    and ``raise_on_failure``, :class:`SendFailed` lists every such key with its reason.
+    Entries SQS fails transiently are re-sent with :func:`~batchq.retry.backoff_delay` (whole-call faults
+    are botocore's to retry); at the end, if any key was not sent and ``raise_on_failure``,
+    :class:`SendFailed` lists every such key with its reason.
 
     :param client: a boto3 SQS client (thread-safe; give it ``max_pool_connections >= max_in_flight``).
+    :param max_attempts: SendMessageBatch calls per chunk, the first included, for its ``Failed`` entries.
+    :param delay_seconds: delivery delay of every message (standard queues; 0..900).
     :param on_progress: called from the caller's thread with the running report after each chunk.
     """
     if max_in_flight < 1:
-        raise ValueError("max_in_flight must be >= 1")
+        raise ValueError(f"max_in_flight must be >= 1, got {max_in_flight}")
+    if max_attempts < 1:
+        raise ValueError(f"max_attempts must be >= 1, got {max_attempts}")
+    if delay_seconds is not None and not 0 <= delay_seconds <= limits.MAX_DELAY_SECONDS:
+        raise ValueError(f"delay_seconds must be 0..{limits.MAX_DELAY_SECONDS}, got {delay_seconds}")
     started = time.perf_counter()
     report = SendReport()
     fifo = queue_url.endswith(".fifo")
@@ -168,6 +226,7 @@ def send_bodies(
             report.bytes += part.bytes
             report.calls += part.calls
             report.retried_entries += part.retried_entries
+            report.call_retries += part.call_retries
             report.failed.update(part.failed)
         if on_progress:
             on_progress(report)
@@ -200,6 +259,34 @@ def send_bodies(
     return report
 
 
+def send_message(
+    client: Any,
+    queue_url: str,
+    body: str,
+    *,
+    attributes: dict[str, Any] | None = None,
+    key: str | None = None,
+) -> str:
+    """One SendMessage (for single copies such as a dead-letter copy with its reason attributes);
+    returns the MessageId. botocore has already retried a transient fault when this raises.
+
+    :param attributes: SQS ``MessageAttributes``.
+    :param key: names the message in a :class:`SendFailed` (default: the queue URL).
+    :raises QueueNotFound: the queue does not exist.
+    :raises SendFailed: any other refusal, with SQS's code and message as the reason.
+    """
+    kwargs: dict[str, Any] = {"QueueUrl": queue_url, "MessageBody": body}
+    if attributes:
+        kwargs["MessageAttributes"] = attributes
+    try:
+        return str(client.send_message(**kwargs)["MessageId"])
+    except Exception as exc:  # classified: missing queue, or a reason by key
+        code = error_code(exc)
+        if code in MISSING_QUEUE_CODES:
+            raise QueueNotFound(f"queue {queue_url} does not exist") from exc
+        raise SendFailed({key or queue_url: f"{code}: {exc}"}) from exc
+
+
 # -- receiving, deleting, visibility ----------------------------------------------------------------------
 
 
@@ -228,44 +315,21 @@ def receive_messages(
         raise
 
 
-def _batch_call(
+def _batched(
     call: Callable[..., dict[str, Any]],
     queue_url: str,
+    messages: Sequence[dict[str, Any]],
     entries: Sequence[dict[str, Any]],
     max_attempts: int,
 ) -> dict[str, str]:
-    """Run a 10-entry batch call (delete / change visibility) over ``entries`` (each with an ``Id``),
-    retrying transient failures. Returns ``{Id: reason}`` for entries that still failed."""
+    """:func:`_run_batch` over ``entries`` ten at a time (entry ``Id`` = index into ``messages``);
+    ``{MessageId: reason}`` for the messages that still failed. A missing queue is reported per message,
+    not raised: callers of delete/visibility treat every failure alike (the message comes back)."""
     failed: dict[str, str] = {}
     for start in range(0, len(entries), limits.MAX_BATCH_ENTRIES):
-        pending = {e["Id"]: e for e in entries[start : start + limits.MAX_BATCH_ENTRIES]}
-        for attempt in range(1, max_attempts + 1):
-            try:
-                response = call(QueueUrl=queue_url, Entries=list(pending.values()))
-            except Exception as exc:  # noqa: BLE001
-                if not is_retryable(exc) or attempt == max_attempts:
-                    failed.update({i: f"{error_code(exc)}: {exc}" for i in pending})
-                    break
-                time.sleep(backoff_delay(attempt))
-                continue
-            for ok in response.get("Successful", []):
-                pending.pop(ok["Id"], None)
-            retry = {}
-            for bad in response.get("Failed", []):
-                if bad.get("SenderFault") or attempt == max_attempts:
-                    # e.g. ReceiptHandleIsInvalid: the message was already handled or its lease expired;
-                    # retrying cannot help, so report it (it will be redelivered: at-least-once).
-                    failed[bad["Id"]] = f"{bad.get('Code')}: {bad.get('Message', '')}"
-                    pending.pop(bad["Id"], None)
-                else:
-                    retry[bad["Id"]] = pending[bad["Id"]]
-            pending = retry if response.get("Failed") else pending
-            if not pending:
-                break
-            if attempt == max_attempts:
-                failed.update({i: "no result for entry in batch response" for i in pending})
-                break
-            time.sleep(backoff_delay(attempt))
+        chunk = entries[start : start + limits.MAX_BATCH_ENTRIES]
+        outcome = _run_batch(call, queue_url, chunk, max_attempts=max_attempts, missing_queue_raises=False)
+        failed.update({messages[int(i)]["MessageId"]: reason for i, reason in outcome.failed.items()})
     return failed
 
 
@@ -275,8 +339,7 @@ def delete_messages(
     """Batch-delete received messages. Returns ``{MessageId: reason}`` for those not deleted (they will
     be redelivered; consumers are idempotent)."""
     entries = [{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(messages)]
-    failed = _batch_call(client.delete_message_batch, queue_url, entries, max_attempts)
-    return {messages[int(i)]["MessageId"]: reason for i, reason in failed.items()}
+    return _batched(client.delete_message_batch, queue_url, messages, entries, max_attempts)
 
 
 def change_visibility(
@@ -298,8 +361,7 @@ def change_visibility(
         }
         for i, (m, t) in enumerate(zip(messages, timeouts))
     ]
-    failed = _batch_call(client.change_message_visibility_batch, queue_url, entries, max_attempts)
-    return {messages[int(i)]["MessageId"]: reason for i, reason in failed.items()}
+    return _batched(client.change_message_visibility_batch, queue_url, messages, entries, max_attempts)
 
 
 # -- attributes and snapshots -------------------------------------------------------------------------
@@ -336,88 +398,3 @@ async def aget_snapshot(client: Any, queue_url: str, dlq_url: str | None = None)
         dlq_attrs = (await client.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=[COUNT_ATTRIBUTES[0]]))
         dlq_attrs = dlq_attrs.get("Attributes", {})
     return snapshot_from_attributes(attrs.get("Attributes", {}), time.time(), dlq_attrs)
-
-
-def get_max_receive_count(client: Any, queue_url: str) -> int | None:
-    """maxReceiveCount of the queue's redrive policy, or None when it has none."""
-    import json
-
-    attrs = client.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["RedrivePolicy"]).get("Attributes", {})
-    policy = attrs.get("RedrivePolicy")
-    return int(json.loads(policy)["maxReceiveCount"]) if policy else None
-
-
-# -- provisioning -------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class QueueUrls:
-    input: str
-    input_dlq: str
-    results: str
-    results_dlq: str
-
-    def to_dict(self) -> dict[str, str]:
-        return {"input": self.input, "input_dlq": self.input_dlq, "results": self.results, "results_dlq": self.results_dlq}
-
-
-def _ensure_queue(client: Any, name: str, attributes: dict[str, str]) -> str:
-    try:
-        return client.create_queue(QueueName=name, Attributes=attributes)["QueueUrl"]
-    except Exception as exc:
-        if error_code(exc) not in ("QueueAlreadyExists", "QueueNameExists", "AWS.SimpleQueueService.QueueNameExists"):
-            raise
-        # Exists with other attributes: converge it to the spec (idempotent provisioning).
-        url = get_queue_url(client, name)
-        client.set_queue_attributes(QueueUrl=url, Attributes=attributes)
-        return url
-
-
-def ensure_queues(client: Any, queues: QueueSpec) -> QueueUrls:
-    """Create (or converge) the input and results queues, each with a DLQ and a redrive policy.
-    Server-side encryption (SSE-SQS) on. Idempotent: safe to run on every deploy or DAG run."""
-    import json
-
-    def pair(name: str, dlq_name: str, max_receive: int, visibility: int) -> tuple[str, str]:
-        common = {"SqsManagedSseEnabled": "true"}
-        # DLQs keep messages for the maximum 14 days so there is time to inspect and redrive.
-        dlq_url = _ensure_queue(client, dlq_name, {**common, "MessageRetentionPeriod": "1209600"})
-        dlq_arn = client.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-        url = _ensure_queue(
-            client,
-            name,
-            {
-                **common,
-                "VisibilityTimeout": str(visibility),
-                "RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": str(max_receive)}),
-            },
-        )
-        return url, dlq_url
-
-    input_url, input_dlq = pair(queues.input, queues.input_dlq, queues.max_receive_count, queues.visibility_timeout_s)
-    results_url, results_dlq = pair(queues.results, queues.results_dlq, queues.results_max_receive_count, 60)
-    return QueueUrls(input_url, input_dlq, results_url, results_dlq)
-
-
-def resolve_queue_urls(client: Any, queues: QueueSpec) -> QueueUrls:
-    """URLs of existing queues (raise :class:`QueueNotFound` naming the missing one)."""
-    return QueueUrls(
-        get_queue_url(client, queues.input),
-        get_queue_url(client, queues.input_dlq),
-        get_queue_url(client, queues.results),
-        get_queue_url(client, queues.results_dlq),
-    )
-
-
-def purge_queue_messages(client: Any, queue_url: str, *, max_rounds: int = 1000) -> int:
-    """Receive-and-delete until empty (PurgeQueue is rate-limited to once a minute). Returns count."""
-    n = 0
-    for _ in range(max_rounds):
-        msgs = receive_messages(client, queue_url, wait_seconds=0)
-        if not msgs:
-            return n
-        delete_messages(client, queue_url, msgs)
-        n += len(msgs)
-    return n
-
-

@@ -20,7 +20,8 @@ from batchq.spec import BatchSpec
 from batchq.drain import SqlSink
 from batchq.drain.sql_sink import results_table
 from batchq.plan import Plan
-from batchq.sqs import ensure_queues, get_snapshot
+from batchq.queues import ensure_queues
+from batchq.sqs import get_snapshot
 
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres, pytest.mark.slow]
 
@@ -40,7 +41,7 @@ def e2e_spec(customer_spec):
 def workers(e2e_spec, sqs_client, sqs_endpoint):
     """``batchq workers`` (the autoscaling supervisor) running the example handlers, stopped with SIGTERM."""
     spec = BatchSpec.from_yaml(e2e_spec)
-    ensure_queues(sqs_client, spec.queues)  # workers start before plan_shards provisions; idempotent
+    ensure_queues(sqs_client, spec.queues)  # workers start before the ensure_queues task provisions; idempotent
     proc = subprocess.Popen(
         [
             sys.executable, "-m", "batchq.cli", "workers", "--spec", str(e2e_spec), "--handlers", "batchq.jobs",
@@ -64,8 +65,8 @@ def test_customer_batch_end_to_end(airflow_home, e2e_spec, workers, sqs_client, 
         "BATCHQ_CUSTOMER_BATCH_SPEC": str(e2e_spec),
         "AIRFLOW_CONN_BATCHQ_SINK": pg_url,
         # Exact emulator counters: a short stability window is enough here (AWS: keep the 60 s default).
-        "AIRFLOW__BATCHQ__DRAIN_STABLE_FOR_S": "2",
-        "AIRFLOW__BATCHQ__DRAIN_POLL_INTERVAL_S": "0.5",
+        "AIRFLOW__BATCHQ__WAIT_STABLE_FOR_S": "2",
+        "AIRFLOW__BATCHQ__WAIT_POLL_INTERVAL_S": "0.5",
     }
     proc, run_id = airflow_home.dags_test("customer_batch", "2026-10-01", env=env, timeout=600)  # a date no other e2e test uses
     states = dict(airflow_home.query("select task_id, state from task_instance where run_id = ? and map_index <= 0", run_id))
@@ -95,8 +96,8 @@ def test_customer_batch_end_to_end(airflow_home, e2e_spec, workers, sqs_client, 
         assert get_snapshot(sqs_client, url).backlog == 0, f"{name} not empty"
 
     # The sensor pushed the drain curve; the drain task returned the ledger counts and emitted the Asset event.
-    series = airflow_home.query("select value from xcom where run_id = ? and task_id = 'wait_input_drained' and key = 'drain_series'", run_id)
-    assert series, "no drain_series XCom"
+    series = airflow_home.query("select value from xcom where run_id = ? and task_id = 'wait_input_drained' and key = 'backlog_series'", run_id)
+    assert series, "no backlog_series XCom"
     counts = airflow_home.query("select value from xcom where run_id = ? and task_id = 'drain_results' and key = 'return_value'", run_id)
     assert counts and json.loads(counts[0][0])["expected"] == 96
     events = airflow_home.query(

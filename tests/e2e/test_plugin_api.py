@@ -12,7 +12,8 @@ import uuid
 import pytest
 
 from batchq.spec import BatchSpec
-from batchq.sqs import ensure_queues, receive_messages, send_bodies
+from batchq.queues import ensure_queues
+from batchq.sqs import receive_messages, send_bodies
 
 pytestmark = pytest.mark.e2e
 

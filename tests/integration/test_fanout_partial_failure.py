@@ -1,6 +1,7 @@
 """Partial failures of SendMessageBatch, end to end over HTTP: only failed entries are retried, permanent
-failures are reported by key and never retried, whole-call throttles/5xx are retried, and the queue ends
-up with exactly the keys that should be there, once each.
+failures are reported by key and never retried, whole-call throttles/5xx are retried (by botocore, under
+batchq's one config — batchq does not stack its own whole-call loop on top), and the queue ends up with
+exactly the keys that should be there, once each.
 
 A loopback fault-injection proxy (tests/support/sqs_fault_proxy.py) sits in front of the real endpoint
 (moto server or BATCHQ_TEST_SQS_ENDPOINT), so this runs against any SQS-compatible server.
@@ -12,17 +13,16 @@ import json
 import os
 from collections import Counter
 
-import boto3
 import pytest
-
-from tests.support.queues import take_all_bodies
-from botocore.config import Config
-
-from batchq.spec import BatchSpec
+from batchq.aws import TOTAL_MAX_ATTEMPTS
+from batchq.aws import sqs_client as batchq_sqs_client
 from batchq.errors import SendFailed
 from batchq.plan import Plan
+from batchq.spec import BatchSpec
 from batchq.sqs import send_bodies
 from support.sqs_fault_proxy import SqsFaultProxy
+
+from tests.support.queues import take_all_bodies
 
 pytestmark = pytest.mark.integration
 
@@ -35,13 +35,8 @@ def proxy(sqs_endpoint):
 
 @pytest.fixture
 def proxied_client(proxy):
-    # botocore's own retries off: the retries under test are batchq's, not the SDK's.
-    return boto3.client(
-        "sqs",
-        endpoint_url=proxy.url,
-        region_name=os.environ["AWS_DEFAULT_REGION"],
-        config=Config(max_pool_connections=16, retries={"mode": "standard", "total_max_attempts": 1}),
-    )
+    # The production client (batchq.aws): its botocore retries are part of the policy under test.
+    return batchq_sqs_client(endpoint_url=proxy.url, region_name=os.environ["AWS_DEFAULT_REGION"], max_pool_connections=16)
 
 
 def keyed_items(n: int, prefix: str = "k") -> list[tuple[str, str]]:
@@ -111,10 +106,31 @@ def test_whole_call_throttle_or_server_error_is_retried(proxy, proxied_client, s
 
     assert report.sent == 25 and not report.failed
     assert proxy.log.injected_call_errors == 2
-    # 3 chunks (10+10+5) plus the 2 rejected calls, which batchq re-sent whole.
-    assert report.calls == 3 + 2 == proxy.log.batch_calls
-    assert report.retried_entries == 20
+    # 3 chunks (10+10+5); botocore re-sent the first one twice. batchq made 3 calls and re-sent no entry.
+    assert proxy.log.batch_calls == 3 + 2
+    assert report.calls == 3 and report.call_retries == 2
+    assert report.retried_entries == 0
     assert read_keys(sqs_client, url) == Counter({k: 1 for k, _ in items})
+
+
+def test_whole_call_faults_beyond_botocore_attempts_fail_the_chunk_once(proxy, sqs_client, make_queue):
+    """No stacked retries: a chunk whose call keeps failing costs exactly botocore's attempt budget.
+    (Budget lowered from batchq's TOTAL_MAX_ATTEMPTS to keep botocore's backoff short; same code path.)"""
+    attempts = 2
+    assert attempts < TOTAL_MAX_ATTEMPTS
+    client = batchq_sqs_client(endpoint_url=proxy.url, retries={"mode": "standard", "total_max_attempts": attempts})
+    url = make_queue()
+    items = keyed_items(15)
+    proxy.plan.call_errors.extend([(503, "ServiceUnavailable")] * attempts)
+
+    report = send_bodies(client, url, items, max_in_flight=1, raise_on_failure=False)
+
+    assert set(report.failed) == {k for k, _ in items[:10]}
+    assert all("ServiceUnavailable" in reason for reason in report.failed.values())
+    assert proxy.log.batch_calls == attempts + 1  # the failed chunk's attempts, then the second chunk
+    assert report.calls == 2 and report.call_retries == attempts - 1
+    assert report.sent == 5
+    assert read_keys(sqs_client, url) == Counter({k: 1 for k, _ in items[10:]})
 
 
 def test_non_retryable_call_error_is_reported_for_the_whole_chunk(proxy, proxied_client, make_queue):
@@ -171,8 +187,7 @@ def small_spec_file(tmp_path):
 @pytest.fixture
 def aws_conn_via(monkeypatch):
     def point_at(endpoint: str) -> None:
-        extra = {"endpoint_url": endpoint, "region_name": os.environ["AWS_DEFAULT_REGION"],
-                 "config_kwargs": {"retries": {"mode": "standard", "total_max_attempts": 1}}}
+        extra = {"endpoint_url": endpoint, "region_name": os.environ["AWS_DEFAULT_REGION"]}
         conn = {"conn_type": "aws", "login": "testing", "password": "testing", "extra": extra}
         monkeypatch.setenv("AIRFLOW_CONN_AWS_DEFAULT", json.dumps(conn))
 

@@ -1,4 +1,4 @@
-"""Queue-health math: snapshots, drained-and-stable, autoscaling rule, slope/rate/ETA/trend, bounded series."""
+"""Queue-health math: snapshots, autoscaling rule, slope/rate/ETA/trend, bounded series."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ from hypothesis import strategies as st
 
 from batchq.health import (
     BoundedSeries,
-    DrainWatch,
     QueueSnapshot,
     backlog_slope,
     backlog_trend,
@@ -44,24 +43,6 @@ def test_snapshot_round_trips_through_dict():
     assert QueueSnapshot.from_dict(s.to_dict()) == s
     assert QueueSnapshot.from_dict(snap(1).to_dict()).dlq_visible is None
     assert "dlq=4" in s.describe() and "in_flight=2" in s.describe()
-
-
-def test_drain_watch_needs_a_stable_empty_window():
-    w = DrainWatch(stable_for_s=10)
-    assert not w.observe(snap(0))       # empty, but only just
-    assert not w.observe(snap(5))
-    assert w.observe(snap(10))          # empty for the whole window
-    w2 = DrainWatch(stable_for_s=10)
-    assert not w2.observe(snap(0))
-    assert not w2.observe(snap(6, in_flight=1))  # a message in flight resets the window
-    assert not w2.observe(snap(12))
-    assert not w2.observe(snap(21))
-    assert w2.observe(snap(22))
-
-
-def test_drain_watch_zero_window_accepts_the_first_empty_snapshot():
-    assert DrainWatch(stable_for_s=0).observe(snap(3))
-    assert not DrainWatch(stable_for_s=0).observe(snap(3, delayed=1))
 
 
 @pytest.mark.parametrize(

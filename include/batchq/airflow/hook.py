@@ -2,8 +2,9 @@
 
 It is the provider's :class:`~airflow.providers.amazon.aws.hooks.sqs.SqsHook` (same connection handling:
 ``aws_conn_id``, region, ``verify``, botocore config, and local endpoints through the connection's
-``endpoint_url`` extra) plus the batchq calls from :mod:`batchq.sqs`. The hook only supplies clients;
-the logic lives in :mod:`batchq.sqs`, shared with workers, CLI and benchmarks.
+``endpoint_url`` extra) plus the batchq calls from :mod:`batchq.sqs` and :mod:`batchq.queues`. The hook
+only supplies clients, configured with the workers' botocore policy (:func:`batchq.aws.botocore_config`);
+the logic lives in the SQS layer, shared with workers, CLI and benchmarks.
 """
 
 from __future__ import annotations
@@ -11,14 +12,15 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from airflow.providers.amazon.aws.hooks.sqs import SqsHook
 from botocore.config import Config
 
-from airflow.providers.amazon.aws.hooks.sqs import SqsHook
-
+from batchq import queues as queue_ops
 from batchq import sqs
 from batchq.airflow import settings
-from batchq.spec import QueueSpec
+from batchq.aws import botocore_config, single_attempt
 from batchq.health import QueueSnapshot
+from batchq.spec import QueueSpec
 
 
 class BatchqSqsHook(SqsHook):
@@ -30,7 +32,9 @@ class BatchqSqsHook(SqsHook):
     :param region_name: AWS region; default from the connection or boto3.
     :param verify: verify SSL certificates (boto3 semantics).
     :param config: botocore config (dict or :class:`botocore.config.Config`); default from the
-        connection's ``config_kwargs`` extra.
+        connection's ``config_kwargs`` extra. Either is merged over batchq's one policy
+        (:func:`batchq.aws.botocore_config`: retry mode and attempts, connect/read timeouts), so a
+        connection that sets nothing gets the same retries and timeouts as the workers.
     :param max_pool_connections: HTTP connections the client keeps; raised to at least this so that
         ``max_in_flight`` concurrent calls never wait for a connection (botocore's default is 10).
     """
@@ -44,22 +48,31 @@ class BatchqSqsHook(SqsHook):
 
     @property
     def config(self) -> Config:
-        """The connection's (or caller's) botocore config, with the pool raised to ``max_pool_connections``.
+        """batchq's :func:`~batchq.aws.botocore_config`, overridden by the connection's (or caller's)
+        botocore config, with the pool raised to ``max_pool_connections``.
 
         Overriding this property (rather than passing a config) keeps the provider's precedence: an explicit
-        ``config``, else the connection's ``config_kwargs``; both sync and async clients are built from it.
+        ``config``, else the connection's ``config_kwargs``; only the options they set replace batchq's.
+        Sync and async clients (:meth:`get_conn`, :meth:`get_async_conn`) are both built from it.
         """
-        base = super().config
-        pool = max(base.max_pool_connections or 0, self.max_pool_connections)
-        return base.merge(Config(max_pool_connections=pool))
+        provider = super().config
+        merged = botocore_config().merge(provider)
+        pool = max(provider.max_pool_connections or 0, self.max_pool_connections)
+        return merged.merge(Config(max_pool_connections=pool))
+
+    def get_probe_conn(self) -> Any:
+        """A client like :meth:`get_conn` whose calls are tried once (:func:`batchq.aws.single_attempt`):
+        for a probe whose failure is an answer, e.g. StartMessageMoveTask on an endpoint without it."""
+        return self.get_client_type(config=single_attempt(self.config))
 
     # -- batchq calls over this hook's client ---------------------------------------------------------
-    def ensure_queues(self, queues: QueueSpec) -> sqs.QueueUrls:
+    def ensure_queues(self, queues: QueueSpec) -> queue_ops.QueueUrls:
         """Create or converge the input/results queues and their DLQs (idempotent)."""
-        return sqs.ensure_queues(self.get_conn(), queues)
+        return queue_ops.ensure_queues(self.get_conn(), queues)
 
-    def resolve_queue_urls(self, queues: QueueSpec) -> sqs.QueueUrls:
-        return sqs.resolve_queue_urls(self.get_conn(), queues)
+    def resolve_queue_urls(self, queues: QueueSpec) -> queue_ops.QueueUrls:
+        """URLs of the spec's existing queues (:class:`~batchq.errors.QueueNotFound` names a missing one)."""
+        return queue_ops.resolve_queue_urls(self.get_conn(), queues)
 
     def send_bodies(self, queue_url: str, items: Iterable[tuple[str, str]], **kwargs: Any) -> sqs.SendReport:
         """:func:`batchq.sqs.send_bodies` over this hook's client (same arguments)."""

@@ -5,7 +5,7 @@ dashboard sees the same series whether a worker (plain StatsD) or Airflow (its m
 them:
 
 * ``batchq.queue.visible`` / ``in_flight`` / ``delayed`` / ``backlog`` / ``dlq_visible`` / ``eta_s``
-  (gauges, tagged ``queue``) — from the drain sensor's trigger and sensor;
+  (gauges, tagged ``queue``) — from the input-queue wait (the sensor's trigger and poke path);
 * ``batchq.drain.applied`` / ``quarantined`` / ``sink_retries`` (counters) and ``batchq.drain.rate``
   (gauge), tagged ``batch`` — from the drain operator;
 * ``batchq.run.succeeded`` / ``failed`` / ``pending`` (gauges, tagged ``batch``) — the run ledger.
@@ -19,12 +19,9 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from batchq.health import QueueSnapshot
 from batchq.metrics import metric_name
 
 log = logging.getLogger(__name__)
-
-QUEUE_GAUGES = ("visible", "in_flight", "delayed", "backlog", "dlq_visible", "eta_s")
 
 
 def _stats():
@@ -40,27 +37,21 @@ def _safe(fn, *args: Any, **kwargs: Any) -> None:
         log.debug("metric not emitted", exc_info=True)
 
 
-def queue_values(snapshot: QueueSnapshot, eta_s: float | None = None) -> dict[str, float]:
-    """The queue gauges of one snapshot (pure; what :func:`emit_queue_snapshot` sends)."""
-    values: dict[str, float] = {
-        "visible": snapshot.visible,
-        "in_flight": snapshot.in_flight,
-        "delayed": snapshot.delayed,
-        "backlog": snapshot.backlog,
-    }
-    if snapshot.dlq_visible is not None:
-        values["dlq_visible"] = snapshot.dlq_visible
-    if eta_s is not None:
-        values["eta_s"] = round(eta_s, 1)
-    return values
+def queue_tag(queue_url: str) -> str:
+    """The ``queue`` tag of a queue's gauges: the queue name, the last segment of its URL."""
+    return queue_url.rstrip("/").rsplit("/", 1)[-1]
 
 
-def emit_queue_snapshot(queue: str, snapshot: QueueSnapshot, eta_s: float | None = None) -> None:
-    """Gauges for one queue snapshot, tagged with the queue name."""
-    stats = _stats()
-    tags = {"queue": queue}
-    for name, value in queue_values(snapshot, eta_s).items():
-        _safe(stats.gauge, metric_name("queue", name), value, tags=tags)
+def emit_queue_gauges(queue: str, values: Mapping[str, float]) -> None:
+    """``batchq.queue.<name>`` gauges tagged with the queue name; ``values`` come from
+    :meth:`batchq.health.InputWait.gauges`. Never raises: a metrics failure never fails a wait."""
+    try:
+        stats = _stats()
+    except Exception:
+        log.debug("queue metrics not emitted", exc_info=True)
+        return
+    for name, value in values.items():
+        _safe(stats.gauge, metric_name("queue", name), value, tags={"queue": queue})
 
 
 def emit_drain_report(batch: str, report: Mapping[str, Any]) -> None:

@@ -1,10 +1,11 @@
 """``QueueDrainedSensor``: wait until a queue is drained, measuring queue lag rather than job timing.
 
 Deferrable by default (the wait runs in the triggerer as :class:`~batchq.airflow.triggers.QueueDrainedTrigger`
-and holds no worker slot); ``deferrable=False`` pokes with the same snapshot and
-:class:`~batchq.health.DrainWatch` logic synchronously (``mode="poke"`` only: the stability window lives
-in the running task). The drain curve (a bounded series of samples) is pushed to XCom as
-``drain_series``; the return value is the last snapshot.
+and holds no worker slot); ``deferrable=False`` pokes synchronously (``mode="poke"`` only: the stability
+window lives in the running task). Both paths feed snapshots to the same decision,
+:class:`batchq.health.InputWait`, and end in the same place (:meth:`QueueDrainedSensor._finish`): the
+backlog series (bounded) is pushed to XCom as ``backlog_series`` and the return value is
+``{"reason", "snapshot", "waited_s"}``.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 
 from airflow.providers.amazon.aws.sensors.base_aws import AwsBaseSensor
 from airflow.providers.amazon.aws.utils.mixins import aws_template_fields
+from airflow.sdk import PokeReturnValue
 from airflow.sdk.exceptions import (
     AirflowException,
     AirflowFailException,
@@ -24,27 +26,18 @@ from airflow.sdk.exceptions import (
 
 from batchq.airflow import settings
 from batchq.airflow.hook import BatchqSqsHook
-from batchq.airflow.triggers import (
-    SERIES_FIELDS,
-    QueueDrainedTrigger,
-    TriggerReason,
-    series_point,
-)
+from batchq.airflow.metrics import emit_queue_gauges, queue_tag
+from batchq.airflow.triggers import QueueDrainedTrigger
+from batchq.health import SERIES_FIELDS, InputWait, WaitOutcome, WaitReason
 from batchq.spec import BatchSpec
-from batchq.health import BoundedSeries, DrainWatch, QueueSnapshot
 from batchq.sqs import get_queue_url
 
-#: XCom key of the drain curve: ``{"fields": [...], "points": [[t, visible, in_flight, delayed, dlq], ...]}``.
-SERIES_XCOM_KEY = "drain_series"
-
-
-def drain_setting(key: str, fallback: float) -> float:
-    """``[batchq] <key>`` as a float (e.g. ``drain_stable_for_s``, ``drain_poll_interval_s``)."""
-    raw = settings._get(key, str(fallback))
-    try:
-        return float(raw)
-    except ValueError:
-        raise ValueError(f"[{settings.SECTION}] {key} must be a number, got {raw!r}") from None
+#: XCom key of the backlog curve: ``{"fields": [...], "points": [[t, visible, in_flight, delayed, dlq], ...]}``.
+#: (Named ``drain_series`` before 2026-11: readers of older runs should try both.)
+SERIES_XCOM_KEY = "backlog_series"
+#: Slack on top of the trigger's own deadline for Airflow's defer timeout: the trigger reports the last
+#: snapshot at its deadline; Airflow's timeout is only a backstop if the triggerer itself is gone.
+_DEFER_BACKSTOP_S = 60.0
 
 
 class QueueDrainedSensor(AwsBaseSensor[BatchqSqsHook]):
@@ -58,11 +51,11 @@ class QueueDrainedSensor(AwsBaseSensor[BatchqSqsHook]):
     :param dlq_name: its dead-letter queue (name or URL); its depth is reported and checked against
         ``dlq_threshold``.
     :param stable_for: seconds the queue must read empty continuously (default ``[batchq]
-        drain_stable_for_s``, 60 — what AWS advises for the approximate counters).
-    :param poll_interval: seconds between polls (default ``[batchq] drain_poll_interval_s``, 10). In
+        wait_stable_for_s``, 60 — what AWS advises for the approximate counters).
+    :param poll_interval: seconds between polls (default ``[batchq] wait_poll_interval_s``, 10). In
         poke mode it is also the sensor's ``poke_interval``.
     :param dlq_threshold: fail as soon as the DLQ holds this many messages (default: never).
-    :param max_points: bound of the drain curve pushed to XCom.
+    :param max_points: bound of the backlog series pushed to XCom.
     :param deferrable: wait in the triggerer (default True).
     :param timeout: seconds to wait before failing with the last snapshot (sensor ``timeout``).
     """
@@ -85,7 +78,7 @@ class QueueDrainedSensor(AwsBaseSensor[BatchqSqsHook]):
         **kwargs: Any,
     ):
         kwargs.setdefault("aws_conn_id", settings.default_aws_conn_id())
-        poll = poll_interval if poll_interval is not None else drain_setting("drain_poll_interval_s", 10.0)
+        poll = poll_interval if poll_interval is not None else settings.wait_poll_interval_s()
         kwargs.setdefault("poke_interval", poll)
         kwargs.setdefault("timeout", 24 * 3600)
         super().__init__(**kwargs)
@@ -100,14 +93,13 @@ class QueueDrainedSensor(AwsBaseSensor[BatchqSqsHook]):
         if not deferrable and self.mode == "reschedule":
             raise ValueError(f"{self.task_id}: mode='reschedule' would restart the stability window on every poke; use deferrable=True or mode='poke'")
         self.queue_name, self.dlq_name = queue_name, dlq_name
-        self.stable_for = stable_for if stable_for is not None else drain_setting("drain_stable_for_s", 60.0)
+        self.stable_for = stable_for if stable_for is not None else settings.wait_stable_for_s()
         self.poll_interval = poll
         self.dlq_threshold = dlq_threshold
         self.max_points = max_points
         self.deferrable = deferrable
-        self._watch: DrainWatch | None = None
-        self._series: BoundedSeries | None = None
-        self._started: float | None = None
+        self._wait: InputWait | None = None  # poke path: the wait in progress
+        self._urls: tuple[str, str | None] = ("", None)
 
     def _url(self, name_or_url: str | None) -> str | None:
         return get_queue_url(self.hook.get_conn(), name_or_url) if name_or_url else None
@@ -134,52 +126,41 @@ class QueueDrainedSensor(AwsBaseSensor[BatchqSqsHook]):
         )
         self.log.info("waiting for %s to drain (stable for %ss, polling every %ss)", queue_url, self.stable_for, self.poll_interval)
         # The trigger's own deadline reports the last snapshot; Airflow's timeout is only a backstop.
-        self.defer(trigger=trigger, method_name="execute_complete", timeout=timedelta(seconds=float(self.timeout) + 10 * self.poll_interval + 60))
+        self.defer(trigger=trigger, method_name="execute_complete", timeout=timedelta(seconds=float(self.timeout) + 10 * self.poll_interval + _DEFER_BACKSTOP_S))
 
     def execute_complete(self, context: Any, event: dict[str, Any] | None = None) -> dict[str, Any]:
-        """Resume from the trigger: the one place that raises on a non-drained outcome."""
+        """Resume from the trigger (its event is a :class:`WaitOutcome`)."""
         if not event:
             raise AirflowException(f"{self.task_id}: resumed without a trigger event")
-        context["ti"].xcom_push(key=SERIES_XCOM_KEY, value={"fields": event.get("series_fields", SERIES_FIELDS), "points": event.get("series", [])})
-        reason = event.get("reason")
-        snapshot = event.get("snapshot")
-        shown = QueueSnapshot.from_dict(snapshot).describe() if snapshot else "no snapshot"
-        if reason == TriggerReason.DRAINED.value:
-            self.log.info("%s drained after %.1fs (%s)", event.get("queue_url"), event.get("waited_s", 0.0), shown)
-            return {"reason": reason, "snapshot": snapshot, "waited_s": event.get("waited_s")}
-        if reason == TriggerReason.TIMEOUT.value:
-            raise AirflowSensorTimeout(f"{self.task_id}: {event.get('queue_url')} not drained after {event.get('waited_s')}s; last snapshot: {shown}")
-        if reason == TriggerReason.DLQ_THRESHOLD.value:
-            raise AirflowFailException(f"{self.task_id}: {event.get('message')}; last snapshot: {shown}")
-        raise AirflowException(f"{self.task_id}: drain wait failed ({reason}): {event.get('message')}; last snapshot: {shown}")
+        return self._finish(context, WaitOutcome.from_dict(event), event.get("queue_url"))
 
     # -- poke path (deferrable=False) ------------------------------------------------------------------
-    def poke(self, context: Any) -> bool:
-        if self._watch is None:
-            self._watch, self._series, self._started = DrainWatch(self.stable_for), BoundedSeries(self.max_points), time.time()
+    def poke(self, context: Any) -> bool | PokeReturnValue:
+        if self._wait is None:
+            started = time.time()
+            # The deadline is one poke early, so this fails with the last snapshot before the base
+            # class's own timeout check fails without it.
+            deadline = started + float(self.timeout) - float(self.poke_interval)
+            self._wait = InputWait(started_at=started, deadline=deadline, stable_for_s=self.stable_for, dlq_threshold=self.dlq_threshold, max_points=self.max_points)
             self._urls = (self._url(self.queue_name), self._url(self.dlq_name))
-        snap = self.hook.get_snapshot(*self._urls)
-        self._series.add(series_point(snap))
-        try:
-            from batchq.airflow.metrics import emit_queue_snapshot
+        outcome = self._wait.step(self.hook.get_snapshot(*self._urls), time.time())
+        emit_queue_gauges(queue_tag(self._urls[0]), self._wait.gauges())
+        if outcome is None:
+            return False
+        return PokeReturnValue(is_done=True, xcom_value=self._finish(context, outcome, self._urls[0]))
 
-            emit_queue_snapshot(self._urls[0].rstrip("/").rsplit("/", 1)[-1], snap)
-        except Exception:  # metrics never fail the sensor
-            self.log.debug("queue metrics not emitted", exc_info=True)
-        waited = time.time() - self._started
-        if self.dlq_threshold is not None and (snap.dlq_visible or 0) >= self.dlq_threshold:
-            self._push_series(context)
-            raise AirflowFailException(f"{self.task_id}: DLQ holds {snap.dlq_visible} message(s), threshold {self.dlq_threshold}; last snapshot: {snap.describe()}")
-        if self._watch.observe(snap):
-            self._push_series(context)
-            self.log.info("%s drained after %.1fs", self._urls[0], waited)
-            return True
-        if waited + self.poke_interval > float(self.timeout):
-            # Fail with the snapshot before the base class fails without it.
-            self._push_series(context)
-            raise AirflowSensorTimeout(f"{self.task_id}: {self._urls[0]} not drained after {waited:.0f}s; last snapshot: {snap.describe()}")
-        return False
-
-    def _push_series(self, context: Any) -> None:
-        if self._series is not None:
-            context["ti"].xcom_push(key=SERIES_XCOM_KEY, value={"fields": SERIES_FIELDS, "points": self._series.values()})
+    # -- both paths ------------------------------------------------------------------------------------
+    def _finish(self, context: Any, outcome: WaitOutcome, queue_url: str | None) -> dict[str, Any]:
+        """Push the backlog series and return, or raise on any outcome but ``drained``: the one place
+        that raises."""
+        series = {"fields": outcome.details.get("series_fields", list(SERIES_FIELDS)), "points": outcome.details.get("series", [])}
+        context["ti"].xcom_push(key=SERIES_XCOM_KEY, value=series)
+        shown = outcome.describe_snapshot()
+        if outcome.reason is WaitReason.DRAINED:
+            self.log.info("%s drained after %.1fs (%s)", queue_url, outcome.waited_s, shown)
+            return {"reason": outcome.reason.value, "snapshot": None if outcome.snapshot is None else outcome.snapshot.to_dict(), "waited_s": outcome.waited_s}
+        if outcome.reason is WaitReason.TIMEOUT:
+            raise AirflowSensorTimeout(f"{self.task_id}: {queue_url} not drained after {outcome.waited_s:.0f}s; last snapshot: {shown}")
+        if outcome.reason is WaitReason.DLQ_THRESHOLD:
+            raise AirflowFailException(f"{self.task_id}: {outcome.message}; last snapshot: {shown}")
+        raise AirflowException(f"{self.task_id}: waiting for {queue_url} failed ({outcome.reason.value}): {outcome.message}; last snapshot: {shown}")

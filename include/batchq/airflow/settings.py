@@ -5,18 +5,29 @@ Set them in ``airflow.cfg`` under ``[batchq]`` or as ``AIRFLOW__BATCHQ__<KEY>`` 
 - ``default_aws_conn_id`` (``aws_default``): connection the hook uses unless an operator names another.
 - ``fanout_max_in_flight`` (``8``): SendMessageBatch calls in flight per fan-out task.
 - ``spec_dir`` (``<include>/specs``): where named specs (``customer_batch`` → ``customer_batch.yaml``) live.
+- ``wait_stable_for_s`` (``60``): seconds the input queue must read empty before the wait for it ends.
+- ``wait_poll_interval_s`` (``10``): seconds between polls while waiting for the input queue.
 
-Values are read when called, not at import, so tests and deployments can change them at any time.
+Renamed keys are still read, with a :class:`DeprecationWarning`: ``drain_stable_for_s`` →
+``wait_stable_for_s``, ``drain_poll_interval_s`` → ``wait_poll_interval_s`` ("drain" now names only the
+results drainer). Values are read when called, not at import, so tests and deployments can change them
+at any time.
 """
 
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
+
+from batchq.health import DEFAULT_STABLE_FOR_S
 
 SECTION = "batchq"
 DEFAULT_AWS_CONN_ID = "aws_default"
 DEFAULT_FANOUT_MAX_IN_FLIGHT = 8
+DEFAULT_WAIT_POLL_INTERVAL_S = 10.0
+#: current key → the retired key it replaces (still read, with a DeprecationWarning)
+RENAMED_KEYS = {"wait_stable_for_s": "drain_stable_for_s", "wait_poll_interval_s": "drain_poll_interval_s"}
 #: ``include/specs`` beside the package (the Astro project layout: include/batchq, include/specs).
 DEFAULT_SPEC_DIR = Path(__file__).resolve().parents[2] / "specs"
 
@@ -30,7 +41,23 @@ def _conf():
 
 
 def _get(key: str, fallback: str) -> str:
-    return str(_conf().get(SECTION, key, fallback=fallback))
+    conf = _conf()
+    old = RENAMED_KEYS.get(key)
+    if old and not conf.has_option(SECTION, key) and conf.has_option(SECTION, old):
+        warnings.warn(f"[{SECTION}] {old} is deprecated: rename it to {key}", DeprecationWarning, stacklevel=3)
+        key = old
+    return str(conf.get(SECTION, key, fallback=fallback))
+
+
+def _seconds(key: str, fallback: float, *, allow_zero: bool) -> float:
+    raw = _get(key, str(fallback))
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError(f"[{SECTION}] {key} must be a number of seconds, got {raw!r}") from None
+    if value < 0 or (value == 0 and not allow_zero):
+        raise ValueError(f"[{SECTION}] {key} must be {'>= 0' if allow_zero else '> 0'}, got {value}")
+    return value
 
 
 def default_aws_conn_id() -> str:
@@ -46,6 +73,16 @@ def fanout_max_in_flight() -> int:
     if value < 1:
         raise ValueError(f"[{SECTION}] fanout_max_in_flight must be >= 1, got {value}")
     return value
+
+
+def wait_stable_for_s() -> float:
+    """Seconds the input queue must read empty before its wait ends (0: the first empty poll)."""
+    return _seconds("wait_stable_for_s", DEFAULT_STABLE_FOR_S, allow_zero=True)
+
+
+def wait_poll_interval_s() -> float:
+    """Seconds between polls while waiting for the input queue."""
+    return _seconds("wait_poll_interval_s", DEFAULT_WAIT_POLL_INTERVAL_S, allow_zero=False)
 
 
 def spec_dir() -> Path:

@@ -49,3 +49,9 @@ def load_spec(spec: BatchSpec | str | os.PathLike[str]) -> BatchSpec:
 def resolve_spec(spec: BatchSpec | str | os.PathLike[str]) -> BatchSpec:
     """Load and resolve every dimension source (call inside a task, never at parse time)."""
     return load_spec(spec).resolve(airflow_source_resolver)
+
+
+def spec_reference(spec: BatchSpec | str | os.PathLike[str]) -> BatchSpec | str:
+    """What an operator keeps of its ``spec`` argument: a :class:`BatchSpec` as given, a path as a string
+    (serialisable, shown in the UI), a name as its file in ``[batchq] spec_dir``."""
+    return spec if isinstance(spec, BatchSpec) else str(settings.spec_path(spec))

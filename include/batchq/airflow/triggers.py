@@ -1,62 +1,72 @@
 """Deferrable waits on queue state, run by Airflow's triggerer (never blocking its event loop).
 
-* :class:`QueueDrainedTrigger` — fires when visible + in-flight + delayed == 0 has held for
-  ``stable_for_s`` (:class:`batchq.health.DrainWatch`), when the DLQ reaches ``dlq_threshold``, at the
-  deadline, or on repeated errors. Its event carries the last snapshot and a bounded, downsampled series
-  of samples (≤ ``max_points``) — the drain curve.
-* :class:`ResultsAvailableTrigger` — fires when the results queue has visible messages (without
-  receiving them), or at the deadline: the drain operator's "nothing to do yet" wait.
+* :class:`QueueDrainedTrigger` — the input queue's wait (:class:`batchq.health.InputWait`): fires when
+  visible + in-flight + delayed == 0 has held for ``stable_for_s``, when the DLQ reaches
+  ``dlq_threshold``, at the deadline, or on repeated errors. Its event carries the last snapshot and the
+  bounded backlog series (≤ ``max_points``).
+* :class:`ResultsAvailableTrigger` — the results queue's wait (:class:`batchq.health.ResultsWait`): fires
+  when the queue has visible messages (without receiving them), or at the deadline.
 
-Both poll GetQueueAttributes with :func:`batchq.sqs.aget_snapshot` over the hook's aiobotocore client —
-the same snapshot parsing and decision code as the sync sensor path. Events are
-``{"status": ..., "reason": <TriggerReason value>, "snapshot": {...}, ...}`` in JSON primitives; the
-operator's resume method is the only place that raises. Both triggers accept (and ignore, or map)
-retired keyword arguments, because serialised triggers outlive deploys.
+Both run the same loop (:meth:`_SqsTrigger.run`): fetch a snapshot with :func:`batchq.sqs.aget_snapshot`
+over the hook's aiobotocore client and feed it to the wait object, which makes every decision — the same
+object the sensor's poke path feeds. Events are :meth:`batchq.health.WaitOutcome.to_dict` plus
+``queue_url``: ``{"status", "reason": <WaitReason value>, "snapshot", "waited_s", "message", ...}`` in
+JSON primitives; the operator's resume method is the only place that raises. Both triggers accept (and
+ignore, or map) retired keyword arguments, because serialised triggers outlive deploys.
+
+The wait object's state is not carried across a triggerer restart: Airflow rebuilds a trigger from the
+kwargs stored when the task deferred. What matters survives: ``deadline`` and ``started_at`` are
+absolute, so a restart neither extends the wait nor resets ``waited_s``; the stability window restarts
+(it can only make the wait more careful).
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections import deque
 from collections.abc import AsyncIterator
-from enum import Enum
 from typing import Any, ClassVar
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-from batchq.health import BoundedSeries, DrainWatch, QueueSnapshot, eta_seconds
+from batchq.health import (
+    DEFAULT_STABLE_FOR_S,
+    SERIES_FIELDS,
+    InputWait,
+    QueueSnapshot,
+    QueueWait,
+    ResultsWait,
+    WaitOutcome,
+    WaitReason,
+    series_point,
+)
+from batchq.retry import backoff_delay
 from batchq.sqs import aget_snapshot
 
 #: Consecutive polling errors tolerated (with back-off) before the trigger reports ``error``.
 MAX_CONSECUTIVE_ERRORS = 5
-#: Snapshots kept for the ETA estimate (the drain rate over the recent window).
-_ETA_WINDOW = 20
+#: Upper bound of the back-off after a polling error (the poll interval doubles up to it).
+ERROR_BACKOFF_CAP_S = 60.0
 
+#: The event ``reason`` enum (kept under its old name: operators and DAG code import it from here).
+TriggerReason = WaitReason
 
-class TriggerReason(str, Enum):
-    """Why a batchq trigger fired (the event's ``reason``)."""
-
-    DRAINED = "drained"
-    AVAILABLE = "available"
-    TIMEOUT = "timeout"
-    DLQ_THRESHOLD = "dlq_threshold"
-    ERROR = "error"
-
-
-def series_point(snap: QueueSnapshot) -> list[float | int]:
-    """One compact sample: ``[t, visible, in_flight, delayed, dlq]`` (dlq -1 when not watched)."""
-    return [round(snap.taken_at, 3), snap.visible, snap.in_flight, snap.delayed, -1 if snap.dlq_visible is None else snap.dlq_visible]
-
-
-SERIES_FIELDS = ["t", "visible", "in_flight", "delayed", "dlq"]
+__all__ = ["SERIES_FIELDS", "QueueDrainedTrigger", "ResultsAvailableTrigger", "TriggerReason", "series_point"]
 
 
 class _SqsTrigger(BaseTrigger):
-    """Connection arguments shared by batchq triggers (the provider's AWS argument set)."""
+    """The loop and connection arguments shared by batchq triggers (the provider's AWS argument set).
+
+    A subclass says what to wait for (:meth:`_new_wait`), which of its own kwargs to serialise
+    (:meth:`_own_kwargs`), and optionally what to do with each snapshot (:meth:`_observed`).
+    """
 
     #: retired kwarg → current name (``None``: accepted and ignored)
     RETIRED: ClassVar[dict[str, str | None]] = {}
+
+    queue_url: str
+    dlq_url: str | None = None
+    poll_interval_s: float
 
     def __init__(
         self,
@@ -81,13 +91,20 @@ class _SqsTrigger(BaseTrigger):
             if new is not None and current.get(new) is None:
                 current[new] = value
 
-    def _aws_kwargs(self) -> dict[str, Any]:
-        return {
-            "aws_conn_id": self.aws_conn_id,
-            "region_name": self.region_name,
-            "verify": self.verify,
-            "botocore_config": self.botocore_config,
-        }
+    # -- what a subclass supplies ----------------------------------------------------------------------
+    def _new_wait(self) -> QueueWait:
+        raise NotImplementedError
+
+    def _own_kwargs(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def _observed(self, wait: QueueWait) -> None:
+        """Called after every successful poll (metrics)."""
+
+    # -- shared --------------------------------------------------------------------------------------
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        aws = {"aws_conn_id": self.aws_conn_id, "region_name": self.region_name, "verify": self.verify, "botocore_config": self.botocore_config}
+        return f"{type(self).__module__}.{type(self).__qualname__}", {**self._own_kwargs(), **aws}
 
     @property
     def hook(self):
@@ -95,16 +112,36 @@ class _SqsTrigger(BaseTrigger):
 
         return BatchqSqsHook(aws_conn_id=self.aws_conn_id, region_name=self.region_name, verify=self.verify, config=self.botocore_config)
 
-    async def _poll(self, client: Any, queue_url: str, dlq_url: str | None, errors: list[str], base_delay_s: float) -> QueueSnapshot | None:
-        """One snapshot, or None after a (counted) error; raises once errors are no longer transient."""
+    def _event(self, outcome: WaitOutcome, **extra: Any) -> TriggerEvent:
+        return TriggerEvent({"queue_url": self.queue_url, **outcome.to_dict(), **extra})
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        wait = self._new_wait()
+        errors: list[str] = []
         try:
-            snap = await aget_snapshot(client, queue_url, dlq_url)
+            async with await self.hook.get_async_conn() as client:
+                while True:
+                    snap = await self._poll(client, errors)
+                    outcome = wait.step(snap, time.time())
+                    if snap is not None:
+                        self._observed(wait)
+                    if outcome is not None:
+                        yield self._event(outcome)
+                        return
+                    await asyncio.sleep(self.poll_interval_s)
+        except Exception as exc:  # noqa: BLE001 - reported as an event; the operator's resume raises
+            yield self._event(wait.fail(f"{type(exc).__name__}: {exc}", time.time()), errors=errors[-MAX_CONSECUTIVE_ERRORS:])
+
+    async def _poll(self, client: Any, errors: list[str]) -> QueueSnapshot | None:
+        """One snapshot, or None after a (counted, backed-off) error; raises once errors persist."""
+        try:
+            snap = await aget_snapshot(client, self.queue_url, self.dlq_url)
         except Exception as exc:
             errors.append(f"{type(exc).__name__}: {exc}")
-            self.log.warning("polling %s failed (%d in a row): %s", queue_url, len(errors), exc)
+            self.log.warning("polling %s failed (%d in a row): %s", self.queue_url, len(errors), exc)
             if len(errors) >= MAX_CONSECUTIVE_ERRORS:
                 raise
-            await asyncio.sleep(min(60.0, base_delay_s * 2 ** len(errors)))
+            await asyncio.sleep(backoff_delay(len(errors), base=self.poll_interval_s, cap=ERROR_BACKOFF_CAP_S))
             return None
         errors.clear()
         return snap
@@ -115,7 +152,7 @@ class QueueDrainedTrigger(_SqsTrigger):
 
     :param queue_url: the queue to watch (normally the input queue).
     :param dlq_url: its dead-letter queue; its depth is reported in every sample.
-    :param stable_for_s: how long the queue must read empty continuously (AWS advises ~60 s).
+    :param stable_for_s: how long the queue must read empty continuously (default 60 s, as AWS advises).
     :param poll_interval_s: seconds between GetQueueAttributes polls.
     :param deadline: epoch seconds after which the trigger fires ``timeout`` with the last snapshot
         (absolute, so a triggerer restart does not extend the wait).
@@ -146,92 +183,47 @@ class QueueDrainedTrigger(_SqsTrigger):
         botocore_config: dict[str, Any] | None = None,
         **retired: Any,
     ):
+        from batchq.airflow.metrics import queue_tag
+
         super().__init__(aws_conn_id=aws_conn_id, region_name=region_name, verify=verify, botocore_config=botocore_config)
         current: dict[str, Any] = {"stable_for_s": stable_for_s, "poll_interval_s": poll_interval_s}
         self._map_retired(retired, current)
         self.queue_url = queue_url
         self.dlq_url = dlq_url
-        self.stable_for_s = float(60.0 if current["stable_for_s"] is None else current["stable_for_s"])
+        self.stable_for_s = float(DEFAULT_STABLE_FOR_S if current["stable_for_s"] is None else current["stable_for_s"])
         self.poll_interval_s = float(10.0 if current["poll_interval_s"] is None else current["poll_interval_s"])
         self.deadline = deadline
         self.dlq_threshold = dlq_threshold
         self.max_points = int(max_points)
-        self.queue_name = queue_name or queue_url.rstrip("/").rsplit("/", 1)[-1]
+        self.queue_name = queue_name or queue_tag(queue_url)
         self.emit_metrics = emit_metrics
         self.started_at = started_at if started_at is not None else time.time()
-        if self.poll_interval_s <= 0 or self.stable_for_s < 0:
-            raise ValueError(f"need poll_interval_s > 0 and stable_for_s >= 0, got {self.poll_interval_s}, {self.stable_for_s}")
+        if self.poll_interval_s <= 0:
+            raise ValueError(f"need poll_interval_s > 0, got {self.poll_interval_s}")
+        self._new_wait()  # validates the rest (stable_for_s, dlq_threshold, max_points) now, not in the triggerer
 
-    def serialize(self) -> tuple[str, dict[str, Any]]:
-        return (
-            f"{type(self).__module__}.{type(self).__qualname__}",
-            {
-                "queue_url": self.queue_url,
-                "dlq_url": self.dlq_url,
-                "stable_for_s": self.stable_for_s,
-                "poll_interval_s": self.poll_interval_s,
-                "deadline": self.deadline,
-                "dlq_threshold": self.dlq_threshold,
-                "max_points": self.max_points,
-                "queue_name": self.queue_name,
-                "emit_metrics": self.emit_metrics,
-                "started_at": self.started_at,
-                **self._aws_kwargs(),
-            },
-        )
+    def _new_wait(self) -> InputWait:
+        return InputWait(started_at=self.started_at, deadline=self.deadline, stable_for_s=self.stable_for_s, dlq_threshold=self.dlq_threshold, max_points=self.max_points)
 
-    def _event(self, reason: TriggerReason, snap: QueueSnapshot | None, series: BoundedSeries, **extra: Any) -> TriggerEvent:
-        return TriggerEvent(
-            {
-                "status": "success" if reason is TriggerReason.DRAINED else "failed",
-                "reason": reason.value,
-                "queue_url": self.queue_url,
-                "snapshot": None if snap is None else snap.to_dict(),
-                "series_fields": SERIES_FIELDS,
-                "series": series.values(),
-                "stable_for_s": self.stable_for_s,
-                "waited_s": round(time.time() - self.started_at, 3),
-                **extra,
-            }
-        )
+    def _own_kwargs(self) -> dict[str, Any]:
+        return {
+            "queue_url": self.queue_url,
+            "dlq_url": self.dlq_url,
+            "stable_for_s": self.stable_for_s,
+            "poll_interval_s": self.poll_interval_s,
+            "deadline": self.deadline,
+            "dlq_threshold": self.dlq_threshold,
+            "max_points": self.max_points,
+            "queue_name": self.queue_name,
+            "emit_metrics": self.emit_metrics,
+            "started_at": self.started_at,
+        }
 
-    async def run(self) -> AsyncIterator[TriggerEvent]:
-        watch = DrainWatch(self.stable_for_s)
-        series = BoundedSeries(self.max_points)
-        recent: deque[QueueSnapshot] = deque(maxlen=_ETA_WINDOW)
-        errors: list[str] = []
-        snap: QueueSnapshot | None = None
-        try:
-            async with await self.hook.get_async_conn() as client:
-                while True:
-                    polled = await self._poll(client, self.queue_url, self.dlq_url, errors, self.poll_interval_s)
-                    if polled is not None:
-                        snap = polled
-                        series.add(series_point(snap))
-                        recent.append(snap)
-                        if self.emit_metrics:
-                            self._emit(snap, eta_seconds(list(recent)))
-                        if self.dlq_threshold is not None and (snap.dlq_visible or 0) >= self.dlq_threshold:
-                            yield self._event(TriggerReason.DLQ_THRESHOLD, snap, series, message=f"DLQ holds {snap.dlq_visible} message(s), threshold {self.dlq_threshold}")
-                            return
-                        if watch.observe(snap):
-                            yield self._event(TriggerReason.DRAINED, snap, series, empty_since=watch.empty_since)
-                            return
-                    if self.deadline is not None and time.time() >= self.deadline:
-                        last = snap.describe() if snap else "no snapshot"
-                        yield self._event(TriggerReason.TIMEOUT, snap, series, message=f"queue not drained by the deadline; last snapshot: {last}")
-                        return
-                    await asyncio.sleep(self.poll_interval_s)
-        except Exception as exc:  # noqa: BLE001 - reported as an event; the sensor's resume raises
-            yield self._event(TriggerReason.ERROR, snap, series, message=f"{type(exc).__name__}: {exc}", errors=errors[-MAX_CONSECUTIVE_ERRORS:])
+    def _observed(self, wait: QueueWait) -> None:
+        if self.emit_metrics:
+            from batchq.airflow.metrics import emit_queue_gauges
 
-    def _emit(self, snap: QueueSnapshot, eta: float | None) -> None:
-        try:
-            from batchq.airflow.metrics import emit_queue_snapshot
-
-            emit_queue_snapshot(self.queue_name, snap, eta)
-        except Exception:
-            self.log.debug("queue metrics not emitted", exc_info=True)
+            emit_queue_gauges(self.queue_name, wait.gauges())
 
 
 class ResultsAvailableTrigger(_SqsTrigger):
@@ -266,46 +258,11 @@ class ResultsAvailableTrigger(_SqsTrigger):
         self.poll_interval_s = float(5.0 if current["poll_interval_s"] is None else current["poll_interval_s"])
         self.deadline = deadline
         self.min_visible = max(1, int(min_visible))
+        if self.poll_interval_s <= 0:
+            raise ValueError(f"need poll_interval_s > 0, got {self.poll_interval_s}")
 
-    def serialize(self) -> tuple[str, dict[str, Any]]:
-        return (
-            f"{type(self).__module__}.{type(self).__qualname__}",
-            {
-                "queue_url": self.queue_url,
-                "poll_interval_s": self.poll_interval_s,
-                "deadline": self.deadline,
-                "min_visible": self.min_visible,
-                **self._aws_kwargs(),
-            },
-        )
+    def _new_wait(self) -> ResultsWait:
+        return ResultsWait(started_at=time.time(), deadline=self.deadline, min_visible=self.min_visible)
 
-    async def run(self) -> AsyncIterator[TriggerEvent]:
-        errors: list[str] = []
-        snap: QueueSnapshot | None = None
-
-        def event(reason: TriggerReason, **extra: Any) -> TriggerEvent:
-            return TriggerEvent(
-                {
-                    "status": "success" if reason is TriggerReason.AVAILABLE else "failed",
-                    "reason": reason.value,
-                    "queue_url": self.queue_url,
-                    "snapshot": None if snap is None else snap.to_dict(),
-                    **extra,
-                }
-            )
-
-        try:
-            async with await self.hook.get_async_conn() as client:
-                while True:
-                    polled = await self._poll(client, self.queue_url, None, errors, self.poll_interval_s)
-                    if polled is not None:
-                        snap = polled
-                        if snap.visible >= self.min_visible:
-                            yield event(TriggerReason.AVAILABLE)
-                            return
-                    if self.deadline is not None and time.time() >= self.deadline:
-                        yield event(TriggerReason.TIMEOUT, message=f"no results arrived by the deadline; last snapshot: {snap.describe() if snap else 'none'}")
-                        return
-                    await asyncio.sleep(self.poll_interval_s)
-        except Exception as exc:  # noqa: BLE001
-            yield event(TriggerReason.ERROR, message=f"{type(exc).__name__}: {exc}")
+    def _own_kwargs(self) -> dict[str, Any]:
+        return {"queue_url": self.queue_url, "poll_interval_s": self.poll_interval_s, "deadline": self.deadline, "min_visible": self.min_visible}

@@ -21,10 +21,10 @@ from batchq.sqs import get_queue_url
 log = logging.getLogger("batchq.drain")
 
 
-def _client(args: argparse.Namespace) -> Any:
+def _client(args: argparse.Namespace, **config_overrides: Any) -> Any:
     from batchq.aws import sqs_client
 
-    return sqs_client(endpoint_url=args.endpoint_url, region_name=args.region)
+    return sqs_client(endpoint_url=args.endpoint_url, region_name=args.region, **config_overrides)
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -146,6 +146,7 @@ def cmd_ledger(args: argparse.Namespace) -> int:
 
 
 def cmd_redrive(args: argparse.Namespace) -> int:
+    from batchq.aws import SINGLE_ATTEMPT_RETRIES
     from batchq.redrive import redrive
 
     client = _client(args)
@@ -156,6 +157,7 @@ def cmd_redrive(args: argparse.Namespace) -> int:
         method=args.method,
         max_messages=args.max_messages,
         timeout_s=args.timeout,
+        probe_client=_client(args, retries=dict(SINGLE_ATTEMPT_RETRIES)),
     )
     print(json.dumps(report.to_dict()), flush=True)
     for mid, reason in list(report.failed.items())[:20]:

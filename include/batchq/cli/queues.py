@@ -13,7 +13,8 @@ from typing import Any
 from batchq.aws import sqs_client
 from batchq.cli.plan import spec_file
 from batchq.spec import BatchSpec
-from batchq.sqs import ensure_queues, get_snapshot, resolve_queue_urls
+from batchq.queues import ensure_queues, resolve_queue_urls
+from batchq.sqs import get_snapshot
 
 
 def register(subparsers: Any) -> None:

@@ -14,8 +14,9 @@ from typing import Any
 
 log = logging.getLogger("batchq.cli.worker")
 
-#: (flag, dest) of every option a worker takes; ``batchq workers`` forwards them to its processes.
-_WORKER_FLAGS: list[tuple[str, str, bool]] = []  # (flag, dest, is_append)
+#: ``(flag, dest, special)`` of every option a worker takes, ``special`` for append and switch actions
+#: (forwarded per item / without a value); ``batchq workers`` forwards them to its processes.
+_WORKER_FLAGS: list[tuple[str, str, bool]] = []
 
 
 def _add(parser: argparse.ArgumentParser, flag: str, **kwargs: Any) -> None:

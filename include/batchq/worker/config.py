@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import socket
@@ -10,8 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from batchq import limits
-from batchq.errors import BatchqError
-from batchq.sqs import get_max_receive_count, get_queue_url
+from batchq.queues import get_queue_attributes, parse_redrive_policy, queue_url_from_arn
 
 log = logging.getLogger(__name__)
 
@@ -118,24 +116,13 @@ class QueueSettings:
     dead_letter_url: str | None
 
 
-def _dlq_url_from_arn(client: Any, arn: str) -> str:
-    # arn:aws:sqs:region:account:name
-    parts = arn.split(":")
-    if len(parts) < 6:
-        raise BatchqError(f"deadLetterTargetArn {arn!r} is not an SQS queue ARN")
-    try:
-        return client.get_queue_url(QueueName=parts[5], QueueOwnerAWSAccountId=parts[4])["QueueUrl"]
-    except Exception:  # noqa: BLE001 - emulators may not know the owner parameter; retry without it
-        return get_queue_url(client, parts[5])
-
-
 def read_queue_settings(client: Any, config: WorkerConfig) -> QueueSettings:
-    """Visibility timeout, attempts and DLQ from the input queue's attributes, overridden by ``config``."""
-    attrs = client.get_queue_attributes(
-        QueueUrl=config.queue_url, AttributeNames=["VisibilityTimeout", "RedrivePolicy"]
-    ).get("Attributes", {})
+    """Visibility timeout, attempts and DLQ from the input queue's attributes (one GetQueueAttributes
+    call), overridden by ``config``."""
+    attrs = get_queue_attributes(client, config.queue_url, ["VisibilityTimeout", "RedrivePolicy"])
     visibility = config.visibility_timeout or int(attrs.get("VisibilityTimeout", 30))
-    max_receive = get_max_receive_count(client, config.queue_url)
+    policy = parse_redrive_policy(attrs.get("RedrivePolicy"))
+    max_receive = policy.max_receive_count if policy else None
     if config.max_attempts is None:
         attempts = max_receive or DEFAULT_MAX_ATTEMPTS
     elif max_receive is not None and config.max_attempts > max_receive:
@@ -149,6 +136,6 @@ def read_queue_settings(client: Any, config: WorkerConfig) -> QueueSettings:
     else:
         attempts = config.max_attempts
     dlq = config.dead_letter_url
-    if dlq is None and attrs.get("RedrivePolicy"):
-        dlq = _dlq_url_from_arn(client, json.loads(attrs["RedrivePolicy"])["deadLetterTargetArn"])
+    if dlq is None and policy is not None:
+        dlq = queue_url_from_arn(client, policy.dead_letter_arn)
     return QueueSettings(visibility, attempts, max_receive, dlq)

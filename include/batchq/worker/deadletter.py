@@ -17,7 +17,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from batchq.retry import backoff_delay, error_code, is_retryable
+from batchq.errors import QueueNotFound, SendFailed
+from batchq.sqs import send_message
 
 log = logging.getLogger(__name__)
 
@@ -50,19 +51,13 @@ def send_to_dead_letter(
     source_queue: str,
     attempts: int,
     worker: str,
-    max_attempts: int = 4,
 ) -> None:
-    """Send ``body`` to ``dlq_url`` with the reason attributes. Raises on failure (the caller then keeps
-    the original message, which SQS redrive will move later: nothing is lost)."""
-    import time
-
+    """Send ``body`` to ``dlq_url`` with the reason attributes. botocore retries a transient fault; what
+    still fails raises (:class:`~batchq.errors.SendFailed` / :class:`~batchq.errors.QueueNotFound`) and
+    the caller keeps the original message, which SQS redrive will move later: nothing is lost."""
     attributes = dead_letter_attributes(reason, source_queue, attempts, worker)
-    for attempt in range(1, max_attempts + 1):
-        try:
-            client.send_message(QueueUrl=dlq_url, MessageBody=body, MessageAttributes=attributes)
-            return
-        except Exception as exc:
-            if attempt == max_attempts or not is_retryable(exc):
-                log.error("dead-letter send to %s failed (%s): %s", dlq_url, error_code(exc), exc)
-                raise
-            time.sleep(backoff_delay(attempt))
+    try:
+        send_message(client, dlq_url, body, attributes=attributes)
+    except (QueueNotFound, SendFailed) as exc:
+        log.error("dead-letter send to %s failed: %s", dlq_url, exc)
+        raise

@@ -52,7 +52,7 @@ def test_sensor_resume_is_the_one_place_that_raises():
     snap = {"taken_at": 1.0, "visible": 3, "in_flight": 1, "delayed": 0, "dlq_visible": 2}
     ti = FakeTI()
     out = s.execute_complete({"ti": ti}, {"reason": "drained", "snapshot": {**snap, "visible": 0, "in_flight": 0}, "series": [[1, 0, 0, 0, 0]], "waited_s": 5})
-    assert out["reason"] == "drained" and ti.pushed["drain_series"]["points"] == [[1, 0, 0, 0, 0]]
+    assert out["reason"] == "drained" and ti.pushed["backlog_series"]["points"] == [[1, 0, 0, 0, 0]]
     with pytest.raises(AirflowSensorTimeout, match="visible=3, in_flight=1"):
         s.execute_complete({"ti": FakeTI()}, {"reason": "timeout", "snapshot": snap, "series": [], "waited_s": 9})
     with pytest.raises(AirflowFailException, match="DLQ holds 2"):
@@ -78,8 +78,9 @@ def test_sensor_poke_path(sqs_client, make_queue, aws_conn):
 
     assert s.poke({"ti": ti}) is False  # the first empty poll only starts the stability window
     time.sleep(0.4)
-    assert s.poke({"ti": ti}) is True
-    assert ti.pushed["drain_series"]["points"]
+    done = s.poke({"ti": ti})
+    assert done and done.xcom_value["reason"] == "drained"  # the same return value as the deferred path
+    assert ti.pushed["backlog_series"]["points"]
     put(sqs_client, url, make_results(1))
     busy = sensor(queue_name=url, deferrable=False, stable_for=0, poll_interval=0.1, timeout=0.05)
     with pytest.raises(AirflowSensorTimeout, match="visible=1"):

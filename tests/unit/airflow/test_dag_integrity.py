@@ -74,6 +74,9 @@ def test_customer_batch_shape(monkeypatch):
     plan, fan_out = dag.get_task("plan_shards"), dag.get_task("fan_out")
     assert fan_out.upstream_task_ids == {"plan_shards"}
     assert plan.downstream_task_ids == {"fan_out"}
+    # Provisioning is a task of its own that a reader sees, before planning (which creates nothing).
+    assert plan.upstream_task_ids == {"ensure_queues"}
+    assert type(dag.get_task("ensure_queues")).__name__ == "EnsureQueuesOperator"
     # fan_out is mapped over the planner's shards and labelled with the shard range.
     from airflow.sdk.definitions.mappedoperator import MappedOperator
 
@@ -130,6 +133,17 @@ def test_a_shard_outside_the_product_fails_before_sending(no_network):
     with pytest.raises(ValueError, match="outside the product"):
         op.execute({})
     assert no_network == []
+
+
+def test_plan_shards_uses_the_provisioning_tasks_urls_without_touching_aws(no_network):
+    from batchq.airflow.operators import plan_shards
+
+    queues = {"input": "http://127.0.0.1:9/000/in", "input_dlq": "d", "results": "r", "results_dlq": "rd"}
+    shards = plan_shards.function(spec=str(SPEC_YAML), queues=queues, run_id="r")
+    assert shards and {s["queue_url"] for s in shards} == {queues["input"]}
+    assert no_network == []
+    with pytest.raises(ValueError, match="queues= must map 'input'"):
+        plan_shards.function(spec=str(SPEC_YAML), queues={"results": "r"}, run_id="r")
 
 
 def test_max_in_flight_sizes_the_hook_connection_pool(monkeypatch):

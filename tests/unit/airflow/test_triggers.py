@@ -21,6 +21,7 @@ from batchq.airflow.triggers import (
 from batchq.health import QueueSnapshot
 from batchq.sqs import delete_messages, receive_messages, send_bodies
 
+from tests.support.airflow_conn import set_aws_connection
 from tests.support.tcp_proxy import TcpProxy
 
 CONN_ID = "batchq_trigger_test"
@@ -65,14 +66,160 @@ def test_reasons_are_str_enum_values():
     assert {r.value for r in TriggerReason} >= {"drained", "timeout", "dlq_threshold", "error"}
 
 
+def test_retired_kwargs_serialise_under_their_current_names():
+    rebuilt, kwargs = rebuild(QueueDrainedTrigger("http://h/1/q", stable_for=7, waiter_delay=3, timeout=99))
+    assert (kwargs["stable_for_s"], kwargs["poll_interval_s"]) == (7.0, 3.0)
+    assert not {"stable_for", "waiter_delay", "timeout", "poll_interval"} & set(kwargs)
+    assert rebuilt.serialize()[1] == kwargs
+
+
+def test_kwargs_serialised_by_the_previous_release_still_rebuild():
+    # Exactly what a deferred task stored before the wait decision moved to batchq.health.
+    stored = {
+        "queue_url": "http://h/1/q", "dlq_url": None, "stable_for_s": 60.0, "poll_interval_s": 10.0, "deadline": 1.8e9,
+        "dlq_threshold": None, "max_points": 500, "queue_name": "q", "emit_metrics": True, "started_at": 1.7e9,
+        "aws_conn_id": "aws_default", "region_name": None, "verify": None, "botocore_config": None,
+    }
+    assert QueueDrainedTrigger(**stored).serialize()[1] == stored
+    results = {"queue_url": "http://h/1/r", "poll_interval_s": 5.0, "deadline": None, "min_visible": 1, "aws_conn_id": "aws_default", "region_name": None, "verify": None, "botocore_config": None}
+    assert ResultsAvailableTrigger(**results).serialize()[1] == results
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [({"stable_for_s": -1}, "stable_for_s"), ({"dlq_threshold": 0}, "dlq_threshold"), ({"max_points": 1}, "max_points"), ({"poll_interval_s": 0}, "poll_interval_s")],
+)
+def test_bad_arguments_fail_when_the_task_defers_not_in_the_triggerer(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        QueueDrainedTrigger("http://h/1/q", **kwargs)
+
+
+# -- the shared loop over a scripted snapshot source (no endpoint) ----------------------------------------------
+
+
+class _FakeConn:
+    async def __aenter__(self):
+        return object()
+
+    async def __aexit__(self, *exc):
+        return False
+
+
+class _FakeHook:
+    async def get_async_conn(self):
+        return _FakeConn()
+
+
+@pytest.fixture
+def scripted(monkeypatch):
+    """Make the triggers poll a script: each item a QueueSnapshot (returned) or an exception (raised).
+    Returns the list of back-off calls the trigger made (attempt, base, cap); back-off sleeps are 0."""
+    import batchq.airflow.triggers as mod
+
+    backoffs: list[tuple] = []
+
+    def use(items):
+        items = list(items)
+
+        async def fake_snapshot(client, queue_url, dlq_url=None):
+            item = items.pop(0) if len(items) > 1 else items[0]
+            if isinstance(item, BaseException):
+                raise item
+            return item
+
+        monkeypatch.setattr(mod, "aget_snapshot", fake_snapshot)
+        return backoffs
+
+    def fake_backoff(attempt, base, cap, rng=None):
+        backoffs.append((attempt, base, cap))
+        return 0.0
+
+    monkeypatch.setattr(mod, "backoff_delay", fake_backoff)
+    for cls in (QueueDrainedTrigger, ResultsAvailableTrigger):
+        monkeypatch.setattr(cls, "hook", property(lambda self: _FakeHook()))
+    return use
+
+
+def test_poll_errors_back_off_with_the_one_backoff_then_recover(scripted):
+    import batchq.airflow.triggers as mod
+
+    now = time.time()
+    backoffs = scripted([ConnectionError("a"), ConnectionError("b"), QueueSnapshot(now, 0, 0, 0)])
+    trigger = QueueDrainedTrigger("http://h/1/q", stable_for_s=0, poll_interval_s=0.01, emit_metrics=False)
+    payload = asyncio.run(first_event(trigger, timeout=10))
+    assert payload["reason"] == "drained" and "errors" not in payload
+    assert backoffs == [(1, 0.01, mod.ERROR_BACKOFF_CAP_S), (2, 0.01, mod.ERROR_BACKOFF_CAP_S)]
+
+
+def test_persistent_poll_errors_end_in_an_error_event_with_what_was_seen(scripted):
+    import batchq.airflow.triggers as mod
+
+    backoffs = scripted([QueueSnapshot(time.time(), 4, 0, 0), *[ConnectionError(f"e{i}") for i in range(10)]])
+    trigger = QueueDrainedTrigger("http://h/1/q", poll_interval_s=0.01, emit_metrics=False)
+    payload = asyncio.run(first_event(trigger, timeout=10))
+    json.dumps(payload)
+    assert payload["reason"] == "error" and payload["status"] == "failed"
+    assert len(payload["errors"]) == mod.MAX_CONSECUTIVE_ERRORS and payload["errors"][-1] == "ConnectionError: e4"
+    assert payload["snapshot"]["visible"] == 4 and len(payload["series"]) == 1  # the last good poll is kept
+    assert [a for a, _, _ in backoffs] == list(range(1, mod.MAX_CONSECUTIVE_ERRORS))
+
+
+def test_results_trigger_runs_the_same_loop(scripted):
+    scripted([ConnectionError("x"), QueueSnapshot(time.time(), 0, 9, 0), QueueSnapshot(time.time(), 3, 0, 0)])
+    payload = asyncio.run(first_event(ResultsAvailableTrigger("http://h/1/r", poll_interval_s=0.01, min_visible=2), timeout=10))
+    assert payload["reason"] == "available" and payload["status"] == "success" and payload["snapshot"]["visible"] == 3
+    assert payload["queue_url"] == "http://h/1/r"
+
+
+def test_metrics_are_the_waits_gauges_tagged_with_the_queue_name(scripted, monkeypatch):
+    from batchq.airflow import metrics
+
+    sent: list = []
+    monkeypatch.setattr(metrics, "emit_queue_gauges", lambda queue, values: sent.append((queue, dict(values))))
+    t0 = time.time()
+    scripted([QueueSnapshot(t0, 20, 0, 0, dlq_visible=1), QueueSnapshot(t0 + 1, 10, 0, 0, dlq_visible=1), QueueSnapshot(t0 + 2, 0, 0, 0, dlq_visible=1)])
+    asyncio.run(first_event(QueueDrainedTrigger("http://h/1/in-q", dlq_url="http://h/1/in-dlq", stable_for_s=0, poll_interval_s=0.01), timeout=10))
+    assert [q for q, _ in sent] == ["in-q"] * 3
+    assert sent[0][1] == {"visible": 20, "in_flight": 0, "delayed": 0, "backlog": 20, "dlq_visible": 1}
+    assert sent[1][1]["eta_s"] == 1.0 and sent[2][1]["eta_s"] == 0.0  # 10 left at 10/s; then empty
+    sent.clear()
+    asyncio.run(first_event(QueueDrainedTrigger("http://h/1/in-q", stable_for_s=0, poll_interval_s=0.01, emit_metrics=False), timeout=10))
+    assert sent == []
+
+
+def test_the_sensor_resumes_from_the_triggers_event(scripted):
+    """The trigger's event is what the sensor's resume reads: the contract between the two halves."""
+    from airflow.sdk.exceptions import AirflowFailException
+    from batchq.airflow.sensors import SERIES_XCOM_KEY, QueueDrainedSensor
+
+    class TI:
+        def __init__(self):
+            self.pushed: dict = {}
+
+        def xcom_push(self, key, value):
+            self.pushed[key] = json.loads(json.dumps(value))
+
+    sensor = QueueDrainedSensor(task_id="wait", queue_name="http://h/1/q", aws_conn_id="x")
+    t0 = time.time()
+    scripted([QueueSnapshot(t0, 1, 0, 0, 0), QueueSnapshot(t0 + 0.01, 0, 0, 0, 0)])
+    event = asyncio.run(first_event(QueueDrainedTrigger("http://h/1/q", dlq_url="d", stable_for_s=0, poll_interval_s=0.01, emit_metrics=False), timeout=10))
+    ti = TI()
+    out = sensor.execute_complete({"ti": ti}, event)
+    assert out["reason"] == "drained" and out["snapshot"]["visible"] == 0
+    assert SERIES_XCOM_KEY == "backlog_series" and [p[1] for p in ti.pushed["backlog_series"]["points"]] == [1, 0]
+    scripted([QueueSnapshot(t0, 1, 0, 0, 5)])
+    event = asyncio.run(first_event(QueueDrainedTrigger("http://h/1/q", dlq_url="d", dlq_threshold=5, poll_interval_s=0.01, emit_metrics=False), timeout=10))
+    with pytest.raises(AirflowFailException, match="DLQ holds 5 message"):
+        sensor.execute_complete({"ti": TI()}, event)
+
+
 # -- against a real endpoint -------------------------------------------------------------------------------
 
 
 @pytest.fixture
 def aws_conn(monkeypatch, sqs_endpoint):
     def use(endpoint: str) -> str:
-        monkeypatch.setenv(f"AIRFLOW_CONN_{CONN_ID.upper()}", json.dumps({"conn_type": "aws", "login": "testing", "password": "testing", "extra": {"endpoint_url": endpoint, "region_name": "us-east-1"}}))
-        return CONN_ID
+        return set_aws_connection(monkeypatch, CONN_ID, endpoint)
 
     use(sqs_endpoint)
     return use
@@ -87,13 +234,27 @@ async def first_event(trigger, timeout: float = 60):
 
 
 @pytest.mark.integration
-def test_drained_after_the_queue_stays_empty(sqs_client, make_queue, aws_conn):
+def test_drained_after_the_queue_stays_empty(sqs_client, make_queue, aws_conn, monkeypatch):
+    import batchq.airflow.triggers as mod
+
     url, dlq = make_queue(), make_queue()
     send_bodies(sqs_client, url, [("a", "x"), ("b", "y")])
     emptied_at: list[float] = []
+    # Consume only once the trigger has polled (its client can take a while to start on a busy machine),
+    # so the curve always starts with the backlog.
+    polled = threading.Event()
+    real_snapshot = mod.aget_snapshot
+
+    async def noting_snapshot(*args, **kwargs):
+        snap = await real_snapshot(*args, **kwargs)
+        polled.set()
+        return snap
+
+    monkeypatch.setattr(mod, "aget_snapshot", noting_snapshot)
 
     def consume_later():
-        time.sleep(1.0)
+        polled.wait(30)
+        time.sleep(0.5)
         while True:
             msgs = receive_messages(sqs_client, url, wait_seconds=1)
             if not msgs:
@@ -226,19 +387,8 @@ def test_the_gap_meter_catches_a_blocking_poll(monkeypatch):
         time.sleep(0.3)  # noqa: ASYNC251 - on purpose: what a sync boto3 call on a slow endpoint does to the loop
         return QueueSnapshot(time.time(), 1, 0, 0)
 
-    class FakeConn:
-        async def __aenter__(self):
-            return object()
-
-        async def __aexit__(self, *exc):
-            return False
-
-    class FakeHook:
-        async def get_async_conn(self):
-            return FakeConn()
-
     monkeypatch.setattr(mod, "aget_snapshot", blocking_snapshot)
-    monkeypatch.setattr(QueueDrainedTrigger, "hook", property(lambda self: FakeHook()))
+    monkeypatch.setattr(QueueDrainedTrigger, "hook", property(lambda self: _FakeHook()))
     trigger = QueueDrainedTrigger("http://h/1/q", poll_interval_s=0.05, deadline=time.time() + 1.0, emit_metrics=False)
     gap, payload = asyncio.run(_max_tick_gap(trigger, 1.0))
     assert payload["reason"] == "timeout"

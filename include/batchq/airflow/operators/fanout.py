@@ -1,6 +1,7 @@
 """The top of the pattern: plan a run into shards, then send each shard to the input queue.
 
-``plan_shards`` (a ``@task``) resolves the spec, plans the run arithmetically and provisions the queues;
+``plan_shards`` (a ``@task``) resolves the spec and plans the run arithmetically (the queues come from
+:class:`~batchq.airflow.operators.queues.EnsureQueuesOperator`, its own task before it);
 :class:`FanOutOperator`, mapped over its shards, streams one shard's payloads into SQS with
 SendMessageBatch, several calls in flight. Task count grows with shards (≤ ``max_shards``), never with
 payloads, and memory stays flat: the product is never materialised.
@@ -13,9 +14,8 @@ collapse by key.
 from __future__ import annotations
 
 import hashlib
-import os
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from airflow.providers.amazon.aws.operators.base_aws import AwsBaseOperator
@@ -24,9 +24,9 @@ from airflow.sdk import task
 
 from batchq.airflow import settings
 from batchq.airflow.hook import BatchqSqsHook
-from batchq.airflow.spec_sources import resolve_spec
+from batchq.airflow.spec_sources import resolve_spec, spec_reference
 from batchq.spec import BatchSpec
-from batchq.errors import SendFailed, SpecError
+from batchq.errors import QueueNotFound, SendFailed, SpecError
 from batchq.plan import Plan, Shard
 from batchq.sqs import get_queue_url
 
@@ -59,29 +59,32 @@ def spec_fingerprint(spec: BatchSpec) -> str:
     return hashlib.sha256(spec.model_dump_json().encode()).hexdigest()[:16]
 
 
-def _spec_ref(spec: BatchSpec | str | os.PathLike[str]) -> BatchSpec | str:
-    # A path is kept as a string (serialisable, shown in the UI); a name becomes its file in spec_dir.
-    return spec if isinstance(spec, BatchSpec) else str(settings.spec_path(spec))
-
-
 @task
 def plan_shards(
     spec: BatchSpec | str,
     aws_conn_id: str | None = None,
-    provision: bool = True,
+    queues: Mapping[str, str] | None = None,
+    provision: bool = False,
     run_id: str | None = None,
     ti: Any = None,
 ) -> list[dict[str, Any]]:
-    """Plan this run: resolve the spec's sources, count payloads, split into shards, provision queues.
+    """Plan this run: resolve the spec's sources, count payloads, split into shards.
 
     Returns the shard list to map the fan-out over (``.expand(shard=...)``); each shard dict also carries
     the run-wide ``queue_url`` and ``spec_fingerprint`` its sender checks. The run summary
     (``expected``, ``product``, ``shards``, ``queues``, ...) is pushed as the XCom ``plan``
     (``shards_xcomarg["plan"]`` in a DAG), e.g. for the drain step's ledger.
 
+    Planning creates nothing: the queues come from ``queues`` — the URLs
+    :class:`~batchq.airflow.operators.queues.EnsureQueuesOperator` returns, so the DAG shows provisioning
+    as its own task — or are looked up by name (they must exist). ``provision=True`` creates them here
+    instead, for a DAG that wants one task fewer.
+
     :param spec: a :class:`BatchSpec`, a YAML path, or a spec name in ``[batchq] spec_dir``.
     :param aws_conn_id: AWS connection (default ``[batchq] default_aws_conn_id``).
-    :param provision: create/converge the queues (idempotent); ``False`` requires them to exist.
+    :param queues: queue URLs (``input``, ``input_dlq``, ``results``, ``results_dlq``), normally
+        ``ensure_queues.output``.
+    :param provision: create/converge the queues in this task (idempotent). Ignored when ``queues`` is given.
     :param run_id: filled from the task context; part of every idempotency key.
     """
     import logging
@@ -92,13 +95,24 @@ def plan_shards(
     resolved = resolve_spec(spec)
     plan = Plan(resolved, run_id)
     fingerprint = spec_fingerprint(resolved)
-    hook = BatchqSqsHook(aws_conn_id=aws_conn_id or settings.default_aws_conn_id())
-    urls = hook.ensure_queues(resolved.queues) if provision else hook.resolve_queue_urls(resolved.queues)
-    summary = {**plan.summary(), "spec_fingerprint": fingerprint, "queues": urls.to_dict()}
+    urls = dict(queues) if queues else _queue_urls(resolved, aws_conn_id, provision)
+    if not urls.get("input"):
+        raise ValueError(f"plan_shards: queues= must map 'input' to the input queue URL, got {dict(urls)!r}")
+    summary = {**plan.summary(), "spec_fingerprint": fingerprint, "queues": urls}
     log.info("plan %s", summary)
     if ti is not None:
         ti.xcom_push(key="plan", value=summary)
-    return [{**s.to_dict(), "queue_url": urls.input, "spec_fingerprint": fingerprint} for s in plan.shards()]
+    return [{**s.to_dict(), "queue_url": urls["input"], "spec_fingerprint": fingerprint} for s in plan.shards()]
+
+
+def _queue_urls(spec: BatchSpec, aws_conn_id: str | None, provision: bool) -> dict[str, str]:
+    hook = BatchqSqsHook(aws_conn_id=aws_conn_id or settings.default_aws_conn_id())
+    if provision:
+        return hook.ensure_queues(spec.queues).to_dict()
+    try:
+        return hook.resolve_queue_urls(spec.queues).to_dict()
+    except QueueNotFound as exc:
+        raise QueueNotFound(f"{exc}; provision the queues first: an EnsureQueuesOperator task before plan_shards (or provision=True)") from exc
 
 
 class FanOutOperator(AwsBaseOperator[BatchqSqsHook]):
@@ -148,7 +162,7 @@ class FanOutOperator(AwsBaseOperator[BatchqSqsHook]):
     ) -> None:
         kwargs.setdefault("aws_conn_id", settings.default_aws_conn_id())
         super().__init__(map_index_template=map_index_template, **kwargs)
-        self.spec = _spec_ref(spec)
+        self.spec = spec_reference(spec)
         self.shard = shard.to_dict() if isinstance(shard, Shard) else shard
         self.run_id = run_id
         self.queue_url = queue_url

@@ -57,7 +57,9 @@ class DlqRedriveOperator(AwsBaseOperator[BatchqSqsHook]):
         from batchq.redrive import redrive
 
         client = self.hook.get_conn()
-        report = redrive(client, get_queue_url(client, self.dlq), get_queue_url(client, self.target), method=self.method, max_messages=self.max_messages, timeout_s=self.redrive_timeout)
+        dlq_url, target_url = (get_queue_url(client, name) for name in (self.dlq, self.target))
+        report = redrive(client, dlq_url, target_url, method=self.method, max_messages=self.max_messages,
+                         timeout_s=self.redrive_timeout, probe_client=self.hook.get_probe_conn())
         self.log.info("redrive %s → %s: %s", self.dlq, self.target, report.to_dict())
         if report.fallback_reason:
             self.log.info("StartMessageMoveTask unavailable (%s); used receive/send/delete", report.fallback_reason)
