@@ -310,8 +310,8 @@ def airflow_base(tmp_path_factory, deploy_db) -> dict[str, str]:
         "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
         "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(free_port()),
         # Exact emulator counters: a short stability window is enough (AWS: keep the 60 s default).
-        "AIRFLOW__BATCHQ__DRAIN_STABLE_FOR_S": "2",
-        "AIRFLOW__BATCHQ__DRAIN_POLL_INTERVAL_S": "1",
+        "AIRFLOW__BATCHQ__WAIT_STABLE_FOR_S": "2",
+        "AIRFLOW__BATCHQ__WAIT_POLL_INTERVAL_S": "1",
         "AIRFLOW_CONN_BATCHQ_SINK": sql_alchemy_conn,
         "AWS_EC2_METADATA_DISABLED": "true",
     }

@@ -20,7 +20,7 @@ from collections import Counter
 import pytest
 from batchq.plan import Plan
 from batchq.spec import BatchSpec
-from batchq.sqs import ensure_queues
+from batchq.queues import ensure_queues
 
 from tests.deployment.checks import assert_run_exact, install_write_counter, planned_keys
 from tests.deployment.conftest import celery_env, wait_until

@@ -18,7 +18,8 @@ import uuid
 
 import pytest
 from batchq.spec import BatchSpec
-from batchq.sqs import ensure_queues, get_queue_url, get_snapshot
+from batchq.queues import ensure_queues
+from batchq.sqs import get_queue_url, get_snapshot
 
 from tests.deployment.checks import assert_run_exact, install_write_counter
 from tests.deployment.conftest import start_triggerer, wait_until
@@ -42,7 +43,7 @@ def spec_path(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def deployment(start_deployment, spec_path, sqs_endpoint, sqs_client, deploy_db):
-    ensure_queues(sqs_client, BatchSpec.from_yaml(spec_path).queues)  # workers start before plan_shards provisions
+    ensure_queues(sqs_client, BatchSpec.from_yaml(spec_path).queues)  # workers start before the ensure_queues task provisions
     dep = start_deployment(executor="LocalExecutor", spec=spec_path, sqs_endpoint=sqs_endpoint)
     install_write_counter(deploy_db)
     return dep
