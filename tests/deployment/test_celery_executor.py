@@ -2,7 +2,7 @@
 (``-H deploy-a`` / ``deploy-b``) on the local Redis, results in PostgreSQL, API server, scheduler, DAG
 processor and triggerer as separate processes.
 
-The spec has 12 shards of 8 payloads and the fan-out sends one batch call at a time, so the mapped
+The spec has 12 shards of 8 payloads (one batch call each, answered 2 s late by the proxy), so the mapped
 ``fan_out`` tasks spread over both workers. While a shard runs on ``deploy-b`` that worker is killed
 (``kill -9`` of its process group: the Celery worker, its pool and the task process). The scheduler finds
 the task without heartbeat, fails the try and retries it on ``deploy-a``; the retried shard re-sends its
@@ -44,10 +44,23 @@ def spec_path(tmp_path_factory):
     return path
 
 
+class SlowAckProxy(SqsFaultProxy):
+    """Forwards each SendMessageBatch at once but answers it ``ack_delay_s`` later: the payloads are on the
+    queue while the fan-out task still waits for the reply — the moment a killed worker leaves payloads
+    sent but the shard unfinished, so its retry re-sends them (the duplicates the bound is about)."""
+
+    ack_delay_s = 2.0
+
+    def _send_message_batch(self, path, headers, body):
+        reply = super()._send_message_batch(path, headers, body)
+        time.sleep(self.ack_delay_s)
+        return reply
+
+
 @pytest.fixture(scope="module")
 def counting_proxy(sqs_endpoint):
     """What Airflow's ``aws_default`` talks to: forwards everything, counts SendMessageBatch entries per key."""
-    with SqsFaultProxy(sqs_endpoint) as proxy:
+    with SlowAckProxy(sqs_endpoint) as proxy:
         yield proxy
 
 
@@ -96,7 +109,7 @@ def test_celery_fan_out_across_workers_survives_a_killed_worker(deployment, spec
         with counting_proxy.lock:
             sent = [m for m in on_b if any(counting_proxy.log.attempts.get(k) for k in shard_keys[m])]
         if sent:
-            return sent, "after its payloads were sent"
+            return sent, "after its payloads were sent, before the reply"
         if on_b and rows and all(state in ("running", "success") for _, state, _ in rows):
             return on_b, "before its payloads were sent"
         return None
@@ -105,6 +118,11 @@ def test_celery_fan_out_across_workers_survives_a_killed_worker(deployment, spec
                                      on_timeout=lambda: str(fan_out_tries(deployment, run_id)))
     deployment.processes[f"celery-{HOSTS[1]}"].kill9()
     killed_at = time.monotonic() - t0
+    # The kill interrupted the shard: its first try never reported success.
+    first_tries = dict(deployment.query(
+        "select map_index, state from task_instance where dag_id = %s and run_id = %s and task_id = 'fan_out' and map_index = any(%s)",
+        DAG_ID, run_id, list(killed_shards)))
+    assert "success" not in first_tries.values(), f"the kill came after the shard finished: {first_tries}"
 
     assert deployment.wait_run_finished(DAG_ID, run_id, timeout=480) == "success", deployment.task_states(DAG_ID, run_id)
     tries = fan_out_tries(deployment, run_id)
