@@ -11,8 +11,9 @@ __all__ = ["SCHEMA_VERSION", "BatchSpec", "WorkPayload", "WorkResult", "job"]
 __version__ = "0.1.0"
 
 
-def job(job_type: str):
-    """Register a worker handler for ``job_type`` (see :mod:`batchq.worker.registry`)."""
+def job(job_type: str, *, timeout_s: float | None = None):
+    """Register a worker handler for ``job_type``; ``timeout_s`` bounds one call (see
+    :mod:`batchq.worker.registry`)."""
     from batchq.worker.registry import job as _job
 
-    return _job(job_type)
+    return _job(job_type, timeout_s=timeout_s)

@@ -7,11 +7,13 @@ API feed snapshots in and read decisions out, so they cannot disagree.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from enum import Enum
 from typing import Any, ClassVar
+
+# The autoscaling rule lives with the other scaling policies; re-exported for existing callers.
+from batchq.capacity.rules import desired_workers  # noqa: F401
 
 #: The GetQueueAttributes names a snapshot needs.
 COUNT_ATTRIBUTES = (
@@ -77,20 +79,6 @@ def snapshot_from_attributes(
         delayed=count(attributes, COUNT_ATTRIBUTES[2]),
         dlq_visible=None if dlq_attributes is None else count(dlq_attributes, COUNT_ATTRIBUTES[0]),
     )
-
-
-def desired_workers(backlog: int, backlog_per_worker: int, min_workers: int = 0, max_workers: int = 1) -> int:
-    """The autoscaling rule: ``ceil(backlog / backlog_per_worker)`` clamped to ``[min, max]``.
-
-    The same rule KEDA's ``aws-sqs-queue`` scaler (``queueLength``) and ECS target tracking on
-    "backlog per task" apply; ``backlog`` should include in-flight messages so running work is not
-    scaled away.
-    """
-    if backlog_per_worker < 1:
-        raise ValueError(f"backlog_per_worker must be >= 1, got {backlog_per_worker}")
-    if min_workers < 0 or max_workers < min_workers:
-        raise ValueError(f"need 0 <= min_workers <= max_workers, got {min_workers}..{max_workers}")
-    return max(min_workers, min(max_workers, math.ceil(max(backlog, 0) / backlog_per_worker)))
 
 
 def backlog_slope(samples: Sequence[QueueSnapshot]) -> float | None:

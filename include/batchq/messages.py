@@ -46,6 +46,10 @@ class WorkPayload(BaseModel):
     dims: dict[str, Scalar]
     params: dict[str, Any] = Field(default_factory=dict)
     created_at: datetime
+    #: Fingerprint of the plan that produced this payload (:attr:`batchq.plan.Plan.fingerprint`); the
+    #: worker copies it into the result so a run's ledger counts only its own plan. Optional: bodies
+    #: from before it was carried still parse.
+    plan: str | None = None
 
 
 class ErrorInfo(BaseModel):
@@ -79,6 +83,8 @@ class WorkResult(BaseModel):
     worker: str = ""
     started_at: datetime | None = None
     finished_at: datetime = Field(default_factory=lambda: datetime.now(timezone.utc))
+    #: Copied from the payload's ``plan`` (None for payloads without one).
+    plan: str | None = None
 
     @model_validator(mode="after")
     def _status_fields(self) -> WorkResult:
@@ -99,24 +105,45 @@ def parse_result(body: str | bytes) -> WorkResult:
     return _parse(WorkResult, body, "result")
 
 
+def _reject_constant(name: str) -> Any:
+    # json.loads accepts NaN/Infinity, which are not JSON and which batchq never writes (dumps_json
+    # refuses them); a body carrying them was not written by batchq.
+    raise ValueError(f"{name} is not valid JSON")
+
+
 def _parse(model: type[BaseModel], body: str | bytes, what: str) -> Any:
+    """Every way a body can be unreadable ends here as :class:`InvalidMessage` (a permanent failure
+    with a reason), never as another exception: nested JSON deep enough to exhaust the recursion limit
+    (``"[" * 100000``), invalid UTF-8, NaN, a value pydantic cannot even attempt to validate."""
     try:
-        raw = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise InvalidMessage(f"{what} body is not JSON: {exc}") from None
+        raw = json.loads(body, parse_constant=_reject_constant)
+    except RecursionError:
+        raise InvalidMessage(f"{what} body is nested too deeply to parse") from None
+    except (ValueError, UnicodeDecodeError, TypeError) as exc:
+        raise InvalidMessage(f"{what} body is not JSON: {_short(exc)}") from None
     if not isinstance(raw, dict):
         raise InvalidMessage(f"{what} body must be a JSON object, got {type(raw).__name__}")
     key = raw.get("key") if isinstance(raw.get("key"), str) else None
     version = raw.get("schema_version")
     if version != SCHEMA_VERSION:
         raise InvalidMessage(
-            f"unsupported schema_version {version!r} (this worker understands {SCHEMA_VERSION})", key=key
+            f"unsupported schema_version {_short(version)} (this worker understands {SCHEMA_VERSION})", key=key
         )
     try:
         return model.model_validate(raw)
     except ValidationError as exc:
         detail = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()[:5])
-        raise InvalidMessage(f"invalid {what}: {detail}", key=key) from None
+        raise InvalidMessage(f"invalid {what}: {_short(detail)}", key=key) from None
+    except RecursionError:
+        raise InvalidMessage(f"invalid {what}: a value is nested too deeply", key=key) from None
+    except Exception as exc:  # noqa: BLE001 - whatever validation trips on, the body is what is wrong
+        raise InvalidMessage(f"invalid {what}: {type(exc).__name__}: {_short(exc)}", key=key) from None
+
+
+def _short(value: object, limit: int = 500) -> str:
+    """``repr``/``str`` of a value for an error message, bounded (a reason must stay small)."""
+    text = value if isinstance(value, str) else repr(value) if not isinstance(value, BaseException) else str(value)
+    return text if len(text) <= limit else f"{text[:limit]}…[{len(text) - limit} more chars]"
 
 
 # -- the one payload serialiser ---------------------------------------------------------------------
@@ -134,7 +161,7 @@ class PayloadEncoder:
     a unit test checks its output parses as a :class:`WorkPayload`.
     """
 
-    def __init__(self, spec: BatchSpec, run_id: str, created_at: datetime | None = None):
+    def __init__(self, spec: BatchSpec, run_id: str, created_at: datetime | None = None, plan: str | None = None):
         created = created_at or datetime.now(timezone.utc)
         if created.tzinfo is None:
             raise ValueError("created_at must be timezone-aware")
@@ -142,6 +169,8 @@ class PayloadEncoder:
             '{"schema_version":%d,"batch":%s,"run_id":%s,"created_at":%s,"params":%s,'
             % (SCHEMA_VERSION, dumps_json(spec.name), dumps_json(run_id), dumps_json(created.isoformat()), dumps_json(spec.params))
         )
+        if plan is not None:
+            self._head += f'"plan":{dumps_json(plan)},'
         self.names_json = [dumps_json(d.name) for d in spec.dimensions]
 
     def encode(self, key: str, job_type_json: str, dim_value_jsons: list[str]) -> str:
@@ -151,7 +180,7 @@ class PayloadEncoder:
 
 def worst_case_payload_bytes(spec: BatchSpec) -> int:
     """Size of the largest payload this (resolved) spec can produce, with a generous run id."""
-    enc = PayloadEncoder(spec, "r" * _RUN_ID_BUDGET, datetime(2000, 1, 1, tzinfo=timezone.utc))
+    enc = PayloadEncoder(spec, "r" * _RUN_ID_BUDGET, datetime(2000, 1, 1, tzinfo=timezone.utc), plan="p" * 16)
     longest = [max((dumps_json(v) for v in d.values or ()), key=lambda s: len(s.encode())) for d in spec.dimensions]
     job_json = dumps_json(spec.job_type) if spec.job_type else max(
         (dumps_json(str(v)) for d in spec.dimensions if d.name == spec.job_type_dimension for v in d.values or ()),

@@ -61,15 +61,18 @@ class SendReport:
         }
 
 
-def chunk_entries(items: Iterable[tuple[str, str]], report: SendReport) -> Iterator[list[tuple[str, str]]]:
+def chunk_entries(
+    items: Iterable[tuple[str, str]], report: SendReport, max_message_bytes: int = limits.MAX_MESSAGE_BYTES
+) -> Iterator[list[tuple[str, str]]]:
     """Group ``(key, body)`` into SendMessageBatch-sized chunks (≤ 10 entries and ≤ 1 MiB in total).
-    A body above the message limit is recorded as failed here, never sent."""
+    A body above ``max_message_bytes`` (the queue's ``MaximumMessageSize``) is recorded as failed here,
+    never sent: one oversize entry would fail its whole batch call."""
     chunk: list[tuple[str, str]] = []
     chunk_bytes = 0
     for key, body in items:
         size = len(body.encode())
-        if size > limits.MAX_MESSAGE_BYTES:
-            report.failed[key] = f"MessageTooLarge: {size} bytes > {limits.MAX_MESSAGE_BYTES}"
+        if size > max_message_bytes:
+            report.failed[key] = f"MessageTooLarge: {size} bytes > {max_message_bytes}"
             continue
         if chunk and (len(chunk) == limits.MAX_BATCH_ENTRIES or chunk_bytes + size > limits.MAX_BATCH_BYTES):
             yield chunk
@@ -196,6 +199,7 @@ def send_bodies(
     delay_seconds: int | None = None,
     raise_on_failure: bool = True,
     on_progress: Callable[[SendReport], None] | None = None,
+    max_message_bytes: int = limits.MAX_MESSAGE_BYTES,
 ) -> SendReport:
     """Send ``(key, body)`` pairs with SendMessageBatch, ``max_in_flight`` calls at a time.
 
@@ -208,6 +212,7 @@ def send_bodies(
     :param max_attempts: SendMessageBatch calls per chunk, the first included, for its ``Failed`` entries.
     :param delay_seconds: delivery delay of every message (standard queues; 0..900).
     :param on_progress: called from the caller's thread with the running report after each chunk.
+    :param max_message_bytes: the queue's ``MaximumMessageSize``; larger bodies fail by key, unsent.
     """
     if max_in_flight < 1:
         raise ValueError(f"max_in_flight must be >= 1, got {max_in_flight}")
@@ -231,7 +236,7 @@ def send_bodies(
         if on_progress:
             on_progress(report)
 
-    chunks = chunk_entries(items, report)
+    chunks = chunk_entries(items, report, max_message_bytes)
     if max_in_flight == 1:
         for chunk in chunks:
             merge(_send_chunk(client, queue_url, chunk, max_attempts, fifo, delay_seconds))

@@ -13,6 +13,12 @@ request to the real endpoint unchanged, except ``AmazonSQS.SendMessageBatch`` (A
 Entries are identified by the ``key`` field of their JSON body (batchq payloads carry one). The proxy
 records every attempt per key, so a test can assert what was retried and what was not. It is a real
 HTTP hop, not a mock: what reaches the queue is what the endpoint accepted.
+
+It also records, in order, ``ProxyLog.events``: ``("sent", queue_url, key)`` once the endpoint
+confirmed a SendMessageBatch entry (before the caller sees the response) and ``("delete", queue_url,
+key)`` when a DeleteMessageBatch entry is requested (keys of deletes come from the ReceiveMessage
+responses the proxy forwarded, by receipt handle). A worker that deletes an input before its result
+is confirmed shows up as a ``delete`` before the ``sent`` of that key.
 """
 
 from __future__ import annotations
@@ -53,15 +59,20 @@ class ProxyLog:
     attempts: Counter = field(default_factory=Counter)
     injected_entry_failures: Counter = field(default_factory=Counter)
     injected_call_errors: int = 0
+    events: list[tuple[str, str, str]] = field(default_factory=list)  # (op, queue_url, key), in order
+    receipts: dict[str, str] = field(default_factory=dict)  # receipt handle -> key
 
 
-def _entry_key(entry: dict[str, Any]) -> str:
-    body = entry.get("MessageBody", "")
+def _body_key(body: str) -> str:
     try:
         parsed = json.loads(body)
     except ValueError:
         return body
     return parsed.get("key", body) if isinstance(parsed, dict) else body
+
+
+def _entry_key(entry: dict[str, Any]) -> str:
+    return _body_key(entry.get("MessageBody", ""))
 
 
 class SqsFaultProxy:
@@ -141,11 +152,27 @@ class SqsFaultProxy:
         status, resp_headers, resp_body = self._forward("POST", path, headers, json.dumps({**request, "Entries": keep}).encode())
         with self.lock:
             self.log.forwarded_calls += 1
+            if status == 200:
+                keys = {e["Id"]: _entry_key(e) for e in keep}
+                for ok in json.loads(resp_body).get("Successful", []):
+                    self.log.events.append(("sent", request.get("QueueUrl", ""), keys.get(ok["Id"], "?")))
         if status != 200 or not failed:
             return status, resp_headers, resp_body
         merged = json.loads(resp_body)
         merged["Failed"] = list(merged.get("Failed", [])) + failed
         return status, resp_headers, json.dumps(merged).encode()
+
+    def _record_receipts(self, resp_body: bytes) -> None:
+        with self.lock:
+            for m in json.loads(resp_body or b"{}").get("Messages", []):
+                self.log.receipts[m["ReceiptHandle"]] = _body_key(m.get("Body", ""))
+
+    def _record_deletes(self, body: bytes) -> None:
+        request = json.loads(body or b"{}")
+        with self.lock:
+            for e in request.get("Entries", []):
+                key = self.log.receipts.get(e.get("ReceiptHandle", ""), "?")
+                self.log.events.append(("delete", request.get("QueueUrl", ""), key))
 
     def _handler_class(self) -> type[BaseHTTPRequestHandler]:
         proxy = self
@@ -160,10 +187,15 @@ class SqsFaultProxy:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
                 headers = dict(self.headers.items())
-                if headers.get("X-Amz-Target") == _TARGET:
+                target = headers.get("X-Amz-Target")
+                if target == _TARGET:
                     status, resp_headers, resp_body = proxy._send_message_batch(self.path, headers, body)
                 else:
+                    if target == "AmazonSQS.DeleteMessageBatch":
+                        proxy._record_deletes(body)
                     status, resp_headers, resp_body = proxy._forward(self.command, self.path, headers, body)
+                    if target == "AmazonSQS.ReceiveMessage" and status == 200:
+                        proxy._record_receipts(resp_body)
                 self.send_response(status)
                 skip = {"content-length", "transfer-encoding", "connection", "server", "date"}
                 sent_type = False

@@ -14,15 +14,41 @@ from typing import Any
 
 log = logging.getLogger("batchq.cli.worker")
 
-#: ``(flag, dest, special)`` of every option a worker takes, ``special`` for append and switch actions
-#: (forwarded per item / without a value); ``batchq workers`` forwards them to its processes.
-_WORKER_FLAGS: list[tuple[str, str, bool]] = []
+class _WorkerOption(argparse.Action):
+    """An option of one worker process. Stores its value as argparse's ``store``, ``append`` or
+    ``store_true`` would, and also appends the option as given to ``namespace.worker_argv``, which is
+    what ``batchq workers`` passes to each worker process: the workers' own arguments, forwarded in
+    order, with nothing to keep in sync.
+
+    :param kind: ``"store"`` (default), ``"append"`` or ``"store_true"``.
+    """
+
+    def __init__(self, option_strings: list[str], dest: str, kind: str = "store", **kwargs: Any):
+        if kind not in ("store", "append", "store_true"):
+            raise ValueError(f"unsupported kind {kind!r}")
+        if kind == "store_true":
+            kwargs.update(nargs=0, default=kwargs.get("default", False))
+        super().__init__(option_strings, dest, **kwargs)
+        self.kind = kind
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        flag = option_string or self.option_strings[0]
+        if self.kind == "store_true":
+            setattr(namespace, self.dest, True)
+            given = [flag]
+        else:
+            if self.kind == "append":
+                values = [*(getattr(namespace, self.dest, None) or []), values]
+                given = [flag, str(values[-1])]
+            else:
+                given = [flag, str(values)]
+            setattr(namespace, self.dest, values)
+        namespace.worker_argv = [*(getattr(namespace, "worker_argv", None) or []), *given]
 
 
-def _add(parser: argparse.ArgumentParser, flag: str, **kwargs: Any) -> None:
-    action = parser.add_argument(flag, **kwargs)
-    if not any(f == flag for f, _, _ in _WORKER_FLAGS):
-        _WORKER_FLAGS.append((flag, action.dest, kwargs.get("action") in ("append", "store_true", "store_false")))
+def _add(parser: Any, flag: str, *, action: str = "store", **kwargs: Any) -> None:
+    parser.add_argument(flag, action=_WorkerOption, kind=action, **kwargs)
 
 
 def add_worker_arguments(p: argparse.ArgumentParser) -> None:
@@ -52,6 +78,12 @@ def add_worker_arguments(p: argparse.ArgumentParser) -> None:
     _add(r, "--max-attempts", type=int, default=None, help="deliveries before a failed result (default: the queue's maxReceiveCount)")
     _add(r, "--retry-base", type=float, default=2.0, help="first retry backoff in seconds, doubling per attempt (default 2)")
     _add(r, "--grace-period", type=float, default=30.0, help="seconds running handlers get after SIGTERM (default 30)")
+    _add(r, "--handler-timeout", type=float, default=900.0, metavar="SECONDS",
+         help="longest one handler call may run before it counts as a transient failure (a job's "
+              "@batchq.job(timeout_s=...) wins; default 900, Lambda's ceiling; 0 = no limit)")
+    _add(r, "--max-stuck-handlers", type=int, default=None, metavar="N",
+         help="stop (exit non-zero, to be restarted) once N handler threads are stuck past their timeout "
+              "(default --concurrency)")
     _add(r, "--batch-wait-ms", type=float, default=50.0, help="longest a result waits to share a batch call (default 50)")
     _add(r, "--worker-id", default=None, help="recorded in results (default host:pid)")
     _add(r, "--switch-interval-ms", type=float, default=1.0,
@@ -63,20 +95,8 @@ def add_worker_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def worker_argv(args: argparse.Namespace) -> list[str]:
-    """Rebuild the worker options of ``args`` as argv (what the supervisor passes to each process)."""
-    argv: list[str] = []
-    for flag, dest, special in _WORKER_FLAGS:
-        value = getattr(args, dest, None)
-        if value is None or value is False:
-            continue
-        if value is True:
-            argv.append(flag)
-        elif isinstance(value, list):
-            for v in value:
-                argv += [flag, str(v)]
-        else:
-            argv += [flag, str(value)]
-    return argv
+    """The worker options given on the command line, as given (what the supervisor passes to each process)."""
+    return list(getattr(args, "worker_argv", None) or [])
 
 
 def register(subparsers: Any) -> None:
@@ -127,8 +147,8 @@ def _queue_names(args: argparse.Namespace) -> tuple[str, str]:
 def build_worker(args: argparse.Namespace) -> Any:
     """A :class:`~batchq.worker.Worker` from parsed ``batchq worker`` options (handlers loaded)."""
     from batchq.metrics import Metrics
-    from batchq.worker import Worker, WorkerConfig, load_handlers
     from batchq.sqs import get_queue_url
+    from batchq.worker import Worker, WorkerConfig, load_handlers
     from batchq.worker.config import default_worker_id
 
     # Handler threads wake from I/O waits while receiver/flusher threads run botocore (pure Python):
@@ -152,6 +172,8 @@ def build_worker(args: argparse.Namespace) -> Any:
         max_attempts=args.max_attempts,
         retry_base_s=args.retry_base,
         grace_period_s=args.grace_period,
+        handler_timeout_s=args.handler_timeout or None,
+        max_stuck_handlers=args.max_stuck_handlers,
         batch_wait_s=args.batch_wait_ms / 1000.0,
         worker_id=worker_id,
     )

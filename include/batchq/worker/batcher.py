@@ -28,8 +28,10 @@ _FLUSH = object()
 class MicroBatcher(Generic[T]):
     """Collects items and calls ``flush(batch)`` with up to ``max_items`` of them.
 
-    :param flush: called with each batch on a pool thread; must handle its own errors (an exception is
-        logged, and the items' messages will be redelivered after their visibility timeout).
+    :param flush: called with each batch on a pool thread; must handle its own errors. An exception that
+        escapes is only logged: the batcher does not retry, and a message the items refer to is still
+        held (its heartbeat keeps extending it), so the worker's flush functions catch everything and
+        hand such messages back themselves.
     :param max_items: batch size that triggers a flush at once (SQS batch calls take ten).
     :param max_wait_s: longest time the first item of a batch waits for company.
     :param workers: flushes that may run at the same time.
@@ -81,7 +83,7 @@ class MicroBatcher(Generic[T]):
             try:
                 self._flush(batch)
             except Exception:
-                log.exception("flush of %d item(s) failed; they will be redelivered", len(batch))
+                log.exception("flush of %d item(s) raised; the flush function should have handled it", len(batch))
             finally:
                 self._slots.release()
 

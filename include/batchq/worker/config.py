@@ -8,8 +8,16 @@ import socket
 from dataclasses import dataclass, field
 from typing import Any
 
+from pydantic import ConfigDict, Field, model_validator
+from pydantic.dataclasses import dataclass as pydantic_dataclass
+
 from batchq import limits
-from batchq.queues import get_queue_attributes, parse_redrive_policy, queue_url_from_arn
+from batchq.queues import (
+    get_queue_attributes,
+    get_queue_limits,
+    parse_redrive_policy,
+    queue_url_from_arn,
+)
 
 log = logging.getLogger(__name__)
 
@@ -21,9 +29,10 @@ def default_worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-@dataclass
+@pydantic_dataclass(config=ConfigDict(extra="forbid"))
 class WorkerConfig:
-    """How one worker process consumes the input queue.
+    """How one worker process consumes the input queue. Validated by pydantic on construction: a bad
+    value raises a ``ValueError`` (pydantic's ``ValidationError``) naming the field.
 
     :param queue_url: input queue URL.
     :param results_url: results queue URL.
@@ -48,57 +57,50 @@ class WorkerConfig:
     :param grace_period_s: on SIGTERM, how long running handlers may take to finish.
     :param batch_wait_s: longest a finished result waits to share a SendMessageBatch/DeleteMessageBatch.
     :param flush_workers: result/delete batches in flight at once.
+    :param handler_timeout_s: longest one handler call may run (a job's ``@job(timeout_s=...)`` wins);
+        past it the delivery is a transient failure and its thread is abandoned. Default 900 s (Lambda's
+        ceiling); ``None``: no limit.
+    :param max_stuck_handlers: abandoned handler threads (still running past their timeout) at which
+        the worker stops itself, handing back what it holds, to be restarted; default ``concurrency``.
     :param worker_id: recorded in every result (``host:pid`` by default).
     """
 
     queue_url: str
     results_url: str
     dead_letter_url: str | None = None
-    concurrency: int = 4
-    prefetch: int | None = None
-    prefetch_horizon_s: float = 1.0
-    prefetch_cap: int = limits.MAX_BATCH_ENTRIES
-    receivers: int = 1
-    wait_seconds: int = limits.MAX_WAIT_TIME_SECONDS
-    visibility_timeout: int | None = None
-    max_attempts: int | None = None
-    heartbeat_fraction: float = 0.5
-    retry_base_s: float = 2.0
-    retry_cap_s: float | None = None
-    grace_period_s: float = 30.0
-    batch_wait_s: float = 0.05
-    flush_workers: int = 2
+    concurrency: int = Field(4, ge=1)
+    prefetch: int | None = Field(None, ge=0)
+    prefetch_horizon_s: float = Field(1.0, ge=0, allow_inf_nan=False)
+    prefetch_cap: int = Field(limits.MAX_BATCH_ENTRIES, ge=0, le=limits.MAX_BATCH_ENTRIES)
+    receivers: int = Field(1, ge=1)
+    wait_seconds: int = Field(limits.MAX_WAIT_TIME_SECONDS, ge=0, le=limits.MAX_WAIT_TIME_SECONDS)
+    visibility_timeout: int | None = Field(None, ge=1, le=limits.MAX_VISIBILITY_TIMEOUT_SECONDS)
+    max_attempts: int | None = Field(None, ge=1)
+    heartbeat_fraction: float = Field(0.5, gt=0, lt=1)
+    retry_base_s: float = Field(2.0, ge=0, allow_inf_nan=False)
+    retry_cap_s: float | None = Field(None, ge=0, allow_inf_nan=False)
+    grace_period_s: float = Field(30.0, ge=0, allow_inf_nan=False)
+    batch_wait_s: float = Field(0.05, ge=0, allow_inf_nan=False)
+    flush_workers: int = Field(2, ge=1)
+    handler_timeout_s: float | None = Field(900.0, gt=0, allow_inf_nan=False)
+    max_stuck_handlers: int | None = Field(None, ge=1)
     worker_id: str = field(default_factory=default_worker_id)
     #: True when ``prefetch`` is fixed (given explicitly, or ``prefetch_horizon_s`` is 0).
     prefetch_fixed: bool = field(init=False, default=False)
 
-    def __post_init__(self) -> None:
-        if self.concurrency < 1:
-            raise ValueError(f"concurrency must be >= 1, got {self.concurrency}")
-        if self.prefetch_horizon_s < 0:
-            raise ValueError(f"prefetch_horizon_s must be >= 0 (0 turns adaptive prefetch off), got {self.prefetch_horizon_s}")
-        if not 0 <= self.prefetch_cap <= limits.MAX_BATCH_ENTRIES:
-            raise ValueError(f"prefetch_cap must be 0..{limits.MAX_BATCH_ENTRIES}, got {self.prefetch_cap}")
+    @model_validator(mode="after")
+    def _derived(self) -> WorkerConfig:
         self.prefetch_fixed = self.prefetch is not None or self.prefetch_horizon_s == 0
         if self.prefetch is None:
             self.prefetch = self.concurrency
-        if not 0 <= self.prefetch <= self.concurrency:
+        if self.prefetch > self.concurrency:
             raise ValueError(
                 f"prefetch must be between 0 and concurrency ({self.concurrency}), got {self.prefetch}: "
                 "prefetched messages are invisible to other workers while they wait"
             )
-        if self.receivers < 1:
-            raise ValueError(f"receivers must be >= 1, got {self.receivers}")
-        if not 0 <= self.wait_seconds <= limits.MAX_WAIT_TIME_SECONDS:
-            raise ValueError(f"wait_seconds must be 0..{limits.MAX_WAIT_TIME_SECONDS}, got {self.wait_seconds}")
-        if self.visibility_timeout is not None and not 1 <= self.visibility_timeout <= limits.MAX_VISIBILITY_TIMEOUT_SECONDS:
-            raise ValueError(f"visibility_timeout must be 1..{limits.MAX_VISIBILITY_TIMEOUT_SECONDS}, got {self.visibility_timeout}")
-        if self.max_attempts is not None and self.max_attempts < 1:
-            raise ValueError(f"max_attempts must be >= 1, got {self.max_attempts}")
-        if not 0 < self.heartbeat_fraction < 1:
-            raise ValueError(f"heartbeat_fraction must be between 0 and 1, got {self.heartbeat_fraction}")
-        if self.retry_base_s < 0 or self.grace_period_s < 0 or self.batch_wait_s < 0:
-            raise ValueError("retry_base_s, grace_period_s and batch_wait_s must be >= 0")
+        if self.max_stuck_handlers is None:
+            self.max_stuck_handlers = self.concurrency
+        return self
 
     @property
     def slots(self) -> int:
@@ -114,6 +116,9 @@ class QueueSettings:
     max_attempts: int
     max_receive_count: int | None
     dead_letter_url: str | None
+    #: ``MaximumMessageSize`` of the results queue and of the dead-letter queue, read once at start.
+    results_max_bytes: int = limits.MAX_MESSAGE_BYTES
+    dead_letter_max_bytes: int = limits.MAX_MESSAGE_BYTES
 
 
 def read_queue_settings(client: Any, config: WorkerConfig) -> QueueSettings:
@@ -138,4 +143,8 @@ def read_queue_settings(client: Any, config: WorkerConfig) -> QueueSettings:
     dlq = config.dead_letter_url
     if dlq is None and policy is not None:
         dlq = queue_url_from_arn(client, policy.dead_letter_arn)
-    return QueueSettings(visibility, attempts, max_receive, dlq)
+    # Sizes are checked before every send (a lower-limit queue fails a whole batch call otherwise); the
+    # results queue's read also proves it exists before the first message is taken.
+    results_max = get_queue_limits(client, config.results_url).max_message_bytes
+    dlq_max = get_queue_limits(client, dlq).max_message_bytes if dlq else limits.MAX_MESSAGE_BYTES
+    return QueueSettings(visibility, attempts, max_receive, dlq, results_max, dlq_max)

@@ -6,6 +6,8 @@ import logging
 from dataclasses import dataclass, field
 
 from batchq.messages import WorkPayload
+
+
 @dataclass(frozen=True)
 class JobContext:
     """Per-delivery context passed to ``handler(payload, ctx)``.

@@ -10,14 +10,15 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from enum import Enum
 from typing import Any
 
 from batchq import limits
-from batchq.messages import ErrorInfo, WorkPayload, WorkResult, parse_payload
 from batchq.errors import InvalidMessage
+from batchq.messages import ErrorInfo, WorkPayload, WorkResult, parse_payload
 from batchq.worker.context import JobContext
 from batchq.worker.errors import PermanentError
 from batchq.worker.registry import REGISTRY, Registry
@@ -72,12 +73,47 @@ def _now() -> datetime:
     return datetime.now(timezone.utc)
 
 
+#: Appended where a failed result's text was cut to fit the queue's message size.
+TRUNCATED_MARKER = "…[truncated]"
+#: Fields copied into a failed result, cut in this order (longest-lived identity last) when even the
+#: error message cut to nothing does not bring the result under the limit.
+_CUTTABLE_FIELDS = ("worker", "job_type", "run_id", "batch", "key")
+
+
+def _clip_utf8(text: str, max_bytes: int) -> str:
+    """``text`` cut to at most ``max_bytes`` UTF-8 bytes, marker included (never splits a character)."""
+    if len(text.encode()) <= max_bytes:
+        return text
+    room = max(0, max_bytes - len(TRUNCATED_MARKER.encode()))
+    return text.encode()[:room].decode(errors="ignore") + TRUNCATED_MARKER
+
+
+def fit_failed_result(result: WorkResult, max_bytes: int) -> WorkResult:
+    """``result`` (a ``failed`` one) cut to serialise within ``max_bytes``: the error message first,
+    then the copied identity fields, each with :data:`TRUNCATED_MARKER`. A failed result must always
+    be publishable, or its run's ledger could never close."""
+    over = len(result.model_dump_json().encode()) - max_bytes
+    if over <= 0 or result.error is None:
+        return result
+    message = result.error.message
+    keep = max(0, len(message.encode()) - over - len(TRUNCATED_MARKER.encode()) - 8)
+    result = result.model_copy(update={"error": result.error.model_copy(update={"message": _clip_utf8(message, keep)})})
+    for name in _CUTTABLE_FIELDS:
+        over = len(result.model_dump_json().encode()) - max_bytes
+        if over <= 0:
+            break
+        value = getattr(result, name) or ""
+        cut = max(len(TRUNCATED_MARKER.encode()) + 1, len(value.encode()) - over - 8)
+        result = result.model_copy(update={name: _clip_utf8(value, cut)})
+    return result
+
+
 def failed_result_for_unreadable(body: str | bytes, reason: str, error_type: str, attempts: int, worker: str) -> WorkResult | None:
     """A ``failed`` result for a body that did not parse as a payload, if batch, run_id and key can be
     read from it; ``None`` when they cannot (then only the dead-letter queue records it)."""
     try:
         raw = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+    except Exception:  # noqa: BLE001 - RecursionError included: no identity to read, no result
         return None
     if not isinstance(raw, dict):
         return None
@@ -88,11 +124,40 @@ def failed_result_for_unreadable(body: str | bytes, reason: str, error_type: str
     try:
         return WorkResult(
             batch=batch, run_id=run_id, key=key, job_type=job_type, status="failed",
+            plan=raw.get("plan") if isinstance(raw.get("plan"), str) else None,  # the run's ledger counts it
             error=ErrorInfo(type=error_type, message=reason, permanent=True),
             attempts=max(1, attempts), worker=worker,
         )
     except ValueError:
         return None
+
+
+def failed_outcome(
+    payload: WorkPayload, error_type: str, message: str, *, permanent: bool, attempts: int, worker: str,
+    started: datetime | None = None, duration_s: float = 0.0, max_result_bytes: int = limits.MAX_MESSAGE_BYTES,
+) -> Outcome:
+    """Give up on ``payload``: a ``failed`` result (cut to fit ``max_result_bytes``), then the DLQ."""
+    result = WorkResult(
+        batch=payload.batch, run_id=payload.run_id, key=payload.key, job_type=payload.job_type, plan=payload.plan,
+        status="failed", error=ErrorInfo(type=error_type, message=message[:4000], permanent=permanent),
+        attempts=attempts, worker=worker, started_at=started,
+    )
+    result = fit_failed_result(result, max_result_bytes)
+    return Outcome(Action.DEAD_LETTER, result, f"{error_type}: {message[:500]}", payload, duration_s, error_type)
+
+
+def transient_outcome(
+    payload: WorkPayload, error_type: str, message: str, *, receive_count: int, max_attempts: int, worker: str,
+    started: datetime | None = None, duration_s: float = 0.0, max_result_bytes: int = limits.MAX_MESSAGE_BYTES,
+) -> Outcome:
+    """A failure retrying may cure: retry, or on the last attempt a ``failed`` result and the DLQ."""
+    if receive_count >= max_attempts:
+        return failed_outcome(
+            payload, error_type, f"{message} (gave up after {receive_count} attempts)", permanent=False,
+            attempts=receive_count, worker=worker, started=started, duration_s=duration_s,
+            max_result_bytes=max_result_bytes,
+        )
+    return Outcome(Action.RETRY, None, f"{error_type}: {message[:500]}", payload, duration_s, error_type)
 
 
 def execute(
@@ -103,31 +168,36 @@ def execute(
     registry: Registry | None = None,
     worker: str = "",
     message_id: str = "",
+    max_result_bytes: int = limits.MAX_MESSAGE_BYTES,
+    on_start: Callable[[WorkPayload], None] | None = None,
 ) -> Outcome:
-    """Decide what one delivery of ``body`` becomes. Never raises for bad input or handler errors.
+    """Decide what one delivery of ``body`` becomes. Never raises: bad input, handler errors and a
+    handler that raises ``BaseException`` (``sys.exit()``, ``KeyboardInterrupt``, ``CancelledError``)
+    all become an :class:`Outcome`.
 
     :param receive_count: SQS ``ApproximateReceiveCount`` of this delivery (the attempt number).
     :param max_attempts: on this attempt or later a transient failure is final (``failed`` result).
+    :param max_result_bytes: the results queue's ``MaximumMessageSize``: a larger output becomes an
+        ``OutputTooLarge`` failed result, and a failed result is cut to fit.
+    :param on_start: called with the parsed payload just before its handler runs (the worker starts
+        the handler's timeout clock there).
     """
     reg = registry or REGISTRY
     try:
         payload = parse_payload(body)
     except InvalidMessage as exc:
         error_type = "UnsupportedSchemaVersion" if "schema_version" in exc.reason else "InvalidMessage"
+        result = failed_result_for_unreadable(body, exc.reason, error_type, receive_count, worker)
         return Outcome(
             Action.DEAD_LETTER,
-            result=failed_result_for_unreadable(body, exc.reason, error_type, receive_count, worker),
+            result=None if result is None else fit_failed_result(result, max_result_bytes),
             reason=f"{error_type}: {exc.reason}",
             error_type=error_type,
         )
 
     def failed(error_type: str, message: str, permanent: bool, started: datetime | None, duration: float) -> Outcome:
-        result = WorkResult(
-            batch=payload.batch, run_id=payload.run_id, key=payload.key, job_type=payload.job_type,
-            status="failed", error=ErrorInfo(type=error_type, message=message[:4000], permanent=permanent),
-            attempts=receive_count, worker=worker, started_at=started,
-        )
-        return Outcome(Action.DEAD_LETTER, result, f"{error_type}: {message[:500]}", payload, duration, error_type)
+        return failed_outcome(payload, error_type, message, permanent=permanent, attempts=receive_count, worker=worker,
+                              started=started, duration_s=duration, max_result_bytes=max_result_bytes)
 
     handler = reg.get(payload.job_type)
     if handler is None:
@@ -139,17 +209,21 @@ def execute(
 
     ctx = JobContext(payload=payload, attempt=receive_count, max_attempts=max_attempts, worker=worker, message_id=message_id)
     started = _now()
+    if on_start is not None:
+        on_start(payload)
     t0 = time.perf_counter()
     try:
         output = handler(payload, ctx)
     except PermanentError as exc:
         return failed(type(exc).__name__, str(exc) or type(exc).__name__, True, started, time.perf_counter() - t0)
-    except Exception as exc:  # noqa: BLE001 - any handler error is a (transient) failure of this attempt
-        duration = time.perf_counter() - t0
+    except BaseException as exc:  # noqa: BLE001 - any handler error, BaseException included, is a
+        # transient failure of this attempt: SystemExit/KeyboardInterrupt/CancelledError from a
+        # handler say nothing about the payload (a library's exit, a cancelled event loop), so the
+        # payload gets its remaining attempts, and never takes the worker's thread down with it.
         message = f"{exc}" or type(exc).__name__
-        if receive_count >= max_attempts:
-            return failed(type(exc).__name__, f"{message} (gave up after {receive_count} attempts)", False, started, duration)
-        return Outcome(Action.RETRY, None, f"{type(exc).__name__}: {message[:500]}", payload, duration, type(exc).__name__)
+        return transient_outcome(payload, type(exc).__name__, message, receive_count=receive_count,
+                                 max_attempts=max_attempts, worker=worker, started=started,
+                                 duration_s=time.perf_counter() - t0, max_result_bytes=max_result_bytes)
     duration = time.perf_counter() - t0
 
     if output is None:
@@ -158,18 +232,29 @@ def execute(
         return failed("InvalidHandlerOutput", f"handler returned {type(output).__name__}, expected a dict", True, started, duration)
     try:
         result = WorkResult(
-            batch=payload.batch, run_id=payload.run_id, key=payload.key, job_type=payload.job_type,
+            batch=payload.batch, run_id=payload.run_id, key=payload.key, job_type=payload.job_type, plan=payload.plan,
             status="succeeded", output=output, attempts=receive_count, worker=worker, started_at=started,
         )
         size = len(result.model_dump_json().encode())
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, RecursionError) as exc:
         return failed("InvalidHandlerOutput", f"output is not JSON-serialisable: {exc}", True, started, duration)
-    if size > limits.MAX_MESSAGE_BYTES:
+    if size > max_result_bytes:
         return failed(
-            "OutputTooLarge", f"result is {size} bytes, above the SQS limit of {limits.MAX_MESSAGE_BYTES}",
+            "OutputTooLarge", f"result is {size} bytes, above the results queue's limit of {max_result_bytes}",
             True, started, duration,
         )
     return Outcome(Action.ACK, result, None, payload, duration)
+
+
+def timed_out_outcome(
+    payload: WorkPayload, timeout_s: float, *, receive_count: int, max_attempts: int, worker: str,
+    max_result_bytes: int = limits.MAX_MESSAGE_BYTES,
+) -> Outcome:
+    """A handler that overran its timeout: a transient failure (it may be a slow backend)."""
+    return transient_outcome(
+        payload, "HandlerTimeout", f"handler did not finish within {timeout_s:g}s", receive_count=receive_count,
+        max_attempts=max_attempts, worker=worker, duration_s=timeout_s, max_result_bytes=max_result_bytes,
+    )
 
 
 def message_age_ms(message: dict[str, Any], now_s: float | None = None) -> float | None:

@@ -22,13 +22,19 @@ log = logging.getLogger(__name__)
 class Lease:
     """One held message and when its visibility was last set."""
 
-    __slots__ = ("lost", "message", "renewed_at", "state")
+    __slots__ = ("deadline", "lost", "message", "payload", "receive_count", "renewed_at", "state", "thread", "timeout_s")
 
     def __init__(self, message: dict[str, Any], renewed_at: float):
         self.message = message
         self.renewed_at = renewed_at
-        self.state = "buffered"  # buffered → running → done
+        self.state = "buffered"  # buffered → running → done, or running → timed_out (thread abandoned)
         self.lost = False
+        # Set when its handler starts (the runner's handler-timeout watchdog reads them).
+        self.payload: Any = None
+        self.receive_count = 1
+        self.timeout_s: float | None = None
+        self.deadline: float | None = None
+        self.thread: Any = None
 
     @property
     def message_id(self) -> str:
@@ -85,10 +91,6 @@ class LeaseKeeper:
     def all(self) -> list[Lease]:
         with self._lock:
             return list(self._leases.values())
-
-    def held(self) -> int:
-        with self._lock:
-            return len(self._leases)
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="batchq-heartbeat", daemon=True)

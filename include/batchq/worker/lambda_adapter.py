@@ -29,6 +29,9 @@ import logging
 import os
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from batchq.errors import BatchqError
 from batchq.metrics import Metrics, log_event
 from batchq.sqs import send_bodies
 from batchq.worker.deadletter import send_to_dead_letter
@@ -36,6 +39,37 @@ from batchq.worker.execute import Action, Outcome, execute
 from batchq.worker.registry import REGISTRY, Registry, load_handlers
 
 log = logging.getLogger("batchq.worker.lambda")
+
+
+class LambdaSettings(BaseModel):
+    """The adapter's environment (``BATCHQ_*`` variables, see the module docstring), validated: a bad
+    value fails the cold start with a message naming the variable, not a traceback from ``int()``."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    results_queue_url: str = Field(alias="BATCHQ_RESULTS_QUEUE_URL", min_length=1)
+    handlers: list[str] = Field(default_factory=list, alias="BATCHQ_HANDLERS")
+    max_attempts: int = Field(3, ge=1, alias="BATCHQ_MAX_ATTEMPTS")
+    dead_letter_queue_url: str | None = Field(None, alias="BATCHQ_DEAD_LETTER_QUEUE_URL")
+
+    @field_validator("handlers", mode="before")
+    @classmethod
+    def _split(cls, value: object) -> object:
+        return [m.strip() for m in value.split(",") if m.strip()] if isinstance(value, str) else value
+
+    @field_validator("dead_letter_queue_url", mode="before")
+    @classmethod
+    def _blank_is_none(cls, value: object) -> object:
+        return value or None
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None) -> LambdaSettings:
+        env = dict(os.environ if environ is None else environ)
+        try:
+            return cls.model_validate({k: v for k, v in env.items() if k.startswith("BATCHQ_")})
+        except ValidationError as exc:
+            detail = "; ".join(f"{e['loc'][0] if e['loc'] else '?'}: {e['msg']}" for e in exc.errors())
+            raise BatchqError(f"Lambda adapter environment is invalid: {detail}") from None
 
 
 class TransientFailure(Exception):
@@ -75,14 +109,14 @@ class LambdaAdapter:
     def from_env(cls) -> LambdaAdapter:
         from batchq.aws import sqs_client
 
-        modules = [m.strip() for m in os.environ.get("BATCHQ_HANDLERS", "").split(",") if m.strip()]
-        registry = load_handlers(modules)
+        settings = LambdaSettings.from_env()
+        registry = load_handlers(settings.handlers)
         return cls(
             sqs_client(),
-            os.environ.get("BATCHQ_RESULTS_QUEUE_URL", ""),
+            settings.results_queue_url,
             registry=registry,
-            max_attempts=int(os.environ.get("BATCHQ_MAX_ATTEMPTS", "3")),
-            dead_letter_url=os.environ.get("BATCHQ_DEAD_LETTER_QUEUE_URL") or None,
+            max_attempts=settings.max_attempts,
+            dead_letter_url=settings.dead_letter_queue_url,
         )
 
     def handle(self, event: dict[str, Any], context: Any = None) -> dict[str, Any]:

@@ -37,8 +37,10 @@ class Registry:
 
     def __init__(self) -> None:
         self._handlers: dict[str, Handler] = {}
+        self._timeouts: dict[str, float] = {}
 
-    def register(self, job_type: str, fn: Handler) -> Handler:
+    def register(self, job_type: str, fn: Handler, *, timeout_s: float | None = None) -> Handler:
+        """Register ``fn`` for ``job_type``; ``timeout_s`` overrides the worker's ``--handler-timeout``."""
         if not isinstance(job_type, str) or not job_type:
             raise HandlerError(f"job_type must be a non-empty string, got {job_type!r}")
         if not callable(fn):
@@ -49,19 +51,29 @@ class Registry:
                 f"job_type {job_type!r} already has handler {_qualname(existing)}; "
                 f"refusing to replace it with {_qualname(fn)}"
             )
+        if timeout_s is not None and not (isinstance(timeout_s, (int, float)) and 0 < timeout_s < float("inf")):
+            raise HandlerError(f"timeout_s of {job_type!r} must be a positive number of seconds, got {timeout_s!r}")
         self._handlers[job_type] = fn
+        if timeout_s is None:
+            self._timeouts.pop(job_type, None)
+        else:
+            self._timeouts[job_type] = float(timeout_s)
         return fn
 
-    def job(self, job_type: str) -> Callable[[Handler], Handler]:
-        """Decorator: ``@registry.job("segmentation")``."""
+    def job(self, job_type: str, *, timeout_s: float | None = None) -> Callable[[Handler], Handler]:
+        """Decorator: ``@registry.job("segmentation", timeout_s=120)``."""
 
         def decorate(fn: Handler) -> Handler:
-            return self.register(job_type, fn)
+            return self.register(job_type, fn, timeout_s=timeout_s)
 
         return decorate
 
     def get(self, job_type: str) -> Handler | None:
         return self._handlers.get(job_type)
+
+    def timeout_for(self, job_type: str) -> float | None:
+        """The handler's own timeout (``@job(..., timeout_s=...)``), ``None`` for the worker default."""
+        return self._timeouts.get(job_type)
 
     @property
     def job_types(self) -> list[str]:
@@ -107,12 +119,14 @@ def _qualname(fn: Any) -> str:
 REGISTRY = Registry()
 
 
-def job(job_type: str) -> Callable[[Handler], Handler]:
+def job(job_type: str, *, timeout_s: float | None = None) -> Callable[[Handler], Handler]:
     """Register the decorated function as the handler of ``job_type`` in :data:`REGISTRY`.
 
     :param job_type: the payload ``job_type`` this function handles.
+    :param timeout_s: longest one call may run before it counts as a transient failure (default: the
+        worker's ``--handler-timeout``).
     """
-    return REGISTRY.job(job_type)
+    return REGISTRY.job(job_type, timeout_s=timeout_s)
 
 
 def load_handlers(modules: Iterable[str] = (), *, entry_points: bool = True, registry: Registry | None = None) -> Registry:

@@ -32,7 +32,7 @@ from typing import Any
 
 from batchq.errors import BatchqError, QueueNotFound
 from batchq.metrics import Metrics, log_event
-from batchq.retry import backoff_delay
+from batchq.retry import MISSING_QUEUE_CODES, backoff_delay
 from batchq.sqs import (
     change_visibility,
     delete_messages,
@@ -41,13 +41,14 @@ from batchq.sqs import (
 )
 from batchq.worker.batcher import MicroBatcher
 from batchq.worker.config import QueueSettings, WorkerConfig, read_queue_settings
-from batchq.worker.deadletter import send_to_dead_letter
+from batchq.worker.deadletter import DeadLetterTooLarge, send_to_dead_letter
 from batchq.worker.execute import (
     Action,
     Outcome,
     execute,
     message_age_ms,
     receive_count_of,
+    timed_out_outcome,
 )
 from batchq.worker.heartbeat import Lease, LeaseKeeper
 from batchq.worker.prefetch import DurationAverage, prefetch_limit
@@ -55,6 +56,19 @@ from batchq.worker.registry import REGISTRY, Registry
 from batchq.worker.retry import retry_visibility
 
 log = logging.getLogger("batchq.worker")
+
+#: Error codes of a send to the results queue that no retry can cure: the queue is gone or this worker
+#: may not write to it. Processing more input would only redo work whose results cannot be published.
+RESULTS_REFUSED_CODES = MISSING_QUEUE_CODES | {"AccessDenied", "AccessDeniedException", "QueueNotFound"}
+
+
+class ResultsQueueUnavailable(BatchqError):
+    """The results queue does not exist or refuses this worker's sends: the worker stops, holding nothing."""
+
+
+class HandlersStuck(BatchqError):
+    """Too many handler threads ran past their timeout and never came back: the worker stops (exit
+    non-zero) so that its supervisor, KEDA or ECS replaces the process."""
 
 
 @dataclass
@@ -70,6 +84,8 @@ class WorkerStats:
     deleted: int = 0
     result_send_failures: int = 0
     delete_failures: int = 0
+    timed_out: int = 0  # handler calls that overran their timeout
+    internal_errors: int = 0
     first_receive_at: float | None = None
     last_confirmed_at: float | None = None
     prefetch_max: int = 0  # deepest prefetch the adaptive rule chose
@@ -114,6 +130,8 @@ class Worker:
         self._work: queue.Queue[Lease | None] = queue.Queue()
         self._threads: list[threading.Thread] = []
         self._receivers: list[threading.Thread] = []
+        self._timed: set[Lease] = set()  # running leases with a handler deadline (under _cond)
+        self._abandoned: set[threading.Thread] = set()  # handler threads still stuck past a timeout
         self._stats_lock = threading.Lock()
         self._started = False
         self._grace_override: float | None = None
@@ -136,7 +154,7 @@ class Worker:
             on_extend=self._on_extend,
         )
         self.completions: MicroBatcher[_Completion] = MicroBatcher(
-            self._flush_completions, max_wait_s=self.config.batch_wait_s, workers=self.config.flush_workers,
+            self._flush_completions_safely, max_wait_s=self.config.batch_wait_s, workers=self.config.flush_workers,
             name="batchq-results",
         )
         self.retries: MicroBatcher[tuple[Lease, int]] = MicroBatcher(
@@ -144,10 +162,10 @@ class Worker:
         )
         self._started = True
         self.leases.start()
-        for i in range(self.config.concurrency):
-            t = threading.Thread(target=self._handle_loop, name=f"batchq-handler-{i}", daemon=True)
-            t.start()
-            self._threads.append(t)
+        for _ in range(self.config.concurrency):
+            self._start_handler_thread()
+        self._watchdog = threading.Thread(target=self._watch_loop, name="batchq-handler-watchdog", daemon=True)
+        self._watchdog.start()
         for i in range(self.config.receivers):
             t = threading.Thread(target=self._receive_loop, name=f"batchq-receiver-{i}", daemon=True)
             t.start()
@@ -158,8 +176,14 @@ class Worker:
             concurrency=self.config.concurrency,
             prefetch=self.config.prefetch if self.config.prefetch_fixed else f"adaptive, horizon {self.config.prefetch_horizon_s:g}s",
             visibility_timeout=self.settings.visibility_timeout, max_attempts=self.settings.max_attempts,
+            handler_timeout_s=self.config.handler_timeout_s, results_max_bytes=self.settings.results_max_bytes,
             job_types=self.registry.job_types,
         )
+
+    def _start_handler_thread(self) -> None:
+        t = threading.Thread(target=self._handle_loop, name=f"batchq-handler-{len(self._threads)}", daemon=True)
+        self._threads.append(t)
+        t.start()
 
     def run(self) -> WorkerStats:
         """Start, block until asked to stop, shut down gracefully. Returns the lifetime stats."""
@@ -218,8 +242,9 @@ class Worker:
             self._return_now(unstarted, "shutdown: prefetched, not started")
         for _ in self._threads:
             self._work.put(None)
-        for t in self._threads:
-            t.join(max(0.0, deadline - time.monotonic()))
+        for t in list(self._threads):
+            if t not in self._abandoned:  # a stuck thread never comes back: waiting for it is pointless
+                t.join(max(0.0, deadline - time.monotonic()))
         for t in self._receivers:
             # A long poll in progress returns within wait_seconds; what it brings is handed back at once.
             t.join(max(0.0, deadline - time.monotonic()) + self.config.wait_seconds + 2)
@@ -249,10 +274,12 @@ class Worker:
             with self._cond:
                 while not self._stopping.is_set():
                     prefetch = self.prefetch()
-                    # Refill when half the prefetch buffer is free, so the handlers still have work queued
-                    # while the ReceiveMessage call is in flight (refilling only when the buffer is empty
-                    # starves them for one round trip per refill); fewer than ten per call is the price.
-                    batch_target = min(10, max(1, -(-prefetch // 2)))
+                    # Refill when a whole prefetch's worth is free: receives then carry ~10 messages, and
+                    # result sends and deletes follow the receive size. Refilling at half the buffer cost
+                    # 0.80 SQS requests per payload against 0.62-0.64 this way, at the same run time
+                    # (bench/requests_per_payload.py, 1k payloads); the fallback below still refills an
+                    # empty buffer at once, so handlers never starve for a round trip.
+                    batch_target = min(10, max(1, prefetch))
                     free = cfg.concurrency + prefetch - self._active
                     # Ask for a useful batch, or for whatever is free when handlers are about to starve.
                     if free >= batch_target or (free >= 1 and self._buffered == 0):
@@ -307,8 +334,6 @@ class Worker:
 
     # -- handling ----------------------------------------------------------------------------------
     def _handle_loop(self) -> None:
-        settings = self.settings
-        assert settings is not None
         while True:
             lease = self._work.get()
             if lease is None:
@@ -316,38 +341,120 @@ class Worker:
             with self._cond:
                 self._buffered -= 1
                 self._running += 1
-            if self._stopping.is_set():
-                with self._cond:
-                    self._active -= 1
-                    self._running -= 1
-                    self._cond.notify_all()
-                self._return_now([lease], "shutdown: prefetched, not started")
-                continue
-            lease.state = "running"
-            message = lease.message
-            receive_count = receive_count_of(message)
-            try:
-                outcome = execute(
-                    message.get("Body", ""), receive_count=receive_count, max_attempts=settings.max_attempts,
-                    registry=self.registry, worker=self.config.worker_id, message_id=lease.message_id,
-                )
-            except Exception as exc:
-                log.exception("internal error handling %s", lease.message_id)
-                outcome = Outcome(Action.RETRY, reason=f"internal error: {exc}")
-            lease.state = "done"
-            if outcome.payload is not None and outcome.duration_s > 0:  # a handler ran: its time steers prefetch
-                self._durations.add(outcome.duration_s)
+            if not self._handle_one(lease):
+                return  # this thread overran a timeout and was replaced: it ends here
+
+    def _handle_one(self, lease: Lease) -> bool:
+        """Run one message. Its slot is released on every path (the watchdog releases it instead when
+        the handler times out). Returns False when this thread was abandoned meanwhile."""
+        settings = self.settings
+        assert settings is not None
+        if self._stopping.is_set():
             with self._cond:
                 self._active -= 1
+                self._running -= 1
                 self._cond.notify_all()
+            self._return_now([lease], "shutdown: prefetched, not started")
+            return True
+        lease.state = "running"
+        lease.thread = threading.current_thread()
+        receive_count = lease.receive_count = receive_count_of(lease.message)
+        try:
+            outcome = execute(
+                lease.message.get("Body", ""), receive_count=receive_count, max_attempts=settings.max_attempts,
+                registry=self.registry, worker=self.config.worker_id, message_id=lease.message_id,
+                max_result_bytes=settings.results_max_bytes, on_start=lambda payload: self._handler_started(lease, payload),
+            )
+        except BaseException as exc:
+            # and the message must still be accounted for (retried), the slot freed, the thread kept.
+            log.exception("internal error handling %s", lease.message_id)
+            with self._stats_lock:
+                self.stats.internal_errors += 1
+            outcome = Outcome(Action.RETRY, reason=f"internal error: {type(exc).__name__}: {exc}")
+        with self._cond:
+            self._timed.discard(lease)
+            if lease.state == "timed_out":
+                # The watchdog already routed this message and freed its slot; a new thread took this
+                # one's place. What the handler returned this late is dropped (the retry redoes it).
+                self._abandoned.discard(threading.current_thread())
+                log_event(log, logging.WARNING, "handler_returned_after_timeout", message_id=lease.message_id)
+                return False
+            lease.state = "done"
+            self._active -= 1
+            self._cond.notify_all()
+        try:
+            if outcome.payload is not None and outcome.duration_s > 0:  # a handler ran: its time steers prefetch
+                self._durations.add(outcome.duration_s)
             self._route(lease, outcome, receive_count)
+        except Exception:
+            log.exception("could not route the outcome of %s; handing it back", lease.message_id)
+            self._return_now([lease], "internal error routing the outcome")
+        finally:
             with self._cond:
                 self._running -= 1
                 idle = self._running == 0 and self._buffered == 0
-            if idle:
-                # Nothing is running or waiting, so no result is about to join the batch: waiting out
-                # batch_wait_s would only delay the confirmation (and the tail of a run).
-                self.completions.flush_soon()
+        if idle:
+            # Nothing is running or waiting, so no result is about to join the batch: waiting out
+            # batch_wait_s would only delay the confirmation (and the tail of a run).
+            self.completions.flush_soon()
+        return True
+
+    # -- handler timeouts ----------------------------------------------------------------------------
+    def _handler_started(self, lease: Lease, payload: Any) -> None:
+        timeout = self.registry.timeout_for(payload.job_type) or self.config.handler_timeout_s
+        if timeout is None:
+            return
+        lease.payload, lease.timeout_s = payload, timeout
+        lease.deadline = time.monotonic() + timeout
+        with self._cond:
+            self._timed.add(lease)
+
+    def _watch_loop(self) -> None:
+        """Time out handlers. Python cannot kill a thread, so an overdue handler's thread is abandoned:
+        its message is routed as a transient failure (its lease is released, so no longer extended),
+        its slot freed and a fresh thread started; past ``max_stuck_handlers`` abandoned threads the
+        worker stops itself to be replaced (see docs/workers.md, "Handler timeouts")."""
+        while not self._stopping.wait(0.2):
+            now = time.monotonic()
+            with self._cond:
+                overdue = [ls for ls in self._timed if ls.state == "running" and ls.deadline is not None and now >= ls.deadline]
+                for lease in overdue:
+                    lease.state = "timed_out"
+                    self._timed.discard(lease)
+                    self._abandoned.add(lease.thread)
+                    self._active -= 1
+                    self._running -= 1
+                stuck = len(self._abandoned)
+                if overdue:
+                    self._cond.notify_all()
+            for lease in overdue:
+                self._timed_out(lease)
+            if overdue and stuck >= (self.config.max_stuck_handlers or self.config.concurrency):
+                self._fail(HandlersStuck(
+                    f"{stuck} handler thread(s) still running past their timeout (limit "
+                    f"{self.config.max_stuck_handlers}): stopping so that this worker is replaced"
+                ))
+                return
+            for _ in overdue:
+                self._start_handler_thread()
+
+    def _timed_out(self, lease: Lease) -> None:
+        settings = self.settings
+        assert settings is not None and lease.timeout_s is not None
+        with self._stats_lock:
+            self.stats.timed_out += 1
+        outcome = timed_out_outcome(
+            lease.payload, lease.timeout_s, receive_count=lease.receive_count, max_attempts=settings.max_attempts,
+            worker=self.config.worker_id, max_result_bytes=settings.results_max_bytes,
+        )
+        self.metrics.incr("handler_timed_out", 1, outcome.tags)
+        log_event(log, logging.WARNING, "handler_timed_out", message_id=lease.message_id, key=lease.payload.key,
+                  timeout_s=lease.timeout_s, attempt=lease.receive_count, thread=getattr(lease.thread, "name", None))
+        try:
+            self._route(lease, outcome, lease.receive_count)
+        except Exception:
+            log.exception("could not route the timeout of %s; handing it back", lease.message_id)
+            self._return_now([lease], "internal error routing a timeout")
 
     def _route(self, lease: Lease, outcome: Outcome, receive_count: int) -> None:
         tags = outcome.tags
@@ -378,16 +485,28 @@ class Worker:
         self.completions.put(_Completion(lease, outcome, body))
 
     # -- flushing ----------------------------------------------------------------------------------
+    def _flush_completions_safely(self, batch: list[_Completion]) -> None:
+        try:
+            self._flush_completions(batch)
+        except Exception:
+            log.exception("completing %d message(s) failed; handing them back", len(batch))
+            held = {id(lease) for lease in self.leases.all()}
+            self._return_now([c.lease for c in batch if id(c.lease) in held], "internal error completing")
+
     def _flush_completions(self, batch: list[_Completion]) -> None:
         settings = self.settings
         assert settings is not None
+        if isinstance(self._fatal, ResultsQueueUnavailable):
+            # Nothing can be published any more: hold nothing, let another worker (or a later run) redo it.
+            self._return_now([c.lease for c in batch], "results queue unavailable")
+            return
         with_result = [c for c in batch if c.body is not None]
         send_failed: dict[str, str] = {}
         if with_result:
             try:
                 report = send_bodies(
                     self.client, self.config.results_url, [(c.lease.message_id, c.body) for c in with_result],
-                    max_in_flight=1, raise_on_failure=False,
+                    max_in_flight=1, raise_on_failure=False, max_message_bytes=settings.results_max_bytes,
                 )
                 send_failed = report.failed
             except Exception as exc:  # noqa: BLE001 - e.g. QueueNotFound: nothing in this batch is confirmed
@@ -396,6 +515,14 @@ class Worker:
             if report is not None and report.sent:
                 with self._stats_lock:
                     self.stats.last_confirmed_at = time.time()
+        refused = [r for r in send_failed.values() if r.split(":", 1)[0] in RESULTS_REFUSED_CODES]
+        if refused:
+            self._fail(ResultsQueueUnavailable(
+                f"results queue {self.config.results_url} refuses results ({refused[0][:300]}): stopping; "
+                "every input this worker holds is handed back (fix the queue or the worker's permissions)"
+            ))
+            self._return_now([c.lease for c in batch], "results queue unavailable")
+            return
         confirmed: list[_Completion] = []
         for c in batch:
             if c.lease.message_id in send_failed:
@@ -413,7 +540,15 @@ class Worker:
                         self.client, settings.dead_letter_url, c.lease.message.get("Body", ""),
                         reason=c.outcome.reason or "failed", source_queue=self.config.queue_url,
                         attempts=receive_count_of(c.lease.message), worker=self.config.worker_id,
+                        max_bytes=settings.dead_letter_max_bytes,
                     )
+                except DeadLetterTooLarge as exc:
+                    # Last resort: SQS's own redrive moves it after maxReceiveCount (without our reason
+                    # attribute, so the reason is logged here).
+                    log_event(log, logging.ERROR, "dead_letter_left_to_redrive", message_id=c.lease.message_id,
+                              reason=c.outcome.reason, why=str(exc))
+                    self.retries.put((c.lease, retry_visibility(1, self.config.retry_base_s, float(settings.visibility_timeout))))
+                    continue
                 except Exception:  # noqa: BLE001 - keep the original; it is retried, then redriven by SQS
                     self.retries.put((c.lease, retry_visibility(1, self.config.retry_base_s, float(settings.visibility_timeout))))
                     continue

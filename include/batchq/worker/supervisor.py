@@ -1,9 +1,10 @@
 """A local autoscaler: starts and stops ``batchq worker`` processes from the input queue's depth.
 
 Every ``poll_interval_s`` it reads a :class:`~batchq.health.QueueSnapshot` and applies the one scaling
-rule, :func:`batchq.health.desired_workers` on ``visible + in_flight`` (in-flight counts so that running
-work is not scaled away) — the same rule KEDA's ``aws-sqs-queue`` scaler and ECS target tracking
-apply in ``deploy/``. Scale-up is immediate; scale-down waits until the lower target has held for
+rule, :class:`batchq.capacity.LocalScaling`: ``desired_workers`` on ``visible + in_flight`` (in-flight
+counts so that running work is not scaled away; ``batchq plan-capacity --policy local`` simulates this
+same code) — the same rule KEDA's ``aws-sqs-queue`` scaler and ECS target tracking apply in
+``deploy/``. Scale-up is immediate; scale-down waits until the lower target has held for
 ``scale_down_cooldown_s`` (so a momentary dip between batches does not flap processes) and uses
 SIGTERM, so the worker finishes what it runs and hands back what it prefetched. A worker that dies
 on its own is restarted (after a short backoff if it keeps dying young).
@@ -21,31 +22,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from batchq.health import QueueSnapshot, desired_workers
+from batchq.capacity.rules import LocalScaling, ScaleState  # noqa: F401 - ScaleState re-exported
+from batchq.health import QueueSnapshot
 from batchq.metrics import Metrics, log_event
 from batchq.sqs import get_snapshot
 
 log = logging.getLogger("batchq.supervisor")
-
-
-@dataclass
-class ScaleState:
-    """Pure scale-down damping: remembers since when the target has been below the current size."""
-
-    cooldown_s: float
-    below_since: float | None = None
-
-    def target(self, desired: int, current: int, now: float) -> int:
-        """How many workers to run now, given the rule's ``desired`` and the ``current`` count."""
-        if desired >= current:
-            self.below_since = None
-            return desired
-        if self.below_since is None:
-            self.below_since = now
-        if now - self.below_since >= self.cooldown_s:
-            self.below_since = None
-            return desired
-        return current
 
 
 @dataclass
@@ -62,6 +44,8 @@ class SupervisorStats:
     restarted: int = 0
     killed: int = 0
     max_running: int = 0
+    #: exit codes of the workers it stopped (SIGTERM), in order; 0 = a clean, graceful stop
+    stop_exit_codes: list[int] = field(default_factory=list)
     history: list[tuple[float, int, int]] = field(default_factory=list)  # (t, backlog, running)
 
 
@@ -99,7 +83,7 @@ class Supervisor:
         metrics: Metrics | None = None,
         snapshot: Callable[[], QueueSnapshot] | None = None,
     ):
-        desired_workers(0, backlog_per_worker, min_workers, max_workers)  # validates the bounds
+        self.rule = LocalScaling(backlog_per_worker, min_workers, max_workers, scale_down_cooldown_s)  # validates
         self.client = client
         self.queue_url = queue_url
         self.worker_command = list(worker_command)
@@ -113,7 +97,7 @@ class Supervisor:
         self.env = env
         self.metrics = metrics or Metrics("supervisor")
         self._snapshot = snapshot or (lambda: get_snapshot(self.client, self.queue_url))
-        self.scale = ScaleState(scale_down_cooldown_s)
+        self.scale = self.rule.state
         self.stats = SupervisorStats()
         self.running: list[_Proc] = []
         self.stopping: list[_Proc] = []
@@ -159,8 +143,7 @@ class Supervisor:
             log_event(log, logging.WARNING, "snapshot_failed", error=f"{type(exc).__name__}: {exc}")
             return len(self.running)
         backlog = snap.visible + snap.in_flight
-        desired = desired_workers(backlog, self.backlog_per_worker, self.min_workers, self.max_workers)
-        target = self.scale.target(desired, len(self.running), now)
+        desired, target = self.rule.target(snap.visible, snap.in_flight, len(self.running), now)
         if target > len(self.running):
             if now >= self._restart_not_before:
                 for _ in range(target - len(self.running)):
@@ -185,10 +168,10 @@ class Supervisor:
         deadline = now + self.stop_timeout_s
         for proc in self.stopping:
             try:
-                proc.popen.wait(max(0.0, deadline - time.monotonic()))
+                self.stats.stop_exit_codes.append(proc.popen.wait(max(0.0, deadline - time.monotonic())))
             except subprocess.TimeoutExpired:
                 proc.popen.kill()
-                proc.popen.wait()
+                self.stats.stop_exit_codes.append(proc.popen.wait())
                 self.stats.killed += 1
         self.stopping.clear()
 
@@ -229,7 +212,9 @@ class Supervisor:
             if now - proc.started_at < self.min_uptime_s:
                 self._restart_not_before = now + self.restart_backoff_s
         for proc in list(self.stopping):
-            if proc.popen.poll() is not None:
+            code = proc.popen.poll()
+            if code is not None:
+                self.stats.stop_exit_codes.append(code)
                 self.stopping.remove(proc)
             elif proc.stopping_since is not None and now - proc.stopping_since > self.stop_timeout_s:
                 proc.popen.kill()

@@ -15,9 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from batchq.messages import WorkResult, parse_result
-
-from batchq.spec import BatchSpec
 from batchq.plan import Plan
+from batchq.spec import BatchSpec
 from batchq.sqs import delete_messages, get_snapshot, receive_messages, send_bodies
 
 HERE = Path(__file__).resolve().parent

@@ -1,4 +1,4 @@
-"""Chaos: 2,000 payloads through a supervisor-managed pool while worker processes are SIGKILLed at
+"""Chaos: 600 payloads through a supervisor-managed pool while worker processes are SIGKILLed at
 random. At-least-once means every key ends with a result; duplicates are allowed, counted and printed."""
 
 from __future__ import annotations
@@ -18,10 +18,11 @@ from batchq.worker.supervisor import Supervisor, worker_command
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(600)]
 
-PAYLOADS = 2000
+PAYLOADS = 600
 MIN_KILLS = 5
 FEED_DEPTH = 300
 MAX_KILLS = 8
+WORKER_CONCURRENCY = 8
 
 
 def test_sigkill_chaos_loses_nothing(sqs_endpoint, sqs_client, queue_spec_factory):
@@ -36,7 +37,7 @@ def test_sigkill_chaos_loses_nothing(sqs_endpoint, sqs_client, queue_spec_factor
     keys = {k for k, _ in items}
     assert len(keys) == PAYLOADS
     t0 = time.monotonic()
-    # All 2,000 go in, but fed so that the backlog stays around FEED_DEPTH: moto's calls cost O(queue
+    # All of them go in, but fed so that the backlog stays around FEED_DEPTH: moto's calls cost O(queue
     # depth), and a real batch is fanned out while workers already run anyway.
     send_bodies(sqs_client, urls.input, items[:FEED_DEPTH], max_in_flight=4)
     fed = {"n": FEED_DEPTH, "done_at": None}
@@ -54,18 +55,26 @@ def test_sigkill_chaos_loses_nothing(sqs_endpoint, sqs_client, queue_spec_factor
     sup = Supervisor(
         sqs_client, urls.input,
         worker_command(["--queue", urls.input, "--results-queue", urls.results, "--handlers", "worker_testjobs",
-                        "--no-entry-points", "--concurrency", "8", "--wait-seconds", "1", "--grace-period", "5"]),
+                        "--no-entry-points", "--concurrency", str(WORKER_CONCURRENCY), "--wait-seconds", "1", "--grace-period", "5"]),
         min_workers=0, max_workers=3, backlog_per_worker=25, poll_interval_s=1.0, scale_down_cooldown_s=3.0,
         stop_timeout_s=20, restart_backoff_s=0.5, min_uptime_s=0.0, env=subprocess_env(sqs_endpoint),
     )
     seen: Counter[str] = Counter()
+    statuses: Counter[str] = Counter()
+    attempts: Counter[int] = Counter()
+
+    def record(msgs) -> None:
+        for m in msgs:
+            r = parse_result(m["Body"])
+            seen[r.key] += 1
+            statuses[r.status] += 1
+            attempts[r.attempts] += 1
 
     def collect() -> None:
         # Plays the drainer: consume results as they arrive, so the results queue stays shallow.
         while not stop.is_set():
             msgs = receive_messages(sqs_client, urls.results, wait_seconds=1, visibility_timeout=60)
-            for m in msgs:
-                seen[parse_result(m["Body"]).key] += 1
+            record(msgs)
             if msgs:
                 delete_messages(sqs_client, urls.results, msgs)
 
@@ -81,7 +90,7 @@ def test_sigkill_chaos_loses_nothing(sqs_endpoint, sqs_client, queue_spec_factor
     try:
         while time.monotonic() < deadline and keys - set(seen):
             # At least MIN_KILLS while work remains, whatever the endpoint's speed: the pool (3 workers x
-            # 8 threads, 120 ms jobs) needs >= 10 s for 2,000 payloads; the kills come every ~1 s, capped so
+            # 8 threads, 120 ms jobs) needs >= 3 s for 600 payloads; the kills come every ~1 s, capped so
             # that restarts are not all the pool ever does on a slow endpoint.
             time.sleep(rng.uniform(0.7, 1.5) if len(kills) < MAX_KILLS else 0.5)
             pids = [p for p in sup.pids if p not in killed]  # not one already killed but not yet reaped
@@ -105,8 +114,7 @@ def test_sigkill_chaos_loses_nothing(sqs_endpoint, sqs_client, queue_spec_factor
         msgs = receive_messages(sqs_client, urls.results, wait_seconds=1)
         if not msgs:
             break
-        for m in msgs:
-            seen[parse_result(m["Body"]).key] += 1
+        record(msgs)
         delete_messages(sqs_client, urls.results, msgs)
 
     missing = keys - set(seen)
@@ -117,10 +125,22 @@ def test_sigkill_chaos_loses_nothing(sqs_endpoint, sqs_client, queue_spec_factor
     print(f"chaos: every key had a result at {all_seen_s}s; pool stopped at {stopped_s}s")
     print(f"chaos: results {sum(seen.values())}, distinct keys {len(seen)}, missing {len(missing)}, "
           f"duplicated keys {len(duplicates)} (extra results {sum(n - 1 for n in duplicates.values())})")
+    print(f"chaos: statuses {dict(statuses)}, attempts {dict(sorted(attempts.items()))}")
     if duplicates:
         print("chaos: duplicates:", dict(sorted(duplicates.items())[:50]))
     assert len(kills) >= MIN_KILLS, f"only {len(kills)} kills before the run finished"
     assert not missing, f"{len(missing)} keys without a result: {sorted(missing)[:20]}"
     assert set(seen) == keys
+    # Every handler succeeds: a kill may cost a redo, never a failed result.
+    assert set(statuses) == {"succeeded"}, statuses
+    # The kills hit work in flight: a killed worker's messages came back and were redone.
+    assert any(n > 1 for n in attempts), f"no result with attempts > 1: no kill hit work in flight ({attempts})"
+    # Duplicates come only from work a killed worker held (running + prefetched, at most
+    # concurrency + 10 each), not from anything that runs on its own.
+    extra = sum(n - 1 for n in duplicates.values())
+    assert extra <= len(kills) * (WORKER_CONCURRENCY + 10), f"{extra} duplicate results for {len(kills)} kills"
     assert sup.stats.restarted >= MIN_KILLS
     assert get_snapshot(sqs_client, urls.input).backlog == 0
+    # Nothing was dead-lettered on either side.
+    assert get_snapshot(sqs_client, urls.input_dlq).backlog == 0
+    assert get_snapshot(sqs_client, urls.results_dlq).backlog == 0

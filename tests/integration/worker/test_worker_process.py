@@ -18,8 +18,8 @@ from _worker_helpers import (
     subprocess_env,
     wait_for,
 )
-from batchq.spec import BatchSpec
 from batchq.plan import Plan
+from batchq.spec import BatchSpec
 from batchq.sqs import get_snapshot, send_bodies
 
 pytestmark = pytest.mark.integration

@@ -25,6 +25,7 @@ from batchq.worker.deadletter import (
     REASON_ATTRIBUTE,
     SOURCE_ATTRIBUTE,
 )
+from support.sqs_fault_proxy import SqsFaultProxy
 
 pytestmark = pytest.mark.integration
 
@@ -35,7 +36,26 @@ def make_worker(client, urls, metrics=None, **kw) -> Worker:
     return Worker(client, WorkerConfig(**cfg), metrics=metrics)
 
 
-def test_success_path_results_before_deletes_and_statsd(sqs_client, queue_spec_factory):
+def proxy_client(proxy_url: str, **retries):
+    import boto3
+    from botocore.config import Config
+
+    return boto3.client("sqs", endpoint_url=proxy_url, region_name="us-east-1",
+                        config=Config(max_pool_connections=16, retries={"mode": "standard", "max_attempts": 2, **retries}))
+
+
+def assert_results_before_deletes(events, urls, keys) -> None:
+    """Every input delete of a key comes after the results queue confirmed that key's result."""
+    order: dict[str, list[str]] = {}
+    for op, queue, key in events:
+        if (op, queue) in (("sent", urls.results), ("delete", urls.input)):
+            order.setdefault(key, []).append(op)
+    assert set(order) == set(keys)
+    for key, ops in order.items():
+        assert "delete" in ops and "sent" in ops[: ops.index("delete")], (key, ops)
+
+
+def test_success_path_results_before_deletes_and_statsd(sqs_endpoint, sqs_client, queue_spec_factory):
     _, urls = queue_spec_factory(visibility_timeout_s=30)
     keys = send_payloads(sqs_client, urls.input, 40, "t-echo")
     # A real UDP listener on loopback stands in for the StatsD agent.
@@ -43,9 +63,13 @@ def test_success_path_results_before_deletes_and_statsd(sqs_client, queue_spec_f
     udp.bind(("127.0.0.1", 0))
     udp.settimeout(0.2)
     metrics = Metrics("worker", statsd_host="127.0.0.1", statsd_port=udp.getsockname()[1], tags={"worker": "w1"})
-    worker = make_worker(sqs_client, urls, metrics=metrics)
-    with running_worker(worker):
-        wait_for(lambda: worker.stats.deleted >= 40, 60, what="40 inputs deleted")
+    # The worker talks through a recording proxy: it proves the order of SendMessageBatch (results)
+    # and DeleteMessageBatch (input) for every key, which the worker's own stats cannot.
+    with SqsFaultProxy(sqs_endpoint) as proxy:
+        worker = make_worker(proxy_client(proxy.url), urls, metrics=metrics)
+        with running_worker(worker):
+            wait_for(lambda: worker.stats.deleted >= 40, 60, what="40 inputs deleted")
+        assert_results_before_deletes(proxy.log.events, urls, keys)
     results = read_results(sqs_client, urls.results, expect=40)
     assert sorted(r.key for r in results) == sorted(keys)
     assert {r.status for r in results} == {"succeeded"}
@@ -53,6 +77,7 @@ def test_success_path_results_before_deletes_and_statsd(sqs_client, queue_spec_f
     assert backlog(sqs_client, urls.input) == 0
     assert worker.stats.succeeded == 40 and worker.stats.failed == 0
     assert worker.stats.first_receive_at <= worker.stats.last_confirmed_at
+    assert worker.stats.result_send_failures == 0 and worker.stats.delete_failures == 0
 
     lines = []
     while True:
@@ -148,3 +173,23 @@ def test_heartbeat_keeps_a_long_job_from_running_twice(sqs_client, queue_spec_fa
     results = read_results(sqs_client, urls.results, expect=1)
     assert [r.key for r in results] == keys and results[0].attempts == 1
     assert get_snapshot(sqs_client, urls.input).backlog == 0
+
+
+def test_result_send_failure_keeps_the_input_until_a_result_is_confirmed(sqs_endpoint, sqs_client, queue_spec_factory):
+    # The results queue fails the next SendMessageBatch calls (HTTP 500, past the SDK's retries): the
+    # input must not be deleted; it is redone and deleted only after its result is confirmed.
+    _, urls = queue_spec_factory(visibility_timeout_s=30, max_receive_count=10)
+    keys = send_payloads(sqs_client, urls.input, 3, "t-echo")
+    with SqsFaultProxy(sqs_endpoint) as proxy:
+        with proxy.lock:
+            proxy.plan.call_errors = [(500, "InternalError")] * 6
+        worker = make_worker(proxy_client(proxy.url), urls, retry_base_s=0.2)
+        with running_worker(worker):
+            wait_for(lambda: worker.stats.result_send_failures >= 1, 60, what="a result send to fail")
+            wait_for(lambda: worker.stats.deleted >= 3, 90, what="the inputs to be redone once the results queue is back")
+        assert not proxy.plan.call_errors  # every injected error was hit
+        # No input was deleted before its result was confirmed, failed sends included.
+        assert_results_before_deletes(proxy.log.events, urls, keys)
+    results = read_results(sqs_client, urls.results, expect=3)
+    assert {r.key for r in results} == set(keys) and {r.status for r in results} == {"succeeded"}
+    assert max(r.attempts for r in results) >= 2  # redone after the failed send, not deleted

@@ -4,10 +4,19 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import threading
 
 import pytest
-from _worker_helpers import read_results, send_payloads, subprocess_env, wait_for
+from _worker_helpers import (
+    log_events,
+    read_all,
+    read_results,
+    send_payloads,
+    subprocess_env,
+    wait_for,
+)
 from batchq.sqs import get_snapshot
 from batchq.worker.supervisor import Supervisor, worker_command
 
@@ -47,8 +56,51 @@ def test_scales_up_from_zero_restarts_dead_workers_and_scales_back_to_zero(sqs_e
     assert sup.stats.max_running == 3
     assert sup.stats.started >= 4  # 3 at first + the replacement
     assert not sup.running and not sup.stopping
-    # Scale-down was graceful: every started worker that was not SIGKILLed exited by itself.
+    # Scale-down was graceful: every started worker that was not SIGKILLed exited by itself, cleanly.
+    assert sup.stats.killed == 0
+    assert len(sup.stats.stop_exit_codes) == sup.stats.started - sup.stats.restarted
+    assert sup.stats.stop_exit_codes and set(sup.stats.stop_exit_codes) == {0}
     backlogs = [b for _, b, _ in sup.stats.history]
     assert backlogs[-1] == 0 and max(backlogs) >= 50
     results = read_results(sqs_client, urls.results, expect=60)
     assert set(keys) <= {r.key for r in results}  # nothing lost, even the killed worker's messages
+
+
+def test_supervisor_sigterm_stops_every_worker_gracefully_holding_nothing(sqs_endpoint, sqs_client, queue_spec_factory, tmp_path):
+    # Visibility 120 s: a message still held by a worker that did not hand it back would stay in flight.
+    _, urls = queue_spec_factory(visibility_timeout_s=120)
+    keys = send_payloads(sqs_client, urls.input, 40, "t-echo", params={"sleep_s": 0.5})
+    log = tmp_path / "supervisor.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "batchq.cli", "--log-level", "INFO", "workers", "--min", "2", "--max", "2",
+             "--poll-interval", "0.5", "--queue", urls.input, "--results-queue", urls.results, "--handlers",
+             "worker_testjobs", "--no-entry-points", "--concurrency", "2", "--wait-seconds", "1", "--grace-period", "10"],
+            env=subprocess_env(sqs_endpoint), stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        )
+        try:
+            wait_for(lambda: get_snapshot(sqs_client, urls.results).visible >= 4, 60, what="results flowing")
+            wait_for(lambda: len(log_events(log, "worker_process_started")) >= 2, 10, what="two workers started")
+            proc.send_signal(signal.SIGTERM)
+            code = proc.wait(60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    assert code == 0, log.read_text(errors="replace")[-3000:]
+    pids = [e["pid"] for e in log_events(log, "worker_process_started")]
+    assert len(pids) == 2
+    for pid in pids:  # reaped by the supervisor: gone, not orphaned
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+    # Each worker got SIGTERM (not SIGKILL) and stopped by itself.
+    assert [e["signal"] for e in log_events(log, "worker_stopping")] == ["SIGTERM", "SIGTERM"]
+    assert len(log_events(log, "worker_stopped")) == 2
+    # Nothing held: no message in flight; every key has a result or is back on the queue.
+    snap = get_snapshot(sqs_client, urls.input)
+    assert snap.in_flight == 0
+    left = {m["Body"] for m in read_all(sqs_client, urls.input, delete=False)}
+    done = {r.key for r in read_results(sqs_client, urls.results)}
+    from batchq.messages import parse_payload
+
+    assert done | {parse_payload(b).key for b in left} == set(keys)
+    assert snap.visible == len(left)

@@ -32,3 +32,41 @@ def echo(payload, ctx):
     if payload.params.get("permanent"):
         raise PermanentError(f"bad customer {payload.dims.get('customer')}")
     return {"customer": payload.dims.get("customer"), "attempt": ctx.attempt}
+
+
+@job("t-raise")
+def raise_base_exception(payload, ctx):
+    """Raises a ``BaseException`` that is not an ``Exception``, as a misbehaving library might."""
+    import asyncio
+    import sys
+
+    kind = payload.params.get("raise")
+    if kind == "exit":
+        sys.exit(3)
+    if kind == "interrupt":
+        raise KeyboardInterrupt("handler interrupted")
+    if kind == "cancel":
+        raise asyncio.CancelledError("handler cancelled")
+    return {"customer": payload.dims.get("customer")}
+
+
+@job("t-hang")
+def hang(payload, ctx):
+    """Blocks for ``params.sleep_s`` (a handler stuck on a dead backend); traces start and end lines."""
+    path = payload.params.get("trace_file")
+
+    def trace(what: str) -> None:
+        if path:
+            with open(path, "a") as f:
+                f.write(f"{what} {payload.key} {ctx.attempt}\n")
+
+    trace("start")
+    time.sleep(float(payload.params.get("sleep_s", 3600)))
+    trace("end")
+    return {"customer": payload.dims.get("customer")}
+
+
+@job("t-sized")
+def sized(payload, ctx):
+    """Returns an output of about ``params.out_bytes`` bytes."""
+    return {"blob": "x" * int(payload.params.get("out_bytes", 10))}

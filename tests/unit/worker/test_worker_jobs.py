@@ -6,10 +6,10 @@ from datetime import datetime, timezone
 
 import batchq.jobs  # noqa: F401 - registers the three job types
 import pytest
-from batchq.messages import WorkPayload
 from batchq.jobs.classification import accuracy, train_logistic
 from batchq.jobs.data import customer_data
 from batchq.jobs.segmentation import kmeans
+from batchq.messages import WorkPayload
 from batchq.worker import REGISTRY, Action, PermanentError, execute
 from batchq.worker.context import JobContext
 
