@@ -39,8 +39,8 @@ def install_write_counter(sink_url: str) -> None:
         conn.execute(f"create trigger {WRITES_TABLE}_record after insert or update on batchq_results for each row execute function {WRITES_TABLE}_record()")
 
 
-def planned_keys(spec_path: Path, run_id: str) -> set[str]:
-    plan = Plan(BatchSpec.from_yaml(spec_path), run_id)
+def planned_keys(spec_path: Path, run_id: str, dag_id: str = "customer_batch") -> set[str]:
+    plan = Plan(BatchSpec.from_yaml(spec_path), run_id, dag_id=dag_id)  # the DAG id is part of the run identity
     keys = {key for shard in plan.shards() for key, _ in plan.iter_bodies(shard)}
     assert len(keys) == plan.expected
     return keys

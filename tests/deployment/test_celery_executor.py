@@ -98,7 +98,7 @@ def test_celery_fan_out_across_workers_survives_a_killed_worker(deployment, spec
     spec = BatchSpec.from_yaml(spec_path)
     deployment.start_workers("workers-a", spec_path, max_workers=2)
     run_id = f"deploy_celery_{uuid.uuid4().hex[:8]}"
-    plan = Plan(spec, run_id)
+    plan = Plan(spec, run_id, dag_id=DAG_ID)
     assert len(list(plan.shards())) == 12
     deployment.trigger(DAG_ID, run_id)
 
