@@ -1,7 +1,10 @@
 # batchq developer/CI entry points (GNU make).
 #
 #   make venv             .venv (Python 3.11) with pip install -e '.[airflow,drain,worker,test]'
-#   make test             the full test suite (moto server fixtures); PYTEST_ARGS=... passes through
+#   make test             the full test suite (moto server fixtures) except the live deployment tests;
+#                         PYTEST_ARGS=... passes through
+#   make test-deployment  a live Airflow (api-server, scheduler, dag-processor, triggerer; LocalExecutor and
+#                         Celery) on PostgreSQL + Redis, runs triggered through the REST API (~6 min)
 #   make test-localstack  integration + e2e tests against LocalStack (started and stopped here)
 #   make localstack       LocalStack in the foreground; localstack-start / localstack-stop / localstack-status
 #   make demo             the example DAG end to end with a live view (BIG=1: an 8,000-payload burst)
@@ -33,7 +36,7 @@ export LOCALSTACK_PORT LOCALSTACK_VENV
 # This machine's pip config lists local index folders that may be absent; keep pip's output readable.
 PIP_NOISE := { grep -v '^WARNING: Location .* is ignored' || true; }
 
-.PHONY: help venv test test-localstack localstack localstack-install localstack-start \
+.PHONY: help venv test test-deployment test-localstack localstack localstack-install localstack-start \
         localstack-stop localstack-status demo bench lint clean test-airflow-oldest
 
 help:
@@ -56,7 +59,12 @@ $(VENV)/.stamp: pyproject.toml
 
 # ---------------------------------------------------------------------------------------------- tests
 test: venv
-	$(VPY) -m pytest tests $(PYTEST_ARGS)
+	$(VPY) -m pytest tests -m "not deployment" $(PYTEST_ARGS)
+
+# Needs PostgreSQL on 127.0.0.1:5432 (a database of its own is created and dropped) and Redis on
+# 127.0.0.1:6379 (the Celery broker); .ci/run starts both where they are not answering.
+test-deployment: venv
+	$(VPY) -m pytest tests/deployment -m deployment $(PYTEST_ARGS)
 
 # LocalStack is stopped whatever the tests do (trap); pytest's exit code is make's. Each run has its own
 # state dir, and takes a free port if LOCALSTACK_PORT (4566) is busy, so runs in one tree don't collide.
