@@ -1,7 +1,7 @@
 """Repairing a failed run inside its own DAG run: ``rerun_failed`` and ``purge_repaired_dlq``.
 
-The example DAG runs ``fan_out >> rerun_failed >> wait_input_drained >> drain_results >>
-purge_repaired_dlq``. On a normal run ``rerun_failed`` finds no closed, failed ledger for its run and
+The example DAG (``BatchTaskGroup(..., repair=True)``) runs ``fan_out >> rerun_failed >>
+wait_input_drained >> drain_results >> purge_repaired_dlq``. On a normal run ``rerun_failed`` finds no closed, failed ledger for its run and
 does nothing, and ``purge_repaired_dlq`` finds no repaired key. When a run failed (more failures than
 tolerated), the operator fixes the handler and **clears ``rerun_failed`` with its downstream tasks** in
 that DAG run: ``rerun_failed`` re-sends exactly the failed keys of *that* run (rebuilt from its plan,
@@ -9,6 +9,10 @@ recorded in the ledger, :func:`batchq.repair.rerun`), the sensor waits, the drai
 results and closes the ledger again (``succeeded`` when within tolerance), and ``purge_repaired_dlq``
 deletes the DLQ copies of the repaired keys. The run's history stays in one place: the Airflow run,
 and the ledger's repair records (who, when, how many, the outcome before and after).
+
+Or trigger the DAG with ``{"repair_run_id": "<failed run id>"}`` (:func:`repair_params`): every step
+then works on the named run (:data:`RUN_ID_TEMPLATE`) and :func:`is_new_run` skips the fan-out, so the
+repair run sends only the failed keys.
 
 The decision is the ledger's, not the try number's: a retry of ``rerun_failed`` after it sent finds the
 run reopened and sends nothing twice.
@@ -30,6 +34,36 @@ from batchq.sqs import get_queue_url
 
 #: The plan XCom ``plan_shards`` pushes (its ``queues`` give the input queue and its DLQ).
 PLAN_XCOM_KEY = "plan"
+#: The DAG param naming a failed run to repair (``airflow dags trigger -c '{"repair_run_id": ...}'``).
+REPAIR_RUN_PARAM = "repair_run_id"
+#: The run every step works on: this DAG run's own, or the failed run a repair run names.
+#: (``params.get``: the template still renders in a DAG that does not declare the param.)
+RUN_ID_TEMPLATE = "{{ params.get('repair_run_id') or run_id }}"
+
+
+def repair_params() -> dict[str, Any]:
+    """DAG ``params`` declaring :data:`REPAIR_RUN_PARAM` (shown in the trigger form)."""
+    from airflow.sdk import Param
+
+    return {
+        REPAIR_RUN_PARAM: Param(
+            None, type=["null", "string"],
+            description="Repair this failed run of the DAG instead of sending a new one: only its failed keys are re-sent.",
+        )
+    }
+
+
+def _is_new_run(params: dict[str, Any] | None = None) -> bool:
+    return not (params or {}).get(REPAIR_RUN_PARAM)
+
+
+def is_new_run(**kwargs: Any) -> Any:
+    """A short-circuit task, False in a repair run: put it upstream of the fan-out (it skips only its
+    direct downstream tasks; the rest of the pattern runs as usual)."""
+    from airflow.sdk import task
+
+    kwargs.setdefault("task_id", "is_new_run")
+    return task.short_circuit(_is_new_run, ignore_downstream_trigger_rules=False, **kwargs)()
 
 
 class _RepairBase(AwsBaseOperator[BatchqSqsHook]):

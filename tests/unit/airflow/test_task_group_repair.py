@@ -1,0 +1,42 @@
+"""``BatchTaskGroup(repair=True)``: the repair path's tasks, edges and run id (parse-only, no SQS)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import jinja2
+import pendulum
+
+REPO = Path(__file__).resolve().parents[3]
+SPEC_YAML = REPO / "include" / "specs" / "customer_batch.yaml"
+
+
+def test_repair_adds_the_rerun_and_purge_steps_around_the_pattern():
+    from airflow.sdk import DAG
+    from batchq.airflow.operators.repair import RUN_ID_TEMPLATE
+    from batchq.airflow.task_group import BatchTaskGroup
+
+    with DAG("tg_repair", schedule=None, start_date=pendulum.datetime(2026, 1, 1, tz="UTC")) as dag:
+        group = BatchTaskGroup(spec=str(SPEC_YAML), sink_conn_id="batchq_sink", repair=True, drain_kwargs={"ledger_conn_id": "ledger"})
+    edges = {(up, t.task_id) for t in dag.tasks for up in t.upstream_task_ids}
+    g = "customer_batch."
+    assert {(g + "is_new_run", g + "fan_out"), (g + "fan_out", g + "rerun_failed"), (g + "rerun_failed", g + "wait_input_drained"),
+            (g + "drain_results", g + "purge_repaired_dlq")} <= edges
+    assert (g + "fan_out", g + "wait_input_drained") not in edges
+    rerun, purge = group.rerun_failed, group.purge_repaired_dlq
+    assert rerun.trigger_rule == "none_failed"  # runs when a repair run skipped the fan-out
+    for op in (rerun, purge, group.drain):
+        assert op.run_id == RUN_ID_TEMPLATE
+    assert group.fan_out.partial_kwargs["run_id"] == RUN_ID_TEMPLATE
+    assert dag.get_task(g + "plan_shards").op_kwargs["run_id"] == RUN_ID_TEMPLATE
+    assert (rerun.plan_task_id, rerun.ledger_conn_id, purge.sink_conn_id) == (g + "plan_shards", "ledger", "batchq_sink")
+
+
+def test_the_run_id_template_names_the_repaired_run_only_in_a_repair_run():
+    from batchq.airflow.operators.repair import RUN_ID_TEMPLATE
+
+    env = jinja2.Environment(undefined=jinja2.StrictUndefined)  # Airflow's default: a missing name fails
+    template = env.from_string(RUN_ID_TEMPLATE)
+    assert template.render(params={}, run_id="scheduled__1") == "scheduled__1"
+    assert template.render(params={"repair_run_id": None}, run_id="scheduled__1") == "scheduled__1"
+    assert template.render(params={"repair_run_id": "scheduled__0"}, run_id="manual__2") == "scheduled__0"
