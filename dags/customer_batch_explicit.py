@@ -12,7 +12,7 @@ from airflow.sdk import dag
 from batchq.airflow.operators import EnsureQueuesOperator, FanOutOperator, plan_shards
 from batchq.airflow.operators.drain import ResultsDrainOperator
 from batchq.airflow.operators.repair import (
-    RUN_ID_TEMPLATE as RUN,
+    RUN_ID_TEMPLATE,
     PurgeRepairedDlqOperator,
     RerunFailedOperator,
     is_new_run,
@@ -23,6 +23,7 @@ from batchq.airflow.spec_sources import load_spec
 
 SPEC = "customer_batch"  # a spec name in [batchq] spec_dir (include/specs/customer_batch.yaml)
 load_spec(SPEC)  # parse-time validation: a bad spec is an import error naming the field and value
+RUN = RUN_ID_TEMPLATE  # this run's id, or in a repair run ({"repair_run_id": ...}) the failed run it repairs
 
 
 @dag(
@@ -37,7 +38,6 @@ load_spec(SPEC)  # parse-time validation: a bad spec is an import error naming t
 def customer_batch_explicit():
     # 1. Provision the queues (idempotent), then plan the run into index-range shards.
     ensure_queues = EnsureQueuesOperator(task_id="ensure_queues", spec=SPEC)
-    # RUN: this run's id, or in a repair run ({"repair_run_id": ...}) the failed run it repairs.
     shards = plan_shards(spec=SPEC, queues=ensure_queues.output, run_id=RUN)
 
     # 2. One mapped fan-out task per shard (none in a repair run).
