@@ -37,7 +37,7 @@ def test_dags_test_leaves_exactly_the_planned_payloads_in_the_input_queue(airflo
         "2026-11-29",
         env={"BATCHQ_CUSTOMER_BATCH_SPEC": str(small_spec)},
         # No workers here: the payloads must stay in the queue, so the drain steps are marked, not run.
-        mark_success_pattern="^(wait_input_drained|drain_results)$",
+        mark_success_pattern="^(rerun_failed|wait_input_drained|drain_results|purge_repaired_dlq)$",
     )
 
     states = dict(
