@@ -46,6 +46,10 @@ class WorkPayload(BaseModel):
     dims: dict[str, Scalar]
     params: dict[str, Any] = Field(default_factory=dict)
     created_at: datetime
+    #: Fingerprint of the plan that produced this payload (:attr:`batchq.plan.Plan.fingerprint`); the
+    #: worker copies it into the result so a run's ledger counts only its own plan. Optional: bodies
+    #: from before it was carried still parse.
+    plan: str | None = None
 
 
 class ErrorInfo(BaseModel):
@@ -79,6 +83,8 @@ class WorkResult(BaseModel):
     worker: str = ""
     started_at: datetime | None = None
     finished_at: datetime = Field(default_factory=lambda: datetime.now(timezone.utc))
+    #: Copied from the payload's ``plan`` (None for payloads without one).
+    plan: str | None = None
 
     @model_validator(mode="after")
     def _status_fields(self) -> WorkResult:
@@ -155,7 +161,7 @@ class PayloadEncoder:
     a unit test checks its output parses as a :class:`WorkPayload`.
     """
 
-    def __init__(self, spec: BatchSpec, run_id: str, created_at: datetime | None = None):
+    def __init__(self, spec: BatchSpec, run_id: str, created_at: datetime | None = None, plan: str | None = None):
         created = created_at or datetime.now(timezone.utc)
         if created.tzinfo is None:
             raise ValueError("created_at must be timezone-aware")
@@ -163,6 +169,8 @@ class PayloadEncoder:
             '{"schema_version":%d,"batch":%s,"run_id":%s,"created_at":%s,"params":%s,'
             % (SCHEMA_VERSION, dumps_json(spec.name), dumps_json(run_id), dumps_json(created.isoformat()), dumps_json(spec.params))
         )
+        if plan is not None:
+            self._head += f'"plan":{dumps_json(plan)},'
         self.names_json = [dumps_json(d.name) for d in spec.dimensions]
 
     def encode(self, key: str, job_type_json: str, dim_value_jsons: list[str]) -> str:
@@ -172,7 +180,7 @@ class PayloadEncoder:
 
 def worst_case_payload_bytes(spec: BatchSpec) -> int:
     """Size of the largest payload this (resolved) spec can produce, with a generous run id."""
-    enc = PayloadEncoder(spec, "r" * _RUN_ID_BUDGET, datetime(2000, 1, 1, tzinfo=timezone.utc))
+    enc = PayloadEncoder(spec, "r" * _RUN_ID_BUDGET, datetime(2000, 1, 1, tzinfo=timezone.utc), plan="p" * 16)
     longest = [max((dumps_json(v) for v in d.values or ()), key=lambda s: len(s.encode())) for d in spec.dimensions]
     job_json = dumps_json(spec.job_type) if spec.job_type else max(
         (dumps_json(str(v)) for d in spec.dimensions if d.name == spec.job_type_dimension for v in d.values or ()),

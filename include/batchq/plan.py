@@ -18,10 +18,9 @@ from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
 
-from batchq.messages import PayloadEncoder, dumps_json
-
-from batchq.spec import BatchSpec
 from batchq.errors import SpecError
+from batchq.messages import PayloadEncoder, dumps_json
+from batchq.spec import BatchSpec
 
 #: Above this many exclusion rules, inclusion-exclusion (2^R terms) is replaced by a streamed count.
 _MAX_RULES_FOR_ARITHMETIC_COUNT = 16
@@ -47,14 +46,28 @@ class Shard:
         return cls(index=int(data["index"]), start=int(data["start"]), stop=int(data["stop"]))
 
 
-def idempotency_key(batch: str, run_id: str, dims: dict[str, Any]) -> str:
-    """Stable hash of (batch, run id, dims): 32 hex characters (128 bits).
+def idempotency_key(batch: str, run_id: str, dims: dict[str, Any], dag_id: str | None = None) -> str:
+    """Stable hash of (batch, run id, dims[, dag id]): 32 hex characters (128 bits).
 
     Dims are hashed sorted by name with JSON types kept (``1`` and ``"1"`` differ), so the key does not
-    depend on dimension order or on where the combination sits in the product.
+    depend on dimension order or on where the combination sits in the product. The DAG id, when the
+    run belongs to one, is part of the run's identity: two DAGs sharing a batch name and schedule (so
+    a run id) never share keys.
     """
-    material = dumps_json([batch, run_id, sorted(dims.items())])
+    run = [batch, run_id] if dag_id is None else [batch, run_id, dag_id]
+    material = dumps_json([*run, sorted(dims.items())])
     return hashlib.sha256(material.encode()).hexdigest()[:32]
+
+
+def spec_fingerprint(spec: BatchSpec) -> str:
+    """Hash of a resolved spec (dimension values included): 16 hex characters."""
+    return hashlib.sha256(spec.model_dump_json().encode()).hexdigest()[:16]
+
+
+def plan_fingerprint(spec: BatchSpec, run_id: str, dag_id: str | None = None) -> str:
+    """The identity of one plan of one run: hash of the resolved spec, the run id and the DAG id.
+    Payloads and results carry it; a run's ledger counts only results that carry its own."""
+    return hashlib.sha256(dumps_json([spec_fingerprint(spec), run_id, dag_id]).encode()).hexdigest()[:16]
 
 
 def shard_count(expected: int, target_per_shard: int, max_shards: int) -> int:
@@ -68,21 +81,26 @@ class Plan:
     :param spec: a resolved spec (every dimension has values).
     :param run_id: the run key (e.g. Airflow's run id); part of every idempotency key.
     :param created_at: stamped on payloads; does not affect keys.
+    :param dag_id: the DAG the run belongs to (part of the keys and of the plan fingerprint), or None
+        outside Airflow.
     """
 
-    def __init__(self, spec: BatchSpec, run_id: str, created_at: datetime | None = None):
+    def __init__(self, spec: BatchSpec, run_id: str, created_at: datetime | None = None, dag_id: str | None = None):
         if not spec.is_resolved:
             raise SpecError(f"{spec.name}: resolve dimension sources before planning (spec.resolve(...))")
         if not run_id:
             raise ValueError("run_id must be a non-empty string")
         self.spec = spec
         self.run_id = run_id
+        self.dag_id = dag_id
+        #: carried by every payload and copied into its result (see :func:`plan_fingerprint`)
+        self.fingerprint = plan_fingerprint(spec, run_id, dag_id)
         self.values: list[tuple[Any, ...]] = [tuple(d.values or ()) for d in spec.dimensions]
         self.names = [d.name for d in spec.dimensions]
         self.radices = [len(v) for v in self.values]
         self.size = math.prod(self.radices)
         self._rules = self._compile_rules()
-        self._encoder = PayloadEncoder(spec, run_id, created_at)
+        self._encoder = PayloadEncoder(spec, run_id, created_at, plan=self.fingerprint)
         self._value_jsons = [[dumps_json(v) for v in vals] for vals in self.values]
         self._job_dim = self.names.index(spec.job_type_dimension) if spec.job_type is None else None
         self._fixed_job_json = dumps_json(spec.job_type) if spec.job_type is not None else None
@@ -172,11 +190,11 @@ class Plan:
     def iter_bodies(self, shard: Shard) -> Iterator[tuple[str, str]]:
         """Yield ``(key, json_body)`` for every payload of ``shard``: the fan-out's input."""
         vj, values, names = self._value_jsons, self.values, self.names
-        batch, run_id = self.spec.name, self.run_id
+        batch, run_id, dag_id = self.spec.name, self.run_id, self.dag_id
         job_dim, fixed_job = self._job_dim, self._fixed_job_json
         for digits in self._iter_digits(shard.start, shard.stop):
             dims = {names[d]: values[d][i] for d, i in enumerate(digits)}
-            key = idempotency_key(batch, run_id, dims)
+            key = idempotency_key(batch, run_id, dims, dag_id)
             job_json = fixed_job if job_dim is None else dumps_json(str(values[job_dim][digits[job_dim]]))
             yield key, self._encoder.encode(key, job_json, [vj[d][i] for d, i in enumerate(digits)])
 
@@ -190,6 +208,7 @@ class Plan:
         return {
             "batch": self.spec.name,
             "run_id": self.run_id,
+            "plan": self.fingerprint,
             "dimensions": dict(zip(self.names, self.radices)),
             "product": self.size,
             "excluded": self.size - self.expected,

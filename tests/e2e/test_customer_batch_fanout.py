@@ -49,7 +49,7 @@ def test_dags_test_leaves_exactly_the_planned_payloads_in_the_input_queue(airflo
     assert set(states.values()) == {"success"}, states
 
     spec = BatchSpec.from_yaml(small_spec)
-    plan = Plan(spec, run_id)
+    plan = Plan(spec, run_id, dag_id="customer_batch")  # the DAG id is part of the run identity (issue 8)
     shards = plan.shards()
     assert plan.expected == 160 and len(shards) == 4
     assert {k for k in states if k[0] == "fan_out"} == {("fan_out", s.index) for s in shards}

@@ -7,6 +7,9 @@
 * Fixed capacity: at most ``capacity`` requests are served at once, each taking ``service_ms`` (+
   ``per_item_ms`` per result posted); the rest queue, which is how an overloaded service gets slow.
 * :meth:`fail_for` makes it answer ``503`` (with ``Retry-After``) for a while: an outage / back-pressure.
+* ``writes`` counts every delivery of every key (the dedup in ``rows`` hides duplicates; tests bound
+  duplicates with this), ``refuse_keys`` makes a POST containing one of them answer 400, and
+  ``require_headers`` answers 401 unless the request carries them (``last_headers`` shows what came).
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -30,6 +34,11 @@ class Receiver:
         self.posts = 0
         self.items_received = 0
         self.rejected_503 = 0
+        self.writes: Counter[str] = Counter()
+        self.refuse_keys: set[str] = set()
+        self.require_headers: dict[str, str] = {}
+        self.last_headers: dict[str, str] = {}
+        self.unauthorized = 0
         self._fail_until = 0.0
         self._fail_status = 503
         self._retry_after: str | None = None
@@ -60,6 +69,12 @@ class Receiver:
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 raw = self.rfile.read(length)
+                receiver.last_headers = dict(self.headers.items())
+                if any(self.headers.get(k) != v for k, v in receiver.require_headers.items()):
+                    with receiver._lock:
+                        receiver.unauthorized += 1
+                    self._reply(401, b'{"error":"unauthorized"}')
+                    return
                 if time.monotonic() < receiver._fail_until:
                     with receiver._lock:
                         receiver.rejected_503 += 1
@@ -70,6 +85,10 @@ class Receiver:
                     results = json.loads(raw)["results"]
                 except (ValueError, KeyError, TypeError):
                     self._reply(400, b'{"error":"expected {\\"results\\": [...]}"}')
+                    return
+                refused = [r.get("key") for r in results if r.get("key") in receiver.refuse_keys]
+                if refused:
+                    self._reply(400, json.dumps({"error": f"refused keys {refused}"}).encode())
                     return
                 with receiver._slots:
                     receiver._work(receiver.service_ms + receiver.per_item_ms * len(results))
@@ -97,6 +116,7 @@ class Receiver:
             self.posts += 1
             self.items_received += len(results)
             for r in results:
+                self.writes[r["key"]] += 1
                 prev = self.rows.get(r["key"])
                 if prev is None or (prev["status"] == "failed" and r["status"] == "succeeded"):
                     self.rows[r["key"]] = r

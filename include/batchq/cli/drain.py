@@ -51,6 +51,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--max-in-flight", type=int, default=2, help="batches written concurrently (default 2)")
     p.add_argument("--lease", type=int, default=60, help="visibility timeout taken on receive, seconds (default 60)")
     p.add_argument("--wait", type=int, default=10, help="long-poll wait per receive, seconds (default 10)")
+    p.add_argument(
+        "--header-env",
+        action="append",
+        default=[],
+        metavar="NAME=ENVVAR",
+        help="HTTP sink: send header NAME with the value of environment variable ENVVAR (e.g. "
+        "Authorization=SINK_AUTH); values never appear on the command line or in logs. Repeatable.",
+    )
+    p.add_argument("--retry-after-cap", type=float, default=None, help="HTTP sink: longest Retry-After honoured, seconds (default 60)")
     p.add_argument("--until-empty", action="store_true", help="stop when a receive finds the queue empty")
     p.add_argument("--max-results", type=int, default=None, help="stop after this many messages")
     p.set_defaults(func=cmd_drain)
@@ -80,12 +89,27 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_redrive)
 
 
+def sink_headers_from_env(items: list[str]) -> dict[str, str]:
+    """HTTP sink headers from ``NAME=ENVVAR`` items: secrets come from the environment, never argv."""
+    import os
+
+    headers = {}
+    for item in items:
+        name, sep, var = item.partition("=")
+        if not sep or not name or not var:
+            raise SystemExit(f"batchq: --header-env wants NAME=ENVVAR, got {item!r}")
+        if var not in os.environ:
+            raise SystemExit(f"batchq: --header-env {name}: environment variable {var} is not set")
+        headers[name] = os.environ[var]
+    return headers
+
+
 def cmd_drain(args: argparse.Namespace) -> int:
-    from batchq.drain import Drainer, open_sink
+    from batchq.drain import Drainer, SinkMisconfigured, open_sink
 
     client = _client(args)
     url = get_queue_url(client, args.queue)
-    sink, store = open_sink(args.sink, ledger_url=args.ledger_url)
+    sink, store = open_sink(args.sink, ledger_url=args.ledger_url, headers=sink_headers_from_env(args.header_env), retry_after_cap_s=args.retry_after_cap)
     store.create_tables()
     stop = threading.Event()
 
@@ -111,6 +135,10 @@ def cmd_drain(args: argparse.Namespace) -> int:
     )
     try:
         report = drainer.run(until_empty=args.until_empty, stop=stop, max_results=args.max_results)
+    except SinkMisconfigured as exc:
+        # Credentials or URL: retrying cannot help; the results were handed back to the queue.
+        print(f"batchq drain: {exc}", file=sys.stderr)
+        return 2
     finally:
         sink.close()
         if store is not sink:
@@ -120,7 +148,7 @@ def cmd_drain(args: argparse.Namespace) -> int:
 
 
 def cmd_ledger(args: argparse.Namespace) -> int:
-    from batchq.drain import SqlSink, RunLedger
+    from batchq.drain import RunLedger, SqlSink
 
     spec = None
     if args.spec:

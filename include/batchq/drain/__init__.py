@@ -14,7 +14,13 @@ from batchq.drain.core import Drainer, DrainReport
 from batchq.drain.http_sink import HttpSink
 from batchq.drain.ledger import LedgerStatus, RunLedger, evaluate, tolerated_failures
 from batchq.drain.limiter import TokenBucket
-from batchq.drain.sink import Sink, SinkRejected, SinkUnavailable, merge_duplicates
+from batchq.drain.sink import (
+    Sink,
+    SinkMisconfigured,
+    SinkRejected,
+    SinkUnavailable,
+    merge_duplicates,
+)
 from batchq.drain.sql_sink import QuarantineEntry, SqlSink
 
 __all__ = [
@@ -23,11 +29,12 @@ __all__ = [
     "HttpSink",
     "LedgerStatus",
     "QuarantineEntry",
-    "SqlSink",
     "RunLedger",
     "Sink",
+    "SinkMisconfigured",
     "SinkRejected",
     "SinkUnavailable",
+    "SqlSink",
     "TokenBucket",
     "evaluate",
     "merge_duplicates",
@@ -36,12 +43,19 @@ __all__ = [
 ]
 
 
-def open_sink(target: str, *, ledger_url: str | None = None, headers: dict[str, str] | None = None):
+def open_sink(
+    target: str,
+    *,
+    ledger_url: str | None = None,
+    headers: dict[str, str] | None = None,
+    retry_after_cap_s: float | None = None,
+):
     """``(sink, store)`` from a target string: an ``http(s)://`` URL (then ``ledger_url`` names the SQL
-    store for the ledger, default a SQLite file ``batchq-ledger.db``) or a SQLAlchemy URL (the store is
-    the sink)."""
+    store for the ledger, default a SQLite file ``batchq-ledger.db``; ``headers`` carry its credentials,
+    ``retry_after_cap_s`` caps its ``Retry-After``) or a SQLAlchemy URL (the store is the sink)."""
     if target.startswith(("http://", "https://")):
         store = SqlSink(ledger_url or "sqlite:///batchq-ledger.db")
-        return HttpSink(target, headers=headers), store
+        extra = {} if retry_after_cap_s is None else {"retry_after_cap_s": retry_after_cap_s}
+        return HttpSink(target, headers=headers, **extra), store
     store = SqlSink(target)
     return store, store

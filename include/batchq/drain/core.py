@@ -2,25 +2,32 @@
 
 For each received batch (up to 10 messages):
 
-1. parse every body with :func:`batchq.messages.parse_result`; a malformed one becomes a quarantine
-   entry with the reason (never retried forever);
+1. parse and check every body (:func:`batchq.messages.parse_result`, then
+   :func:`batchq.drain.checks.check_result`: the values must fit the store's columns). *Any* exception
+   there — a malformed body, JSON too deep for the parser, a NUL, NaN, an oversize field — quarantines
+   that one message with the reason (never retried forever, never stopping the loop);
 2. take tokens from the shared :class:`~batchq.drain.limiter.TokenBucket` (``max_rate`` results/s for the
    whole drainer, ``max_in_flight`` batches at once);
 3. write to the sink and **commit** (upsert on ``key``), recording the results and quarantine entries in
-   the results store (the run ledger) in the same step;
+   the results store (the run ledger) in the same step. A non-transient error (the sink or the database
+   refuses the batch) is bisected down to the entries that cause it: those are quarantined with the
+   error, their neighbours commit;
 4. only then delete the batch (``Failed`` entries are reported; those messages come back and are
    applied again idempotently). The delete runs in the background while the thread receives its next
    batch — still strictly after the commit, one pending delete per thread.
 
-A sink outage keeps the batch: exponential back-off (capped, jittered, or the sink's ``Retry-After``),
-extending the messages' visibility while the outage lasts, so there is no loss and no duplicate row.
+A sink outage keeps the batch: :func:`batchq.retry.backoff_delay` (or the sink's capped ``Retry-After``),
+extending the messages' visibility while the outage lasts, so there is no loss and no duplicate row; a
+wait that would pass the drain's ``deadline`` hands the batch back to the queue and ends the drain
+instead. A sink that refuses every write (:class:`~batchq.drain.sink.SinkMisconfigured`: credentials,
+a redirect) hands the batch back and stops the drain with that error.
 The same loop serves the Airflow operator (``until_empty``) and ``batchq drain`` (until stopped).
 """
 
 from __future__ import annotations
 
 import logging
-import random
+import math
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -29,11 +36,13 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from batchq import limits
-from batchq.messages import WorkResult, parse_result
+from batchq.drain.checks import check_result
 from batchq.drain.limiter import TokenBucket
-from batchq.drain.sink import Sink, SinkRejected, SinkUnavailable
+from batchq.drain.sink import Sink, SinkMisconfigured, SinkRejected, SinkUnavailable
 from batchq.drain.sql_sink import QuarantineEntry, SqlSink
 from batchq.errors import InvalidMessage
+from batchq.messages import WorkResult, parse_result
+from batchq.retry import backoff_delay
 from batchq.sqs import change_visibility, delete_messages, receive_messages
 
 log = logging.getLogger(__name__)
@@ -55,6 +64,8 @@ class DrainReport:
     handed_back: int = 0
     paced_s: float = 0.0
     duration_s: float = 0.0
+    #: the drain stopped because a sink outage would have outlived its deadline
+    deadline_reached: bool = False
 
     @property
     def rate_per_s(self) -> float:
@@ -86,7 +97,8 @@ class Drainer:
     :param receive_wait_s: long-poll wait per ReceiveMessage; an empty poll means "empty" for
         ``until_empty`` runs.
     :param lease_s: visibility timeout taken on receive, and re-taken while a sink outage lasts.
-    :param backoff_base_s: first retry delay after a sink error (doubles per attempt).
+    :param backoff_base_s: first retry delay after a sink error (the ceiling doubles per attempt;
+        :func:`batchq.retry.backoff_delay`, full jitter).
     :param backoff_cap_s: longest retry delay.
     :param on_batch: called after each committed batch with the running report (metrics hook).
     :param limiter: a ready :class:`TokenBucket` (overrides ``max_rate``), e.g. shared between drainers.
@@ -179,7 +191,7 @@ class Drainer:
                         report.received += len(msgs)
                     if not stopping():
                         prefetch = io.submit(receive)
-                    applied, quarantined = self._apply(msgs, report, _AnyEvent(stop, local_stop))
+                    applied, quarantined = self._apply(msgs, report, _AnyEvent(stop, local_stop), deadline)
                     if pending is not None:
                         pending.result()
                     pending = io.submit(self._delete, msgs, applied, quarantined, report)
@@ -215,27 +227,39 @@ class Drainer:
         return report
 
     # -- one batch ---------------------------------------------------------------------------------------
-    def _apply(self, msgs: Sequence[dict[str, Any]], report: DrainReport, stop: _AnyEvent) -> tuple[int, int]:
-        """Parse, pace and commit one batch; returns (results applied, entries quarantined)."""
-        results: list[WorkResult] = []
-        owners: list[dict[str, Any]] = []
-        bad: list[QuarantineEntry] = []
-        for m in msgs:
-            try:
-                results.append(parse_result(m["Body"]))
-                owners.append(m)
-            except InvalidMessage as exc:
-                log.warning("quarantining malformed result %s: %s", m["MessageId"], exc.reason)
-                bad.append(QuarantineEntry.from_body(m["MessageId"], m["Body"], exc.reason, exc.key))
-        if results:
-            waited = self.limiter.acquire(len(results))
+    def _apply(
+        self, msgs: Sequence[dict[str, Any]], report: DrainReport, stop: _AnyEvent, deadline: float | None
+    ) -> tuple[int, int]:
+        """Parse, check, pace and commit one batch; returns (results applied, entries quarantined)."""
+        items = [self._parse(m) for m in msgs]
+        n_results = sum(it.result is not None for it in items)
+        if n_results:
+            waited = self.limiter.acquire(n_results)
             with self._lock:
                 report.paced_s += waited
-        results, bad = self._commit(msgs, results, owners, bad, report, stop)
-        return len(results), len(bad)
+        lease = [time.monotonic() + self.lease_s]
+        return self._commit(msgs, items, report, stop, lease, deadline)
+
+    @staticmethod
+    def _parse(m: dict[str, Any]) -> _Item:
+        """One message → a result to write, or a quarantine entry with the reason. Never raises: whatever
+        one body does (not JSON, too deep for the parser, a value its column cannot hold), it is that
+        message's problem only."""
+        body = m.get("Body", "")
+        try:
+            result = parse_result(body)
+            check_result(result)
+            return _Item(m, result, None)
+        except InvalidMessage as exc:
+            reason, key = exc.reason, exc.key
+        except Exception as exc:  # noqa: BLE001 - RecursionError, MemoryError, a parser bug: isolate it
+            reason, key = f"{type(exc).__name__} while reading the result: {str(exc)[:500]}", None
+        log.warning("quarantining malformed result %s: %s", m.get("MessageId"), reason[:500])
+        return _Item(m, None, QuarantineEntry.from_body(m.get("MessageId", "?"), body, reason, key))
 
     def _hand_back(self, msgs: Sequence[dict[str, Any]], report: DrainReport) -> None:
-        """Return prefetched-but-unapplied messages to the queue at once (visibility 0)."""
+        """Return messages to the queue at once (visibility 0): prefetched-but-unapplied ones, or a batch
+        the drain stops waiting for (stop, deadline, misconfigured sink)."""
         failed = change_visibility(self.client, self.queue_url, msgs, 0)
         with self._lock:
             report.handed_back += len(msgs) - len(failed)
@@ -258,55 +282,101 @@ class Drainer:
     def _commit(
         self,
         msgs: Sequence[dict[str, Any]],
-        results: list[WorkResult],
-        owners: list[dict[str, Any]],
-        bad: list[QuarantineEntry],
+        items: list[_Item],
         report: DrainReport,
         stop: _AnyEvent,
-    ) -> tuple[list[WorkResult], list[QuarantineEntry]]:
+        lease: list[float],
+        deadline: float | None,
+    ) -> tuple[int, int]:
+        """Write ``items``; a non-transient error is bisected down to the entries that cause it, which
+        are quarantined with the error as reason, while their good neighbours commit."""
+        try:
+            self._write(msgs, items, report, stop, lease, deadline)
+            return sum(it.result is not None for it in items), sum(it.entry is not None for it in items)
+        except (_Stopped, SinkMisconfigured):
+            raise
+        except Exception as exc:
+            if len(items) > 1:
+                log.warning("writing %d entries failed (%s: %s); bisecting", len(items), type(exc).__name__, str(exc).splitlines()[0][:300] if str(exc) else "")
+                mid = len(items) // 2
+                a = self._commit(msgs, items[:mid], report, stop, lease, deadline)
+                b = self._commit(msgs, items[mid:], report, stop, lease, deadline)
+                return a[0] + b[0], a[1] + b[1]
+            item = items[0]
+            if item.result is None:
+                raise  # the store refuses even a bounded, escaped quarantine row: nothing sane is left
+            first = str(exc).splitlines()[0][:1000] if str(exc) else ""
+            reason = f"sink rejected: {first}" if isinstance(exc, SinkRejected) else f"store refused: {type(exc).__name__}: {first}"
+            log.error("quarantining result %s: %s", item.result.key, reason)
+            entry = QuarantineEntry.from_body(item.msg.get("MessageId", "?"), item.msg.get("Body", ""), reason, item.result.key)
+            self._write(msgs, [_Item(item.msg, None, entry)], report, stop, lease, deadline)
+            return 0, 1
+
+    def _write(
+        self,
+        msgs: Sequence[dict[str, Any]],
+        items: list[_Item],
+        report: DrainReport,
+        stop: _AnyEvent,
+        lease: list[float],
+        deadline: float | None,
+    ) -> None:
+        """Commit ``items`` to the sink and the store, waiting out transient outages (back-off or the
+        sink's capped ``Retry-After``) within the drain's deadline."""
+        results = [it.result for it in items if it.result is not None]
+        entries = [it.entry for it in items if it.entry is not None]
         attempt = 0
-        lease_until = time.monotonic() + self.lease_s
         while True:
             try:
                 if results and self.sink is not self.store:
-                    try:
-                        self.sink.write(results)
-                    except SinkRejected as exc:
-                        # The receiver will never take these: keep them, with the reason, instead of looping.
-                        log.error("sink rejected %d result(s), quarantining: %s", len(results), exc)
-                        bad = bad + [
-                            QuarantineEntry.from_body(m["MessageId"], m["Body"], f"sink rejected: {exc}", r.key)
-                            for m, r in zip(owners, results)
-                        ]
-                        results, owners = [], []
-                self.store.apply(results, bad)
+                    self.sink.write(results)
+                self.store.apply(results, entries)
                 self.limiter.accepted()
-                return results, bad
+                return
+            except SinkMisconfigured:
+                # Retrying cannot help and quarantining would lose nothing but blame the results: give
+                # the whole batch back to the queue at once and stop.
+                self._hand_back(msgs, report)
+                raise
             except SinkUnavailable as exc:
                 attempt += 1
                 with self._lock:
                     report.sink_retries += 1
-                if exc.backpressure:
-                    self.limiter.backpressure(exc.retry_after_s)
                 delay = exc.retry_after_s
-                if delay is None:
-                    delay = min(self.backoff_cap_s, self.backoff_base_s * 2 ** (attempt - 1)) * random.uniform(0.5, 1.0)
-                log.warning("sink unavailable (attempt %d), retrying batch of %d in %.1fs: %s", attempt, len(msgs), delay, exc)
+                if delay is None or not math.isfinite(delay) or delay < 0:
+                    delay = backoff_delay(attempt, base=self.backoff_base_s, cap=self.backoff_cap_s)
+                if exc.backpressure:
+                    self.limiter.backpressure(delay if exc.retry_after_s is not None else None)
+                if deadline is not None and time.monotonic() + delay >= deadline:
+                    # Outages do not outlive the drain: the batch goes back to the queue for a later drain.
+                    log.warning("sink unavailable and the drain deadline is near: handing back %d message(s): %s", len(msgs), exc)
+                    self._hand_back(msgs, report)
+                    with self._lock:
+                        report.deadline_reached = True
+                    raise _Stopped from exc
+                log.warning("sink unavailable (attempt %d), retrying %d entries in %.1fs: %s", attempt, len(items), delay, exc)
                 # Keep the batch invisible while we wait: otherwise it would reappear and be drained twice
                 # in parallel (harmless, but wasteful) — extend the lease before it runs out.
-                if time.monotonic() + delay > lease_until - self.lease_s / 3:
+                if time.monotonic() + delay > lease[0] - self.lease_s / 3:
                     failed = change_visibility(self.client, self.queue_url, msgs, self.lease_s)
-                    lease_until = time.monotonic() + self.lease_s
+                    lease[0] = time.monotonic() + self.lease_s
                     with self._lock:
                         report.visibility_extensions += 1
                     if failed:
                         log.warning("could not extend the lease of %d message(s): %s", len(failed), list(failed.items())[:3])
                 if stop.wait(delay):
                     # Stopping mid-outage: hand the batch back at once instead of waiting out the lease.
-                    change_visibility(self.client, self.queue_url, msgs, 0)
-                    with self._lock:
-                        report.handed_back += len(msgs)
+                    self._hand_back(msgs, report)
                     raise _Stopped from exc
+
+
+@dataclass
+class _Item:
+    """One received message: the result to write, or the quarantine entry it became."""
+
+    msg: dict[str, Any]
+    result: WorkResult | None
+    entry: QuarantineEntry | None
 
 
 class _AnyEvent:

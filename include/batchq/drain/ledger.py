@@ -138,6 +138,12 @@ class RunLedger:
     :param tolerated_failure_count: from the spec.
     :param tolerated_failure_percentage: from the spec.
     :param failures_shown: how many failed keys a failing status lists.
+    :param plan: the plan fingerprint of the run (:attr:`batchq.plan.Plan.fingerprint`): only results
+        carrying it count, so a re-plan of the same run id (dimension values changed) never closes on
+        the old plan's keys. ``None`` (no plan known) counts every result of the run id; recorded in the
+        store and read back like ``expected``.
+    :param dag_id: the DAG that owns the run; another DAG recording the same batch and run id is
+        refused (:class:`~batchq.drain.sql_sink.RunConflict`).
     """
 
     def __init__(
@@ -150,25 +156,30 @@ class RunLedger:
         tolerated_failure_count: int = 0,
         tolerated_failure_percentage: float = 0.0,
         failures_shown: int = 10,
+        plan: str | None = None,
+        dag_id: str | None = None,
     ):
         self.store, self.batch, self.run_id = store, batch, run_id
         self.tolerated_failure_count = tolerated_failure_count
         self.tolerated_failure_percentage = tolerated_failure_percentage
         self.failures_shown = failures_shown
+        # What is not given is read back from the store (a previous try, or the drain, recorded it).
+        run = store.get_run(batch, run_id) if expected is None or plan is None else None
+        plan = plan or (run or {}).get("plan")
         if expected is None:
-            run = store.get_run(batch, run_id)
             if run is None:
                 raise ValueError(f"no expected count recorded for run {run_id!r} of {batch!r}: pass expected=")
             expected = int(run["expected"])
         elif expected < 0:
             raise ValueError(f"expected must be >= 0, got {expected}")
         else:
-            store.set_expected(batch, run_id, expected)
+            store.set_expected(batch, run_id, expected, plan=plan, dag_id=dag_id)
         self.expected = expected
+        self.plan = plan
 
     def status(self) -> LedgerStatus:
-        c = self.store.counts(self.batch, self.run_id)
-        failures = self.store.first_failures(self.batch, self.run_id, self.failures_shown) if (c.failed or c.quarantined) else []
+        c = self.store.counts(self.batch, self.run_id, plan=self.plan)
+        failures = self.store.first_failures(self.batch, self.run_id, self.failures_shown, plan=self.plan) if (c.failed or c.quarantined) else []
         return evaluate(
             self.batch,
             self.run_id,

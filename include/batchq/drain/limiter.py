@@ -10,9 +10,13 @@ debt), so a batch larger than the burst still passes and the long-run rate is ex
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections.abc import Callable
+
+#: Longest pause one back-pressure signal can impose (sinks cap their Retry-After lower).
+MAX_PAUSE_S = 3600.0
 
 
 class TokenBucket:
@@ -84,8 +88,11 @@ class TokenBucket:
         with self._lock:
             self.backpressure_events += 1
             now = self._clock()
-            if retry_after_s:
-                self._paused_until = max(self._paused_until, now + retry_after_s)
+            if retry_after_s and retry_after_s > 0:
+                # A hostile or broken Retry-After (inf, NaN, a date in 9999) must never make an
+                # unbounded sleep (OverflowError) or a pause that outlives any drain.
+                pause = min(retry_after_s, MAX_PAUSE_S) if math.isfinite(retry_after_s) else MAX_PAUSE_S
+                self._paused_until = max(self._paused_until, now + pause)
             if self.current_rate is not None:
                 self.current_rate = max(self.min_rate or 0.1, self.current_rate / 2)
             # Drop accumulated burst: resuming at full burst would hit the sink with what it refused.

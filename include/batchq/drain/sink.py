@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
-from batchq.messages import WorkResult
 from batchq.errors import BatchqError
+from batchq.messages import WorkResult
 
 
 class SinkUnavailable(BatchqError):
@@ -31,6 +31,12 @@ class SinkUnavailable(BatchqError):
 class SinkRejected(BatchqError):
     """Permanent: the sink refused these results (e.g. HTTP 400). Retrying cannot help, so the drainer
     quarantines them with this reason instead of retrying forever."""
+
+
+class SinkMisconfigured(BatchqError):
+    """Fatal for the drain: the sink refuses *every* write for a reason neither retrying nor quarantining
+    can fix (HTTP 401/403: credentials; 3xx: a wrong URL). The drainer hands the batch back to the queue
+    untouched and stops with this message; nothing is quarantined as failed."""
 
 
 @runtime_checkable

@@ -26,8 +26,9 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.exc import DBAPIError, OperationalError
 
-from batchq.messages import WorkResult
+from batchq.drain.checks import fits, printable_body
 from batchq.drain.sink import SinkUnavailable, merge_duplicates
+from batchq.messages import WorkResult
 
 metadata = sa.MetaData()
 
@@ -45,6 +46,8 @@ results_table = sa.Table(
     sa.Column("worker", sa.String(250)),
     sa.Column("finished_at", sa.DateTime(timezone=True)),
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+    # The plan fingerprint of the payload (None for bodies from before plans were carried).
+    sa.Column("plan", sa.String(64)),
     sa.Index("ix_batchq_results_run", "batch", "run_id", "status"),
 )
 
@@ -58,6 +61,9 @@ quarantine_table = sa.Table(
     sa.Column("reason", sa.Text, nullable=False),
     sa.Column("body", sa.Text, nullable=False),
     sa.Column("quarantined_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("plan", sa.String(64)),
+    # Set by `batchq quarantine replay` once the body was applied through the sink.
+    sa.Column("replayed_at", sa.DateTime(timezone=True)),
     sa.Index("ix_batchq_quarantine_run", "batch", "run_id"),
 )
 
@@ -72,7 +78,22 @@ runs_table = sa.Table(
     sa.Column("outcome", sa.String(16), nullable=False, default="open"),
     sa.Column("closed_at", sa.DateTime(timezone=True)),
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+    # The plan the ledger counts (results of other plans of the same run id never count) and the DAG
+    # that owns the run (another DAG reusing the batch name and run id is refused).
+    sa.Column("plan", sa.String(64)),
+    sa.Column("dag_id", sa.String(250)),
 )
+
+#: Columns added after the first release: created on existing tables by :meth:`SqlSink.create_tables`.
+_ADDED_COLUMNS = {
+    "batchq_results": ("plan",),
+    "batchq_quarantine": ("plan", "replayed_at"),
+    "batchq_runs": ("plan", "dag_id"),
+}
+
+
+class RunConflict(ValueError):
+    """Another DAG already records a run with this batch name and run id."""
 
 
 @dataclass(frozen=True)
@@ -85,24 +106,29 @@ class QuarantineEntry:
     key: str | None = None
     batch: str | None = None
     run_id: str | None = None
+    plan: str | None = None
 
     @classmethod
-    def from_body(cls, message_id: str, body: str, reason: str, key: str | None = None) -> QuarantineEntry:
-        """Best-effort: read ``key``/``batch``/``run_id`` from the body so the run's ledger can count it."""
+    def from_body(cls, message_id: str, body: str | bytes, reason: str, key: str | None = None) -> QuarantineEntry:
+        """Best-effort: read ``key``/``batch``/``run_id``/``plan`` from the body so the run's ledger can
+        count it. Never raises: a body of any shape (deep, huge, not JSON) still becomes an entry; a
+        field that does not fit its column is left out (it cannot name a planned key anyway)."""
         fields: dict[str, Any] = {}
         try:
             raw = json.loads(body)
             if isinstance(raw, dict):
-                fields = {f: raw[f] for f in ("key", "batch", "run_id") if isinstance(raw.get(f), str)}
-        except ValueError:
+                fields = {f: raw.get(f) for f in ("key", "batch", "run_id", "plan")}
+        except Exception:  # noqa: BLE001, S110 - not JSON, too deep, ...: the reason already says why
             pass
+        sizes = {c.name: c.type.length for c in quarantine_table.columns if getattr(c.type, "length", None)}
         return cls(
-            message_id=message_id,
-            reason=reason,
-            body=body,
-            key=key or fields.get("key"),
-            batch=fields.get("batch"),
-            run_id=fields.get("run_id"),
+            message_id=str(message_id)[:128],
+            reason=printable_body(reason)[:4000],
+            body=printable_body(body),
+            key=fits(key, sizes["key"]) or fits(fields.get("key"), sizes["key"]),
+            batch=fits(fields.get("batch"), sizes["batch"]),
+            run_id=fits(fields.get("run_id"), sizes["run_id"]),
+            plan=fits(fields.get("plan"), sizes["plan"]),
         )
 
 
@@ -136,6 +162,7 @@ def _row(r: WorkResult, now: datetime) -> dict[str, Any]:
         "worker": r.worker,
         "finished_at": r.finished_at,
         "updated_at": now,
+        "plan": r.plan,
     }
 
 
@@ -186,7 +213,26 @@ class SqlSink:
                 present = set(sa.inspect(self.engine).get_table_names())
                 if not set(metadata.tables) <= present:
                     raise
+            self._add_missing_columns()
             self._created = True
+
+    def _add_missing_columns(self) -> None:
+        """Tables created by an older batchq lack the columns added since (all nullable): add them.
+        A concurrent adder in another process is tolerated (the column exists afterwards)."""
+        inspector = sa.inspect(self.engine)
+        for table_name, names in _ADDED_COLUMNS.items():
+            present = {c["name"] for c in inspector.get_columns(table_name)}
+            for name in names:
+                if name in present:
+                    continue
+                column = metadata.tables[table_name].c[name]
+                ddl = f"ALTER TABLE {table_name} ADD COLUMN {name} {column.type.compile(dialect=self.engine.dialect)}"
+                try:
+                    with self.engine.begin() as conn:
+                        conn.execute(sa.text(ddl))
+                except sa.exc.DBAPIError:
+                    if name not in {c["name"] for c in sa.inspect(self.engine).get_columns(table_name)}:
+                        raise
 
     def _ensure(self) -> None:
         if not self._created:
@@ -221,8 +267,9 @@ class SqlSink:
                 "key": q.key,
                 "batch": q.batch,
                 "run_id": q.run_id,
-                "reason": q.reason[:4000],
-                "body": q.body,
+                "plan": q.plan,
+                "reason": printable_body(q.reason)[:4000],
+                "body": printable_body(q.body),
                 "quarantined_at": now,
             }
             for q in {q.message_id: q for q in quarantined}.values()
@@ -235,43 +282,47 @@ class SqlSink:
                 excluded = stmt.excluded
                 stmt = stmt.on_conflict_do_update(
                     index_elements=[results_table.c.key],
-                    set_={c: excluded[c] for c in ("status", "output", "error", "attempts", "worker", "finished_at", "updated_at", "job_type")},
+                    set_={c: excluded[c] for c in ("status", "output", "error", "attempts", "worker", "finished_at", "updated_at", "job_type", "plan")},
                     # Only a success may replace a failure: a late failed duplicate never undoes a success.
-                    where=sa.and_(results_table.c.status == "failed", excluded.status == "succeeded"),
+                    # A result of another plan (the run re-planned after its dimension values changed)
+                    # replaces the row, so the row belongs to the plan whose ledger may count it.
+                    where=sa.or_(
+                        sa.and_(results_table.c.status == "failed", excluded.status == "succeeded"),
+                        sa.and_(excluded.plan.is_not(None), results_table.c.plan.is_distinct_from(excluded.plan)),
+                    ),
                 )
                 conn.execute(stmt, rows)
             if qrows:
                 conn.execute(self._insert(quarantine_table).on_conflict_do_nothing(index_elements=["message_id"]), qrows)
 
     # -- the ledger's reads and writes ------------------------------------------------------------------
-    def counts(self, batch: str, run_id: str) -> RunCounts:
-        """Distinct keys of the run by status; quarantined keys that never got a real result count apart."""
+    def counts(self, batch: str, run_id: str, plan: str | None = None) -> RunCounts:
+        """Distinct keys of the run by status; quarantined keys that never got a real result count apart.
+        With ``plan``, only rows of that plan count (a result of another plan of the same run id, or a
+        body without a plan, never closes this run's ledger)."""
         self._ensure()
         r, q = results_table.c, quarantine_table.c
+        own_r = [r.batch == batch, r.run_id == run_id] + ([r.plan == plan] if plan else [])
+        own_q = [q.batch == batch, q.run_id == run_id, q.replayed_at.is_(None)] + ([q.plan == plan] if plan else [])
         with self._guard("count results"), self.engine.connect() as conn:
-            by_status = dict(
-                conn.execute(
-                    sa.select(r.status, sa.func.count()).where(r.batch == batch, r.run_id == run_id).group_by(r.status)
-                ).all()
-            )
+            by_status = dict(conn.execute(sa.select(r.status, sa.func.count()).where(*own_r).group_by(r.status)).all())
             quarantined = conn.execute(
                 sa.select(sa.func.count(sa.distinct(q.key))).where(
-                    q.batch == batch,
-                    q.run_id == run_id,
+                    *own_q,
                     q.key.is_not(None),
-                    ~sa.exists().where(results_table.c.key == q.key),
+                    ~sa.exists().where(results_table.c.key == q.key, *own_r),
                 )
             ).scalar_one()
         return RunCounts(int(by_status.get("succeeded", 0)), int(by_status.get("failed", 0)), int(quarantined))
 
-    def first_failures(self, batch: str, run_id: str, limit: int = 10) -> list[dict[str, Any]]:
+    def first_failures(self, batch: str, run_id: str, limit: int = 10, plan: str | None = None) -> list[dict[str, Any]]:
         """Up to ``limit`` failed (or quarantined) keys of the run with their errors, oldest first."""
         self._ensure()
         r, q = results_table.c, quarantine_table.c
         with self._guard("read failures"), self.engine.connect() as conn:
             failed = conn.execute(
                 sa.select(r.key, r.error)
-                .where(r.batch == batch, r.run_id == run_id, r.status == "failed")
+                .where(r.batch == batch, r.run_id == run_id, r.status == "failed", *([r.plan == plan] if plan else []))
                 .order_by(r.updated_at, r.key)
                 .limit(limit)
             ).all()
@@ -279,21 +330,36 @@ class SqlSink:
             if len(out) < limit:
                 rows = conn.execute(
                     sa.select(q.key, q.reason)
-                    .where(q.batch == batch, q.run_id == run_id, q.key.is_not(None))
+                    .where(q.batch == batch, q.run_id == run_id, q.key.is_not(None), q.replayed_at.is_(None), *([q.plan == plan] if plan else []))
                     .order_by(q.quarantined_at, q.key)
                     .limit(limit - len(out))
                 ).all()
                 out += [{"key": k, "error": {"type": "Quarantined", "message": reason, "permanent": True}} for k, reason in rows]
         return out
 
-    def set_expected(self, batch: str, run_id: str, expected: int) -> None:
-        """Record the run's expected count (idempotent; a re-plan with a different count updates it)."""
+    def set_expected(self, batch: str, run_id: str, expected: int, *, plan: str | None = None, dag_id: str | None = None) -> None:
+        """Record the run's expected count and plan (idempotent; a re-plan updates both and reopens the
+        run). Raise :class:`RunConflict` when another DAG already owns this batch name and run id."""
         self._ensure()
         now = _now()
-        stmt = self._insert(runs_table).values(batch=batch, run_id=run_id, expected=expected, succeeded=0, failed=0, outcome="open", updated_at=now)
-        stmt = stmt.on_conflict_do_update(index_elements=["batch", "run_id"], set_={"expected": expected, "updated_at": now})
         with self._guard("record expected"), self.engine.begin() as conn:
-            conn.execute(stmt)
+            prev = conn.execute(
+                sa.select(runs_table.c.dag_id, runs_table.c.plan).where(runs_table.c.batch == batch, runs_table.c.run_id == run_id)
+            ).first()
+            if prev is not None and dag_id and prev.dag_id and prev.dag_id != dag_id:
+                raise RunConflict(
+                    f"run {run_id!r} of batch {batch!r} is already recorded by DAG {prev.dag_id!r}, not {dag_id!r}: "
+                    "two DAGs use the same batch name; give each its own spec name"
+                )
+            values = {"expected": expected, "updated_at": now}
+            if plan:
+                values["plan"] = plan
+            if dag_id:
+                values["dag_id"] = dag_id
+            if prev is not None and plan and prev.plan and prev.plan != plan:
+                values.update(outcome="open", closed_at=None)  # a new plan of the run: counted afresh
+            stmt = self._insert(runs_table).values(batch=batch, run_id=run_id, succeeded=0, failed=0, outcome="open", **values)
+            conn.execute(stmt.on_conflict_do_update(index_elements=["batch", "run_id"], set_=values))
 
     def get_run(self, batch: str, run_id: str) -> dict[str, Any] | None:
         self._ensure()
@@ -311,16 +377,41 @@ class SqlSink:
                 .values(succeeded=succeeded, failed=failed, outcome=outcome, closed_at=now, updated_at=now)
             )
 
-    def quarantined(self, batch: str | None = None, run_id: str | None = None) -> list[dict[str, Any]]:
+    def quarantined(
+        self,
+        batch: str | None = None,
+        run_id: str | None = None,
+        *,
+        include_replayed: bool = True,
+        message_ids: Sequence[str] | None = None,
+        limit: int | None = None,
+    ) -> list[dict[str, Any]]:
+        """Quarantine rows, oldest first, optionally filtered."""
         self._ensure()
         q = quarantine_table.c
-        stmt = sa.select(quarantine_table).order_by(q.quarantined_at)
+        stmt = sa.select(quarantine_table).order_by(q.quarantined_at, q.message_id)
         if batch is not None:
             stmt = stmt.where(q.batch == batch)
         if run_id is not None:
             stmt = stmt.where(q.run_id == run_id)
+        if not include_replayed:
+            stmt = stmt.where(q.replayed_at.is_(None))
+        if message_ids:
+            stmt = stmt.where(q.message_id.in_(list(message_ids)))
+        if limit is not None:
+            stmt = stmt.limit(limit)
         with self._guard("read quarantine"), self.engine.connect() as conn:
             return [dict(m) for m in conn.execute(stmt).mappings().all()]
+
+    def mark_replayed(self, message_ids: Sequence[str]) -> None:
+        """Record that these quarantine rows were applied through the sink (``batchq quarantine replay``)."""
+        if not message_ids:
+            return
+        self._ensure()
+        with self._guard("mark replayed"), self.engine.begin() as conn:
+            conn.execute(
+                quarantine_table.update().where(quarantine_table.c.message_id.in_(list(message_ids))).values(replayed_at=_now())
+            )
 
 
 def _sqlite_wal(dbapi_conn: Any, _record: Any) -> None:

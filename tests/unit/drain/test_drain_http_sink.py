@@ -6,9 +6,9 @@ from __future__ import annotations
 import socket
 
 import pytest
-from batchq.messages import WorkResult
 from batchq.drain.http_sink import HttpSink, parse_retry_after
 from batchq.drain.sink import SinkRejected, SinkUnavailable
+from batchq.messages import WorkResult
 
 from tests.support.http_receiver import Receiver
 
@@ -67,3 +67,73 @@ def test_unreachable_receiver_is_transient():
 def test_bad_url():
     with pytest.raises(ValueError, match="http"):
         HttpSink("ftp://x/y")
+
+
+# -- issue 8: Retry-After bounds, auth, fatal statuses ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "value, expected",
+    [("inf", 60.0), ("Infinity", 60.0), ("1e400", 60.0), ("-5", 0.0), ("nan", None), ("garbage", None),
+     ("Fri, 31 Dec 9999 23:59:59 GMT", 60.0), ("Mon, 99 Foo 99999 99:99:99 GMT", None), ("120", 60.0)],
+)
+def test_retry_after_is_capped_and_never_overflows(value, expected):
+    assert parse_retry_after(value, now=1795946400.0, cap=60.0) == expected
+
+
+def test_limiter_survives_an_infinite_pause():
+    from batchq.drain.limiter import MAX_PAUSE_S, TokenBucket
+
+    now = [0.0]
+    slept: list[float] = []
+    bucket = TokenBucket(10, clock=lambda: now[0], sleep=slept.append)
+    bucket.backpressure(float("inf"))
+    bucket.acquire(1)
+    assert slept and slept[0] <= MAX_PAUSE_S
+
+
+@pytest.mark.parametrize("status", [401, 403, 301, 307])
+def test_auth_and_redirect_statuses_are_fatal_not_rejections(status):
+    from batchq.drain.sink import SinkMisconfigured
+
+    with Receiver() as rx:
+        rx.fail_for(30, status=status, retry_after=None)
+        with pytest.raises(SinkMisconfigured, match=f"HTTP {status}"):
+            HttpSink(f"{rx.url}/results").write([res("a")])
+
+
+@pytest.mark.parametrize("status", [500, 502, 504, 408])
+def test_server_errors_and_timeouts_are_transient(status):
+    with Receiver() as rx:
+        rx.fail_for(30, status=status, retry_after=None)
+        with pytest.raises(SinkUnavailable) as info:
+            HttpSink(f"{rx.url}/results").write([res("a")])
+        assert not info.value.backpressure and info.value.retry_after_s is None
+
+
+def test_auth_headers_from_connection_fields():
+    from batchq.drain.http_sink import auth_headers
+
+    assert auth_headers("u", "p") == {"Authorization": "Basic dTpw"}
+    assert auth_headers(None, "tok") == {"Authorization": "Bearer tok"}
+    assert auth_headers("u", "p", {"token": "t2"}) == {"Authorization": "Bearer t2"}
+    assert auth_headers(extra={"headers": '{"X-Api-Key": "k"}'}) == {"X-Api-Key": "k"}
+    with pytest.raises(ValueError, match="headers"):
+        auth_headers(extra={"headers": "[1]"})
+
+
+def test_credentials_are_sent_and_never_described():
+    from batchq.drain.http_sink import auth_headers
+
+    with Receiver() as rx:
+        rx.require_headers = {"Authorization": "Bearer s3cret-token"}
+        sink = HttpSink(f"{rx.url}/results", headers=auth_headers(None, "s3cret-token"))
+        sink.write([res("a")])
+        assert set(rx.rows) == {"a"} and rx.unauthorized == 0
+        basic = HttpSink(f"http://user:pa%40ss@127.0.0.1:{rx.port}/results")
+        rx.require_headers = {"Authorization": auth_headers("user", "pa@ss")["Authorization"]}
+        basic.write([res("b")])
+        assert set(rx.rows) == {"a", "b"}
+        for s in (sink, basic):
+            assert "s3cret" not in s.description + repr(s) and "pa@ss" not in s.description + repr(s)
+            assert "pa%40ss" not in s.description + repr(s)

@@ -108,3 +108,22 @@ def test_shared_between_threads_counts_every_token():
 def test_rejects_non_positive_rate(bad):
     with pytest.raises(ValueError, match="rate must be > 0"):
         TokenBucket(bad)
+
+
+def test_rate_on_a_real_clock_is_neither_above_nor_far_below_max_rate():
+    """Real clock, real sleeps, 4 threads sharing one bucket: the rate never exceeds ``rate`` (lower
+    bound on the time) and the limiter does not over-throttle (generous upper bound: the CPU is shared)."""
+    import time
+
+    rate, burst, per_thread, threads_n = 200.0, 10, 40, 4
+    tb = TokenBucket(rate, burst=burst)
+    started = time.monotonic()
+    threads = [threading.Thread(target=lambda: [tb.acquire(1) for _ in range(per_thread)]) for _ in range(threads_n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    elapsed = time.monotonic() - started
+    ideal = (per_thread * threads_n - burst) / rate  # 0.75 s
+    assert elapsed >= ideal * 0.95, elapsed
+    assert elapsed <= ideal * 2 + 1.0, f"{elapsed:.2f}s for an ideal {ideal:.2f}s: the limiter over-throttles"

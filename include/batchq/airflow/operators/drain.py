@@ -42,12 +42,22 @@ def results_asset(batch: str) -> Asset:
     return Asset(f"batchq://{batch}/results")
 
 
+#: libpq connection parameters kept from a postgres connection's extra (TLS and friends).
+_PG_EXTRA_PARAMS = (
+    "sslmode", "sslrootcert", "sslcert", "sslkey", "sslcrl", "sslpassword", "sslcompression", "sslsni",
+    "ssl_min_protocol_version", "ssl_max_protocol_version", "requiressl", "gssencmode", "channel_binding",
+    "target_session_attrs", "application_name", "connect_timeout", "options", "keepalives", "keepalives_idle",
+)
+
+
 def sink_target_from_connection(conn: Any) -> str:
     """A sink target string (SQLAlchemy URL or http(s) URL) from an Airflow connection.
 
     The extra ``sqlalchemy_url`` (or ``url``) wins; otherwise ``postgres``/``postgresql`` connections
-    become ``postgresql+psycopg://``, ``sqlite`` ones ``sqlite:///<path>``, ``http``/``https`` ones the
-    endpoint URL (host, port and path from the connection's schema field).
+    become ``postgresql+psycopg://`` (TLS settings such as ``sslmode``/``sslrootcert`` from the extra are
+    kept), ``sqlite`` ones ``sqlite:///<path>``, ``http``/``https`` ones the endpoint URL (host, port and
+    path from the connection's schema field; credentials go in headers, see
+    :func:`sink_headers_from_connection`).
     """
     extra = conn.extra_dejson if hasattr(conn, "extra_dejson") else {}
     for key in ("sqlalchemy_url", "url"):
@@ -57,7 +67,11 @@ def sink_target_from_connection(conn: Any) -> str:
     if ctype in ("postgres", "postgresql", "postgresql+psycopg"):
         from sqlalchemy.engine import URL
 
-        url = URL.create("postgresql+psycopg", username=conn.login or None, password=conn.password or None, host=conn.host or None, port=conn.port or None, database=conn.schema or None)
+        query = {k: str(extra[k]) for k in _PG_EXTRA_PARAMS if extra.get(k) not in (None, "")}
+        url = URL.create(
+            "postgresql+psycopg", username=conn.login or None, password=conn.password or None,
+            host=conn.host or None, port=conn.port or None, database=conn.schema or None, query=query,
+        )
         return url.render_as_string(hide_password=False)
     if ctype == "sqlite":
         path = conn.host or conn.schema or ""
@@ -69,14 +83,21 @@ def sink_target_from_connection(conn: Any) -> str:
     raise ValueError(f"connection {conn.conn_id!r}: cannot make a sink from conn_type {conn.conn_type!r} (use postgres, sqlite, http, or the extra 'sqlalchemy_url')")
 
 
-def _resolve_target(target: str | None, conn_id: str | None, what: str) -> str | None:
-    if target:
-        return target
-    if conn_id:
-        from airflow.sdk import BaseHook
+def sink_headers_from_connection(conn: Any) -> dict[str, str]:
+    """Request headers for an HTTP sink from an Airflow connection: basic auth from login/password, a
+    bearer token from the password (no login) or the extra ``token``, more headers from the extra
+    ``headers`` (:func:`batchq.drain.http_sink.auth_headers`). Only for http/https connections."""
+    from batchq.drain.http_sink import auth_headers
 
-        return sink_target_from_connection(BaseHook.get_connection(conn_id))
-    return None
+    if (conn.conn_type or "").lower() not in ("http", "https"):
+        return {}
+    return auth_headers(conn.login or None, conn.password or None, conn.extra_dejson if hasattr(conn, "extra_dejson") else {})
+
+
+def _connection(conn_id: str) -> Any:
+    from airflow.sdk import BaseHook
+
+    return BaseHook.get_connection(conn_id)
 
 
 class ResultsDrainOperator(AwsBaseOperator[BatchqSqsHook]):
@@ -87,7 +108,9 @@ class ResultsDrainOperator(AwsBaseOperator[BatchqSqsHook]):
     :param sink: sink target: a SQLAlchemy URL (``sqlite:///…``, ``postgresql+psycopg://…``) or an
         ``http(s)://`` endpoint of the real-time system.
     :param sink_conn_id: or an Airflow connection for the sink (postgres, sqlite, http; or the extra
-        ``sqlalchemy_url``).
+        ``sqlalchemy_url``). An http(s) connection's login/password (basic), password alone or extra
+        ``token`` (bearer) and extra ``headers`` authenticate the POSTs; they are never logged nor
+        rendered (put credentials here, never in ``sink``, which is a template field).
     :param ledger: for an HTTP sink, where the run ledger and quarantine live (SQLAlchemy URL);
         ``ledger_conn_id`` likewise. A SQL sink is its own ledger store.
     :param expected: planned payloads of the run (templated). Default: ``expected`` from the
@@ -102,6 +125,9 @@ class ResultsDrainOperator(AwsBaseOperator[BatchqSqsHook]):
     :param drain_timeout: seconds from the first try until the task gives up with the ledger's counts.
     :param tolerated_failure_count: override the spec's.
     :param tolerated_failure_percentage: override the spec's.
+    :param retry_after_cap_s: longest ``Retry-After`` an HTTP sink may impose (default 60 s).
+    :param plan_fingerprint: the plan this run's ledger counts (default: ``plan`` from the planner's
+        XCom); results of another plan of the same run id never close it.
     :param deferrable: defer while waiting for results (default True); else sleep in the worker slot.
     """
 
@@ -130,6 +156,8 @@ class ResultsDrainOperator(AwsBaseOperator[BatchqSqsHook]):
         drain_timeout: float = 12 * 3600,
         tolerated_failure_count: int | None = None,
         tolerated_failure_percentage: float | None = None,
+        retry_after_cap_s: float | None = None,
+        plan_fingerprint: str | None = None,
         deferrable: bool = True,
         **kwargs: Any,
     ):
@@ -163,6 +191,8 @@ class ResultsDrainOperator(AwsBaseOperator[BatchqSqsHook]):
         self.tolerated_failure_percentage = (
             tolerated_failure_percentage if tolerated_failure_percentage is not None else (loaded.tolerated_failure_percentage if loaded else 0.0)
         )
+        self.retry_after_cap_s = retry_after_cap_s
+        self.plan_fingerprint = plan_fingerprint
         self.deferrable = deferrable
 
     # -- entry points ----------------------------------------------------------------------------------
@@ -180,13 +210,16 @@ class ResultsDrainOperator(AwsBaseOperator[BatchqSqsHook]):
         return self._drain(context, deadline=deadline, totals=dict(totals or {}))
 
     # -- the work --------------------------------------------------------------------------------------
+    def _plan(self, context: Any) -> dict[str, Any]:
+        return context["ti"].xcom_pull(task_ids=self.plan_task_id, key=PLAN_XCOM_KEY) or {}
+
     def _expected(self, context: Any) -> int:
         if self.expected not in (None, ""):
             try:
                 return int(self.expected)
             except (TypeError, ValueError):
                 raise ValueError(f"{self.task_id}: expected must be an integer, got {self.expected!r}") from None
-        plan = context["ti"].xcom_pull(task_ids=self.plan_task_id, key=PLAN_XCOM_KEY)
+        plan = self._plan(context)
         if not plan or "expected" not in plan:
             raise AirflowFailException(f"{self.task_id}: no expected count: pass expected= or run {self.plan_task_id!r} (its 'plan' XCom) first")
         return int(plan["expected"])
@@ -194,34 +227,49 @@ class ResultsDrainOperator(AwsBaseOperator[BatchqSqsHook]):
     def _open(self) -> tuple[Any, Any]:
         from batchq.drain import open_sink
 
-        target = _resolve_target(self.sink, self.sink_conn_id, "sink")
-        ledger = _resolve_target(self.ledger, self.ledger_conn_id, "ledger")
+        headers: dict[str, str] = {}
+        if self.sink:
+            target = self.sink
+        else:
+            conn = _connection(self.sink_conn_id)
+            target, headers = sink_target_from_connection(conn), sink_headers_from_connection(conn)
+        ledger = self.ledger or (sink_target_from_connection(_connection(self.ledger_conn_id)) if self.ledger_conn_id else None)
         if target.startswith(("http://", "https://")) and not ledger:
             raise ValueError(f"{self.task_id}: an HTTP sink needs ledger= or ledger_conn_id= (a SQL database for the run ledger)")
-        return open_sink(target, ledger_url=ledger)
+        return open_sink(target, ledger_url=ledger, headers=headers, retry_after_cap_s=self.retry_after_cap_s)
 
     def _drain(self, context: Any, *, deadline: float, totals: dict[str, int]) -> dict[str, Any]:
-        from batchq.drain import Drainer, RunLedger
+        from batchq.drain import Drainer, RunLedger, SinkMisconfigured
+        from batchq.drain.sql_sink import RunConflict
 
         client = self.hook.get_conn()
         url = get_queue_url(client, self.results_queue)
         sink, store = self._open()
         try:
-            ledger = RunLedger(
-                store,
-                self.batch,
-                self.run_id,
-                self._expected(context),
-                tolerated_failure_count=self.tolerated_failure_count,
-                tolerated_failure_percentage=self.tolerated_failure_percentage,
-            )
+            try:
+                ledger = RunLedger(
+                    store,
+                    self.batch,
+                    self.run_id,
+                    self._expected(context),
+                    tolerated_failure_count=self.tolerated_failure_count,
+                    tolerated_failure_percentage=self.tolerated_failure_percentage,
+                    plan=self.plan_fingerprint or self._plan(context).get("plan"),
+                    dag_id=self.dag_id if self.has_dag() else None,
+                )
+            except RunConflict as exc:
+                raise AirflowFailException(f"{self.task_id}: {exc}") from exc
             drainer = Drainer(client, url, sink, store, max_rate=self.max_rate, max_in_flight=self.max_in_flight, receive_wait_s=self.receive_wait_s, lease_s=self.lease_s)
             while True:
                 status = ledger.status()
                 if not status.complete:
                     # Past the deadline (a timed-out wait) still sweep what is there before reporting.
                     mono_deadline = time.monotonic() + max(FINAL_SWEEP_S, deadline - time.time())
-                    report = drainer.run(until_empty=True, deadline=mono_deadline).to_dict()
+                    try:
+                        report = drainer.run(until_empty=True, deadline=mono_deadline).to_dict()
+                    except SinkMisconfigured as exc:
+                        # Fail fast: credentials/URL; the results stay on the queue for the next try.
+                        raise AirflowFailException(f"{self.task_id}: {exc}") from exc
                     for k in _TOTALS:
                         totals[k] = totals.get(k, 0) + int(report.get(k, 0))
                     self._metrics(report, status)

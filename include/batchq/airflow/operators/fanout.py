@@ -13,7 +13,6 @@ collapse by key.
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
@@ -27,7 +26,9 @@ from batchq.airflow.hook import BatchqSqsHook
 from batchq.airflow.spec_sources import resolve_spec, spec_reference
 from batchq.spec import BatchSpec
 from batchq.errors import QueueNotFound, SendFailed, SpecError
-from batchq.plan import Plan, Shard
+# spec_fingerprint: fan-out tasks compare it with the planner's: if a ``variable:`` source changed
+# between planning and sending, shard ranges would no longer mean the same payloads.
+from batchq.plan import Plan, Shard, spec_fingerprint
 from batchq.sqs import get_queue_url
 
 #: Shown for each mapped fan-out task instead of its bare map index (rendered with ``task`` = this operator).
@@ -51,12 +52,6 @@ class ShardNotSent(SendFailed):
             f"{first_reason}); unsent keys: {', '.join(keys[:_KEYS_IN_ERROR])}{more}. A task retry re-sends "
             "the shard; the duplicates it makes are harmless (idempotency keys).",
         )
-
-
-def spec_fingerprint(spec: BatchSpec) -> str:
-    """Hash of a resolved spec. Fan-out tasks compare it with the planner's: if a ``variable:`` source
-    changed between planning and sending, shard ranges would no longer mean the same payloads."""
-    return hashlib.sha256(spec.model_dump_json().encode()).hexdigest()[:16]
 
 
 @task
@@ -93,7 +88,8 @@ def plan_shards(
     if not run_id:
         raise ValueError("plan_shards needs the run id (it is part of every payload's idempotency key)")
     resolved = resolve_spec(spec)
-    plan = Plan(resolved, run_id)
+    # The DAG id is part of the run's identity: two DAGs sharing a batch name and schedule never share keys.
+    plan = Plan(resolved, run_id, dag_id=getattr(ti, "dag_id", None))
     fingerprint = spec_fingerprint(resolved)
     urls = dict(queues) if queues else _queue_urls(resolved, aws_conn_id, provision)
     if not urls.get("input"):
@@ -102,7 +98,7 @@ def plan_shards(
     log.info("plan %s", summary)
     if ti is not None:
         ti.xcom_push(key="plan", value=summary)
-    return [{**s.to_dict(), "queue_url": urls["input"], "spec_fingerprint": fingerprint} for s in plan.shards()]
+    return [{**s.to_dict(), "queue_url": urls["input"], "spec_fingerprint": fingerprint, "plan": plan.fingerprint} for s in plan.shards()]
 
 
 def _queue_urls(spec: BatchSpec, aws_conn_id: str | None, provision: bool) -> dict[str, str]:
@@ -192,7 +188,13 @@ class FanOutOperator(AwsBaseOperator[BatchqSqsHook]):
                 f"spec {spec.name!r} changed since plan_shards ran (fingerprint {spec_fingerprint(spec)} != "
                 f"{wanted}): a dimension source changed mid-run; clear the whole run to re-plan"
             )
-        plan = Plan(spec, self.run_id)
+        plan = Plan(spec, self.run_id, dag_id=self.dag_id if self.has_dag() else None)
+        wanted_plan = self.shard.get("plan") if isinstance(self.shard, dict) else None
+        if wanted_plan and plan.fingerprint != wanted_plan:
+            raise SpecError(
+                f"{spec.name!r}: this task's plan {plan.fingerprint} differs from the planner's {wanted_plan} "
+                "(another run id or DAG than plan_shards used?): clear the whole run to re-plan"
+            )
         if not 0 <= shard.start <= shard.stop <= plan.size:
             raise ValueError(f"{shard.label} lies outside the product [0, {plan.size}) of {spec.name!r}")
         url = self.queue_url or self.shard.get("queue_url") or get_queue_url(
