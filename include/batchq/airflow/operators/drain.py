@@ -27,6 +27,7 @@ from airflow.sdk.exceptions import AirflowException, AirflowFailException
 from batchq.airflow import settings
 from batchq.airflow.hook import BatchqSqsHook
 from batchq.airflow.triggers import ResultsAvailableTrigger, TriggerReason
+from batchq.lag import LAG_XCOM_KEY, describe_lag
 from batchq.spec import BatchSpec
 from batchq.sqs import get_queue_url
 
@@ -304,6 +305,7 @@ class ResultsDrainOperator(AwsBaseOperator[BatchqSqsHook]):
         ledger.close(status)
         counts = status.counts()
         self._metrics(None, status)
+        lag = self._lag(context, ledger)
         if not status.ok:
             raise AirflowFailException(f"{self.task_id}: run failed: {status.describe()}")
         # Attach the counts to the outlet Asset event (Airflow 3 outlet-events API).
@@ -312,14 +314,33 @@ class ResultsDrainOperator(AwsBaseOperator[BatchqSqsHook]):
             for outlet in self.outlets or []:
                 if isinstance(outlet, Asset):
                     events[outlet].extra = {**counts, "drain": totals}
-        return {**counts, "drain": totals}
+        return {**counts, "drain": totals, LAG_XCOM_KEY: lag}
+
+    def _lag(self, context: Any, ledger: Any) -> dict[str, Any] | None:
+        """The run's queue lag (:func:`batchq.lag.run_lag`) to XCom ``queue_lag`` (the Batch view reads
+        it) and to metrics. Figures are a report, not the drain's purpose: failing to compute them is
+        logged, never fails the task."""
+        try:
+            lag = ledger.lag()
+        except Exception:
+            self.log.warning("queue lag not computed", exc_info=True)
+            return None
+        self.log.info("%s", describe_lag(lag))
+        context["ti"].xcom_push(key=LAG_XCOM_KEY, value=lag)
+        try:
+            from batchq.airflow.metrics import emit_lag
+
+            emit_lag(self.batch, lag)
+        except Exception:
+            self.log.debug("lag metrics not emitted", exc_info=True)
+        return lag
 
     def _metrics(self, report: dict[str, Any] | None, status: Any) -> None:
         try:
             from batchq.airflow.metrics import emit_drain_report, emit_ledger
 
             if report:
-                emit_drain_report(self.batch, report)
+                emit_drain_report(self.batch, report, queue=self.results_queue.rstrip("/").rsplit("/", 1)[-1])
             emit_ledger(self.batch, status.counts())
         except Exception:
             self.log.debug("drain metrics not emitted", exc_info=True)
