@@ -40,7 +40,7 @@ class MetricSpec:
     emitter: str
 
 
-_W, _Q, _D = "worker (batchq StatsD)", "QueueDrainedTrigger (triggerer), QueueDrainedSensor poke, queue-health task (Airflow metrics)", "ResultsDrainOperator (Airflow metrics)"
+_W, _Q, _D = "worker (batchq StatsD)", "QueueDrainedTrigger (triggerer), QueueDrainedSensor poke (Airflow metrics)", "ResultsDrainOperator (Airflow metrics)"
 _DC = "`batchq drain` (batchq StatsD)"
 #: Every metric batchq emits: the one catalog (docs/metrics.md is checked against it).
 CATALOG: tuple[MetricSpec, ...] = (
@@ -71,11 +71,11 @@ CATALOG: tuple[MetricSpec, ...] = (
     MetricSpec("batchq.queue.backlog", "gauge", "queue", "visible + in-flight + delayed", _Q),
     MetricSpec("batchq.queue.dlq_visible", "gauge", "queue", "messages on the dead-letter queue", _Q),
     MetricSpec("batchq.queue.eta_s", "gauge", "queue", "seconds to drain at the recent rate", _Q),
-    MetricSpec("batchq.drain.applied", "counter", "batch, queue", "results committed to the sink", f"{_D}; {_DC}"),
-    MetricSpec("batchq.drain.quarantined", "counter", "batch, queue", "results quarantined (malformed or refused)", f"{_D}; {_DC}"),
-    MetricSpec("batchq.drain.sink_retries", "counter", "batch, queue", "sink writes retried after an outage", f"{_D}; {_DC}"),
+    MetricSpec("batchq.drain.applied", "counter", "batch (operator), queue", "results committed to the sink", f"{_D}; {_DC}"),
+    MetricSpec("batchq.drain.quarantined", "counter", "batch (operator), queue", "results quarantined (malformed or refused)", f"{_D}; {_DC}"),
+    MetricSpec("batchq.drain.sink_retries", "counter", "batch (operator), queue", "sink writes retried after an outage", f"{_D}; {_DC}"),
     MetricSpec("batchq.drain.delete_failed", "counter", "queue", "result deletes SQS refused (re-applied idempotently)", _DC),
-    MetricSpec("batchq.drain.rate", "gauge", "batch, queue", "results applied per second over the drain", f"{_D}; {_DC}"),
+    MetricSpec("batchq.drain.rate", "gauge", "batch (operator), queue", "results applied per second over the drain", f"{_D}; {_DC}"),
     MetricSpec("batchq.run.expected", "gauge", "batch", "payloads the run's plan expects", _D),
     MetricSpec("batchq.run.succeeded", "gauge", "batch", "keys of the run succeeded", _D),
     MetricSpec("batchq.run.failed", "gauge", "batch", "keys of the run failed (quarantined included)", _D),
@@ -85,6 +85,13 @@ CATALOG: tuple[MetricSpec, ...] = (
     MetricSpec("batchq.run.results_wait_p95_s", "gauge", "batch", "p95 of the run's results wait (applied − result sent), seconds", _D),
     MetricSpec("batchq.run.time_to_drain_s", "gauge", "batch", "first payload enqueued → last result applied, seconds", _D),
 )
+
+def catalog_table(catalog: Iterable[MetricSpec] = CATALOG) -> str:
+    """The metrics reference table of docs/metrics.md (Markdown), rendered from :data:`CATALOG`."""
+    rows = ["| Name | Type | Tags | Meaning | Emitted by |", "|---|---|---|---|---|"]
+    rows += [f"| `{m.name}` | {m.type} | {m.tags or '—'} | {m.meaning} | {m.emitter} |" for m in catalog]
+    return "\n".join(rows)
+
 
 #: Longest tag value sent; longer user strings are cut (bounded series names in every backend).
 MAX_TAG_CHARS = 64
