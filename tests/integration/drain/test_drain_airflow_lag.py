@@ -1,0 +1,51 @@
+"""The drain operator leaves the run's queue lag in XCom ``queue_lag`` (what the Batch view reads), on
+success and before it fails a run."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from batchq.lag import LAG_XCOM_KEY
+from tests.integration.drain._helpers import make_results, put
+from tests.integration.drain.test_drain_airflow import FakeTI, aws_conn, context, drain_op  # noqa: F401 - fixture
+
+pytestmark = pytest.mark.integration
+
+
+def stamped(results, wait_s):
+    """Results as a worker would send them: input sent ``wait_s[i]`` seconds before it was first received."""
+    now = datetime.now(timezone.utc)
+    return [
+        r.model_copy(update={"enqueued_at": now - timedelta(seconds=60), "first_received_at": now - timedelta(seconds=60 - w),
+                             "started_at": now - timedelta(seconds=60 - w)})
+        for r, w in zip(results, wait_s)
+    ]
+
+
+def test_drain_operator_pushes_queue_lag(sqs_client, make_queue, aws_conn, tmp_path):  # noqa: F811
+    url = make_queue()
+    results = stamped(make_results(10), wait_s=[1, 2, 3, 4, 5, 6, 7, 8, 9, 10])
+    put(sqs_client, url, results)
+    ti = FakeTI()
+    out = drain_op(batch=results[0].batch, results_queue=url, sink=f"sqlite:///{tmp_path}/s.db", expected=10, run_id="run-1").execute(context("run-1", ti))
+    lag = ti.pushed[LAG_XCOM_KEY]
+    assert out[LAG_XCOM_KEY] == lag
+    assert lag["input_wait"] == {"count": 10, "p50": 5.5, "p95": 9.55, "max": 10.0}
+    assert lag["results_wait"]["count"] == 10 and lag["results_wait"]["max"] >= 0  # results messages' SentTimestamp
+    assert lag["time_to_drain_s"] >= 60 and lag["failures"] == 0 and lag["source"] == "sqs-timestamps"
+
+
+def test_a_failing_run_still_reports_its_lag(sqs_client, make_queue, aws_conn, tmp_path):  # noqa: F811
+    from airflow.sdk.exceptions import AirflowFailException
+
+    url = make_queue()
+    results = make_results(4, failed_every=2)
+    put(sqs_client, url, results)
+    ti = FakeTI()
+    with pytest.raises(AirflowFailException):
+        drain_op(batch=results[0].batch, results_queue=url, sink=f"sqlite:///{tmp_path}/s.db", expected=4, run_id="run-1").execute(context("run-1", ti))
+    lag = ti.pushed[LAG_XCOM_KEY]
+    # results from before the lag fields: no input wait, but the drainer's own figures are there
+    assert lag["failures"] == 2 and lag["input_wait"]["count"] == 0 and lag["results_wait"]["count"] == 4
