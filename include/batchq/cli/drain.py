@@ -187,6 +187,7 @@ def cmd_drain(args: argparse.Namespace) -> int:
 
 def cmd_ledger(args: argparse.Namespace) -> int:
     from batchq.drain import RunLedger, SqlSink
+    from batchq.cloudwatch import observed_age_s, queue_age
     from batchq.lag import LAG_XCOM_KEY, describe_lag
 
     spec = None
@@ -203,6 +204,8 @@ def cmd_ledger(args: argparse.Namespace) -> int:
         ledger = RunLedger(store, batch, args.run_id, args.expected, tolerated_failure_count=count, tolerated_failure_percentage=pct)
         status = ledger.status()
         lag = ledger.lag()
+        # No AWS connection here: the queue-level age is the one workers observed (age_source says so).
+        lag.update(queue_age(None, observed_age_s(lag)))
         if args.close and status.complete:
             ledger.close(status)
         print(json.dumps({**status.to_dict(), LAG_XCOM_KEY: lag}, default=str), flush=True)

@@ -29,12 +29,30 @@ def test_drain_operator_pushes_queue_lag(sqs_client, make_queue, aws_conn, tmp_p
     results = stamped(make_results(10), wait_s=[1, 2, 3, 4, 5, 6, 7, 8, 9, 10])
     put(sqs_client, url, results)
     ti = FakeTI()
-    out = drain_op(batch=results[0].batch, results_queue=url, sink=f"sqlite:///{tmp_path}/s.db", expected=10, run_id="run-1").execute(context("run-1", ti))
+    op = drain_op(batch=results[0].batch, results_queue=url, input_queue=f"in-{results[0].batch}", sink=f"sqlite:///{tmp_path}/s.db", expected=10, run_id="run-1")
+    out = op.execute(context("run-1", ti))
     lag = ti.pushed[LAG_XCOM_KEY]
     assert out[LAG_XCOM_KEY] == lag
     assert lag["input_wait"] == {"count": 10, "p50": 5.5, "p95": 9.55, "max": 10.0}
     assert lag["results_wait"]["count"] == 10 and lag["results_wait"]["max"] >= 0  # results messages' SentTimestamp
     assert lag["time_to_drain_s"] >= 60 and lag["failures"] == 0 and lag["source"] == "sqs-timestamps"
+    # moto answers CloudWatch without SQS data points: the age workers saw at receipt, said so
+    assert (lag["oldest_age_s"], lag["age_source"]) == (10.0, "worker-receipt")
+
+
+def test_queue_age_from_cloudwatch_when_it_has_the_metric(sqs_client, sqs_endpoint, make_queue, aws_conn, tmp_path):  # noqa: F811
+    import boto3
+
+    url = make_queue()
+    results = stamped(make_results(3), wait_s=[1, 2, 3])
+    put(sqs_client, url, results)
+    input_queue = f"in-{results[0].batch}"
+    boto3.client("cloudwatch", endpoint_url=sqs_endpoint, region_name="us-east-1").put_metric_data(Namespace="AWS/SQS", MetricData=[{
+        "MetricName": "ApproximateAgeOfOldestMessage", "Dimensions": [{"Name": "QueueName", "Value": input_queue}],
+        "Timestamp": datetime.now(timezone.utc), "Value": 77.0, "Unit": "Seconds"}])
+    ti = FakeTI()
+    drain_op(batch=results[0].batch, results_queue=url, input_queue=input_queue, sink=f"sqlite:///{tmp_path}/s.db", expected=3, run_id="run-1").execute(context("run-1", ti))
+    assert (ti.pushed[LAG_XCOM_KEY]["oldest_age_s"], ti.pushed[LAG_XCOM_KEY]["age_source"]) == (77.0, "cloudwatch")
 
 
 def test_a_failing_run_still_reports_its_lag(sqs_client, make_queue, aws_conn, tmp_path):  # noqa: F811

@@ -61,4 +61,5 @@ def test_lag_from_worker_to_ledger_and_drain_metrics(sqs_endpoint, sqs_client, q
     # Everything happened inside the drain's span; all N were sent before the worker started.
     assert lag["input_wait"]["max"] <= lag["time_to_drain_s"]
     assert 1 <= lag["peak_depth"] <= N
+    assert lag["age_source"] == "worker-receipt" and lag["oldest_age_s"] == lag["input_wait"]["max"]
     assert "queue lag (sqs-timestamps): input wait p50" in shown.stderr

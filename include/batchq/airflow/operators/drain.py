@@ -27,6 +27,7 @@ from airflow.sdk.exceptions import AirflowException, AirflowFailException
 from batchq.airflow import settings
 from batchq.airflow.hook import BatchqSqsHook
 from batchq.airflow.triggers import ResultsAvailableTrigger, TriggerReason
+from batchq.cloudwatch import OldestAgeProbe, observed_age_s, queue_age
 from batchq.lag import LAG_XCOM_KEY, describe_lag
 from batchq.spec import BatchSpec
 from batchq.sqs import get_queue_url
@@ -119,6 +120,8 @@ class ResultsDrainOperator(AwsBaseOperator[BatchqSqsHook]):
     :param plan_task_id: the planning task (default ``plan_shards``).
     :param run_id: the run key (templated, default ``{{ run_id }}``): must match the planner's.
     :param results_queue: results queue name or URL (default: the spec's).
+    :param input_queue: input queue name or URL (default: the spec's): only to read its oldest-message
+        age from CloudWatch for the run's ``queue_lag`` (``age_source``); nothing is received from it.
     :param max_rate: results per second for the whole drain (token bucket); ``None`` = no cap.
     :param max_in_flight: result batches written concurrently.
     :param lease_s: visibility timeout taken on each received batch.
@@ -133,7 +136,7 @@ class ResultsDrainOperator(AwsBaseOperator[BatchqSqsHook]):
     """
 
     aws_hook_class = BatchqSqsHook
-    template_fields: Sequence[str] = (*aws_template_fields(), "run_id", "expected", "sink", "ledger", "results_queue")
+    template_fields: Sequence[str] = (*aws_template_fields(), "run_id", "expected", "sink", "ledger", "results_queue", "input_queue")
     ui_color = "#e4ffe9"
 
     def __init__(
@@ -149,6 +152,7 @@ class ResultsDrainOperator(AwsBaseOperator[BatchqSqsHook]):
         plan_task_id: str = "plan_shards",
         run_id: str = "{{ run_id }}",
         results_queue: str | None = None,
+        input_queue: str | None = None,
         max_rate: float | None = None,
         max_in_flight: int = 2,
         lease_s: int = 60,
@@ -172,6 +176,7 @@ class ResultsDrainOperator(AwsBaseOperator[BatchqSqsHook]):
         if not batch:
             raise ValueError(f"{kwargs.get('task_id')}: give spec= or batch=")
         results_queue = results_queue or (loaded.queues.results if loaded else None)
+        input_queue = input_queue or (loaded.queues.input if loaded else None)
         if not results_queue:
             raise ValueError(f"{kwargs.get('task_id')}: give spec= or results_queue=")
         if not (sink or sink_conn_id):
@@ -185,6 +190,7 @@ class ResultsDrainOperator(AwsBaseOperator[BatchqSqsHook]):
         self.plan_task_id = plan_task_id
         self.run_id = run_id
         self.results_queue = results_queue
+        self.input_queue = input_queue
         self.max_rate, self.max_in_flight = max_rate, max_in_flight
         self.lease_s, self.receive_wait_s = lease_s, receive_wait_s
         self.poll_interval, self.drain_timeout = poll_interval, drain_timeout
@@ -325,7 +331,8 @@ class ResultsDrainOperator(AwsBaseOperator[BatchqSqsHook]):
         except Exception:
             self.log.warning("queue lag not computed", exc_info=True)
             return None
-        self.log.info("%s", describe_lag(lag))
+        lag.update(queue_age(self._cloudwatch_age(), observed_age_s(lag)))
+        self.log.info("%s; oldest message age %s s (%s)", describe_lag(lag), lag["oldest_age_s"], lag["age_source"])
         context["ti"].xcom_push(key=LAG_XCOM_KEY, value=lag)
         try:
             from batchq.airflow.metrics import emit_lag
@@ -334,6 +341,22 @@ class ResultsDrainOperator(AwsBaseOperator[BatchqSqsHook]):
         except Exception:
             self.log.debug("lag metrics not emitted", exc_info=True)
         return lag
+
+    def _cloudwatch_age(self) -> float | None:
+        """CloudWatch's age of the oldest input message, when the connection can read it (one short try)."""
+        if not self.input_queue:
+            return None
+        try:
+            from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
+
+            from batchq.aws import botocore_config, single_attempt
+
+            hook = AwsBaseHook(aws_conn_id=self.aws_conn_id, region_name=self.region_name, verify=self.verify, client_type="cloudwatch")
+            client = hook.get_client_type(config=single_attempt(botocore_config(connect_timeout=2, read_timeout=3)))
+            return OldestAgeProbe(client).oldest_age_s(self.input_queue.rstrip("/").rsplit("/", 1)[-1])
+        except Exception:
+            self.log.debug("no CloudWatch client", exc_info=True)
+            return None
 
     def _metrics(self, report: dict[str, Any] | None, status: Any) -> None:
         try:
