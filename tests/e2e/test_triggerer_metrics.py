@@ -14,7 +14,6 @@ if an Airflow upgrade changes that, this test fails and the first one shows whet
 """
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys

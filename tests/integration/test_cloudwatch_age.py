@@ -6,9 +6,14 @@ import socket
 
 import boto3
 import pytest
+from batchq.cloudwatch import (
+    SOURCE_CLOUDWATCH,
+    SOURCE_WORKER_RECEIPT,
+    OldestAgeProbe,
+    observed_age_s,
+    queue_age,
+)
 from botocore.config import Config
-
-from batchq.cloudwatch import SOURCE_CLOUDWATCH, SOURCE_WORKER_RECEIPT, OldestAgeProbe, observed_age_s, queue_age
 
 pytestmark = pytest.mark.integration
 

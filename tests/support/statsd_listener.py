@@ -5,6 +5,8 @@ from __future__ import annotations
 import socket
 import threading
 import time
+from collections.abc import Callable
+from typing import Self
 
 
 class StatsdListener:
@@ -21,7 +23,7 @@ class StatsdListener:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="statsd-listener", daemon=True)
 
-    def __enter__(self) -> StatsdListener:
+    def __enter__(self) -> Self:
         self._thread.start()
         return self
 
@@ -34,7 +36,7 @@ class StatsdListener:
         while not self._stop.is_set():
             try:
                 data = self.sock.recv(65535)
-            except (TimeoutError, socket.timeout):
+            except TimeoutError:
                 continue
             except OSError:
                 return
@@ -45,7 +47,7 @@ class StatsdListener:
         with self._lock:
             return [line for line in self.lines if fragment in line]
 
-    def wait_for(self, fragment: str, timeout: float, alive: callable = lambda: True) -> list[str]:
+    def wait_for(self, fragment: str, timeout: float, alive: Callable[[], bool] = lambda: True) -> list[str]:
         """Lines containing ``fragment``, waiting up to ``timeout`` s (or while ``alive()``) for the first."""
         end = time.monotonic() + timeout
         while time.monotonic() < end and alive():

@@ -5,8 +5,14 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 
 import pytest
-
-from batchq.lag import describe_lag, peak_waiting, percentile, percentiles, run_lag, sqs_times
+from batchq.lag import (
+    describe_lag,
+    peak_waiting,
+    percentile,
+    percentiles,
+    run_lag,
+    sqs_times,
+)
 from batchq.messages import parse_result
 
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)

@@ -7,9 +7,15 @@ import re
 from pathlib import Path
 
 import pytest
-
 from batchq.health import QueueSnapshot, queue_gauges
-from batchq.metrics import CATALOG, MAX_TAG_CHARS, OTHER, TagLimiter, catalog_table, metric_name
+from batchq.metrics import (
+    CATALOG,
+    MAX_TAG_CHARS,
+    OTHER,
+    TagLimiter,
+    catalog_table,
+    metric_name,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = ROOT / "include" / "batchq"
@@ -74,7 +80,7 @@ def test_every_metric_in_the_code_is_in_the_catalog_and_vice_versa(monkeypatch):
 
 def test_docs_table_is_the_catalog():
     doc = (ROOT / "docs" / "metrics.md").read_text()
-    table = re.search(r"<!-- metrics-table:start -->\n(.*?)\n<!-- metrics-table:end -->", doc, re.S)
+    table = re.search(r"<!-- metrics-table:start -->\n(.*?)\n<!-- metrics-table:end -->", doc, re.DOTALL)
     assert table, "docs/metrics.md lost its metrics-table markers"
     assert table.group(1).strip() == catalog_table().strip(), "docs/metrics.md is stale: regenerate the table from CATALOG"
     assert "docs/metrics.md" in (ROOT / "README.md").read_text()

@@ -186,8 +186,8 @@ def cmd_drain(args: argparse.Namespace) -> int:
 
 
 def cmd_ledger(args: argparse.Namespace) -> int:
-    from batchq.drain import RunLedger, SqlSink
     from batchq.cloudwatch import observed_age_s, queue_age
+    from batchq.drain import RunLedger, SqlSink
     from batchq.lag import LAG_XCOM_KEY, describe_lag
 
     spec = None

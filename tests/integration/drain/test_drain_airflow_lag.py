@@ -6,10 +6,15 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 
 import pytest
-
 from batchq.lag import LAG_XCOM_KEY
+
 from tests.integration.drain._helpers import make_results, put
-from tests.integration.drain.test_drain_airflow import FakeTI, aws_conn, context, drain_op  # noqa: F401 - fixture
+from tests.integration.drain.test_drain_airflow import (  # noqa: F401 - fixture
+    FakeTI,
+    aws_conn,
+    context,
+    drain_op,
+)
 
 pytestmark = pytest.mark.integration
 

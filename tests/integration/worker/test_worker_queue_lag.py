@@ -11,9 +11,9 @@ import sys
 import pytest
 import worker_testjobs  # noqa: F401 - registers t-echo
 from _worker_helpers import make_plan, running_worker, wait_for
-
 from batchq.sqs import send_bodies
 from batchq.worker import Worker, WorkerConfig
+
 from tests.support.statsd_listener import StatsdListener
 
 pytestmark = pytest.mark.integration
