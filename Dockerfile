@@ -1,31 +1,17 @@
 # syntax=docker/dockerfile:1
-# Airflow image for batchq, laid out like an Astro project: AIRFLOW_HOME=/usr/local/airflow holding
-# dags/, plugins/ and include/, Python deps from requirements.txt.
+# The Astro project's image (`astro dev start`, `astro dev pytest`, `astro deploy`): Astro Runtime 3.3-2
+# ships Airflow 3.3, inside batchq's supported range (pyproject: apache-airflow>=3.1,<4). The runtime
+# image's ONBUILD steps install packages.txt (apt) and requirements.txt (pip) and copy this project to
+# AIRFLOW_HOME=/usr/local/airflow (dags/, plugins/, include/).
 #
-# On Astro, use the Astro Runtime image that ships Airflow 3.3.x as the base instead, e.g.
-#   docker build --build-arg AIRFLOW_IMAGE=astrocrpublic.azurecr.io/runtime:3.3-<patch> .
-# (the runtime already uses /usr/local/airflow as AIRFLOW_HOME). The default is the upstream image.
-#
-# Workers are NOT built from this file: they are Airflow-free (deploy/worker.Dockerfile, `.[worker]`).
-ARG AIRFLOW_IMAGE=apache/airflow:3.3.2-python3.11
-FROM ${AIRFLOW_IMAGE}
+# docker-compose.yaml does NOT use this file (it builds deploy/airflow.Dockerfile on the upstream image);
+# workers never do (deploy/worker.Dockerfile: no Airflow).
+FROM astrocrpublic.azurecr.io/runtime:3.3-2
 
-ENV AIRFLOW_HOME=/usr/local/airflow \
-    # include/ is not on sys.path by default (Airflow adds dags/ and plugins/ only); batchq lives in
-    # include/batchq and is imported from there, not pip-installed.
-    PYTHONPATH=/usr/local/airflow/include \
-    AIRFLOW__CORE__LOAD_EXAMPLES=False
+# batchq is imported from include/ (include/batchq); Airflow only puts dags/ and plugins/ on sys.path.
+# Named specs resolve to include/specs (batchq's default spec_dir beside the package).
+ENV PYTHONPATH=/usr/local/airflow/include
 
-USER root
-RUN mkdir -p /usr/local/airflow && chown -R airflow:0 /usr/local/airflow
-USER airflow
-WORKDIR /usr/local/airflow
-
-COPY --chown=airflow:0 requirements.txt ./
-# Pin apache-airflow to the base image's version so requirements.txt can never move it.
-RUN AIRFLOW_VERSION="$(python -c 'import importlib.metadata as m; print(m.version("apache-airflow"))')" && \
-    pip install --no-cache-dir "apache-airflow==${AIRFLOW_VERSION}" -r requirements.txt
-
-COPY --chown=airflow:0 include/ ./include/
-COPY --chown=airflow:0 plugins/ ./plugins/
-COPY --chown=airflow:0 dags/ ./dags/
+# `astro dev pytest`: the DAG tests start their own SQS endpoint (moto) and need nothing from the host.
+# Drop this line to keep the test tools out of a deployed image.
+RUN pip install --no-cache-dir -r requirements-dev.txt

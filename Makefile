@@ -1,10 +1,14 @@
 # batchq developer/CI entry points (GNU make).
 #
 #   make venv             .venv (Python 3.11) with pip install -e '.[airflow,drain,worker,test]'
-#   make test             the full test suite (moto server fixtures); PYTEST_ARGS=... passes through
+#   make test             the full test suite (moto server fixtures) except the live deployment tests;
+#                         PYTEST_ARGS=... passes through
+#   make test-deployment  a live Airflow (api-server, scheduler, dag-processor, triggerer; LocalExecutor and
+#                         Celery) on PostgreSQL + Redis, runs triggered through the REST API (~6 min)
 #   make test-localstack  integration + e2e tests against LocalStack (started and stopped here)
 #   make localstack       LocalStack in the foreground; localstack-start / localstack-stop / localstack-status
-#   make demo             bash scripts/demo.sh
+#   make demo             the example DAG end to end with a live view (BIG=1: an 8,000-payload burst)
+#   make test-airflow-oldest  DAG/task-group tests + the fan-out DAG test on the oldest supported Airflow
 #   make bench            bench/fanout.py, bench/workers.py, bench/burst_isolation.py
 #   make lint             ruff (installed on demand into .venv)
 #   make clean            remove venvs, caches and LocalStack state
@@ -32,8 +36,8 @@ export LOCALSTACK_PORT LOCALSTACK_VENV
 # This machine's pip config lists local index folders that may be absent; keep pip's output readable.
 PIP_NOISE := { grep -v '^WARNING: Location .* is ignored' || true; }
 
-.PHONY: help venv test test-localstack localstack localstack-install localstack-start \
-        localstack-stop localstack-status demo bench lint clean
+.PHONY: help venv test test-deployment test-localstack localstack localstack-install localstack-start \
+        localstack-stop localstack-status demo bench lint clean test-airflow-oldest
 
 help:
 	@awk '!/^#/ {exit} {sub(/^# ?/, ""); print}' Makefile
@@ -55,7 +59,12 @@ $(VENV)/.stamp: pyproject.toml
 
 # ---------------------------------------------------------------------------------------------- tests
 test: venv
-	$(VPY) -m pytest tests $(PYTEST_ARGS)
+	$(VPY) -m pytest tests -m "not deployment" $(PYTEST_ARGS)
+
+# Needs PostgreSQL on 127.0.0.1:5432 (a database of its own is created and dropped) and Redis on
+# 127.0.0.1:6379 (the Celery broker); .ci/run starts both where they are not answering.
+test-deployment: venv
+	$(VPY) -m pytest tests/deployment -m deployment $(PYTEST_ARGS)
 
 # LocalStack is stopped whatever the tests do (trap); pytest's exit code is make's. Each run has its own
 # state dir, and takes a free port if LOCALSTACK_PORT (4566) is busy, so runs in one tree don't collide.
@@ -73,6 +82,26 @@ test-localstack: venv localstack-install
 	$(LOCALSTACK) start; \
 	BATCHQ_TEST_SQS_ENDPOINT=http://127.0.0.1:$$port \
 	  $(VPY) -m pytest tests -m "integration or e2e" $(PYTEST_ARGS)
+
+# ---------------------------------------------------------------------------------------------- oldest Airflow
+# The bottom of the supported range (pyproject: apache-airflow>=3.2,<4) in its own venv, constrained to the
+# project venv's versions where the old Airflow allows (scripts/airflow_oldest_venv.sh says why): the DAG,
+# task-group and trigger tests, the Astro DAG tests, and `airflow dags test` of the fan-out. The newest end
+# is the project venv (make test).
+AIRFLOW_OLDEST ?= 3.2.0
+OLDEST_VENV    ?= .venv-airflow-oldest
+OLDEST_TESTS   ?= tests/unit/airflow tests/dags tests/e2e/test_customer_batch_fanout.py
+
+$(OLDEST_VENV)/.stamp: pyproject.toml $(VENV)/.stamp scripts/airflow_oldest_venv.sh
+	@start=$$(date +%s); \
+	bash scripts/airflow_oldest_venv.sh "$(OLDEST_VENV)" "$(AIRFLOW_OLDEST)" "$(VPY)" "$(PYTHON311)"; \
+	touch "$@"; \
+	echo "oldest venv: $$(( $$(date +%s) - start ))s"
+
+# batchq is not installed into this venv: include/ goes first on the path, so the tree under test is this one.
+test-airflow-oldest: $(OLDEST_VENV)/.stamp
+	AIRFLOW__CORE__LOAD_EXAMPLES=False PYTHONPATH=$(CURDIR)/include:$(CURDIR) \
+	  $(OLDEST_VENV)/bin/python -m pytest $(OLDEST_TESTS) -p no:cacheprovider $(PYTEST_ARGS)
 
 # ---------------------------------------------------------------------------------------------- LocalStack
 localstack-install: $(LOCALSTACK_VENV)/.batchq-installed
@@ -110,6 +139,6 @@ lint: venv
 
 clean:
 	-@[ -f .localstack/localstack.pid ] && $(LOCALSTACK) stop || true
-	rm -rf $(VENV) $(LOCALSTACK_VENV) .localstack .pytest_cache .hypothesis .ruff_cache build
+	rm -rf $(VENV) $(LOCALSTACK_VENV) $(OLDEST_VENV) .localstack .pytest_cache .hypothesis .ruff_cache build
 	find . -name __pycache__ -type d -prune -not -path './.git/*' -exec rm -rf {} +
 	find include -maxdepth 2 -name '*.egg-info' -type d -prune -exec rm -rf {} +

@@ -5,13 +5,18 @@
 #                     moto's server, started on a free loopback port and stopped on exit
 #   2. Airflow home   .airflow-demo (SQLite), this repo's dags/ and plugins/, aws_default → the endpoint
 #   3. queues         batchq queues create (input/results + DLQs, idempotent)
-#   4. workers        batchq workers (autoscaling supervisor, example handlers) in the background
-#   5. the DAG        airflow dags test customer_batch: plan_shards → mapped fan_out →
-#                     wait_input_drained (deferred) → drain_results (paced, into SQLite)
-#   6. summary        drain figures, the run's ledger, queue depths
+#   4. workers        batchq workers (autoscaling supervisor, example handlers) in the background,
+#                     reporting StatsD to the progress view on a loopback port
+#   5. the DAG        airflow dags test customer_batch (BatchTaskGroup: ensure_queues → plan_shards →
+#                     mapped fan_out → wait_input_drained (deferred) → drain_results (paced, into SQLite)),
+#                     with a live view (scripts/demo_progress.py): input depth, in flight, workers, drained
+#   6. summary        payloads, results, duplicates absorbed, failures, peak depth, time to drain, lag p95,
+#                     the drain curve as a PNG; the run's ledger and queue depths
 #
-# Later steps (workers, drain) slot in after section 4; every background process started here is
-# registered with `track_pid` and ended by the EXIT trap.
+#   BIG=1             a burst of 8,000 payloads (1,000 customers) and up to 4 workers: watch them scale
+#   DEMO_PNG=path     where the drain curve goes (default .airflow-demo/drain-curve.png)
+#
+# Every background process started here is registered with `track_pid` and ended by the EXIT trap.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -22,6 +27,9 @@ AIRFLOW="$VENV/bin/airflow"
 BATCHQ="$VENV/bin/batchq"
 SPEC="${BATCHQ_DEMO_SPEC:-$ROOT/include/specs/customer_batch.yaml}"
 DEMO_HOME="$ROOT/.airflow-demo"
+BIG="${BIG:-}"
+DEMO_PNG="${DEMO_PNG:-$DEMO_HOME/drain-curve.png}"
+export PYTHONPATH="$ROOT/include${PYTHONPATH:+:$PYTHONPATH}"
 LOGICAL_DATE="${BATCHQ_DEMO_DATE:-$(date -u +%Y-%m-%d)}"
 
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
@@ -109,45 +117,74 @@ export AIRFLOW_CONN_AWS_DEFAULT
 "$AIRFLOW" db migrate >"$DEMO_HOME/db-migrate.log" 2>&1 || { tail -30 "$DEMO_HOME/db-migrate.log"; exit 1; }
 echo "metadata DB ready; aws_default → $BATCHQ_SQS_ENDPOINT"
 
+if [[ -n "$BIG" ]]; then
+  # The same batch with 1,000 customers: 8,000 payloads, enough backlog for the supervisor to scale up.
+  BIG_SPEC="$DEMO_HOME/customer_batch_big.yaml"
+  "$PY" - "$SPEC" "$BIG_SPEC" <<'PY'
+import sys, yaml
+spec = yaml.safe_load(open(sys.argv[1]))
+spec["dimensions"]["customer"] = [f"cust-{i:04d}" for i in range(1, 1001)]
+spec["target_payloads_per_shard"] = 1000
+yaml.safe_dump(spec, open(sys.argv[2], "w"), sort_keys=False)
+PY
+  SPEC="$BIG_SPEC"
+  export BATCHQ_CUSTOMER_BATCH_SPEC="$SPEC"
+  WORKERS_MAX=4; BACKLOG_PER_WORKER=500
+else
+  WORKERS_MAX=2; BACKLOG_PER_WORKER=200
+fi
+
 # ---------------------------------------------------------------------------------------------- 3. queues
 say "3. queues (batchq queues create)"
 "$BATCHQ" --log-level WARNING queues create --spec "$SPEC"
-"$BATCHQ" --log-level WARNING plan --spec "$SPEC" --run-id preview \
-  | "$PY" -c 'import json, sys; print("plan: {product:,} combinations, {excluded:,} excluded, {expected:,} payloads in {shards} shards".format(**json.load(sys.stdin)))'
+PLAN_JSON="$("$BATCHQ" --log-level WARNING plan --spec "$SPEC" --run-id preview)"
+"$PY" -c 'import json, sys; print("plan: {product:,} combinations, {excluded:,} excluded, {expected:,} payloads in {shards} shards".format(**json.loads(sys.argv[1])))' "$PLAN_JSON"
+EXPECTED="$("$PY" -c 'import json, sys; print(json.loads(sys.argv[1])["expected"])' "$PLAN_JSON")"
 
 # ---------------------------------------------------------------------------------------------- 4. workers
 say "4. workers (batchq workers, in the background)"
-"$BATCHQ" --log-level WARNING workers --spec "$SPEC" --handlers batchq.jobs --min 1 --max 2 \
-  --backlog-per-worker 200 --poll-interval 2 --wait-seconds 2 >"$DEMO_HOME/workers.log" 2>&1 &
+# Workers and their supervisor report StatsD to the progress view (step 5) on this loopback port.
+STATSD_PORT="$(free_port)"
+BATCHQ_STATSD_HOST=127.0.0.1 BATCHQ_STATSD_PORT="$STATSD_PORT" \
+"$BATCHQ" --log-level WARNING workers --spec "$SPEC" --handlers batchq.jobs --min 1 --max "$WORKERS_MAX" \
+  --backlog-per-worker "$BACKLOG_PER_WORKER" --poll-interval 2 --cooldown 10 --wait-seconds 2 >"$DEMO_HOME/workers.log" 2>&1 &
 track_pid $!
-echo "supervisor pid $! scales 1..2 workers on the input backlog (log: $DEMO_HOME/workers.log)"
+echo "supervisor pid $! scales 1..$WORKERS_MAX workers, one per $BACKLOG_PER_WORKER queued (log: $DEMO_HOME/workers.log)"
 # The drain step's sink: SQLite here (PostgreSQL or the real-time system's HTTP endpoint in production).
 RESULTS_DB="$DEMO_HOME/results.db"
 rm -f "$RESULTS_DB"
 export AIRFLOW_CONN_BATCHQ_SINK="sqlite:///$RESULTS_DB"
 # Emulator counters are exact: a short stability window keeps the demo quick (AWS: keep 60 s).
-export AIRFLOW__BATCHQ__DRAIN_STABLE_FOR_S="${BATCHQ_DEMO_STABLE_FOR_S:-5}"
-export AIRFLOW__BATCHQ__DRAIN_POLL_INTERVAL_S=1
+export AIRFLOW__BATCHQ__WAIT_STABLE_FOR_S="${BATCHQ_DEMO_STABLE_FOR_S:-5}"
+export AIRFLOW__BATCHQ__WAIT_POLL_INTERVAL_S=1
 
 # ---------------------------------------------------------------------------------------------- 5. the DAG
-say "5. airflow dags test customer_batch $LOGICAL_DATE"
+say "5. airflow dags test customer_batch $LOGICAL_DATE (live view; full log: $DEMO_HOME/dags-test.log)"
 started=$(date +%s)
-if ! "$AIRFLOW" dags test customer_batch "$LOGICAL_DATE" >"$DEMO_HOME/dags-test.log" 2>&1; then
+"$AIRFLOW" dags test customer_batch "$LOGICAL_DATE" >"$DEMO_HOME/dags-test.log" 2>&1 &
+DAG_PID=$!
+track_pid "$DAG_PID"
+"$PY" scripts/demo_progress.py watch --spec "$SPEC" --sink-db "$RESULTS_DB" --statsd-port "$STATSD_PORT" \
+  --pid "$DAG_PID" --log "$DEMO_HOME/dags-test.log" --series "$DEMO_HOME/series.json" --expected "$EXPECTED" \
+  || echo "(the progress view stopped; the DAG goes on)" >&2
+dag_rc=0
+wait "$DAG_PID" || dag_rc=$?
+if (( dag_rc != 0 )); then
   tail -40 "$DEMO_HOME/dags-test.log"
   echo "dags test failed (full log: $DEMO_HOME/dags-test.log)" >&2
   exit 1
 fi
 grep -Eo 'shard [0-9]+: \[[0-9,]+, [0-9,]+\): sent [0-9]+/[0-9]+ in [0-9.]+s \([0-9]+ msg/s' "$DEMO_HOME/dags-test.log" | sort -V | sed 's/^/  /; s/$/)/' || true
-echo "DAG run finished in $(( $(date +%s) - started ))s (log: $DEMO_HOME/dags-test.log)"
-
-grep -Eo '(waiting for .* to drain.*|.* drained after [0-9.]+s.*|drained [0-9]+ result\(s\) at [0-9.]+/s.*)' "$DEMO_HOME/dags-test.log" \
-  | sed -E 's/ \[airflow.*$//; s/^[0-9T:.-]+Z \[[a-z ]+\] +//; s/^/  /' || true
+grep -Eo '(.* drained after [0-9.]+s|drained [0-9]+ result\(s\) at [0-9.]+/s)' "$DEMO_HOME/dags-test.log" \
+  | sed -E 's/^[0-9T:.-]+Z \[[a-z ]+\] +//; s/^/  /' || true
+echo "DAG run finished in $(( $(date +%s) - started ))s"
 
 # ---------------------------------------------------------------------------------------------- 6. summary
-say "6. the run's ledger (batchq ledger) and queue depths (batchq queues status)"
+say "6. summary"
 RUN_ID="$("$PY" -c 'import sqlite3, sys; print(sqlite3.connect(sys.argv[1]).execute("select run_id from dag_run where dag_id = ? order by id desc limit 1", ("customer_batch",)).fetchone()[0])' "$DEMO_HOME/airflow.db")"
-"$BATCHQ" --log-level WARNING ledger --store "sqlite:///$RESULTS_DB" --spec "$SPEC" --run-id "$RUN_ID" 2>&1 >/dev/null | sed 's/^/  /' || true
-echo "  rows in $RESULTS_DB: $("$PY" -c 'import sqlite3, sys; print(sqlite3.connect(sys.argv[1]).execute("select count(*) from batchq_results").fetchone()[0])' "$RESULTS_DB")"
+"$PY" scripts/demo_progress.py summary --spec "$SPEC" --sink-db "$RESULTS_DB" --series "$DEMO_HOME/series.json" \
+  --run-id "$RUN_ID" --png "$DEMO_PNG" | tee "$DEMO_HOME/summary.txt"
+echo "queue depths now (batchq queues status):"
 "$BATCHQ" --log-level WARNING queues status --spec "$SPEC" | "$PY" -c '
 import json, sys
 for role, s in json.load(sys.stdin).items():

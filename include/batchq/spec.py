@@ -141,6 +141,8 @@ class BatchSpec(BaseModel):
     :param max_shards: cap on mapped fan-out tasks (keep well under ``[core] max_map_length``).
     :param tolerated_failure_count: failed results a run may have and still succeed.
     :param tolerated_failure_percentage: same, as a percentage of expected payloads.
+    :param deadline: optional ``"HH:MM"`` (24-hour, in the DAG's timezone) a run should be drained by;
+        the ``late`` backlog alert fires when the drain rate projects past it (:mod:`batchq.alerts`).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -158,12 +160,26 @@ class BatchSpec(BaseModel):
     max_shards: int = Field(64, ge=1, le=1024)
     tolerated_failure_count: int = Field(0, ge=0)
     tolerated_failure_percentage: float = Field(0.0, ge=0, le=100)
+    deadline: str | None = None
 
     @field_validator("name")
     @classmethod
     def _name(cls, v: str) -> str:
         if not _NAME_RE.match(v):
             raise ValueError(f"batch name {v!r} must be 1-64 characters of letters, digits, '_' or '-'")
+        return v
+
+    @field_validator("deadline", mode="before")
+    @classmethod
+    def _deadline(cls, v: Any) -> str | None:
+        # YAML 1.1 reads an unquoted 10:30 as the base-60 integer 630: take it back to the clock time.
+        if isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 24 * 60:
+            v = f"{v // 60:02d}:{v % 60:02d}"
+        if v is not None:
+            from batchq.alerts import parse_clock
+
+            hour, minute = parse_clock(v)
+            return f"{hour:02d}:{minute:02d}"
         return v
 
     @field_validator("dimensions", mode="before")

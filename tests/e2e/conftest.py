@@ -27,6 +27,10 @@ from typing import Any
 
 import pytest
 
+# The Batch view tests' session fixtures (an Airflow home with demo runs, a live api-server), registered
+# once here so every module shares one instance.
+from tests.support.airflow_views import view_home, view_server  # noqa: F401
+
 REPO = Path(__file__).resolve().parents[2]
 AIRFLOW_BIN = Path(sys.executable).with_name("airflow")
 

@@ -1,46 +1,21 @@
-"""The plugin's queue-lag API inside Airflow's real API server app: mounted at ``/batchq`` by the plugin,
-refusing requests without Airflow's token, and reporting the queue counts a real endpoint holds."""
+"""The plugin's HTTP app inside Airflow's real API server app: mounted at ``/batchq`` by the plugin,
+refusing requests without Airflow's token (schema and docs included), authorizing per DAG, bounding its
+input, answering errors as 4xx/5xx-with-a-message (never a bare 500), leaking no filesystem path, and
+reporting the queue counts a real endpoint holds."""
 
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-import textwrap
 import uuid
 
 import pytest
-
-from batchq.spec import BatchSpec
 from batchq.queues import ensure_queues
+from batchq.spec import BatchSpec
 from batchq.sqs import receive_messages, send_bodies
 
+from tests.support.airflow_views import ALPHA, BETA, api_get
+
 pytestmark = pytest.mark.e2e
-
-# Runs in a subprocess with the Airflow home's environment: builds the API server exactly as
-# `airflow api-server` does (plugins included), then calls it in-process.
-CLIENT_SCRIPT = textwrap.dedent(
-    """
-    import json, sys
-    from fastapi.testclient import TestClient
-    from airflow.api_fastapi.app import create_app, get_auth_manager
-    from airflow.api_fastapi.auth.managers.simple.user import SimpleAuthManagerUser
-
-    client = TestClient(create_app("all"))
-    name = sys.argv[1]
-    out = {"anonymous": client.get("/batchq/v1/batches").status_code}
-    token = get_auth_manager().generate_jwt(SimpleAuthManagerUser(username="admin", role="admin"))
-    headers = {"Authorization": f"Bearer {token}"}
-    out["bad_token"] = client.get("/batchq/v1/batches", headers={"Authorization": "Bearer nope"}).status_code
-    listing = client.get("/batchq/v1/batches", headers=headers)
-    out["list_status"], out["list"] = listing.status_code, listing.json()
-    queues = client.get(f"/batchq/v1/batches/{name}/queues?backlog_per_worker=5", headers=headers)
-    out["queues_status"], out["queues"] = queues.status_code, queues.json()
-    missing = client.get("/batchq/v1/batches/no-such-spec/queues", headers=headers)
-    out["missing_status"] = missing.status_code
-    print("RESULT " + json.dumps(out))
-    """
-)
 
 
 def test_queue_lag_api_is_authenticated_and_reports_real_counts(airflow_home, sqs_client, tmp_path):
@@ -58,22 +33,28 @@ def test_queue_lag_api_is_authenticated_and_reports_real_counts(airflow_home, sq
     send_bodies(sqs_client, urls.results, [("r", "{}")])
 
     env = {**airflow_home.env, "AIRFLOW__BATCHQ__SPEC_DIR": str(spec_dir)}
-    proc = subprocess.run(
-        [sys.executable, "-c", CLIENT_SCRIPT, "lagdemo"], env=env, capture_output=True, text=True, timeout=300
+    anonymous, bad_token, listing, queues, missing, chosen_conn = api_get(
+        env,
+        [
+            (None, "/batchq/v1/batches"),
+            ("bad-token", "/batchq/v1/batches"),
+            ("admin", "/batchq/v1/batches"),
+            ("admin", "/batchq/v1/batches/lagdemo/queues?backlog_per_worker=5"),
+            ("admin", "/batchq/v1/batches/no-such-spec/queues"),
+            # A caller can no longer pick the connection the server uses: the parameter is ignored.
+            ("admin", "/batchq/v1/batches/lagdemo/queues?aws_conn_id=does_not_exist"),
+        ],
     )
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
-    assert proc.returncode == 0 and lines, proc.stdout[-3000:] + proc.stderr[-3000:]
-    out = json.loads(lines[-1].removeprefix("RESULT "))
-
-    assert out["anonymous"] == 401
-    assert out["bad_token"] in (401, 403)
-    assert out["list_status"] == 200
-    by_file = {b["file"]: b for b in out["list"]["batches"]}
+    assert anonymous["status"] == 401
+    assert bad_token["status"] in (401, 403)
+    assert listing["status"] == 200
+    by_file = {b["file"]: b for b in listing["body"]["batches"]}
     assert by_file["lagdemo.yaml"]["name"] == "lagdemo"
     assert "is empty" in by_file["broken.yaml"]["error"]
+    assert str(tmp_path) not in json.dumps(listing["body"])  # no absolute paths
 
-    assert out["queues_status"] == 200, out["queues"]
-    q = out["queues"]
+    assert queues["status"] == 200, queues["body"]
+    q = queues["body"]
     assert q["input"]["visible"] == 12 - len(leased)
     assert q["input"]["in_flight"] == len(leased)
     assert q["input"]["backlog"] == 12
@@ -81,4 +62,58 @@ def test_queue_lag_api_is_authenticated_and_reports_real_counts(airflow_home, sq
     assert q["results"]["visible"] == 1
     assert q["desired_workers"] == 3  # ceil(12 / 5)
     assert q["drained"] is False
-    assert out["missing_status"] == 404
+    assert missing["status"] == 404 and "no-such-spec" in missing["body"]["detail"]
+    assert str(tmp_path) not in missing["body"]["detail"]
+    assert chosen_conn["status"] == 200 and chosen_conn["body"]["input"]["backlog"] == 12
+
+
+def test_schema_and_docs_need_a_token(view_server):
+    paths = ["/batchq/openapi.json", "/batchq/docs", "/batchq/redoc", "/batchq/v1/openapi.json"]
+    responses = [view_server.get(user, p) for user in (None, "admin") for p in paths]
+    anonymous, authenticated = responses[: len(paths)], responses[len(paths) :]
+    # FastAPI's public docs and schema are disabled (for everyone); the schema is served to
+    # authenticated users only, at /v1/openapi.json.
+    assert [r["status"] for r in anonymous] == [404, 404, 404, 401]
+    assert [r["status"] for r in authenticated] == [404, 404, 404, 200]
+    assert "/v1/batches" in authenticated[3]["body"]["paths"]
+
+
+def test_bad_input_is_a_4xx_with_a_message(view_server):
+    long_name = "x" * 300
+    paths = [
+        f"/batchq/v1/batches/{long_name}/queues",
+        "/batchq/v1/batches/bad%20name/queues",
+        "/batchq/v1/batches/ok/queues?backlog_per_worker=0",
+        f"/batchq/ui/dags/{'d' * 300}",
+    ]
+    responses = [view_server.get("admin", p) for p in paths]
+    assert [r["status"] for r in responses] == [422, 422, 422, 422], responses
+    assert all(r["body"]["detail"] for r in responses)
+
+
+def test_unknown_server_connection_is_503_not_500(airflow_home, tmp_path):
+    spec_dir = tmp_path / "specs"
+    spec_dir.mkdir()
+    (spec_dir / "conn.yaml").write_text("name: conn\ndimensions: {n: [1]}\njob_type: noop\nqueues: {input: c-in, results: c-out}\n")
+    env = {**airflow_home.env, "AIRFLOW__BATCHQ__SPEC_DIR": str(spec_dir), "AIRFLOW__BATCHQ__API_AWS_CONN_ID": "no_such_conn"}
+    (resp,) = api_get(env, [("admin", "/batchq/v1/batches/conn/queues")])
+    assert resp["status"] == 503 and "no_such_conn" in resp["body"]["detail"]
+
+
+def test_batches_are_authorized_per_dag(view_server):
+    a, b = ALPHA["batch"], BETA["batch"]
+    admin_list, scoped_list, scoped_a, scoped_b, scoped_missing = [
+        view_server.get(user, path)
+        for user, path in [
+            ("admin", "/batchq/v1/batches"),
+            ("scoped", "/batchq/v1/batches"),
+            ("scoped", f"/batchq/v1/batches/{a}/queues"),
+            ("scoped", f"/batchq/v1/batches/{b}/queues"),
+            ("scoped", "/batchq/v1/batches/not-a-batch/queues"),
+        ]
+    ]
+    assert {x["name"]: x["dags"] for x in admin_list["body"]["batches"]} == {a: [ALPHA["dag_id"]], b: [BETA["dag_id"]]}
+    assert [x["name"] for x in scoped_list["body"]["batches"]] == [a]
+    assert scoped_a["status"] == 200 and scoped_a["body"]["batch"] == a
+    assert scoped_b["status"] == 403 and b in scoped_b["body"]["detail"]
+    assert scoped_missing["status"] == 403  # no probing which batch names exist

@@ -11,9 +11,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from batchq.cli import build_parser
-from batchq.spec import BatchSpec
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -45,25 +44,6 @@ def test_worker_extra_has_no_airflow():
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
     worker_deps = project["dependencies"] + project["optional-dependencies"]["worker"]
     assert not [d for d in worker_deps if "airflow" in d.lower()]
-
-
-def test_compose_file_wires_airflow_worker_and_sqs():
-    compose = yaml.safe_load((REPO / "docker-compose.yaml").read_text())
-    services = compose["services"]
-    assert {"localstack", "postgres", "airflow", "worker"} <= set(services)
-
-    airflow = services["airflow"]["environment"]
-    conn = json.loads(airflow["AIRFLOW_CONN_AWS_DEFAULT"])
-    assert conn["extra"]["endpoint_url"].startswith("http://localstack:")
-    assert "/include" in airflow["PYTHONPATH"]
-
-    worker = services["worker"]
-    entrypoint = dockerfile_entrypoint(REPO / worker["build"]["dockerfile"])
-    args = parse_batchq(entrypoint + worker["command"])
-    assert args.command == "worker"
-    spec_path = Path(args.spec.replace("/app/", str(REPO) + "/"))
-    assert BatchSpec.from_yaml(spec_path).queues.input  # the spec the worker is pointed at is valid
-    assert worker["environment"]["BATCHQ_SQS_ENDPOINT"].startswith("http://localstack:")
 
 
 def test_k8s_deployment_and_keda_scaler_agree():

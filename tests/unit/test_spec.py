@@ -210,3 +210,14 @@ def test_result_status_and_error_must_agree():
 def test_payload_round_trips():
     p = WorkPayload(batch="b", run_id="r", key="k", job_type="j", dims={"a": 1}, created_at=datetime.now(timezone.utc))
     assert parse_payload(p.model_dump_json()) == p
+
+
+def test_deadline_is_a_clock_time_even_when_yaml_reads_it_as_a_number(tmp_path):
+    dims = {"dimensions": {"x": [1]}}
+    assert spec(deadline="8:05", **dims).deadline == "08:05"
+    assert spec(**dims).deadline is None
+    path = tmp_path / "s.yaml"
+    path.write_text("name: b\njob_type: classification\nqueues: {input: in, results: out}\ndimensions: {x: [1]}\ndeadline: 10:30\n")
+    assert BatchSpec.from_yaml(path).deadline == "10:30"  # YAML 1.1 sexagesimal 630 → "10:30"
+    msg = spec_error(deadline="8am", **dims)
+    assert "deadline" in msg and "HH:MM" in msg

@@ -1,93 +1,109 @@
-"""The plugin's HTTP API, mounted by Airflow's API server at ``/batchq`` (see :mod:`batchq.airflow.plugin`).
+"""The plugin's HTTP app, mounted by Airflow's API server at ``/batchq`` (see :mod:`batchq.airflow.plugin`).
 
 Airflow mounts plugin FastAPI apps *without* authentication, so every route here depends on
-:func:`~airflow.api_fastapi.core_api.security.requires_authenticated`: it accepts the same bearer token as
-the REST API and the UI's JWT cookie, and answers 401 otherwise.
+:func:`~airflow.api_fastapi.core_api.security.requires_authenticated` (the same bearer token as the REST
+API, or the UI's JWT cookie; 401 otherwise) and, where a batch or DAG is named, on per-DAG
+authorization: a batch is visible to a user who may read a DAG that runs it
+(:mod:`batchq.airflow.views.access`). FastAPI's own ``/docs``, ``/redoc`` and ``/openapi.json`` are
+disabled; the schema is served, authenticated, at ``/batchq/v1/openapi.json``.
 
-Routes (all JSON):
+JSON routes:
 
-- ``GET /batchq/v1/batches`` — the specs in ``[batchq] spec_dir`` (invalid ones listed with their error);
+- ``GET /batchq/v1/batches`` — the specs in ``[batchq] spec_dir`` the user may see (invalid ones with
+  their error), each with the DAGs that run it;
 - ``GET /batchq/v1/batches/{name}/queues`` — queue lag now: input and results queue snapshots (visible,
-  in flight, delayed, backlog, DLQ depth) and the worker count the autoscaling rule asks for.
+  in flight, delayed, backlog, DLQ depth) and the worker count the autoscaling rule asks for. The AWS
+  connection is the server's ``[batchq] api_aws_conn_id``.
 
-The numbers come from the same functions the sensor, trigger and worker supervisor use
-(:mod:`batchq.sqs`, :mod:`batchq.health`).
+HTML views (Airflow UI tabs, read-only): see :mod:`batchq.airflow.views.pages`.
+
+Errors are 4xx (or 502/503 when SQS or the connection fails) with a ``detail`` message, never a 500, and
+no response carries a filesystem path.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from fastapi import Depends, FastAPI, HTTPException, Query
+from airflow.api_fastapi.core_api.security import GetUserDep, requires_authenticated
+from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request
+from fastapi.responses import JSONResponse
 
-from airflow.api_fastapi.core_api.security import requires_authenticated
+from batchq.airflow.views.gauges import (
+    DEFAULT_BACKLOG_PER_WORKER,
+    DEFAULT_MAX_WORKERS,
+    QueueStateError,
+    find_spec,
+    load_specs,
+    queue_state,
+)
 
-from batchq.airflow import settings
-from batchq.airflow.spec_sources import load_spec
-from batchq.errors import QueueNotFound, SpecError
-from batchq.health import desired_workers
-
-
-def _snapshot_json(snapshot: Any) -> dict[str, Any]:
-    return {**snapshot.to_dict(), "backlog": snapshot.backlog}
+#: Batch (spec) names: what BatchSpec accepts as a queue-name prefix, bounded.
+BATCH_NAME = Path(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="batch (spec) name")
 
 
 def create_app() -> FastAPI:
+    from batchq.airflow.views.access import BatchAccess
+    from batchq.airflow.views.pages import create_router
+
     app = FastAPI(
         title="batchq",
-        description="Queue lag of batchq batches (authenticated with the Airflow API's token or UI cookie).",
+        description="Queue lag and Batch views of batchq batches (authenticated with the Airflow API's token or UI cookie).",
         dependencies=[Depends(requires_authenticated())],
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
     )
 
+    @app.exception_handler(QueueStateError)
+    async def _queue_state_error(request: Request, exc: QueueStateError) -> JSONResponse:
+        return JSONResponse({"detail": exc.message}, status_code=exc.status)
+
+    @app.get("/v1/openapi.json", include_in_schema=False)
+    def openapi() -> dict[str, Any]:
+        return app.openapi()
+
     @app.get("/v1/batches")
-    def list_batches() -> dict[str, Any]:
+    def list_batches(user: GetUserDep) -> dict[str, Any]:
+        access = BatchAccess(user)
         batches = []
-        for path in sorted(settings.spec_dir().glob("*.y*ml")):
-            try:
-                spec = load_spec(path)
-            except SpecError as exc:
-                batches.append({"file": path.name, "error": str(exc)})
+        for entry in load_specs():
+            if not access.may_see(entry.name):
                 continue
+            if entry.spec is None:
+                batches.append({"file": entry.file, "error": entry.error})
+                continue
+            spec = entry.spec
             batches.append(
                 {
-                    "file": path.name,
+                    "file": entry.file,
                     "name": spec.name,
                     "description": spec.description,
                     "dimensions": [d.name for d in spec.dimensions],
                     "queues": {"input": spec.queues.input, "results": spec.queues.results},
+                    "dags": access.dags_of(spec.name),
                 }
             )
-        return {"spec_dir": str(settings.spec_dir()), "batches": batches}
+        return {"batches": batches}
 
     @app.get("/v1/batches/{name}/queues")
     def batch_queues(
-        name: str,
-        backlog_per_worker: int = Query(100, ge=1, description="autoscaling target: messages per worker"),
-        max_workers: int = Query(64, ge=0, description="upper bound for the suggested worker count"),
-        aws_conn_id: str | None = Query(None, description="AWS connection (default [batchq] default_aws_conn_id)"),
+        user: GetUserDep,
+        name: str = BATCH_NAME,
+        backlog_per_worker: int = Query(DEFAULT_BACKLOG_PER_WORKER, ge=1, le=1_000_000, description="autoscaling target: messages per worker"),
+        max_workers: int = Query(DEFAULT_MAX_WORKERS, ge=0, le=10_000, description="upper bound for the suggested worker count"),
     ) -> dict[str, Any]:
-        from batchq.airflow.hook import BatchqSqsHook
-
-        path = settings.spec_path(name)
-        if path.parent != settings.spec_dir() or not path.exists():
-            raise HTTPException(404, f"no spec named {name!r} in {settings.spec_dir()}")
+        access = BatchAccess(user)
         try:
-            spec = load_spec(path)
-        except SpecError as exc:
-            raise HTTPException(422, str(exc)) from None
-        hook = BatchqSqsHook(aws_conn_id=aws_conn_id or settings.default_aws_conn_id())
-        try:
-            urls = hook.resolve_queue_urls(spec.queues)
-        except QueueNotFound as exc:
-            raise HTTPException(404, str(exc)) from None
-        inp = hook.get_snapshot(urls.input, urls.input_dlq)
-        out = hook.get_snapshot(urls.results, urls.results_dlq)
-        return {
-            "batch": spec.name,
-            "input": _snapshot_json(inp),
-            "results": _snapshot_json(out),
-            "desired_workers": desired_workers(inp.visible + inp.in_flight, backlog_per_worker, 0, max_workers),
-            "drained": inp.is_empty,
-        }
+            spec = find_spec(name)
+        except QueueStateError:
+            if not access.reads_all_dags:
+                raise HTTPException(403, f"not authorized for any DAG that runs batch {name!r}") from None
+            raise
+        if not access.may_see(spec.name):
+            # The same answer as for a missing spec: no probing of other teams' batch names.
+            raise HTTPException(403, f"not authorized for any DAG that runs batch {name!r}")
+        return queue_state(spec, backlog_per_worker, max_workers)
 
+    app.include_router(create_router())
     return app

@@ -1,15 +1,17 @@
 """The batchq Airflow plugin (registered as the ``airflow.plugins`` entry point ``batchq`` and exposed by
 ``plugins/batchq_plugin.py``).
 
-It mounts the queue-lag API (:mod:`batchq.airflow.api`) at ``/batchq`` on Airflow's API server, behind
-Airflow's own authentication. Operators, sensors and triggers are imported from
+It mounts the plugin app (:mod:`batchq.airflow.api`) at ``/batchq`` on Airflow's API server, behind
+Airflow's own authentication: the queue-lag JSON API and the Batch views, which Airflow's UI shows as
+tabs through ``external_views`` (a "Batches" nav page, a "Batch" tab on every DAG and DAG run; Airflow
+fills ``{DAG_ID}``/``{RUN_ID}`` in the ``href`` and shows the page in an iframe). Operators, sensors and triggers are imported from
 :mod:`batchq.airflow.operators` / :mod:`batchq.airflow.sensors` like any provider's (Airflow 3 plugins no
 longer register operators).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 from airflow.plugins_manager import AirflowPlugin
 
@@ -39,10 +41,19 @@ class LazyASGIApp:
         await self.app(scope, receive, send)
 
 
+#: Where the plugin app is mounted on the API server; the views' hrefs start with it.
+URL_PREFIX = "/batchq"
+
+
 class BatchqPlugin(AirflowPlugin):
-    """Registers batchq with Airflow: the authenticated queue-lag API at ``/batchq``."""
+    """Registers batchq with Airflow: the authenticated API and Batch views at ``/batchq``, and the UI tabs."""
 
     name = "batchq"
-    fastapi_apps = [
-        {"app": LazyASGIApp("batchq.airflow.api:create_app"), "url_prefix": "/batchq", "name": "batchq queue lag"}
+    fastapi_apps: ClassVar[list[dict[str, Any]]] = [
+        {"app": LazyASGIApp("batchq.airflow.api:create_app"), "url_prefix": URL_PREFIX, "name": "batchq queue lag"}
+    ]
+    external_views: ClassVar[list[dict[str, Any]]] = [
+        {"name": "Batches", "href": f"{URL_PREFIX}/ui/", "destination": "nav", "url_route": "batchq-batches"},
+        {"name": "Batch", "href": f"{URL_PREFIX}/ui/dags/{{DAG_ID}}", "destination": "dag", "url_route": "batchq-dag"},
+        {"name": "Batch", "href": f"{URL_PREFIX}/ui/dags/{{DAG_ID}}/runs/{{RUN_ID}}", "destination": "dag_run", "url_route": "batchq-run"},
     ]

@@ -6,6 +6,12 @@ window lives in the running task). Both paths feed snapshots to the same decisio
 :class:`batchq.health.InputWait`, and end in the same place (:meth:`QueueDrainedSensor._finish`): the
 backlog series (bounded) is pushed to XCom as ``backlog_series`` and the return value is
 ``{"reason", "snapshot", "waited_s"}``.
+
+Backlog alerts (:mod:`batchq.alerts`) are evaluated on the same snapshots by both paths. The notifiers
+given as ``on_backlog_alert`` are called in the task: on the poke path as the alert changes; on the
+deferrable path from :meth:`QueueDrainedSensor.execute_complete` when the trigger hands over a
+``backlog_alert`` event, after which the sensor defers again with the carried state. The alert history
+goes to XCom as ``alert_episodes``. See docs/alerts.md.
 """
 
 from __future__ import annotations
@@ -27,7 +33,15 @@ from airflow.sdk.exceptions import (
 from batchq.airflow import settings
 from batchq.airflow.hook import BatchqSqsHook
 from batchq.airflow.metrics import emit_queue_gauges, queue_tag
-from batchq.airflow.triggers import QueueDrainedTrigger
+from batchq.airflow.notifiers import (
+    check_notifiers,
+    emit_alert_gauges,
+    notify_changes,
+    push_episodes,
+    run_deadline,
+)
+from batchq.airflow.triggers import BACKLOG_ALERT_REASON, QueueDrainedTrigger
+from batchq.alerts import AlertChange, AlertPolicy, BacklogAlerts, parse_clock
 from batchq.health import SERIES_FIELDS, InputWait, WaitOutcome, WaitReason
 from batchq.spec import BatchSpec
 from batchq.sqs import get_queue_url
@@ -58,6 +72,15 @@ class QueueDrainedSensor(AwsBaseSensor[BatchqSqsHook]):
     :param max_points: bound of the backlog series pushed to XCom.
     :param deferrable: wait in the triggerer (default True).
     :param timeout: seconds to wait before failing with the last snapshot (sensor ``timeout``).
+    :param on_backlog_alert: notifiers (any :class:`airflow.sdk.BaseNotifier`, e.g.
+        ``SlackNotifier(...)``, or a callable taking the context) called when a backlog alert fires or
+        resolves; the context has ``batchq_alert`` (``kind``, ``state``, ``message``, ...).
+    :param alert_policy: thresholds of the alerts (:class:`batchq.alerts.AlertPolicy` or its dict);
+        ``alerts=False`` turns detection off.
+    :param alert_deadline: ``"HH:MM"`` in the DAG's timezone the run should be drained by (the ``late``
+        alert); default the spec's ``deadline``.
+    :param plan_task_id: the planning task whose ``plan`` XCom gives the run's expected count.
+    :param alerts: evaluate backlog alerts at all (default True; the history goes to ``alert_episodes``).
     """
 
     aws_hook_class = BatchqSqsHook
@@ -75,6 +98,11 @@ class QueueDrainedSensor(AwsBaseSensor[BatchqSqsHook]):
         dlq_threshold: int | None = None,
         max_points: int = 500,
         deferrable: bool = True,
+        on_backlog_alert: Sequence[Any] | None = None,
+        alert_policy: AlertPolicy | dict[str, Any] | None = None,
+        alert_deadline: str | None = None,
+        plan_task_id: str = "plan_shards",
+        alerts: bool = True,
         **kwargs: Any,
     ):
         kwargs.setdefault("aws_conn_id", settings.default_aws_conn_id())
@@ -88,6 +116,7 @@ class QueueDrainedSensor(AwsBaseSensor[BatchqSqsHook]):
             loaded = load_spec(spec)
             queue_name = queue_name or loaded.queues.input
             dlq_name = dlq_name or loaded.queues.input_dlq
+            alert_deadline = alert_deadline or loaded.deadline
         if not queue_name:
             raise ValueError(f"{self.task_id}: give spec= or queue_name=")
         if not deferrable and self.mode == "reschedule":
@@ -98,7 +127,15 @@ class QueueDrainedSensor(AwsBaseSensor[BatchqSqsHook]):
         self.dlq_threshold = dlq_threshold
         self.max_points = max_points
         self.deferrable = deferrable
+        self.on_backlog_alert = check_notifiers(on_backlog_alert, self.task_id)
+        self.alert_policy = _alert_policy(alert_policy, self.task_id)
+        if alert_deadline:
+            parse_clock(alert_deadline)  # a bad deadline fails at parse time, naming itself
+        self.alert_deadline = alert_deadline
+        self.plan_task_id = plan_task_id
+        self.alerts = alerts
         self._wait: InputWait | None = None  # poke path: the wait in progress
+        self._alerts: BacklogAlerts | None = None  # poke path: the alert detector in progress
         self._urls: tuple[str, str | None] = ("", None)
 
     def _url(self, name_or_url: str | None) -> str | None:
@@ -110,29 +147,63 @@ class QueueDrainedSensor(AwsBaseSensor[BatchqSqsHook]):
             return super().execute(context)
         queue_url, dlq_url = self._url(self.queue_name), self._url(self.dlq_name)
         now = time.time()
+        alerts = self._new_alerts(context)
+        self.log.info("waiting for %s to drain (stable for %ss, polling every %ss)", queue_url, self.stable_for, self.poll_interval)
+        self._defer(queue_url, dlq_url, deadline=now + float(self.timeout), started_at=now, alerts=None if alerts is None else alerts.to_dict())
+
+    def _defer(self, queue_url: str, dlq_url: str | None, *, deadline: float, started_at: float, alerts: dict[str, Any] | None, wait_state: dict[str, Any] | None = None) -> None:
         trigger = QueueDrainedTrigger(
             queue_url=queue_url,
             dlq_url=dlq_url,
             stable_for_s=self.stable_for,
             poll_interval_s=self.poll_interval,
-            deadline=now + float(self.timeout),
+            deadline=deadline,
             dlq_threshold=self.dlq_threshold,
             max_points=self.max_points,
-            started_at=now,
+            started_at=started_at,
+            wait_state=wait_state,
+            alerts=alerts,
+            alert_events=bool(self.on_backlog_alert),
             aws_conn_id=self.aws_conn_id,
             region_name=self.region_name,
             verify=self.verify,
             botocore_config=self.botocore_config,
         )
-        self.log.info("waiting for %s to drain (stable for %ss, polling every %ss)", queue_url, self.stable_for, self.poll_interval)
         # The trigger's own deadline reports the last snapshot; Airflow's timeout is only a backstop.
-        self.defer(trigger=trigger, method_name="execute_complete", timeout=timedelta(seconds=float(self.timeout) + 10 * self.poll_interval + _DEFER_BACKSTOP_S))
+        left = max(0.0, deadline - time.time())
+        self.defer(trigger=trigger, method_name="execute_complete", timeout=timedelta(seconds=left + 10 * self.poll_interval + _DEFER_BACKSTOP_S))
 
     def execute_complete(self, context: Any, event: dict[str, Any] | None = None) -> dict[str, Any]:
-        """Resume from the trigger (its event is a :class:`WaitOutcome`)."""
+        """Resume from the trigger: a ``backlog_alert`` event is delivered to the notifiers and the wait
+        goes on (deferred again from the carried state); any other event is a :class:`WaitOutcome`."""
         if not event:
             raise AirflowException(f"{self.task_id}: resumed without a trigger event")
-        return self._finish(context, WaitOutcome.from_dict(event), event.get("queue_url"))
+        queue_url = event.get("queue_url")
+        self._deliver_alerts(context, event.get("alert_changes") or [], event.get("alerts"), queue_url)
+        if event.get("reason") == BACKLOG_ALERT_REASON:
+            wait_state = event["wait_state"]
+            self._defer(queue_url, event.get("dlq_url"), deadline=wait_state["deadline"], started_at=wait_state["started_at"], alerts=event["alerts"], wait_state=wait_state)
+        return self._finish(context, WaitOutcome.from_dict(event), queue_url)
+
+    # -- alerts (both paths) ---------------------------------------------------------------------------
+    def _new_alerts(self, context: Any) -> BacklogAlerts | None:
+        if not self.alerts:
+            return None
+        expected = None
+        try:
+            plan = context["ti"].xcom_pull(task_ids=self.plan_task_id, key="plan")
+            expected = int(plan["expected"]) if isinstance(plan, dict) and "expected" in plan else None
+        except Exception:  # noqa: BLE001 - no plan task in this DAG: alerts work without the count
+            self.log.debug("no expected count from %s", self.plan_task_id, exc_info=True)
+        return BacklogAlerts(policy=self.alert_policy, expected=expected, deadline=run_deadline(context, self.alert_deadline))
+
+    def _deliver_alerts(self, context: Any, changes: list[dict[str, Any]], state: dict[str, Any] | None, queue_url: str | None) -> None:
+        """Notify each change, then push the whole history (``alert_episodes``) for the Batch view."""
+        queue = queue_tag(queue_url or self.queue_name)
+        if changes:
+            notify_changes(self.on_backlog_alert, context, [AlertChange.from_dict(c) for c in changes], queue=queue)
+        if state is not None and (changes or state.get("episodes")):
+            push_episodes(context, state.get("episodes", []))
 
     # -- poke path (deferrable=False) ------------------------------------------------------------------
     def poke(self, context: Any) -> bool | PokeReturnValue:
@@ -142,9 +213,20 @@ class QueueDrainedSensor(AwsBaseSensor[BatchqSqsHook]):
             # class's own timeout check fails without it.
             deadline = started + float(self.timeout) - float(self.poke_interval)
             self._wait = InputWait(started_at=started, deadline=deadline, stable_for_s=self.stable_for, dlq_threshold=self.dlq_threshold, max_points=self.max_points)
+            self._alerts = self._new_alerts(context)
             self._urls = (self._url(self.queue_name), self._url(self.dlq_name))
-        outcome = self._wait.step(self.hook.get_snapshot(*self._urls), time.time())
+        snapshot = self.hook.get_snapshot(*self._urls)
+        now = time.time()
+        outcome = self._wait.step(snapshot, now)
         emit_queue_gauges(queue_tag(self._urls[0]), self._wait.gauges())
+        if self._alerts is not None:
+            if outcome is None:
+                changes = self._alerts.observe(snapshot, now, getattr(snapshot, "oldest_age_s", None))
+            else:
+                changes = self._alerts.settle(now) if outcome.reason is WaitReason.DRAINED else []
+            if changes:
+                emit_alert_gauges(queue_tag(self._urls[0]), self._alerts.open_kinds)
+            self._deliver_alerts(context, [c.to_dict() for c in changes], self._alerts.to_dict() if changes or outcome else None, self._urls[0])
         if outcome is None:
             return False
         return PokeReturnValue(is_done=True, xcom_value=self._finish(context, outcome, self._urls[0]))
@@ -164,3 +246,14 @@ class QueueDrainedSensor(AwsBaseSensor[BatchqSqsHook]):
         if outcome.reason is WaitReason.DLQ_THRESHOLD:
             raise AirflowFailException(f"{self.task_id}: {outcome.message}; last snapshot: {shown}")
         raise AirflowException(f"{self.task_id}: waiting for {queue_url} failed ({outcome.reason.value}): {outcome.message}; last snapshot: {shown}")
+
+
+def _alert_policy(value: AlertPolicy | dict[str, Any] | None, task_id: str) -> AlertPolicy:
+    """The sensor's ``alert_policy`` argument, strictly: a misspelt threshold is an error, not ignored."""
+    if value is None or isinstance(value, AlertPolicy):
+        return value or AlertPolicy()
+    try:
+        return AlertPolicy(**{k: tuple(v) if k == "kinds" else v for k, v in dict(value).items()})
+    except TypeError as exc:
+        known = ", ".join(AlertPolicy.__dataclass_fields__)
+        raise ValueError(f"{task_id}: alert_policy: {exc} (known: {known})") from None

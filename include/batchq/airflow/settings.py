@@ -3,6 +3,8 @@
 Set them in ``airflow.cfg`` under ``[batchq]`` or as ``AIRFLOW__BATCHQ__<KEY>`` environment variables:
 
 - ``default_aws_conn_id`` (``aws_default``): connection the hook uses unless an operator names another.
+- ``api_aws_conn_id`` (``default_aws_conn_id``): the connection the API server's plugin (queue API, Batch
+  views) reads queue depths with; a server-side choice, never a request parameter.
 - ``fanout_max_in_flight`` (``8``): SendMessageBatch calls in flight per fan-out task.
 - ``spec_dir`` (``<include>/specs``): where named specs (``customer_batch`` → ``customer_batch.yaml``) live.
 - ``wait_stable_for_s`` (``60``): seconds the input queue must read empty before the wait for it ends.
@@ -62,6 +64,10 @@ def _seconds(key: str, fallback: float, *, allow_zero: bool) -> float:
 
 def default_aws_conn_id() -> str:
     return _get("default_aws_conn_id", DEFAULT_AWS_CONN_ID)
+
+
+def api_aws_conn_id() -> str:
+    return _get("api_aws_conn_id", default_aws_conn_id())
 
 
 def fanout_max_in_flight() -> int:

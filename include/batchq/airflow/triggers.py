@@ -14,10 +14,18 @@ object the sensor's poke path feeds. Events are :meth:`batchq.health.WaitOutcome
 JSON primitives; the operator's resume method is the only place that raises. Both triggers accept (and
 ignore, or map) retired keyword arguments, because serialised triggers outlive deploys.
 
+Backlog alerts (:mod:`batchq.alerts`) are evaluated next to the wait by :class:`QueueDrainedTrigger`
+on the same snapshots. A trigger cannot call notifiers, so when an alert fires or resolves (and
+``alert_events`` is on) it ends with a ``backlog_alert`` event carrying the changes and both states
+(``wait_state``, ``alerts``); the sensor notifies and defers again on a trigger rebuilt from them, so
+neither the stability window nor the alert episodes are lost. The final event carries the alert state
+too (and resolves backlog alerts when the queue drained).
+
 The wait object's state is not carried across a triggerer restart: Airflow rebuilds a trigger from the
 kwargs stored when the task deferred. What matters survives: ``deadline`` and ``started_at`` are
 absolute, so a restart neither extends the wait nor resets ``waited_s``; the stability window restarts
-(it can only make the wait more careful).
+(it can only make the wait more careful), and the alert detector resumes from its state at the last
+deferral.
 """
 
 from __future__ import annotations
@@ -29,6 +37,7 @@ from typing import Any, ClassVar
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
+from batchq.alerts import BacklogAlerts
 from batchq.health import (
     DEFAULT_STABLE_FOR_S,
     SERIES_FIELDS,
@@ -50,8 +59,10 @@ ERROR_BACKOFF_CAP_S = 60.0
 
 #: The event ``reason`` enum (kept under its old name: operators and DAG code import it from here).
 TriggerReason = WaitReason
+#: ``reason`` of the interim event that hands backlog-alert changes to the task (the wait goes on).
+BACKLOG_ALERT_REASON = "backlog_alert"
 
-__all__ = ["SERIES_FIELDS", "QueueDrainedTrigger", "ResultsAvailableTrigger", "TriggerReason", "series_point"]
+__all__ = ["BACKLOG_ALERT_REASON", "SERIES_FIELDS", "QueueDrainedTrigger", "ResultsAvailableTrigger", "TriggerReason", "series_point"]
 
 
 class _SqsTrigger(BaseTrigger):
@@ -101,6 +112,17 @@ class _SqsTrigger(BaseTrigger):
     def _observed(self, wait: QueueWait) -> None:
         """Called after every successful poll (metrics)."""
 
+    def _begin(self) -> None:
+        """Called when :meth:`run` starts (per-run state beside the wait)."""
+
+    def _interim(self, wait: QueueWait, snapshot: QueueSnapshot, now: float) -> TriggerEvent | None:
+        """An event that ends this trigger although the wait is not over (the task re-defers)."""
+        return None
+
+    def _closing(self, outcome: WaitOutcome, now: float) -> dict[str, Any]:
+        """Extra fields of the final event."""
+        return {}
+
     # -- shared --------------------------------------------------------------------------------------
     def serialize(self) -> tuple[str, dict[str, Any]]:
         aws = {"aws_conn_id": self.aws_conn_id, "region_name": self.region_name, "verify": self.verify, "botocore_config": self.botocore_config}
@@ -117,20 +139,28 @@ class _SqsTrigger(BaseTrigger):
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         wait = self._new_wait()
+        self._begin()
         errors: list[str] = []
         try:
             async with await self.hook.get_async_conn() as client:
                 while True:
                     snap = await self._poll(client, errors)
-                    outcome = wait.step(snap, time.time())
+                    now = time.time()
+                    outcome = wait.step(snap, now)
                     if snap is not None:
                         self._observed(wait)
                     if outcome is not None:
-                        yield self._event(outcome)
+                        yield self._event(outcome, **self._closing(outcome, now))
+                        return
+                    interim = None if snap is None else self._interim(wait, snap, now)
+                    if interim is not None:
+                        yield interim
                         return
                     await asyncio.sleep(self.poll_interval_s)
         except Exception as exc:  # noqa: BLE001 - reported as an event; the operator's resume raises
-            yield self._event(wait.fail(f"{type(exc).__name__}: {exc}", time.time()), errors=errors[-MAX_CONSECUTIVE_ERRORS:])
+            now = time.time()
+            outcome = wait.fail(f"{type(exc).__name__}: {exc}", now)
+            yield self._event(outcome, errors=errors[-MAX_CONSECUTIVE_ERRORS:], **self._closing(outcome, now))
 
     async def _poll(self, client: Any, errors: list[str]) -> QueueSnapshot | None:
         """One snapshot, or None after a (counted, backed-off) error; raises once errors persist."""
@@ -161,6 +191,12 @@ class QueueDrainedTrigger(_SqsTrigger):
     :param queue_name: label for metrics (default: the URL's last segment).
     :param emit_metrics: send queue-lag gauges through Airflow's metrics on every poll.
     :param started_at: epoch seconds the wait began (for ``waited_s``; set by the sensor).
+    :param wait_state: a :meth:`batchq.health.InputWait.to_dict` to continue from (a re-deferral after
+        a backlog alert); it carries its own deadline, window and series, so it wins over the arguments.
+    :param alerts: :meth:`batchq.alerts.BacklogAlerts.to_dict` to evaluate backlog alerts from
+        (``None``: no alerts).
+    :param alert_events: end with a ``backlog_alert`` event whenever an alert fires or resolves (the
+        sensor has notifiers to call); otherwise alerts are only recorded and come with the final event.
     """
 
     RETIRED: ClassVar[dict[str, str | None]] = {"stable_for": "stable_for_s", "poll_interval": "poll_interval_s", "waiter_delay": "poll_interval_s", "timeout": None}
@@ -177,6 +213,9 @@ class QueueDrainedTrigger(_SqsTrigger):
         queue_name: str | None = None,
         emit_metrics: bool = True,
         started_at: float | None = None,
+        wait_state: dict[str, Any] | None = None,
+        alerts: dict[str, Any] | None = None,
+        alert_events: bool = False,
         aws_conn_id: str | None = "aws_default",
         region_name: str | None = None,
         verify: bool | str | None = None,
@@ -198,12 +237,52 @@ class QueueDrainedTrigger(_SqsTrigger):
         self.queue_name = queue_name or queue_tag(queue_url)
         self.emit_metrics = emit_metrics
         self.started_at = started_at if started_at is not None else time.time()
+        self.wait_state = wait_state
+        self.alerts = alerts
+        self.alert_events = bool(alert_events)
+        self._alerts: BacklogAlerts | None = None
         if self.poll_interval_s <= 0:
             raise ValueError(f"need poll_interval_s > 0, got {self.poll_interval_s}")
         self._new_wait()  # validates the rest (stable_for_s, dlq_threshold, max_points) now, not in the triggerer
+        if alerts is not None:
+            BacklogAlerts.from_dict(alerts)  # likewise: a bad alert state fails at defer time
 
     def _new_wait(self) -> InputWait:
+        if self.wait_state:
+            return InputWait.from_dict(self.wait_state)
         return InputWait(started_at=self.started_at, deadline=self.deadline, stable_for_s=self.stable_for_s, dlq_threshold=self.dlq_threshold, max_points=self.max_points)
+
+    def _begin(self) -> None:
+        self._alerts = None if self.alerts is None else BacklogAlerts.from_dict(self.alerts)
+
+    def _interim(self, wait: QueueWait, snapshot: QueueSnapshot, now: float) -> TriggerEvent | None:
+        if self._alerts is None:
+            return None
+        # A snapshot that knows the oldest message's age (CloudWatch) feeds the ``old`` alert.
+        changes = self._alerts.observe(snapshot, now, getattr(snapshot, "oldest_age_s", None))
+        if changes and self.emit_metrics:
+            from batchq.airflow.notifiers import emit_alert_gauges
+
+            emit_alert_gauges(self.queue_name, self._alerts.open_kinds)
+        if not changes or not self.alert_events:
+            return None
+        return TriggerEvent(
+            {
+                "status": "alert",
+                "reason": BACKLOG_ALERT_REASON,
+                "queue_url": self.queue_url,
+                "dlq_url": self.dlq_url,
+                "alert_changes": [c.to_dict() for c in changes],
+                "alerts": self._alerts.to_dict(),
+                "wait_state": wait.to_dict(),
+            }
+        )
+
+    def _closing(self, outcome: WaitOutcome, now: float) -> dict[str, Any]:
+        if self._alerts is None:
+            return {}
+        settled = self._alerts.settle(now) if outcome.reason is WaitReason.DRAINED else []
+        return {"alert_changes": [c.to_dict() for c in settled], "alerts": self._alerts.to_dict()}
 
     def _own_kwargs(self) -> dict[str, Any]:
         return {
@@ -217,6 +296,9 @@ class QueueDrainedTrigger(_SqsTrigger):
             "queue_name": self.queue_name,
             "emit_metrics": self.emit_metrics,
             "started_at": self.started_at,
+            # Only when used, so a trigger without alerts serialises as it did before they existed.
+            **({"wait_state": self.wait_state} if self.wait_state else {}),
+            **({"alerts": self.alerts, "alert_events": self.alert_events} if self.alerts is not None else {}),
         }
 
     def _observed(self, wait: QueueWait) -> None:

@@ -126,6 +126,7 @@ def failed_result_for_unreadable(body: str | bytes, reason: str, error_type: str
     try:
         return WorkResult(
             batch=batch, run_id=run_id, key=key, job_type=job_type, status="failed",
+            plan=raw.get("plan") if isinstance(raw.get("plan"), str) else None,  # the run's ledger counts it
             error=ErrorInfo(type=error_type, message=reason, permanent=True),
             attempts=max(1, attempts), worker=worker,
         )

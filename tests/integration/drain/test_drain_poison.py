@@ -59,8 +59,11 @@ def _check(sqs_client, url: str, store: SqlSink) -> None:
     for name, raw in poison.items():
         assert raw.replace("\x00", "\\u0000")[:1000] in {b[:1000] for b in bodies}, f"{name} not quarantined"
     reasons = " | ".join(q["reason"] for q in rows if q["body"] in {b.replace("\x00", "\\u0000") for b in poison.values()})
-    for word in ("RecursionError", "nested deeper", "attempts", "key is 65", "batch is 65", "job_type is 129", "run_id is 251", "NUL", "nan", "inf"):
-        assert word in reasons, (word, reasons)
+    # Wordings of the parser (messages.parse_result) or of the drain's checks, whichever catches it first.
+    expected = (("recursion", "nested too deeply"), ("nested deeper",), ("attempts",), ("key is 65",), ("batch is 65",),
+                ("job_type is 129",), ("run_id is 251",), ("nul",), ("nan",), ("inf",))
+    for words in expected:
+        assert any(w in reasons.lower() for w in words), (words, reasons)
     status = ledger.status()
     # The ledger closes; poison bodies that name a key of this run count as its (quarantined) failures.
     assert status.complete and status.succeeded == 30 and status.failed == status.quarantined > 0

@@ -42,7 +42,7 @@ def test_deep_prefetch_buffer_is_leased_and_fully_handed_back(sqs_client, queue_
     try:
         with running_worker(worker):
             # Settled: the gated job runs, no receive is in flight, and the buffer is too full for the
-            # receiver to top it up (it refills once half the buffer is free), so nothing moves.
+            # receiver to top it up (it refills once a whole prefetch is free), so nothing moves.
             wait_for(lambda: calls["n"] > QUICK_JOBS and worker._active == 1 + worker._buffered >= 7, 30,
                      interval=0.05, what="quick jobs done and a deep, settled buffer")
             time.sleep(0.3)

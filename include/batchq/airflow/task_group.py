@@ -1,0 +1,130 @@
+"""``BatchTaskGroup``: the whole pattern from one spec in one line, the way Cosmos' ``DbtTaskGroup`` wraps dbt.
+
+::
+
+    BatchTaskGroup(spec="customer_batch", sink_conn_id="batchq_sink", max_rate=200)
+
+expands into a group of five tasks, each the same operator a hand-wired DAG would use::
+
+    ensure_queues ─► plan_shards ─► fan_out[shard 0..S-1] ─► wait_input_drained ─► drain_results
+
+Provisioning is its own task so a reader of the DAG sees it (planning stays side-effect free). Every option
+of the underlying operators passes through: the common ones as arguments, the rest in ``fan_out_kwargs``,
+``wait_kwargs`` and ``drain_kwargs``. The explicit form stays possible (``dags/customer_batch_explicit.py``).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from airflow.sdk import TaskGroup
+
+from batchq.airflow.operators import EnsureQueuesOperator, FanOutOperator, plan_shards
+from batchq.airflow.operators.drain import ResultsDrainOperator
+from batchq.airflow.operators.fanout import SHARD_MAP_INDEX_TEMPLATE
+from batchq.airflow.sensors import QueueDrainedSensor
+from batchq.airflow.spec_sources import load_spec
+from batchq.spec import BatchSpec
+
+#: Task ids inside the group (prefixed with the group id unless ``prefix_group_id=False``).
+TASK_IDS = ("ensure_queues", "plan_shards", "fan_out", "wait_input_drained", "drain_results")
+
+
+def _spec_arg(spec: BatchSpec | str | os.PathLike[str]) -> BatchSpec | str:
+    # Paths become strings: task arguments must serialise.
+    return spec if isinstance(spec, BatchSpec) else os.fspath(spec)
+
+
+class BatchTaskGroup(TaskGroup):
+    """One batch run of a spec as a task group: provision → plan → fan-out → wait → drain.
+
+    :param spec: a :class:`BatchSpec`, a YAML path, or a spec name in ``[batchq] spec_dir``. Validated now
+        (a bad spec is a DAG import error naming the field); its sources resolve only when tasks run.
+    :param sink: where ``drain_results`` writes: a SQLAlchemy URL or an ``http(s)://`` endpoint.
+    :param sink_conn_id: or an Airflow connection for the sink (one of ``sink``/``sink_conn_id`` is required).
+    :param max_rate: results per second the drain writes to the sink (``None``: no cap).
+    :param group_id: the group's id (default: the spec's name).
+    :param aws_conn_id: AWS connection for every task (default ``[batchq] default_aws_conn_id``).
+    :param provision: add the ``ensure_queues`` task (:class:`EnsureQueuesOperator`, default True);
+        ``False`` expects the queues to exist (e.g. provisioned by Terraform) and plans against them.
+    :param max_in_flight: SendMessageBatch calls in flight per fan-out task.
+    :param stable_for: seconds the input queue must read empty before draining.
+    :param poll_interval: seconds between queue polls of the wait.
+    :param dlq_threshold: fail the wait as soon as the input DLQ holds this many messages.
+    :param deferrable: wait and drain in the triggerer (default True).
+    :param fan_out_kwargs: further :class:`FanOutOperator` arguments (e.g. ``retries``, ``pool``,
+        ``max_active_tis_per_dag``).
+    :param wait_kwargs: further :class:`QueueDrainedSensor` arguments (e.g. ``timeout``).
+    :param drain_kwargs: further :class:`ResultsDrainOperator` arguments (e.g. ``ledger_conn_id``,
+        ``max_in_flight``, ``drain_timeout``).
+    :param task_group_kwargs: passed to :class:`TaskGroup` (``prefix_group_id``, ``tooltip``, ...).
+
+    The tasks are attributes too: ``provision``, ``plan``, ``fan_out``, ``wait``, ``drain``.
+    """
+
+    def __init__(
+        self,
+        *,
+        spec: BatchSpec | str | os.PathLike[str],
+        sink: str | None = None,
+        sink_conn_id: str | None = None,
+        max_rate: float | None = None,
+        group_id: str | None = None,
+        aws_conn_id: str | None = None,
+        provision: bool = True,
+        max_in_flight: int | None = None,
+        stable_for: float | None = None,
+        poll_interval: float | None = None,
+        dlq_threshold: int | None = None,
+        deferrable: bool = True,
+        fan_out_kwargs: Mapping[str, Any] | None = None,
+        wait_kwargs: Mapping[str, Any] | None = None,
+        drain_kwargs: Mapping[str, Any] | None = None,
+        **task_group_kwargs: Any,
+    ) -> None:
+        loaded = load_spec(spec)  # parse-time validation: no network, no Variables
+        if not (sink or sink_conn_id):
+            raise ValueError(f"BatchTaskGroup({loaded.name!r}): give sink= (URL) or sink_conn_id= for drain_results")
+        task_group_kwargs.setdefault("tooltip", f"batchq: {loaded.name} (provision, plan, fan out, wait, drain)")
+        super().__init__(group_id=group_id or loaded.name, **task_group_kwargs)
+        spec_arg = _spec_arg(spec)
+        aws = {"aws_conn_id": aws_conn_id} if aws_conn_id else {}
+        with self:
+            if provision:
+                # Planning takes the provisioned URLs (no lookup) and so runs after provisioning.
+                self.provision = EnsureQueuesOperator(task_id="ensure_queues", spec=spec_arg, **aws)
+                self.plan = plan_shards(spec=spec_arg, queues=self.provision.output, **aws)
+            else:
+                self.provision = None
+                self.plan = plan_shards(spec=spec_arg, **aws)  # looks the queues up; names the gap if missing
+            fan_out_options = {"map_index_template": SHARD_MAP_INDEX_TEMPLATE, **aws, **dict(fan_out_kwargs or {})}
+            # map_index_template explicitly: Airflow 3.2's .partial() ignores the operator's signature default.
+            self.fan_out = FanOutOperator.partial(
+                task_id="fan_out", spec=spec_arg, max_in_flight=max_in_flight, **fan_out_options
+            ).expand(shard=self.plan)
+            self.wait = QueueDrainedSensor(
+                task_id="wait_input_drained",
+                spec=spec_arg,
+                stable_for=stable_for,
+                poll_interval=poll_interval,
+                dlq_threshold=dlq_threshold,
+                deferrable=deferrable,
+                **aws,
+                # The backlog alerts' expected count comes from this group's planner too.
+                **{"plan_task_id": self.plan.operator.task_id, **dict(wait_kwargs or {})},
+            )
+            self.drain = ResultsDrainOperator(
+                task_id="drain_results",
+                spec=spec_arg,
+                sink=sink,
+                sink_conn_id=sink_conn_id,
+                max_rate=max_rate,
+                # The ledger's expected count comes from this group's planner, whatever the group is called.
+                plan_task_id=self.plan.operator.task_id,
+                deferrable=deferrable,
+                **aws,
+                **dict(drain_kwargs or {}),
+            )
+            self.fan_out >> self.wait >> self.drain

@@ -1,0 +1,97 @@
+"""Read what batchq tasks left in Airflow (XComs, results Asset events, DAG run states) into
+:class:`~batchq.report.RunReport` objects. Read-only; never touches the sink database."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+from batchq.airflow.views.access import RESULTS_ASSET_PREFIX, RESULTS_ASSET_SUFFIX
+from batchq.report import (
+    ALERTS_KEY,
+    FAILURES_KEY,
+    LAG_KEY,
+    LEDGER_KEYS,
+    PLAN_KEY,
+    SERIES_KEYS,
+    RunReport,
+    run_report,
+)
+
+#: Only these XCom keys are loaded: a fan-out's return values are not the view's business.
+REPORT_XCOM_KEYS = (PLAN_KEY, *SERIES_KEYS, *LEDGER_KEYS, LAG_KEY, ALERTS_KEY, FAILURES_KEY)
+#: Runs shown on a DAG's page (newest first).
+DAG_PAGE_RUNS = 25
+
+
+def _xcoms(session: Any, dag_id: str, run_ids: list[str]) -> dict[str, list[tuple[str, Any]]]:
+    from airflow.models.xcom import XComModel
+    from sqlalchemy import select
+
+    stmt = (
+        select(XComModel.run_id, XComModel.key, XComModel.value)
+        .where(XComModel.dag_id == dag_id, XComModel.run_id.in_(run_ids), XComModel.key.in_(REPORT_XCOM_KEYS))
+        .order_by(XComModel.timestamp)
+    )
+    out: dict[str, list[tuple[str, Any]]] = defaultdict(list)
+    for run_id, key, value in session.execute(stmt):
+        try:
+            value = XComModel.deserialize_value(_Row(value))
+        except Exception:  # noqa: BLE001 - an undecodable XCom is shown as missing, not a 500
+            value = None
+        out[run_id].append((key, value))
+    return out
+
+
+class _Row:
+    """``XComModel.deserialize_value`` takes a result object with a ``value`` attribute."""
+
+    def __init__(self, value: Any):
+        self.value = value
+
+
+def _asset_extras(session: Any, dag_id: str, run_ids: list[str]) -> dict[str, list[dict[str, Any]]]:
+    from airflow.models.asset import AssetEvent, AssetModel
+    from sqlalchemy import select
+
+    stmt = (
+        select(AssetEvent.source_run_id, AssetEvent.extra)
+        .join(AssetModel, AssetModel.id == AssetEvent.asset_id)
+        .where(
+            AssetEvent.source_dag_id == dag_id,
+            AssetEvent.source_run_id.in_(run_ids),
+            AssetModel.uri.like(f"{RESULTS_ASSET_PREFIX}%{RESULTS_ASSET_SUFFIX}"),
+        )
+    )
+    out: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for run_id, extra in session.execute(stmt):
+        if isinstance(extra, dict):
+            out[run_id].append(extra)
+    return out
+
+
+def _state(value: Any) -> str | None:
+    return None if value is None else str(getattr(value, "value", value))
+
+
+def run_reports(dag_id: str, run_id: str | None = None, limit: int = DAG_PAGE_RUNS) -> list[RunReport]:
+    """Reports of one run (``run_id``), or of the DAG's latest ``limit`` runs, newest first. An unknown
+    run gives an empty list."""
+    from airflow.models.dagrun import DagRun
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    with create_session() as session:
+        stmt = select(DagRun.run_id, DagRun.state, DagRun.run_after).where(DagRun.dag_id == dag_id)
+        if run_id is not None:
+            stmt = stmt.where(DagRun.run_id == run_id)
+        stmt = stmt.order_by(DagRun.run_after.desc(), DagRun.id.desc()).limit(limit)
+        runs = [(rid, _state(state), after.timestamp() if after else None) for rid, state, after in session.execute(stmt)]
+        ids = [rid for rid, _, _ in runs]
+        if not ids:
+            return []
+        xcoms, extras = _xcoms(session, dag_id, ids), _asset_extras(session, dag_id, ids)
+    return [
+        run_report(dag_id, rid, xcoms.get(rid, []), state=state, run_after=after, asset_extras=extras.get(rid, []))
+        for rid, state, after in runs
+    ]

@@ -1,0 +1,264 @@
+"""RunReport: what one batch run left behind, as the UI's Batch view shows it.
+
+This module is the *input contract* of the view, pure and Airflow-free: the producers (plan task, drain
+sensor, drain operator, and later the lag and alert steps) leave plain JSON in XCom; :func:`run_report`
+turns whatever subset of it exists into one validated :class:`RunReport`. Missing or malformed parts are
+``None`` (and noted in ``problems``), never an exception: a view of a half-finished or older run must
+still render.
+
+XCom keys read (any task of the run; the first match wins):
+
+- ``plan``: ``{"expected": int, ...}`` (pushed by ``plan_shards``);
+- ``backlog_series`` (or the older ``drain_series``): ``{"fields": ["t", "visible", "in_flight",
+  "delayed", "dlq", ...], "points": [[t, ...], ...]}``; optional fields ``results_visible`` and
+  ``results_in_flight`` draw the results queue;
+- ``return_value`` of the drain task, or ``ledger``: the ledger counts (``expected``, ``succeeded``,
+  ``failed``, ``quarantined``, ``pending``, ``outcome``, optional ``first_failures``); the results Asset
+  event's ``extra`` carries the same counts and is used when no XCom has them;
+- ``queue_lag``: ``{"input_wait": {"p50", "p95", "max"}, "processing": {...}, "results_wait": {...},
+  "source": "..."}``, seconds;
+- ``alert_episodes``: ``[{"kind", "started_at", "resolved_at", "message"}, ...]``;
+- ``first_failures``: ``[{"key", "error"}, ...]`` when the ledger does not carry them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+#: XCom keys of the depth series, newest name first (``drain_series`` was its first name).
+SERIES_KEYS = ("backlog_series", "drain_series")
+PLAN_KEY = "plan"
+LEDGER_KEYS = ("ledger", "return_value")
+LAG_KEY = "queue_lag"
+ALERTS_KEY = "alert_episodes"
+FAILURES_KEY = "first_failures"
+#: Failures shown per run: the view is a pointer to the quarantine, not a copy of it.
+MAX_FAILURES = 20
+MAX_ERROR_CHARS = 500
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+class DepthSeries(_Model):
+    """Queue depth samples over a run: ``points[i][j]`` is field ``fields[j]`` at sample ``i``; ``t`` is
+    epoch seconds."""
+
+    fields: list[str]
+    points: list[list[float | None]] = Field(default_factory=list)
+
+    def column(self, name: str) -> list[float] | None:
+        """The values of one field (``None`` samples as 0), or ``None`` if the series lacks that field."""
+        if name not in self.fields:
+            return None
+        i = self.fields.index(name)
+        return [float(p[i] or 0) if i < len(p) else 0.0 for p in self.points]
+
+    def backlog(self) -> list[float]:
+        """visible + in-flight + delayed of the input queue per sample (what "drained" watches)."""
+        cols = [c for c in (self.column("visible"), self.column("in_flight"), self.column("delayed")) if c is not None]
+        return [sum(vals) for vals in zip(*cols)] if cols else []
+
+
+class LedgerCounts(_Model):
+    """A run's ledger: ``expected == succeeded + failed + pending``; ``failed`` includes quarantined."""
+
+    expected: int = Field(ge=0)
+    succeeded: int | None = Field(default=None, ge=0)
+    failed: int | None = Field(default=None, ge=0)
+    quarantined: int | None = Field(default=None, ge=0)
+    pending: int | None = Field(default=None, ge=0)
+    outcome: str | None = None
+
+    @property
+    def closed(self) -> bool:
+        return self.succeeded is not None
+
+
+class Percentiles(_Model):
+    p50: float | None = None
+    p95: float | None = None
+    max: float | None = None
+
+
+class LagPercentiles(_Model):
+    """Queue lag of a run in seconds: input wait (consumer lag), processing time, results wait.
+
+    :param source: how the lag was measured (e.g. ``sqs-timestamps``), shown beside the numbers.
+    """
+
+    input_wait: Percentiles | None = None
+    processing: Percentiles | None = None
+    results_wait: Percentiles | None = None
+    source: str | None = None
+
+
+class Failure(_Model):
+    key: str
+    error: str
+
+
+class AlertEpisode(_Model):
+    """One backlog alert episode: fired at ``started_at`` (epoch s), resolved at ``resolved_at`` or open."""
+
+    kind: str
+    started_at: float
+    resolved_at: float | None = None
+    message: str = ""
+
+
+class RunReport(_Model):
+    """Everything the Batch view shows for one DAG run.
+
+    :param dag_id: the DAG.
+    :param run_id: the run.
+    :param state: the DAG run's state, as Airflow reports it.
+    :param run_after: when the run was due (epoch seconds), to label it in trends.
+    :param batch: the batch name (from the plan or ledger), if known.
+    :param series: input (and optionally results) queue depth over the wait.
+    :param ledger: expected / succeeded / failed / quarantined / pending.
+    :param lag: queue lag percentiles.
+    :param failures: the first failed keys with their errors.
+    :param alerts: backlog alert episodes.
+    :param problems: parts that were present but unreadable (shown, never raised).
+    """
+
+    dag_id: str
+    run_id: str
+    state: str | None = None
+    run_after: float | None = None
+    batch: str | None = None
+    series: DepthSeries | None = None
+    ledger: LedgerCounts | None = None
+    lag: LagPercentiles | None = None
+    failures: list[Failure] = Field(default_factory=list)
+    alerts: list[AlertEpisode] = Field(default_factory=list)
+    problems: list[str] = Field(default_factory=list)
+
+    @property
+    def has_batch(self) -> bool:
+        """Whether this run left any batchq data at all (otherwise the DAG probably runs no batch)."""
+        return any(x is not None for x in (self.series, self.ledger, self.lag)) or bool(self.alerts or self.batch)
+
+    @property
+    def peak_depth(self) -> int | None:
+        backlog = self.series.backlog() if self.series else []
+        return int(max(backlog)) if backlog else None
+
+    @property
+    def drain_time_s(self) -> float | None:
+        """Seconds from the first sample until the backlog reached 0 for good; ``None`` if it never did."""
+        if not self.series or not self.series.points:
+            return None
+        times, backlog = self.series.column("t"), self.series.backlog()
+        if times is None or not backlog or backlog[-1] != 0:
+            return None
+        last_busy = max((i for i, b in enumerate(backlog) if b > 0), default=-1)
+        return round(times[last_busy + 1] - times[0], 3)
+
+    @property
+    def failure_rate(self) -> float | None:
+        if not self.ledger or self.ledger.failed is None or not self.ledger.expected:
+            return None
+        return self.ledger.failed / self.ledger.expected
+
+    @property
+    def lag_p95_s(self) -> float | None:
+        return self.lag.input_wait.p95 if self.lag and self.lag.input_wait else None
+
+
+def _error_text(error: Any) -> str:
+    if isinstance(error, Mapping):
+        text = f"{error.get('type', 'Error')}: {error.get('message', '')}"
+    else:
+        text = str(error)
+    return text if len(text) <= MAX_ERROR_CHARS else text[: MAX_ERROR_CHARS - 1] + "…"
+
+
+def _first(found: Mapping[str, list[Any]], keys: Iterable[str], accept: Any) -> Any:
+    for key in keys:
+        for value in found.get(key, []):
+            if accept(value):
+                return value
+    return None
+
+
+def _is_ledger(value: Any) -> bool:
+    return isinstance(value, Mapping) and "expected" in value and "succeeded" in value
+
+
+def run_report(
+    dag_id: str,
+    run_id: str,
+    xcoms: Iterable[tuple[str, Any]],
+    *,
+    state: str | None = None,
+    run_after: float | None = None,
+    asset_extras: Iterable[Mapping[str, Any]] = (),
+) -> RunReport:
+    """Build a :class:`RunReport` from a run's raw XComs, tolerating any missing or malformed part.
+
+    :param xcoms: ``(key, value)`` pairs of every XCom of the run (values already deserialised).
+    :param asset_extras: ``extra`` dicts of the run's results Asset events (ledger counts fallback).
+    """
+    found: dict[str, list[Any]] = {}
+    for key, value in xcoms:
+        found.setdefault(key, []).append(value)
+    problems: list[str] = []
+
+    def parse(model: type[_Model], raw: Any, what: str) -> Any:
+        if raw is None:
+            return None
+        try:
+            return model.model_validate(raw)
+        except ValidationError as exc:
+            problems.append(f"{what}: unreadable ({exc.error_count()} error(s), first: {exc.errors()[0]['msg']})")
+            return None
+
+    plan = _first(found, [PLAN_KEY], lambda v: isinstance(v, Mapping))
+    series = parse(DepthSeries, _first(found, SERIES_KEYS, lambda v: v is not None), "depth series")
+    if series is not None and "t" not in series.fields:
+        problems.append("depth series: no 't' field")
+        series = None
+    raw_ledger = _first(found, LEDGER_KEYS, _is_ledger) or next((e for e in asset_extras if _is_ledger(e)), None)
+    ledger = parse(LedgerCounts, raw_ledger, "ledger")
+    if ledger is None and isinstance(plan, Mapping) and isinstance(plan.get("expected"), int):
+        ledger = LedgerCounts(expected=plan["expected"])  # planned, not drained yet
+    lag = parse(LagPercentiles, _first(found, [LAG_KEY], lambda v: v is not None), "queue lag")
+
+    raw_failures = (raw_ledger or {}).get(FAILURES_KEY) if isinstance(raw_ledger, Mapping) else None
+    if raw_failures is None:
+        raw_failures = _first(found, [FAILURES_KEY], lambda v: isinstance(v, list))
+    failures = [
+        Failure(key=str(f.get("key", "?")), error=_error_text(f.get("error", "")))
+        for f in (raw_failures or [])[:MAX_FAILURES]
+        if isinstance(f, Mapping)
+    ]
+    alerts: list[AlertEpisode] = []
+    for raw in _first(found, [ALERTS_KEY], lambda v: isinstance(v, list)) or []:
+        episode = parse(AlertEpisode, raw, "alert episode")
+        if episode is not None:
+            alerts.append(episode)
+
+    batch = None
+    for source in (plan, raw_ledger):
+        if isinstance(source, Mapping) and isinstance(source.get("batch"), str):
+            batch = source["batch"]
+            break
+    return RunReport(
+        dag_id=dag_id,
+        run_id=run_id,
+        state=state,
+        run_after=run_after,
+        batch=batch,
+        series=series,
+        ledger=ledger,
+        lag=lag,
+        failures=failures,
+        alerts=alerts,
+        problems=problems,
+    )

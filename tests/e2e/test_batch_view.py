@@ -1,0 +1,82 @@
+"""The Batch views served by the plugin from a live ``airflow api-server``: what the pages show for a run
+the test created with ``airflow dags test``, and who may see them."""
+
+from __future__ import annotations
+
+import re
+from urllib.parse import quote
+
+import pytest
+from batchq.sqs import send_bodies
+
+from tests.support.airflow_views import ALPHA, BETA
+
+pytestmark = pytest.mark.ui
+
+
+def _tile(html: str, name: str) -> int:
+    m = re.search(rf'data-count="{name}"><div class="n">([\d,]+)</div>', html)
+    assert m, f"no {name} tile"
+    return int(m.group(1).replace(",", ""))
+
+
+def _points(html: str, series: str) -> list[tuple[float, float]]:
+    return [(float(x), float(y)) for x, y in re.findall(rf'<circle class="pt"[^>]*data-series="{series}" data-x="([^"]+)" data-y="([^"]+)"', html)]
+
+
+def test_run_view_shows_the_runs_ledger_curve_lag_failures_and_alerts(view_home, view_server):
+    dag, run_id = ALPHA["dag_id"], view_home.run_ids[ALPHA["dag_id"]]
+    page = view_server.get("admin", f"/batchq/ui/dags/{dag}/runs/{quote(run_id, safe='')}")
+    assert page["status"] == 200 and page["type"].startswith("text/html")
+    html = page["body"]
+    for name in ("expected", "succeeded", "failed", "quarantined", "pending"):
+        assert _tile(html, name) == ALPHA[name]
+    visible = _points(html, "input visible")
+    assert len(visible) == 15 and visible[0][1] == ALPHA["expected"] and visible[-1][1] == 0
+    assert _points(html, "results visible")  # the optional results-queue field is drawn when recorded
+    assert "Drained in 1m 20s" in html  # 120 payloads: empty from the 9th sample, 80 s after the first
+    assert "58s" in html and "SQS SentTimestamp" in html  # lag p95 and where it came from
+    assert html.count("has no orders") == ALPHA["failed"]
+    assert "input backlog grew for 40s" in html
+    assert "<script" not in html  # nothing to run: Airflow's iframe sandbox allows no scripts
+
+
+def test_dag_view_lists_runs_with_their_figures_and_trend(view_home, view_server):
+    dag, run_id = ALPHA["dag_id"], view_home.run_ids[ALPHA["dag_id"]]
+    page = view_server.get("admin", f"/batchq/ui/dags/{dag}")
+    assert page["status"] == 200
+    html = page["body"]
+    row = re.search(rf'<tr data-run="{re.escape(run_id)}">(.*?)</tr>', html, re.DOTALL)
+    assert row, html[-2000:]
+    cells = re.findall(r"<td[^>]*>(.*?)</td>", row.group(1), re.DOTALL)
+    assert cells[3:10] == ["120", "3", "2.5%", "1m 20s", "128", "58s", "1"]  # peak = 120 visible + 8 in flight
+    assert re.search(r'<rect class="bar"[^>]*data-y="80"', html)  # the run's drain time in the trend
+
+
+def test_views_are_authorized_per_dag(view_home, view_server):
+    alpha, beta = ALPHA["dag_id"], BETA["dag_id"]
+    ra, rb = view_home.run_ids[alpha], view_home.run_ids[beta]
+    responses = [
+        view_server.get(user, path)
+        for user, path in [
+            (None, f"/batchq/ui/dags/{alpha}/runs/{quote(ra, safe='')}"),
+            ("scoped", f"/batchq/ui/dags/{alpha}/runs/{quote(ra, safe='')}"),
+            ("scoped", f"/batchq/ui/dags/{beta}/runs/{quote(rb, safe='')}"),
+            ("scoped", f"/batchq/ui/dags/{beta}"),
+            ("admin", f"/batchq/ui/dags/{alpha}/runs/no-such-run"),
+            ("admin", "/batchq/ui/dags/no_such_dag"),
+        ]
+    ]
+    assert [r["status"] for r in responses] == [401, 200, 403, 403, 404, 200]
+    assert "No runs yet" in responses[5]["body"]
+
+
+def test_batches_page_shows_live_gauges_of_the_batches_a_user_may_see(view_home, view_server, sqs_client):
+    send_bodies(sqs_client, view_home.queues[ALPHA["batch"]]["input"], [(f"g{i}", "{}") for i in range(7)])
+    admin, scoped = view_server.get("admin", "/batchq/ui/"), view_server.get("scoped", "/batchq/ui/")
+    assert admin["status"] == scoped["status"] == 200
+    rows = dict(re.findall(r'<tr data-batch="([^"]+)">(.*?)</tr>', admin["body"], re.DOTALL))
+    assert set(rows) == {ALPHA["batch"], BETA["batch"]}
+    assert re.search(r'data-series="visible" data-y="(\d+)"', rows[ALPHA["batch"]]).group(1) == "7"
+    assert f'/batchq/ui/dags/{ALPHA["dag_id"]}"' in rows[ALPHA["batch"]]  # links to the next question
+    assert re.findall(r'<tr data-batch="([^"]+)">', scoped["body"]) == [ALPHA["batch"]]

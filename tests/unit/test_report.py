@@ -1,0 +1,87 @@
+"""RunReport: the Batch view's input contract, built from raw XCom values of every shape a run can leave."""
+
+from __future__ import annotations
+
+import pytest
+from batchq.report import RunReport, run_report
+
+FIELDS = ["t", "visible", "in_flight", "delayed", "dlq"]
+SERIES = {"fields": FIELDS, "points": [[100.0, 40, 0, 0, 0], [110.0, 25, 10, 0, 0], [120.0, 5, 6, 0, 0], [130.0, 0, 0, 0, 0], [140.0, 0, 0, 0, 0]]}
+LEDGER = {
+    "batch": "demo", "run_id": "r1", "expected": 40, "succeeded": 37, "failed": 3, "quarantined": 1, "pending": 0,
+    "outcome": "succeeded", "drain": {"applied": 40},
+    "first_failures": [{"key": "k1", "error": {"type": "ValueError", "message": "bad customer"}}, {"key": "k2", "error": "x" * 900}],
+}
+
+
+def test_full_run_report_from_raw_xcoms():
+    xcoms = [
+        ("plan", {"batch": "demo", "expected": 40, "shards": 2}),
+        ("return_value", [{"start": 0, "stop": 20}]),  # a planner's shard list: not a ledger
+        ("drain_series", SERIES),
+        ("return_value", LEDGER),
+        ("queue_lag", {"input_wait": {"p50": 1.5, "p95": 12.0, "max": 30}, "source": "sqs-timestamps"}),
+        ("alert_episodes", [{"kind": "growing", "started_at": 105, "resolved_at": 125, "message": "backlog grows"}]),
+    ]
+    r = run_report("dag", "r1", xcoms, state="success")
+    assert r.batch == "demo" and r.state == "success"
+    assert (r.ledger.expected, r.ledger.succeeded, r.ledger.failed, r.ledger.quarantined, r.ledger.pending) == (40, 37, 3, 1, 0)
+    assert r.peak_depth == 40
+    assert r.drain_time_s == 30.0  # first sample 100 → first empty sample after the last busy one, 130
+    assert r.failure_rate == pytest.approx(3 / 40)
+    assert r.lag_p95_s == 12.0 and r.lag.source == "sqs-timestamps"
+    assert [f.key for f in r.failures] == ["k1", "k2"]
+    assert r.failures[0].error == "ValueError: bad customer"
+    assert len(r.failures[1].error) == 500  # bounded
+    assert r.alerts[0].kind == "growing" and r.alerts[0].resolved_at == 125
+    assert r.problems == []
+
+
+def test_backlog_series_is_preferred_over_the_old_name():
+    newer = {"fields": FIELDS, "points": [[0, 7, 0, 0, 0], [5, 0, 0, 0, 0]]}
+    r = run_report("d", "r", [("drain_series", SERIES), ("backlog_series", newer)])
+    assert r.peak_depth == 7
+
+
+def test_missing_parts_render_as_none_and_plan_gives_expected():
+    r = run_report("d", "r", [("plan", {"batch": "demo", "expected": 12})], state="running")
+    assert r.has_batch
+    assert r.ledger.expected == 12 and not r.ledger.closed
+    assert r.series is None and r.lag is None and r.drain_time_s is None and r.peak_depth is None
+    assert r.failure_rate is None and r.failures == [] and r.alerts == []
+
+
+def test_nothing_recorded_means_no_batch():
+    r = run_report("d", "r", [("return_value", 3)])
+    assert not r.has_batch
+
+
+def test_undrained_series_has_no_drain_time():
+    r = run_report("d", "r", [("backlog_series", {"fields": FIELDS, "points": [[0, 5, 0, 0, 0], [9, 3, 1, 0, 0]]})])
+    assert r.drain_time_s is None and r.peak_depth == 5
+
+
+def test_asset_event_extra_is_the_ledger_fallback():
+    extra = {k: v for k, v in LEDGER.items() if k != "first_failures"}
+    r = run_report("d", "r", [], asset_extras=[extra])
+    assert r.ledger.succeeded == 37 and r.failures == []
+
+
+@pytest.mark.parametrize(
+    "key,value,problem",
+    [
+        ("drain_series", {"fields": "nope"}, "depth series"),
+        ("drain_series", {"fields": ["visible"], "points": [[1]]}, "no 't' field"),
+        ("return_value", {"expected": -1, "succeeded": 0}, "ledger"),
+        ("queue_lag", {"input_wait": {"p95": "slow"}}, "queue lag"),
+        ("alert_episodes", [{"kind": "late"}], "alert episode"),
+    ],
+)
+def test_malformed_parts_are_reported_not_raised(key, value, problem):
+    r = run_report("d", "r", [(key, value)])
+    assert any(problem in p for p in r.problems), r.problems
+
+
+def test_report_round_trips_as_json():
+    r = run_report("d", "r", [("drain_series", SERIES), ("return_value", LEDGER)])
+    assert RunReport.model_validate_json(r.model_dump_json()) == r
