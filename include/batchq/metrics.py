@@ -40,7 +40,7 @@ class MetricSpec:
     emitter: str
 
 
-_W, _Q, _D = "worker (batchq StatsD)", "QueueDrainedTrigger (triggerer), QueueDrainedSensor poke (Airflow metrics)", "ResultsDrainOperator (Airflow metrics)"
+_W, _Q, _D = "worker (batchq StatsD)", "QueueDrainedTrigger (triggerer), QueueDrainedSensor poke, queue-health task (Airflow metrics)", "ResultsDrainOperator (Airflow metrics)"
 _DC = "`batchq drain` (batchq StatsD)"
 #: Every metric batchq emits: the one catalog (docs/metrics.md is checked against it).
 CATALOG: tuple[MetricSpec, ...] = (
@@ -71,6 +71,10 @@ CATALOG: tuple[MetricSpec, ...] = (
     MetricSpec("batchq.queue.backlog", "gauge", "queue", "visible + in-flight + delayed", _Q),
     MetricSpec("batchq.queue.dlq_visible", "gauge", "queue", "messages on the dead-letter queue", _Q),
     MetricSpec("batchq.queue.eta_s", "gauge", "queue", "seconds to drain at the recent rate", _Q),
+    *(
+        MetricSpec(f"batchq.alert.{kind}", "gauge", "queue", f"1 while a `{kind}` backlog alert is open on the queue, else 0", _Q)
+        for kind in ("growing", "stalled", "old", "dead_letters", "late")
+    ),
     MetricSpec("batchq.drain.applied", "counter", "batch (operator), queue", "results committed to the sink", f"{_D}; {_DC}"),
     MetricSpec("batchq.drain.quarantined", "counter", "batch (operator), queue", "results quarantined (malformed or refused)", f"{_D}; {_DC}"),
     MetricSpec("batchq.drain.sink_retries", "counter", "batch (operator), queue", "sink writes retried after an outage", f"{_D}; {_DC}"),

@@ -22,12 +22,14 @@ what ``task_runner`` does anyway).
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import threading
 from collections.abc import Mapping
 from typing import Any
 
+from batchq.cloudwatch import OldestAgeProbe
 from batchq.metrics import TagLimiter, metric_name
 
 log = logging.getLogger(__name__)
@@ -63,6 +65,29 @@ def ensure_stats_initialized() -> bool:
         )
         log.debug("batchq initialised the Task SDK stats backend in pid %d", pid)
         return True
+
+
+@functools.lru_cache(maxsize=32)
+def oldest_age_probe(aws_conn_id: str | None, region_name: str | None = None) -> OldestAgeProbe:
+    """The process's CloudWatch probe for one AWS connection (:class:`batchq.cloudwatch.OldestAgeProbe`):
+    cached, so a connection that cannot read CloudWatch costs one short try per process, not one per
+    poll or request. Client calls: one attempt, 2 s connect / 3 s read timeout."""
+    from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
+
+    from batchq.aws import botocore_config, single_attempt
+
+    hook = AwsBaseHook(aws_conn_id=aws_conn_id, region_name=region_name, client_type="cloudwatch")
+    return OldestAgeProbe(hook.get_client_type(config=single_attempt(botocore_config(connect_timeout=2, read_timeout=3))))
+
+
+def cloudwatch_oldest_age_s(aws_conn_id: str | None, queue: str, region_name: str | None = None) -> float | None:
+    """CloudWatch's ``ApproximateAgeOfOldestMessage`` of ``queue`` (name or URL) through the connection,
+    ``None`` when it has no data point or cannot be read. Never raises."""
+    try:
+        return oldest_age_probe(aws_conn_id, region_name).oldest_age_s(queue_tag(queue))
+    except Exception:
+        log.debug("no CloudWatch probe for %s", aws_conn_id, exc_info=True)
+        return None
 
 
 def _stats():
@@ -128,4 +153,4 @@ def emit_lag(batch: str, lag: Mapping[str, Any]) -> None:
     _emit("gauge", "run", values, {"batch": batch})
 
 
-__all__ = ["LIMITER", "emit_drain_report", "emit_lag", "emit_ledger", "emit_queue_gauges", "ensure_stats_initialized", "queue_tag"]
+__all__ = ["LIMITER", "cloudwatch_oldest_age_s", "oldest_age_probe", "emit_drain_report", "emit_lag", "emit_ledger", "emit_queue_gauges", "ensure_stats_initialized", "queue_tag"]

@@ -27,7 +27,7 @@ from airflow.sdk.exceptions import AirflowException, AirflowFailException
 from batchq.airflow import settings
 from batchq.airflow.hook import BatchqSqsHook
 from batchq.airflow.triggers import ResultsAvailableTrigger, TriggerReason
-from batchq.cloudwatch import OldestAgeProbe, observed_age_s, queue_age
+from batchq.cloudwatch import observed_age_s, queue_age
 from batchq.lag import LAG_XCOM_KEY, describe_lag
 from batchq.spec import BatchSpec
 from batchq.sqs import get_queue_url
@@ -346,17 +346,9 @@ class ResultsDrainOperator(AwsBaseOperator[BatchqSqsHook]):
         """CloudWatch's age of the oldest input message, when the connection can read it (one short try)."""
         if not self.input_queue:
             return None
-        try:
-            from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
+        from batchq.airflow.metrics import cloudwatch_oldest_age_s
 
-            from batchq.aws import botocore_config, single_attempt
-
-            hook = AwsBaseHook(aws_conn_id=self.aws_conn_id, region_name=self.region_name, verify=self.verify, client_type="cloudwatch")
-            client = hook.get_client_type(config=single_attempt(botocore_config(connect_timeout=2, read_timeout=3)))
-            return OldestAgeProbe(client).oldest_age_s(self.input_queue.rstrip("/").rsplit("/", 1)[-1])
-        except Exception:
-            self.log.debug("no CloudWatch client", exc_info=True)
-            return None
+        return cloudwatch_oldest_age_s(self.aws_conn_id, self.input_queue, self.region_name)
 
     def _metrics(self, report: dict[str, Any] | None, status: Any) -> None:
         try:
