@@ -70,7 +70,6 @@ def airflow_names(monkeypatch) -> set[str]:
     am.emit_ledger("b", {"expected": 1, "succeeded": 1, "failed": 0, "pending": 0})
     # s9c's alert gauges go through Airflow's stats module directly
     import airflow.sdk.observability.stats as sdk_stats
-
     from batchq.airflow.notifiers import emit_alert_gauges
 
     monkeypatch.setattr(sdk_stats, "gauge", Recorder().gauge)

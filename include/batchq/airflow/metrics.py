@@ -153,4 +153,4 @@ def emit_lag(batch: str, lag: Mapping[str, Any]) -> None:
     _emit("gauge", "run", values, {"batch": batch})
 
 
-__all__ = ["LIMITER", "cloudwatch_oldest_age_s", "oldest_age_probe", "emit_drain_report", "emit_lag", "emit_ledger", "emit_queue_gauges", "ensure_stats_initialized", "queue_tag"]
+__all__ = ["LIMITER", "cloudwatch_oldest_age_s", "emit_drain_report", "emit_lag", "emit_ledger", "emit_queue_gauges", "ensure_stats_initialized", "oldest_age_probe", "queue_tag"]
