@@ -72,3 +72,16 @@ def test_a_failing_run_still_reports_its_lag(sqs_client, make_queue, aws_conn, t
     lag = ti.pushed[LAG_XCOM_KEY]
     # results from before the lag fields: no input wait, but the drainer's own figures are there
     assert lag["failures"] == 2 and lag["input_wait"]["count"] == 0 and lag["results_wait"]["count"] == 4
+
+
+@pytest.mark.postgres
+def test_queue_lag_on_postgresql(sqs_client, make_queue, aws_conn, pg_url):  # noqa: F811
+    url = make_queue()
+    results = stamped(make_results(4), wait_s=[2, 4, 6, 8])
+    put(sqs_client, url, results)
+    ti = FakeTI()
+    drain_op(batch=results[0].batch, results_queue=url, sink=pg_url, expected=4, run_id="run-1").execute(context("run-1", ti))
+    lag = ti.pushed[LAG_XCOM_KEY]
+    # PostgreSQL hands back aware datetimes (SQLite naive ones): the same figures either way
+    assert lag["input_wait"] == {"count": 4, "p50": 5.0, "p95": 7.7, "max": 8.0}
+    assert lag["results_wait"]["count"] == 4 and lag["age_source"] == "worker-receipt"
