@@ -70,6 +70,18 @@ def _triggerer_metrics(airflow_home, sqs_client, make_queue, tmp_path, *, visibl
         env["PROBE_FILE"] = str(tmp_path / "probe.txt")
         env["PYTHONPATH"] = os.pathsep.join([str(site), env["PYTHONPATH"]])
     subprocess.run([sys.executable, "-c", MAKE_TRIGGER, url, name], env=env, check=True, timeout=120, capture_output=True)
+    try:
+        return _run_triggerer(airflow_home, env, tmp_path, visible, wait_s)
+    finally:
+        # Leave the shared Airflow home as we found it: no orphan asset-watched trigger for later tests.
+        ids = [r[0] for r in airflow_home.query("select trigger_id from asset_watcher where name = ?", name)]
+        airflow_home.query("delete from asset_watcher where name = ?", name)
+        for trigger_id in ids:
+            airflow_home.query("delete from trigger where id = ?", trigger_id)
+        airflow_home.query("delete from asset where name = ?", name)
+
+
+def _run_triggerer(airflow_home, env, tmp_path, visible: int, wait_s: float) -> tuple[list[str], str, list[str]]:
     with StatsdListener() as listener:
         env.update({
             "AIRFLOW__METRICS__STATSD_ON": "True",
@@ -82,7 +94,7 @@ def _triggerer_metrics(airflow_home, sqs_client, make_queue, tmp_path, *, visibl
         try:
             # The triggerer's own metrics prove the listener is reachable from it.
             listener.wait_for("airflow.", timeout=180, alive=lambda: proc.poll() is None)
-            # Triggers of earlier tests (same Airflow home) report their own queues: match this depth.
+            # Match this queue's depth (the value is what proves it is this trigger's gauge).
             lines = listener.wait_for(f"batchq.queue.visible:{visible}.0|g", timeout=wait_s, alive=lambda: proc.poll() is None)
         finally:
             proc.terminate()
