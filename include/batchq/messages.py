@@ -85,6 +85,14 @@ class WorkResult(BaseModel):
     finished_at: datetime = Field(default_factory=lambda: datetime.now(timezone.utc))
     #: Copied from the payload's ``plan`` (None for payloads without one).
     plan: str | None = None
+    #: Queue lag of the input message (SQS ``SentTimestamp`` and ``ApproximateFirstReceiveTimestamp``),
+    #: stamped by the worker: together with started/finished_at they give the payload's wait and
+    #: processing time (:mod:`batchq.lag`). Optional: results from older workers still parse.
+    enqueued_at: datetime | None = None
+    first_received_at: datetime | None = None
+    #: When the results message was sent (its SQS ``SentTimestamp``): set by the drainer on receipt,
+    #: never by a worker; with the store's ``applied_at`` it gives the results wait.
+    result_sent_at: datetime | None = None
 
     @model_validator(mode="after")
     def _status_fields(self) -> WorkResult:

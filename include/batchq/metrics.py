@@ -19,13 +19,124 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 PREFIX = "batchq"
 DEFAULT_STATSD_PORT = 8125
 
 log = logging.getLogger("batchq.metrics")
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    """One metric batchq emits: the rows of docs/metrics.md (a unit test keeps both in step)."""
+
+    name: str
+    type: str
+    tags: str
+    meaning: str
+    emitter: str
+
+
+_W, _Q, _D = "worker (batchq StatsD)", "QueueDrainedTrigger (triggerer), QueueDrainedSensor poke, queue-health task (Airflow metrics)", "ResultsDrainOperator (Airflow metrics)"
+_DC = "`batchq drain` (batchq StatsD)"
+#: Every metric batchq emits: the one catalog (docs/metrics.md is checked against it).
+CATALOG: tuple[MetricSpec, ...] = (
+    MetricSpec("batchq.worker.received", "counter", "worker", "input messages received", _W),
+    MetricSpec("batchq.worker.message_age_ms", "timer", "worker", "age of an input message at receipt (now − SentTimestamp): the consumer lag workers observe", _W),
+    MetricSpec("batchq.worker.handler_duration_ms", "timer", "worker, batch, job_type", "handler wall time of one payload", _W),
+    MetricSpec("batchq.worker.processed", "counter", "worker, batch, job_type", "payloads succeeded (result sent, input deleted)", _W),
+    MetricSpec("batchq.worker.failed", "counter", "worker, batch, job_type", "payloads ended in a failed result", _W),
+    MetricSpec("batchq.worker.dead_lettered", "counter", "worker, batch, job_type", "input messages moved to the dead-letter queue", _W),
+    MetricSpec("batchq.worker.retried", "counter", "worker, batch, job_type", "transient failures hidden for a back-off", _W),
+    MetricSpec("batchq.worker.handler_timed_out", "counter", "worker, batch, job_type", "handlers that overran their timeout", _W),
+    MetricSpec("batchq.worker.result_send_failed", "counter", "worker, batch, job_type", "results the results queue refused (input kept)", _W),
+    MetricSpec("batchq.worker.delete_failed", "counter", "worker, batch, job_type", "input deletes SQS refused (redelivered, idempotent)", _W),
+    MetricSpec("batchq.worker.returned", "counter", "worker", "prefetched messages handed back at shutdown", _W),
+    MetricSpec("batchq.worker.visibility_extended", "counter", "worker", "lease extensions of running messages", _W),
+    MetricSpec("batchq.worker.visibility_extend_failed", "counter", "worker", "lease extensions SQS refused", _W),
+    MetricSpec("batchq.lambda.handler_duration_ms", "timer", "batch, job_type", "handler wall time of one payload", "Lambda adapter (batchq StatsD)"),
+    MetricSpec("batchq.lambda.processed", "counter", "batch, job_type", "payloads succeeded", "Lambda adapter (batchq StatsD)"),
+    MetricSpec("batchq.lambda.failed", "counter", "batch, job_type", "payloads ended in a failed result", "Lambda adapter (batchq StatsD)"),
+    MetricSpec("batchq.lambda.retried", "counter", "batch, job_type", "records reported back for retry", "Lambda adapter (batchq StatsD)"),
+    MetricSpec("batchq.lambda.dead_lettered", "counter", "batch, job_type", "records dead-lettered", "Lambda adapter (batchq StatsD)"),
+    MetricSpec("batchq.supervisor.workers", "gauge", "", "worker processes running", "local supervisor (batchq StatsD)"),
+    MetricSpec("batchq.supervisor.backlog", "gauge", "", "input backlog the scaling rule saw", "local supervisor (batchq StatsD)"),
+    MetricSpec("batchq.supervisor.worker_died", "counter", "", "worker processes that exited unexpectedly", "local supervisor (batchq StatsD)"),
+    MetricSpec("batchq.queue.visible", "gauge", "queue", "visible messages of the input queue", _Q),
+    MetricSpec("batchq.queue.in_flight", "gauge", "queue", "messages received, not yet deleted", _Q),
+    MetricSpec("batchq.queue.delayed", "gauge", "queue", "delayed messages", _Q),
+    MetricSpec("batchq.queue.backlog", "gauge", "queue", "visible + in-flight + delayed", _Q),
+    MetricSpec("batchq.queue.dlq_visible", "gauge", "queue", "messages on the dead-letter queue", _Q),
+    MetricSpec("batchq.queue.eta_s", "gauge", "queue", "seconds to drain at the recent rate", _Q),
+    *(
+        MetricSpec(f"batchq.alert.{kind}", "gauge", "queue", f"1 while a `{kind}` backlog alert is open on the queue, else 0", _Q)
+        for kind in ("growing", "stalled", "old", "dead_letters", "late")
+    ),
+    MetricSpec("batchq.drain.applied", "counter", "batch (operator), queue", "results committed to the sink", f"{_D}; {_DC}"),
+    MetricSpec("batchq.drain.quarantined", "counter", "batch (operator), queue", "results quarantined (malformed or refused)", f"{_D}; {_DC}"),
+    MetricSpec("batchq.drain.sink_retries", "counter", "batch (operator), queue", "sink writes retried after an outage", f"{_D}; {_DC}"),
+    MetricSpec("batchq.drain.delete_failed", "counter", "queue", "result deletes SQS refused (re-applied idempotently)", _DC),
+    MetricSpec("batchq.drain.rate", "gauge", "batch (operator), queue", "results applied per second over the drain", f"{_D}; {_DC}"),
+    MetricSpec("batchq.run.expected", "gauge", "batch", "payloads the run's plan expects", _D),
+    MetricSpec("batchq.run.succeeded", "gauge", "batch", "keys of the run succeeded", _D),
+    MetricSpec("batchq.run.failed", "gauge", "batch", "keys of the run failed (quarantined included)", _D),
+    MetricSpec("batchq.run.pending", "gauge", "batch", "keys of the run without a result yet", _D),
+    MetricSpec("batchq.run.input_wait_p95_s", "gauge", "batch", "p95 of the run's input wait (first received − enqueued), seconds", _D),
+    MetricSpec("batchq.run.processing_p95_s", "gauge", "batch", "p95 of the run's handler time, seconds", _D),
+    MetricSpec("batchq.run.results_wait_p95_s", "gauge", "batch", "p95 of the run's results wait (applied − result sent), seconds", _D),
+    MetricSpec("batchq.run.time_to_drain_s", "gauge", "batch", "first payload enqueued → last result applied, seconds", _D),
+)
+
+def catalog_table(catalog: Iterable[MetricSpec] = CATALOG) -> str:
+    """The metrics reference table of docs/metrics.md (Markdown), rendered from :data:`CATALOG`."""
+    rows = ["| Name | Type | Tags | Meaning | Emitted by |", "|---|---|---|---|---|"]
+    rows += [f"| `{m.name}` | {m.type} | {m.tags or '—'} | {m.meaning} | {m.emitter} |" for m in catalog]
+    return "\n".join(rows)
+
+
+#: Longest tag value sent; longer user strings are cut (bounded series names in every backend).
+MAX_TAG_CHARS = 64
+#: Distinct values one tag key may take per process before further values report as ``other``.
+MAX_TAG_VALUES = 50
+OTHER = "other"
+
+
+class TagLimiter:
+    """Bounded cardinality for tag values that come from users (batch names, job types, queue names).
+
+    A value in ``known`` (e.g. the spec names that exist) always passes; otherwise the first
+    ``max_values`` distinct values of a tag key pass and later ones become ``other``, so a stream of
+    made-up batch names cannot create unbounded series in the metrics backend. Values are cut to
+    :data:`MAX_TAG_CHARS`. Thread-safe.
+
+    :param max_values: distinct values per tag key before ``other``.
+    :param known: values per tag key that always pass, e.g. ``{"batch": {"customer_batch"}}``.
+    """
+
+    def __init__(self, max_values: int = MAX_TAG_VALUES, known: Mapping[str, Iterable[str]] | None = None):
+        self.max_values = max_values
+        self.known = {k: set(v) for k, v in (known or {}).items()}
+        self._seen: dict[str, set[str]] = {}
+        self._lock = threading.Lock()
+
+    def value(self, key: str, value: Any) -> str:
+        text = str(value)[:MAX_TAG_CHARS]
+        if text in self.known.get(key, ()):
+            return text
+        with self._lock:
+            seen = self._seen.setdefault(key, set())
+            if text in seen:
+                return text
+            if len(seen) >= self.max_values:
+                return OTHER
+            seen.add(text)
+            return text
+
+    def tags(self, tags: Mapping[str, Any] | None) -> dict[str, str]:
+        return {k: self.value(k, v) for k, v in (tags or {}).items() if v is not None}
 
 
 def metric_name(component: str, name: str, prefix: str = PREFIX) -> str:
@@ -78,6 +189,7 @@ class Metrics:
     :param tags: tags added to every metric (e.g. ``{"worker": "host:pid"}``).
     :param tag_format: ``dogstatsd`` (``|#k:v``) or ``none``.
     :param summary_interval_s: seconds between INFO summaries; 0 disables them.
+    :param limiter: bounds per-event tag values (default: a :class:`TagLimiter` of its own).
     """
 
     def __init__(
@@ -91,6 +203,7 @@ class Metrics:
         tag_format: str = "dogstatsd",
         summary_interval_s: float = 30.0,
         logger: logging.Logger | None = None,
+        limiter: TagLimiter | None = None,
     ):
         if tag_format not in ("dogstatsd", "none"):
             raise ValueError(f"tag_format must be 'dogstatsd' or 'none', not {tag_format!r}")
@@ -116,6 +229,7 @@ class Metrics:
         self._timers: dict[str, _Aggregate] = {}
         self._gauges: dict[str, float] = {}
         self._last_summary = time.monotonic()
+        self.limiter = limiter or TagLimiter()
 
     # -- public API ------------------------------------------------------------------------------
     def incr(self, name: str, value: float = 1, tags: Mapping[str, Any] | None = None) -> None:
@@ -172,7 +286,8 @@ class Metrics:
 
     # -- internals -------------------------------------------------------------------------------
     def _emit(self, full: str, value: float, kind: str, tags: Mapping[str, Any] | None) -> None:
-        merged = {**self.tags, **(tags or {})}
+        # Per-event tags carry user strings (batch, job_type): bounded; the component's own are fixed.
+        merged = {**self.tags, **self.limiter.tags(tags)}
         if self._sock is not None and self.address is not None:
             line = format_line(full, value, kind, merged, self.tag_format)
             try:

@@ -303,12 +303,13 @@ def receive_messages(
     wait_seconds: int = limits.MAX_WAIT_TIME_SECONDS,
     visibility_timeout: int | None = None,
 ) -> list[dict[str, Any]]:
-    """One ReceiveMessage call with the system attributes batchq uses (receive count, sent timestamp)."""
+    """One ReceiveMessage call with the system attributes batchq uses (receive count; sent and first
+    receive timestamps, the queue lag of each message: :func:`batchq.worker.execute.queue_times`)."""
     kwargs: dict[str, Any] = {
         "QueueUrl": queue_url,
         "MaxNumberOfMessages": max(1, min(max_messages, limits.MAX_RECEIVE_MESSAGES)),
         "WaitTimeSeconds": max(0, min(wait_seconds, limits.MAX_WAIT_TIME_SECONDS)),
-        "MessageSystemAttributeNames": ["ApproximateReceiveCount", "SentTimestamp"],
+        "MessageSystemAttributeNames": ["ApproximateReceiveCount", "SentTimestamp", "ApproximateFirstReceiveTimestamp"],
     }
     if visibility_timeout is not None:
         kwargs["VisibilityTimeout"] = visibility_timeout

@@ -59,6 +59,8 @@ def test_queue_lag_api_is_authenticated_and_reports_real_counts(airflow_home, sq
     assert q["input"]["in_flight"] == len(leased)
     assert q["input"]["backlog"] == 12
     assert q["input"]["dlq_visible"] == 0
+    # moto publishes no CloudWatch SQS metrics: no queue-level age, and the output says where none came from
+    assert (q["input"]["oldest_age_s"], q["input"]["age_source"]) == (None, None)
     assert q["results"]["visible"] == 1
     assert q["desired_workers"] == 3  # ceil(12 / 5)
     assert q["drained"] is False

@@ -2,7 +2,7 @@
 
 ``batchq drain`` is the long-lived continuous consumer: the same drain loop the Airflow operator runs,
 until SIGTERM/SIGINT (or ``--until-empty``). ``batchq ledger`` shows (and with ``--close`` records) a
-run's ledger. ``batchq redrive`` moves dead-lettered messages back (StartMessageMoveTask, or
+run's ledger and its queue lag (``queue_lag``: input wait, processing, results wait percentiles, time to drain, peak depth). ``batchq redrive`` moves dead-lettered messages back (StartMessageMoveTask, or
 receive/send/delete where the endpoint lacks it). No Airflow import here.
 """
 
@@ -16,6 +16,7 @@ import sys
 import threading
 from typing import Any
 
+from batchq.metrics import Metrics
 from batchq.sqs import get_queue_url
 
 log = logging.getLogger("batchq.drain")
@@ -62,6 +63,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--retry-after-cap", type=float, default=None, help="HTTP sink: longest Retry-After honoured, seconds (default 60)")
     p.add_argument("--until-empty", action="store_true", help="stop when a receive finds the queue empty")
     p.add_argument("--max-results", type=int, default=None, help="stop after this many messages")
+    p.add_argument("--statsd-host", default=None, help="StatsD host for batchq.drain.* metrics (default: env BATCHQ_STATSD_HOST; unset: none)")
+    p.add_argument("--statsd-port", type=int, default=None, help="StatsD UDP port (default: env BATCHQ_STATSD_PORT, else 8125)")
     p.set_defaults(func=cmd_drain)
 
     p = subparsers.add_parser("ledger", help="show (and optionally close) a run's ledger from the sink database")
@@ -104,6 +107,35 @@ def sink_headers_from_env(items: list[str]) -> dict[str, str]:
     return headers
 
 
+class DrainMetrics:
+    """``batchq.drain.*`` from a running drain: counters as the deltas of the drain report after each
+    committed batch (:class:`~batchq.drain.Drainer`'s ``on_batch``), the rate gauge at the end.
+
+    :param metrics: the StatsD client (component ``drain``).
+    :param queue: the results queue's name (the ``queue`` tag).
+    """
+
+    COUNTERS = ("applied", "quarantined", "sink_retries", "delete_failed")
+
+    def __init__(self, metrics: Any, queue: str):
+        self.metrics, self.tags = metrics, {"queue": queue}
+        self._sent: dict[str, int] = dict.fromkeys(self.COUNTERS, 0)
+        self._lock = threading.Lock()
+
+    def on_batch(self, report: Any) -> None:
+        # Called from the drain's delete threads: one at a time, so no delta is sent twice.
+        with self._lock:
+            for name in self.COUNTERS:
+                now = int(getattr(report, name))
+                if now > self._sent[name]:
+                    self.metrics.incr(name, now - self._sent[name], self.tags)
+                    self._sent[name] = now
+
+    def finish(self, report: Any) -> None:
+        self.on_batch(report)
+        self.metrics.gauge("rate", round(report.rate_per_s, 3), self.tags)
+
+
 def cmd_drain(args: argparse.Namespace) -> int:
     from batchq.drain import Drainer, SinkMisconfigured, open_sink
 
@@ -123,6 +155,8 @@ def cmd_drain(args: argparse.Namespace) -> int:
         "draining %s → %s (max_rate=%s/s, max_in_flight=%d, %s)",
         url, sink.description, args.max_rate, args.max_in_flight, "until empty" if args.until_empty else "until stopped",
     )
+    metrics = Metrics("drain", statsd_host=args.statsd_host, statsd_port=args.statsd_port)
+    drain_metrics = DrainMetrics(metrics, url.rstrip("/").rsplit("/", 1)[-1])
     drainer = Drainer(
         client,
         url,
@@ -132,9 +166,11 @@ def cmd_drain(args: argparse.Namespace) -> int:
         max_in_flight=args.max_in_flight,
         receive_wait_s=args.wait,
         lease_s=args.lease,
+        on_batch=drain_metrics.on_batch,
     )
     try:
         report = drainer.run(until_empty=args.until_empty, stop=stop, max_results=args.max_results)
+        drain_metrics.finish(report)
     except SinkMisconfigured as exc:
         # Credentials or URL: retrying cannot help; the results were handed back to the queue.
         print(f"batchq drain: {exc}", file=sys.stderr)
@@ -143,12 +179,16 @@ def cmd_drain(args: argparse.Namespace) -> int:
         sink.close()
         if store is not sink:
             store.close()
+        metrics.flush_summary()
+        metrics.close()
     print(json.dumps(report.to_dict()), flush=True)
     return 0
 
 
 def cmd_ledger(args: argparse.Namespace) -> int:
+    from batchq.cloudwatch import observed_age_s, queue_age
     from batchq.drain import RunLedger, SqlSink
+    from batchq.lag import LAG_XCOM_KEY, describe_lag
 
     spec = None
     if args.spec:
@@ -163,12 +203,16 @@ def cmd_ledger(args: argparse.Namespace) -> int:
     try:
         ledger = RunLedger(store, batch, args.run_id, args.expected, tolerated_failure_count=count, tolerated_failure_percentage=pct)
         status = ledger.status()
+        lag = ledger.lag()
+        # No AWS connection here: the queue-level age is the one workers observed (age_source says so).
+        lag.update(queue_age(None, observed_age_s(lag)))
         if args.close and status.complete:
             ledger.close(status)
-        print(json.dumps(status.to_dict(), default=str), flush=True)
+        print(json.dumps({**status.to_dict(), LAG_XCOM_KEY: lag}, default=str), flush=True)
     finally:
         store.close()
     print(status.describe(), file=sys.stderr)
+    print(describe_lag(lag), file=sys.stderr)
     # 0: complete and within tolerance; 1: complete but failed; 3: still open.
     return 0 if status.ok else (1 if status.complete else 3)
 

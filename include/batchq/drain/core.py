@@ -41,6 +41,7 @@ from batchq.drain.limiter import TokenBucket
 from batchq.drain.sink import Sink, SinkMisconfigured, SinkRejected, SinkUnavailable
 from batchq.drain.sql_sink import QuarantineEntry, SqlSink
 from batchq.errors import InvalidMessage
+from batchq.lag import sqs_times
 from batchq.messages import WorkResult, parse_result
 from batchq.retry import backoff_delay
 from batchq.sqs import change_visibility, delete_messages, receive_messages
@@ -249,6 +250,9 @@ class Drainer:
         try:
             result = parse_result(body)
             check_result(result)
+            sent, _ = sqs_times(m)
+            if sent is not None:  # the results wait (sent → applied) of the run's lag figures
+                result = result.model_copy(update={"result_sent_at": sent})
             return _Item(m, result, None)
         except InvalidMessage as exc:
             reason, key = exc.reason, exc.key

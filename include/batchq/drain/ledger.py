@@ -4,7 +4,7 @@ run fail more than its spec tolerates?
 Expected comes from the plan (arithmetic, known up front); succeeded/failed are distinct keys in the
 results store, so duplicate deliveries never inflate them. The decision is pure (:func:`evaluate`);
 :class:`RunLedger` reads the store and records the outcome there, so a retried drain task picks up
-where the previous try stopped.
+where the previous try stopped. :meth:`RunLedger.lag` adds the run's queue lag figures.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from batchq.drain.sql_sink import SqlSink
+from batchq.lag import run_lag
 
 
 @dataclass(frozen=True)
@@ -198,6 +199,12 @@ class RunLedger:
             first_failures=failures,
             repairing=c.repairing,
         )
+
+    def lag(self) -> dict[str, Any]:
+        """The run's queue lag figures (:func:`batchq.lag.run_lag`): input wait, processing and results
+        wait percentiles, time to drain, peak depth, failures. Reads the run's rows once: call it when
+        the figures are wanted (the end of a drain, ``batchq ledger``), not on every poll."""
+        return run_lag(self.store.lag_rows(self.batch, self.run_id, plan=self.plan))
 
     def close(self, status: LedgerStatus | None = None) -> LedgerStatus:
         """Record the outcome of a complete run in ``batchq_runs``. Returns the status recorded."""

@@ -4,7 +4,8 @@ Tables (created on first use):
 
 ``batchq_results``
     one row per ``key``: batch, run_id, job_type, status, output, error, attempts, worker, finished_at,
-    updated_at. Upsert on ``key``; a ``succeeded`` result replaces a ``failed`` one, never the reverse,
+    updated_at, and the payload's queue timestamps (enqueued_at, first_received_at, started_at,
+    result_sent_at, applied_at: :mod:`batchq.lag`). Upsert on ``key``; a ``succeeded`` result replaces a ``failed`` one, never the reverse,
     so duplicates and reordering cannot change the outcome.
 ``batchq_quarantine``
     malformed results (and results a sink rejected), one row per SQS message id, with the reason and the
@@ -52,6 +53,13 @@ results_table = sa.Table(
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
     # The plan fingerprint of the payload (None for bodies from before plans were carried).
     sa.Column("plan", sa.String(64)),
+    # Queue lag of the payload (batchq.lag): input message sent / first received (SQS timestamps),
+    # handler start, results message sent, and when this drainer committed it. None for older results.
+    sa.Column("enqueued_at", sa.DateTime(timezone=True)),
+    sa.Column("first_received_at", sa.DateTime(timezone=True)),
+    sa.Column("started_at", sa.DateTime(timezone=True)),
+    sa.Column("result_sent_at", sa.DateTime(timezone=True)),
+    sa.Column("applied_at", sa.DateTime(timezone=True)),
     sa.Index("ix_batchq_results_run", "batch", "run_id", "status"),
 )
 
@@ -131,10 +139,19 @@ repair_keys_table = sa.Table(
 
 #: Columns added after the first release: created on existing tables by :meth:`SqlSink.create_tables`.
 _ADDED_COLUMNS = {
-    "batchq_results": ("plan",),
+    "batchq_results": ("plan", "enqueued_at", "first_received_at", "started_at", "result_sent_at", "applied_at"),
     "batchq_quarantine": ("plan", "replayed_at"),
     "batchq_runs": ("plan", "dag_id"),
 }
+
+
+#: Columns a winning duplicate replaces (everything but the key and the run it belongs to).
+_UPSERTED = (
+    "status", "output", "error", "attempts", "worker", "finished_at", "updated_at", "job_type", "plan",
+    "enqueued_at", "first_received_at", "started_at", "result_sent_at", "applied_at",
+)
+#: The timestamps of :func:`batchq.lag.run_lag`.
+_LAG_COLUMNS = ("status", "enqueued_at", "first_received_at", "started_at", "finished_at", "result_sent_at", "applied_at")
 
 
 class RunConflict(ValueError):
@@ -196,6 +213,13 @@ def _now() -> datetime:
     return datetime.now(timezone.utc)
 
 
+def _utc(value: Any) -> Any:
+    # SQLite returns naive datetimes (stored as UTC); PostgreSQL aware ones.
+    if isinstance(value, datetime) and value.tzinfo is None:
+        return value.replace(tzinfo=timezone.utc)
+    return value
+
+
 def _row(r: WorkResult, now: datetime) -> dict[str, Any]:
     return {
         "key": r.key,
@@ -210,6 +234,11 @@ def _row(r: WorkResult, now: datetime) -> dict[str, Any]:
         "finished_at": r.finished_at,
         "updated_at": now,
         "plan": r.plan,
+        "enqueued_at": r.enqueued_at,
+        "first_received_at": r.first_received_at,
+        "started_at": r.started_at,
+        "result_sent_at": r.result_sent_at,
+        "applied_at": now,
     }
 
 
@@ -329,7 +358,7 @@ class SqlSink:
                 excluded = stmt.excluded
                 stmt = stmt.on_conflict_do_update(
                     index_elements=[results_table.c.key],
-                    set_={c: excluded[c] for c in ("status", "output", "error", "attempts", "worker", "finished_at", "updated_at", "job_type", "plan")},
+                    set_={c: excluded[c] for c in _UPSERTED},
                     # Only a success may replace a failure: a late failed duplicate never undoes a success.
                     # A result of another plan (the run re-planned after its dimension values changed)
                     # replaces the row, so the row belongs to the plan whose ledger may count it.
@@ -371,6 +400,17 @@ class SqlSink:
             quarantined=int(quarantined) - int(quarantined_repairing),
             repairing=int(failed_repairing) + quarantined_repairing,
         )
+
+    def lag_rows(self, batch: str, run_id: str, plan: str | None = None) -> list[dict[str, Any]]:
+        """The run's result rows with their queue timestamps (UTC-aware), for :func:`batchq.lag.run_lag`.
+        One row per key: a few columns, read once per ledger look."""
+        self._ensure()
+        r = results_table.c
+        with self._guard("read lag"), self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(*(r[c] for c in _LAG_COLUMNS)).where(r.batch == batch, r.run_id == run_id, *([r.plan == plan] if plan else []))
+            ).all()
+        return [{c: _utc(v) for c, v in zip(_LAG_COLUMNS, row)} for row in rows]
 
     def first_failures(self, batch: str, run_id: str, limit: int = 10, plan: str | None = None) -> list[dict[str, Any]]:
         """Up to ``limit`` failed (or quarantined) keys of the run with their errors, oldest first."""

@@ -7,6 +7,7 @@ about what is permanent, what is retried, and what a ``failed`` result says.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
@@ -18,6 +19,7 @@ from typing import Any
 
 from batchq import limits
 from batchq.errors import InvalidMessage
+from batchq.lag import sqs_times
 from batchq.messages import ErrorInfo, WorkPayload, WorkResult, parse_payload
 from batchq.worker.context import JobContext
 from batchq.worker.errors import PermanentError
@@ -263,6 +265,27 @@ def message_age_ms(message: dict[str, Any], now_s: float | None = None) -> float
     if sent is None:
         return None
     return max(0.0, (now_s if now_s is not None else time.time()) * 1000 - int(sent))
+
+
+def queue_times(message: dict[str, Any]) -> dict[str, datetime]:
+    """``enqueued_at`` / ``first_received_at`` of a received input message (see
+    :func:`batchq.lag.sqs_times`); missing or unreadable attributes are left out."""
+    sent, first_received = sqs_times(message)
+    times = {"enqueued_at": sent, "first_received_at": first_received}
+    return {k: v for k, v in times.items() if v is not None}
+
+
+def with_queue_times(outcome: Outcome, message: dict[str, Any], max_result_bytes: int = limits.MAX_MESSAGE_BYTES) -> Outcome:
+    """``outcome`` with its result stamped with the input message's queue times (see :func:`queue_times`).
+    A result the ~90 bytes of stamps would push over ``max_result_bytes`` stays unstamped: the lag
+    figure of one payload is worth less than its result."""
+    times = queue_times(message)
+    if outcome.result is None or not times:
+        return outcome
+    stamped = outcome.result.model_copy(update=times)
+    if len(stamped.model_dump_json().encode()) > max_result_bytes:
+        return outcome
+    return dataclasses.replace(outcome, result=stamped)
 
 
 def receive_count_of(message: dict[str, Any]) -> int:

@@ -35,7 +35,7 @@ from batchq.errors import BatchqError
 from batchq.metrics import Metrics, log_event
 from batchq.sqs import send_bodies
 from batchq.worker.deadletter import send_to_dead_letter
-from batchq.worker.execute import Action, Outcome, execute
+from batchq.worker.execute import Action, Outcome, execute, with_queue_times
 from batchq.worker.registry import REGISTRY, Registry, load_handlers
 
 log = logging.getLogger("batchq.worker.lambda")
@@ -131,6 +131,8 @@ class LambdaAdapter:
                 record.body, receive_count=receive_count, max_attempts=self.max_attempts,
                 registry=self.registry, worker=worker, message_id=record.message_id,
             )
+            # The event record's attributes carry the SQS timestamps: the payload's queue lag.
+            outcome = with_queue_times(outcome, record.raw_event)
             if outcome.payload is not None and outcome.duration_s:
                 self.metrics.timing("handler_duration_ms", outcome.duration_s * 1000, outcome.tags)
             if outcome.action is Action.RETRY:

@@ -30,6 +30,7 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from batchq import limits
 from batchq.errors import BatchqError, QueueNotFound
 from batchq.metrics import Metrics, log_event
 from batchq.retry import MISSING_QUEUE_CODES, backoff_delay
@@ -49,6 +50,7 @@ from batchq.worker.execute import (
     message_age_ms,
     receive_count_of,
     timed_out_outcome,
+    with_queue_times,
 )
 from batchq.worker.heartbeat import Lease, LeaseKeeper
 from batchq.worker.prefetch import DurationAverage, prefetch_limit
@@ -457,6 +459,8 @@ class Worker:
             self._return_now([lease], "internal error routing a timeout")
 
     def _route(self, lease: Lease, outcome: Outcome, receive_count: int) -> None:
+        # The one place every outcome passes (handled or timed out): stamp the payload's queue lag.
+        outcome = with_queue_times(outcome, lease.message, self.settings.results_max_bytes if self.settings else limits.MAX_MESSAGE_BYTES)
         tags = outcome.tags
         if outcome.payload is not None and outcome.duration_s:
             self.metrics.timing("handler_duration_ms", outcome.duration_s * 1000, tags)

@@ -92,6 +92,8 @@ def test_partial_batch_response_reports_only_transient_failures(sqs_client, lamb
     assert transient_first[0][0] not in results
     assert len(results) == 6
     assert {r.worker for r in results.values()} == {FakeLambdaContext.aws_request_id}
+    # the event records' SQS timestamps: each result carries its payload's queue lag
+    assert {(r.enqueued_at.timestamp(), r.first_received_at.timestamp()) for r in results.values()} == {(1545082649.183, 1545082649.185)}
     dead = read_dead_letters(sqs_client, urls.input_dlq, expect=4)
     assert sorted(m["MessageAttributes"][REASON_ATTRIBUTE]["StringValue"].split(":")[0] for m in dead) == [
         "InvalidMessage", "PermanentError", "RuntimeError", "UnknownJobType"]

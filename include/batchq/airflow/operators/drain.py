@@ -27,6 +27,8 @@ from airflow.sdk.exceptions import AirflowException, AirflowFailException
 from batchq.airflow import settings
 from batchq.airflow.hook import BatchqSqsHook
 from batchq.airflow.triggers import ResultsAvailableTrigger, TriggerReason
+from batchq.cloudwatch import observed_age_s, queue_age
+from batchq.lag import LAG_XCOM_KEY, describe_lag
 from batchq.spec import BatchSpec
 from batchq.sqs import get_queue_url
 
@@ -118,6 +120,8 @@ class ResultsDrainOperator(AwsBaseOperator[BatchqSqsHook]):
     :param plan_task_id: the planning task (default ``plan_shards``).
     :param run_id: the run key (templated, default ``{{ run_id }}``): must match the planner's.
     :param results_queue: results queue name or URL (default: the spec's).
+    :param input_queue: input queue name or URL (default: the spec's): only to read its oldest-message
+        age from CloudWatch for the run's ``queue_lag`` (``age_source``); nothing is received from it.
     :param max_rate: results per second for the whole drain (token bucket); ``None`` = no cap.
     :param max_in_flight: result batches written concurrently.
     :param lease_s: visibility timeout taken on each received batch.
@@ -132,7 +136,7 @@ class ResultsDrainOperator(AwsBaseOperator[BatchqSqsHook]):
     """
 
     aws_hook_class = BatchqSqsHook
-    template_fields: Sequence[str] = (*aws_template_fields(), "run_id", "expected", "sink", "ledger", "results_queue")
+    template_fields: Sequence[str] = (*aws_template_fields(), "run_id", "expected", "sink", "ledger", "results_queue", "input_queue")
     ui_color = "#e4ffe9"
 
     def __init__(
@@ -148,6 +152,7 @@ class ResultsDrainOperator(AwsBaseOperator[BatchqSqsHook]):
         plan_task_id: str = "plan_shards",
         run_id: str = "{{ run_id }}",
         results_queue: str | None = None,
+        input_queue: str | None = None,
         max_rate: float | None = None,
         max_in_flight: int = 2,
         lease_s: int = 60,
@@ -171,6 +176,7 @@ class ResultsDrainOperator(AwsBaseOperator[BatchqSqsHook]):
         if not batch:
             raise ValueError(f"{kwargs.get('task_id')}: give spec= or batch=")
         results_queue = results_queue or (loaded.queues.results if loaded else None)
+        input_queue = input_queue or (loaded.queues.input if loaded else None)
         if not results_queue:
             raise ValueError(f"{kwargs.get('task_id')}: give spec= or results_queue=")
         if not (sink or sink_conn_id):
@@ -184,6 +190,7 @@ class ResultsDrainOperator(AwsBaseOperator[BatchqSqsHook]):
         self.plan_task_id = plan_task_id
         self.run_id = run_id
         self.results_queue = results_queue
+        self.input_queue = input_queue
         self.max_rate, self.max_in_flight = max_rate, max_in_flight
         self.lease_s, self.receive_wait_s = lease_s, receive_wait_s
         self.poll_interval, self.drain_timeout = poll_interval, drain_timeout
@@ -304,6 +311,7 @@ class ResultsDrainOperator(AwsBaseOperator[BatchqSqsHook]):
         ledger.close(status)
         counts = status.counts()
         self._metrics(None, status)
+        lag = self._lag(context, ledger)
         if not status.ok:
             raise AirflowFailException(f"{self.task_id}: run failed: {status.describe()}")
         # Attach the counts to the outlet Asset event (Airflow 3 outlet-events API).
@@ -312,14 +320,42 @@ class ResultsDrainOperator(AwsBaseOperator[BatchqSqsHook]):
             for outlet in self.outlets or []:
                 if isinstance(outlet, Asset):
                     events[outlet].extra = {**counts, "drain": totals}
-        return {**counts, "drain": totals}
+        return {**counts, "drain": totals, LAG_XCOM_KEY: lag}
+
+    def _lag(self, context: Any, ledger: Any) -> dict[str, Any] | None:
+        """The run's queue lag (:func:`batchq.lag.run_lag`) to XCom ``queue_lag`` (the Batch view reads
+        it) and to metrics. Figures are a report, not the drain's purpose: failing to compute them is
+        logged, never fails the task."""
+        try:
+            lag = ledger.lag()
+        except Exception:
+            self.log.warning("queue lag not computed", exc_info=True)
+            return None
+        lag.update(queue_age(self._cloudwatch_age(), observed_age_s(lag)))
+        self.log.info("%s; oldest message age %s s (%s)", describe_lag(lag), lag["oldest_age_s"], lag["age_source"])
+        context["ti"].xcom_push(key=LAG_XCOM_KEY, value=lag)
+        try:
+            from batchq.airflow.metrics import emit_lag
+
+            emit_lag(self.batch, lag)
+        except Exception:
+            self.log.debug("lag metrics not emitted", exc_info=True)
+        return lag
+
+    def _cloudwatch_age(self) -> float | None:
+        """CloudWatch's age of the oldest input message, when the connection can read it (one short try)."""
+        if not self.input_queue:
+            return None
+        from batchq.airflow.metrics import cloudwatch_oldest_age_s
+
+        return cloudwatch_oldest_age_s(self.aws_conn_id, self.input_queue, self.region_name)
 
     def _metrics(self, report: dict[str, Any] | None, status: Any) -> None:
         try:
             from batchq.airflow.metrics import emit_drain_report, emit_ledger
 
             if report:
-                emit_drain_report(self.batch, report)
+                emit_drain_report(self.batch, report, queue=self.results_queue.rstrip("/").rsplit("/", 1)[-1])
             emit_ledger(self.batch, status.counts())
         except Exception:
             self.log.debug("drain metrics not emitted", exc_info=True)

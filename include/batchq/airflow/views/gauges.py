@@ -85,6 +85,8 @@ def queue_state(
     from botocore.exceptions import BotoCoreError, ClientError
 
     from batchq.airflow.hook import BatchqSqsHook
+    from batchq.airflow.metrics import cloudwatch_oldest_age_s
+    from batchq.cloudwatch import queue_age
 
     conn_id = settings.api_aws_conn_id()
     try:
@@ -101,9 +103,11 @@ def queue_state(
         raise QueueStateError(503, f"the API server's AWS connection {conn_id!r} is not configured ([batchq] api_aws_conn_id)") from None
     except (ClientError, BotoCoreError) as exc:
         raise QueueStateError(502, f"SQS did not answer for {spec.name!r}: {type(exc).__name__}: {exc}") from None
+    # Queue-level age where the connection can read CloudWatch; else null, and age_source says so.
+    age = queue_age(cloudwatch_oldest_age_s(conn_id, urls.input), None)
     return {
         "batch": spec.name,
-        "input": _snapshot_json(inp),
+        "input": {**_snapshot_json(inp), **age},
         "results": _snapshot_json(out),
         "desired_workers": desired_workers(inp.visible + inp.in_flight, backlog_per_worker, 0, max_workers),
         "drained": inp.is_empty,
