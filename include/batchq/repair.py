@@ -224,7 +224,6 @@ def purge_repaired_dlq(
     run_id: str,
     *,
     timeout_s: float = 300.0,
-    lease_s: int = 60,
 ) -> PurgeReport:
     """Delete the DLQ copies of this run's repaired keys whose new result succeeded (repairs made with
     ``keep_dlq`` excepted), then record them purged.
@@ -243,6 +242,8 @@ def purge_repaired_dlq(
     deleted_by_repair: dict[int, int] = {}
     seen: set[str] = set()
     deadline = time.monotonic() + timeout_s
+    # Other messages stay hidden for the whole pass (so each is looked at once), then are handed back.
+    lease_s = int(min(timeout_s + 30, 12 * 3600))
     try:
         while time.monotonic() < deadline:
             msgs = [m for m in receive_messages(client, dlq_url, max_messages=10, wait_seconds=1, visibility_timeout=lease_s) if m["MessageId"] not in seen]

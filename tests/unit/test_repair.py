@@ -102,7 +102,8 @@ def test_a_newer_repair_supersedes_an_open_one(plan, store):
     RunLedger(store, plan.spec.name, plan.run_id, plan.expected, plan=plan.fingerprint)
     store.apply([result(plan, keys[0], "failed")])
     first = store.record_repair(plan.spec.name, plan.run_id, select_keys(store, plan, "failed"), mode="failed")
-    second = store.record_repair(plan.spec.name, plan.run_id, select_keys(store, plan, "failed"), mode="failed")
+    assert select_keys(store, plan, "failed") == [], "--failed never re-sends a key an open repair sent"
+    second = store.record_repair(plan.spec.name, plan.run_id, select_keys(store, plan, "keys", [keys[0]]), mode="keys")
     after = {r["id"]: r["keys_after"] for r in store.repairs(plan.spec.name, plan.run_id)}
     assert after == {first: {"superseded": 1}, second: {"open": 1}}
 

@@ -519,15 +519,28 @@ class SqlSink:
     # -- repairs (``batchq rerun``) ------------------------------------------------------------------------
     def repair_candidates(self, batch: str, run_id: str, plan: str | None = None) -> list[dict[str, Any]]:
         """The run's failed keys and its quarantined keys without a result: what ``rerun --failed`` re-sends.
-        Each: ``key``, ``status`` (``failed``/``quarantined``), ``attempts``."""
+        Keys an open repair already re-sent are left out (a second ``--failed`` never double-sends; name
+        such a key with ``--keys`` to send it again). Each: ``key``, ``status``
+        (``failed``/``quarantined``), ``attempts``."""
         self._ensure()
-        r, q = results_table.c, quarantine_table.c
+        r, q, rk = results_table.c, quarantine_table.c, repair_keys_table.c
         own_r = [r.batch == batch, r.run_id == run_id] + ([r.plan == plan] if plan else [])
         own_q = [q.batch == batch, q.run_id == run_id, q.replayed_at.is_(None), q.key.is_not(None)] + ([q.plan == plan] if plan else [])
         with self._guard("read failed keys"), self.engine.connect() as conn:
-            failed = conn.execute(sa.select(r.key, r.attempts).where(*own_r, r.status == "failed").order_by(r.key)).all()
+            failed = conn.execute(
+                sa.select(r.key, r.attempts)
+                .where(*own_r, r.status == "failed", ~sa.exists().where(rk.key == r.key, rk.resolved_at.is_(None)))
+                .order_by(r.key)
+            ).all()
             quarantined = conn.execute(
-                sa.select(q.key).where(*own_q, ~sa.exists().where(results_table.c.key == q.key, *own_r)).distinct().order_by(q.key)
+                sa.select(q.key)
+                .where(
+                    *own_q,
+                    ~sa.exists().where(results_table.c.key == q.key, *own_r),
+                    ~sa.exists().where(rk.key == q.key, rk.resolved_at.is_(None)),
+                )
+                .distinct()
+                .order_by(q.key)
             ).all()
         return [{"key": k, "status": "failed", "attempts": a} for k, a in failed] + [
             {"key": k, "status": "quarantined", "attempts": None} for (k,) in quarantined
