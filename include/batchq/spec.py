@@ -306,15 +306,14 @@ def resolve_callable_source(source: str) -> list[Any]:
     """Resolve ``callable:package.module:function`` by import; anything else is an error here."""
     if not source.startswith("callable:"):
         raise SpecError(f"cannot resolve source {source!r} outside Airflow (only 'callable:' sources)")
-    import importlib
+    from batchq.importing import import_object
 
     target = source.removeprefix("callable:")
-    module_name, _, attr = target.partition(":")
-    if not attr:
+    if ":" not in target:
         raise SpecError(f"source {source!r} must look like 'callable:package.module:function'")
     try:
-        fn = getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError) as exc:
+        fn = import_object(target)
+    except ValueError as exc:
         raise SpecError(f"source {source!r}: {exc}") from None
     return list(fn())
 

@@ -14,12 +14,12 @@ your own) or a plain callable taking the context. It gets the task context plus 
 from __future__ import annotations
 
 import copy
-import importlib
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from batchq.alerts import ALL_KINDS, AlertChange, resolve_deadline
+from batchq.importing import import_object
 from batchq.metrics import metric_name
 
 log = logging.getLogger(__name__)
@@ -100,13 +100,10 @@ def load_notifiers(paths: str | None) -> list[Any]:
     that needs no arguments."""
     out: list[Any] = []
     for path in filter(None, (p.strip() for p in (paths or "").split(","))):
-        module_name, _, attr = path.partition(":")
-        if not attr:
-            raise ValueError(f"notifier path {path!r} must look like 'package.module:attribute'")
         try:
-            target = getattr(importlib.import_module(module_name), attr)
-        except (ImportError, AttributeError) as exc:
-            raise ValueError(f"notifier path {path!r}: {exc}") from None
+            target = import_object(path)
+        except ValueError as exc:
+            raise ValueError(f"notifier path {exc}") from None
         if isinstance(target, type):
             target = target()
         out.extend(check_notifiers(target if isinstance(target, (list, tuple)) else [target], path))

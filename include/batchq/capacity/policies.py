@@ -30,7 +30,24 @@ class Controller(Protocol):
 
 
 @dataclass(frozen=True)
-class LocalPolicy:
+class WorkerFleet:
+    """What every fleet of long-running ``batchq worker`` consumers (processes, pods, ECS tasks) shares:
+    threads per consumer and the runner's receive behaviour, which the simulator models the same way
+    for each of them. Lambda is not a fleet: its concurrency is per batch."""
+
+    concurrency: int = 4
+    wait_seconds: float = 20.0
+    batch_wait_s: float = 0.05
+    prefetch: int | None = None
+    prefetch_horizon_s: float = 1.0
+
+    @property
+    def slots(self) -> int:
+        return self.concurrency
+
+
+@dataclass(frozen=True)
+class LocalPolicy(WorkerFleet):
     """``batchq workers``: processes of ``concurrency`` threads; the rule is :class:`LocalScaling`.
 
     :param startup_s: from ``Popen`` to the first receive (interpreter + imports + GetQueueAttributes).
@@ -40,18 +57,9 @@ class LocalPolicy:
     max_workers: int = 4
     min_workers: int = 0
     backlog_per_worker: int = 100
-    concurrency: int = 4
     poll_interval_s: float = 5.0
     cooldown_s: float = 30.0
     startup_s: float = 2.0
-    wait_seconds: float = 20.0
-    batch_wait_s: float = 0.05
-    prefetch: int | None = None
-    prefetch_horizon_s: float = 1.0
-
-    @property
-    def slots(self) -> int:
-        return self.concurrency
 
     @property
     def max_knob(self) -> int:
@@ -74,7 +82,7 @@ class _LocalController:
 
 
 @dataclass(frozen=True)
-class KedaPolicy:
+class KedaPolicy(WorkerFleet):
     """KEDA ``aws-sqs-queue`` ScaledObject driving an HPA.
 
     KEDA activates 0 → 1 at its ``polling_interval_s`` and returns to 0 after ``cooldown_s`` of an
@@ -88,7 +96,6 @@ class KedaPolicy:
     max_replicas: int = 10
     min_replicas: int = 0
     queue_length: int = 100
-    concurrency: int = 4
     polling_interval_s: float = 30.0
     hpa_sync_s: float = 15.0
     scale_up_pods: int = 4
@@ -96,14 +103,6 @@ class KedaPolicy:
     stabilization_down_s: float = 300.0
     cooldown_s: float = 300.0
     startup_s: float = 30.0
-    wait_seconds: float = 20.0
-    batch_wait_s: float = 0.05
-    prefetch: int | None = None
-    prefetch_horizon_s: float = 1.0
-
-    @property
-    def slots(self) -> int:
-        return self.concurrency
 
     @property
     def max_knob(self) -> int:
@@ -155,7 +154,7 @@ class _KedaController:
 
 
 @dataclass(frozen=True)
-class EcsPolicy:
+class EcsPolicy(WorkerFleet):
     """ECS service target tracking on a "backlog per task" metric published every minute.
 
     Scale-out happens after ``alarm_datapoints`` consecutive one-minute datapoints above the target
@@ -168,20 +167,11 @@ class EcsPolicy:
     max_tasks: int = 10
     min_tasks: int = 1
     backlog_per_task: int = 100
-    concurrency: int = 4
     metric_period_s: float = 60.0
     alarm_datapoints: int = 3
     scale_out_cooldown_s: float = 300.0
     scale_in_after_s: float = 900.0
     startup_s: float = 60.0
-    wait_seconds: float = 20.0
-    batch_wait_s: float = 0.05
-    prefetch: int | None = None
-    prefetch_horizon_s: float = 1.0
-
-    @property
-    def slots(self) -> int:
-        return self.concurrency
 
     @property
     def max_knob(self) -> int:

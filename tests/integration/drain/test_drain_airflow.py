@@ -140,9 +140,14 @@ def test_drain_operator_fails_with_counts_and_first_keys(sqs_client, make_queue,
     results = make_results(10, failed_every=3)  # 4 failures, none tolerated
     put(sqs_client, url, results)
     op = drain_op(batch=results[0].batch, results_queue=url, sink=f"sqlite:///{tmp_path}/s.db", run_id="run-1", plan_task_id="plan_shards")
+    ti = FakeTI(plan={"expected": 10})
     with pytest.raises(AirflowFailException, match=r"6 succeeded, 4 failed.*First failed keys: ") as info:
-        op.execute(context("run-1", FakeTI(plan={"expected": 10})))
+        op.execute(context("run-1", ti))
     assert all(f"{results[i].key}: Boom: item {i}" in str(info.value) for i in (0, 3, 6, 9))
+    # The failed run still leaves its ledger and first failures in XCom (the Batch view of a failed run).
+    ledger = ti.pushed["ledger"]
+    assert (ledger["succeeded"], ledger["failed"], ledger["outcome"]) == (6, 4, "failed")
+    assert {f["key"] for f in ledger["first_failures"]} == {results[i].key for i in (0, 3, 6, 9)}
 
 
 def test_drain_operator_timeout_reports_the_open_ledger(sqs_client, make_queue, aws_conn, tmp_path):

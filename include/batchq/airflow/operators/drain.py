@@ -32,6 +32,8 @@ from batchq.lag import LAG_XCOM_KEY, describe_lag
 from batchq.spec import BatchSpec
 from batchq.sqs import get_queue_url
 
+#: XCom key of the closed ledger (counts + first failures), pushed whether the run succeeded or not.
+LEDGER_XCOM_KEY = "ledger"
 #: The plan XCom the fan-out's ``plan_shards`` pushes (it carries ``expected``).
 PLAN_XCOM_KEY = "plan"
 #: A drain whose deadline has passed still gets this long to apply what is on the queue.
@@ -312,6 +314,9 @@ class ResultsDrainOperator(AwsBaseOperator[BatchqSqsHook]):
         counts = status.counts()
         self._metrics(None, status)
         lag = self._lag(context, ledger)
+        # The ledger with its first failures goes to XCom before any raise: a failed run's Batch view
+        # shows what failed (the return value exists only for a run that succeeded).
+        context["ti"].xcom_push(key=LEDGER_XCOM_KEY, value=status.to_dict())
         if not status.ok:
             raise AirflowFailException(f"{self.task_id}: run failed: {status.describe()}")
         # Attach the counts to the outlet Asset event (Airflow 3 outlet-events API).
