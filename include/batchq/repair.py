@@ -56,6 +56,10 @@ class RepairReport:
     repair_id: int | None = None
     dry_run: bool = False
     outcome_before: str | None = None
+    # Who, why and when (epoch s): the Batch view reads a repair from this report in XCom, never the ledger.
+    reason: str | None = None
+    requested_by: str | None = None
+    requested_at: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -69,6 +73,9 @@ class RepairReport:
             "repair_id": self.repair_id,
             "dry_run": self.dry_run,
             "outcome_before": self.outcome_before,
+            "reason": self.reason,
+            "requested_by": self.requested_by,
+            "requested_at": self.requested_at,
             "keys": self.keys[:_KEYS_SHOWN],
         }
 
@@ -173,12 +180,16 @@ def rerun(
     """
     run = check_plan(store, plan)
     selected = select_keys(store, plan, mode, keys)
-    report = RepairReport(plan.spec.name, plan.run_id, mode, len(selected), dry_run=dry_run, outcome_before=run.get("outcome"))
+    report = RepairReport(
+        plan.spec.name, plan.run_id, mode, len(selected), dry_run=dry_run, outcome_before=run.get("outcome"),
+        reason=reason, requested_by=requested_by,
+    )
     for k in selected:
         report.by_status[k["status"]] = report.by_status.get(k["status"], 0) + 1
     report.keys = [k["key"] for k in selected]
     if dry_run or not selected:
         return report
+    report.requested_at = round(time.time(), 3)
     report.repair_id = store.record_repair(
         plan.spec.name, plan.run_id, selected, mode=mode, plan=plan.fingerprint, reason=reason,
         requested_by=requested_by, keep_dlq=keep_dlq,

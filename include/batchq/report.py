@@ -18,7 +18,13 @@ XCom keys read (any task of the run; the first match wins):
 - ``queue_lag``: ``{"input_wait": {"p50", "p95", "max"}, "processing": {...}, "results_wait": {...},
   "source": "..."}``, seconds;
 - ``alert_episodes``: ``[{"kind", "started_at", "resolved_at", "message"}, ...]``;
-- ``first_failures``: ``[{"key", "error"}, ...]`` when the ledger does not carry them.
+- ``first_failures``: ``[{"key", "error"}, ...]`` when the ledger does not carry them;
+- ``return_value`` of ``rerun_failed`` (recognised by its shape): the repair this run made (``repair_id``,
+  ``run_id`` repaired, ``mode``, ``selected``, ``sent``, ``keys``, ``reason``, ``requested_by``,
+  ``requested_at``, ``outcome_before``); the outcome after is the run's ledger ``outcome``.
+
+Besides XComs, the DAG run's ``conf`` (``repair_run_id``: this run repairs that one) and the later runs
+that repaired this one (:class:`RepairRun`, found by the caller) make the ``repairs`` part.
 """
 
 from __future__ import annotations
@@ -35,6 +41,13 @@ LEDGER_KEYS = ("ledger", "return_value")
 LAG_KEY = "queue_lag"
 ALERTS_KEY = "alert_episodes"
 FAILURES_KEY = "first_failures"
+#: ``rerun_failed`` returns its repair report; ``plan_shards`` etc. return other things under this key.
+REPAIR_KEYS = ("return_value",)
+#: The DAG run conf naming the failed run a repair run repairs, and the optional conf saying why.
+REPAIR_RUN_PARAM = "repair_run_id"
+REPAIR_REASON_PARAM = "repair_reason"
+#: Keys listed per repair (the report carries at most 20).
+MAX_REPAIR_KEYS = 20
 #: Failures shown per run: the view is a pointer to the quarantine, not a copy of it.
 MAX_FAILURES = 20
 MAX_ERROR_CHARS = 500
@@ -111,6 +124,65 @@ class AlertEpisode(_Model):
     message: str = ""
 
 
+class RepairRecord(_Model):
+    """One repair as its ``rerun_failed`` task reported it (``repair_id`` is None when it found nothing
+    to re-send), with the ledger outcome after it when the run's drain has closed the ledger again.
+
+    :param run_id: the repaired run.
+    :param requested_at: when the repair was recorded (epoch seconds).
+    :param keys: the first re-sent keys.
+    """
+
+    repair_id: int | None = None
+    run_id: str | None = None
+    mode: str | None = None
+    selected: int = Field(default=0, ge=0)
+    sent: int = Field(default=0, ge=0)
+    not_sent: int = Field(default=0, ge=0)
+    by_status: dict[str, int] = Field(default_factory=dict)
+    keys: list[str] = Field(default_factory=list)
+    reason: str | None = None
+    requested_by: str | None = None
+    requested_at: float | None = None
+    outcome_before: str | None = None
+    outcome_after: str | None = None
+
+
+class RepairRun(_Model):
+    """A later DAG run that repaired this one (its conf named this run).
+
+    :param repair: what its ``rerun_failed`` reported, if it has run yet.
+    """
+
+    run_id: str
+    state: str | None = None
+    run_after: float | None = None
+    repair: RepairRecord | None = None
+
+
+class Repairs(_Model):
+    """A run's repair history, from Airflow alone.
+
+    :param repair_of: on a repair run: the run it repaired (its conf's ``repair_run_id``).
+    :param made: the repair this run made: as a repair run, or when ``rerun_failed`` was cleared in it.
+    :param by_runs: later runs of the DAG that repaired this one, oldest first.
+    """
+
+    repair_of: str | None = None
+    made: RepairRecord | None = None
+    by_runs: list[RepairRun] = Field(default_factory=list)
+
+    @property
+    def repaired(self) -> bool:
+        """Whether this run was repaired: by later runs, or in place (``rerun_failed`` re-sent keys of it)."""
+        in_place = self.made is not None and self.made.repair_id is not None and self.repair_of is None
+        return bool(self.by_runs) or in_place
+
+    @property
+    def any(self) -> bool:
+        return self.repaired or self.repair_of is not None
+
+
 class RunReport(_Model):
     """Everything the Batch view shows for one DAG run.
 
@@ -124,6 +196,7 @@ class RunReport(_Model):
     :param lag: queue lag percentiles.
     :param failures: the first failed keys with their errors.
     :param alerts: backlog alert episodes.
+    :param repairs: repairs this run made or received.
     :param problems: parts that were present but unreadable (shown, never raised).
     """
 
@@ -137,12 +210,13 @@ class RunReport(_Model):
     lag: LagPercentiles | None = None
     failures: list[Failure] = Field(default_factory=list)
     alerts: list[AlertEpisode] = Field(default_factory=list)
+    repairs: Repairs = Field(default_factory=Repairs)
     problems: list[str] = Field(default_factory=list)
 
     @property
     def has_batch(self) -> bool:
         """Whether this run left any batchq data at all (otherwise the DAG probably runs no batch)."""
-        return any(x is not None for x in (self.series, self.ledger, self.lag)) or bool(self.alerts or self.batch)
+        return any(x is not None for x in (self.series, self.ledger, self.lag)) or bool(self.alerts or self.batch or self.repairs.any)
 
     @property
     def peak_depth(self) -> int | None:
@@ -191,6 +265,16 @@ def _is_ledger(value: Any) -> bool:
     return isinstance(value, Mapping) and "expected" in value and "succeeded" in value
 
 
+def _is_repair(value: Any) -> bool:
+    """``rerun_failed``'s report: a repair (``repair_id``) or its "nothing to repair" answer."""
+    return isinstance(value, Mapping) and "selected" in value and "sent" in value and ("repair_id" in value or "outcome_before" in value)
+
+
+def _repair_target(conf: Any) -> str | None:
+    target = conf.get(REPAIR_RUN_PARAM) if isinstance(conf, Mapping) else None
+    return target if isinstance(target, str) and target else None
+
+
 def run_report(
     dag_id: str,
     run_id: str,
@@ -199,11 +283,15 @@ def run_report(
     state: str | None = None,
     run_after: float | None = None,
     asset_extras: Iterable[Mapping[str, Any]] = (),
+    conf: Mapping[str, Any] | None = None,
+    repaired_by: Iterable[RepairRun] = (),
 ) -> RunReport:
     """Build a :class:`RunReport` from a run's raw XComs, tolerating any missing or malformed part.
 
     :param xcoms: ``(key, value)`` pairs of every XCom of the run (values already deserialised).
     :param asset_extras: ``extra`` dicts of the run's results Asset events (ledger counts fallback).
+    :param conf: the DAG run's conf (``repair_run_id`` makes it a repair run).
+    :param repaired_by: later runs whose conf named this run (see :func:`repair_run`).
     """
     found: dict[str, list[Any]] = {}
     for key, value in xcoms:
@@ -244,6 +332,14 @@ def run_report(
         if episode is not None:
             alerts.append(episode)
 
+    repair_of = _repair_target(conf)
+    made = parse(RepairRecord, _first(found, REPAIR_KEYS, _is_repair), "repair")
+    if made is not None and made.repair_id is None and repair_of is None:
+        made = None  # a normal run's rerun_failed found nothing to repair: not worth a section
+    if made is not None and ledger is not None and ledger.closed:
+        made = made.model_copy(update={"outcome_after": ledger.outcome, "keys": made.keys[:MAX_REPAIR_KEYS]})
+    repairs = Repairs(repair_of=repair_of, made=made, by_runs=sorted(repaired_by, key=lambda r: (r.run_after or 0, r.run_id)))
+
     batch = None
     for source in (plan, raw_ledger):
         if isinstance(source, Mapping) and isinstance(source.get("batch"), str):
@@ -260,5 +356,12 @@ def run_report(
         lag=lag,
         failures=failures,
         alerts=alerts,
+        repairs=repairs,
         problems=problems,
     )
+
+
+def repair_run(run_id: str, xcoms: Iterable[tuple[str, Any]], *, state: str | None = None, run_after: float | None = None, conf: Mapping[str, Any] | None = None) -> RepairRun:
+    """A repair run as its target's page lists it, from the repair run's own raw XComs (tolerant)."""
+    report = run_report("", run_id, xcoms, state=state, run_after=run_after, conf=conf)
+    return RepairRun(run_id=run_id, state=state, run_after=run_after, repair=report.repairs.made)

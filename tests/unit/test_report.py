@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from batchq.report import RunReport, run_report
+from batchq.report import RunReport, repair_run, run_report
 
 FIELDS = ["t", "visible", "in_flight", "delayed", "dlq"]
 SERIES = {"fields": FIELDS, "points": [[100.0, 40, 0, 0, 0], [110.0, 25, 10, 0, 0], [120.0, 5, 6, 0, 0], [130.0, 0, 0, 0, 0], [140.0, 0, 0, 0, 0]]}
@@ -84,4 +84,74 @@ def test_malformed_parts_are_reported_not_raised(key, value, problem):
 
 def test_report_round_trips_as_json():
     r = run_report("d", "r", [("drain_series", SERIES), ("return_value", LEDGER)])
+    assert RunReport.model_validate_json(r.model_dump_json()) == r
+
+
+# --- repairs -------------------------------------------------------------------------------------------
+
+REPAIR = {
+    "batch": "demo", "run_id": "r1", "mode": "failed", "selected": 3, "sent": 3, "not_sent": 0, "by_status": {"failed": 3},
+    "repair_id": 7, "dry_run": False, "outcome_before": "failed", "reason": "handler fixed", "requested_by": "ana via airflow:d.rerun_failed try 1",
+    "requested_at": 1767225900.0, "keys": ["k1", "k2", "k3"],
+}
+
+
+def test_repair_run_says_what_it_re_sent_and_the_ledger_after():
+    after = {**LEDGER, "run_id": "r1", "outcome": "succeeded"}
+    r = run_report("d", "r2", [("return_value", REPAIR), ("return_value", after)], conf={"repair_run_id": "r1"})
+    assert r.repairs.repair_of == "r1" and not r.repairs.repaired  # a repair run is not itself repaired
+    m = r.repairs.made
+    assert (m.repair_id, m.sent, m.keys, m.reason, m.requested_by) == (7, 3, ["k1", "k2", "k3"], "handler fixed", REPAIR["requested_by"])
+    assert (m.outcome_before, m.outcome_after, m.requested_at) == ("failed", "succeeded", 1767225900.0)
+    assert r.ledger.succeeded == 37  # the repair report is not mistaken for the ledger, nor the reverse
+
+
+def test_repair_run_before_its_drain_closed_the_ledger_has_no_outcome_after():
+    r = run_report("d", "r2", [("return_value", REPAIR)], conf={"repair_run_id": "r1"})
+    assert r.has_batch and r.repairs.made.outcome_after is None
+
+
+def test_repair_run_whose_rerun_failed_has_not_run_yet():
+    r = run_report("d", "r2", [], conf={"repair_run_id": "r1"})
+    assert r.repairs.repair_of == "r1" and r.repairs.made is None and r.has_batch
+
+
+def test_a_normal_runs_nothing_to_repair_answer_is_no_repair():
+    r = run_report("d", "r1", [("return_value", {"selected": 0, "sent": 0, "outcome_before": "succeeded"}), ("return_value", LEDGER)])
+    assert r.repairs.made is None and not r.repairs.any
+
+
+def test_repair_run_that_found_nothing_to_repair_says_so():
+    r = run_report("d", "r2", [("return_value", {"selected": 0, "sent": 0, "outcome_before": "succeeded"})], conf={"repair_run_id": "r1"})
+    assert r.repairs.made.repair_id is None and r.repairs.made.outcome_before == "succeeded"
+
+
+def test_rerun_failed_cleared_in_place_marks_the_run_repaired():
+    r = run_report("d", "r1", [("return_value", REPAIR), ("return_value", LEDGER)])
+    assert r.repairs.repair_of is None and r.repairs.repaired and r.repairs.made.outcome_after == "succeeded"
+
+
+def test_original_run_lists_the_later_runs_that_repaired_it_oldest_first():
+    second = repair_run("r3", [("return_value", {**REPAIR, "repair_id": 8})], state="running", run_after=300.0, conf={"repair_run_id": "r1"})
+    first = repair_run("r2", [("return_value", REPAIR), ("return_value", LEDGER)], state="success", run_after=200.0, conf={"repair_run_id": "r1"})
+    r = run_report("d", "r1", [("return_value", {**LEDGER, "outcome": "failed"})], state="failed", repaired_by=[second, first])
+    assert r.repairs.repaired
+    assert [(x.run_id, x.state, x.repair.repair_id, x.repair.outcome_after) for x in r.repairs.by_runs] == [
+        ("r2", "success", 7, "succeeded"), ("r3", "running", 8, None)
+    ]
+
+
+@pytest.mark.parametrize("conf", [None, {}, {"repair_run_id": None}, {"repair_run_id": ""}, {"repair_run_id": 5}, "not a dict"])
+def test_no_or_bad_repair_conf_is_no_repair_run(conf):
+    assert run_report("d", "r", [("return_value", LEDGER)], conf=conf).repairs.repair_of is None
+
+
+def test_malformed_repair_report_is_a_problem_not_an_error():
+    r = run_report("d", "r2", [("return_value", {**REPAIR, "sent": -1})], conf={"repair_run_id": "r1"})
+    assert r.repairs.made is None and any(p.startswith("repair: unreadable") for p in r.problems)
+
+
+def test_report_with_repairs_round_trips_as_json():
+    rr = repair_run("r2", [("return_value", REPAIR)], conf={"repair_run_id": "r1"})
+    r = run_report("d", "r1", [("return_value", LEDGER)], repaired_by=[rr])
     assert RunReport.model_validate_json(r.model_dump_json()) == r

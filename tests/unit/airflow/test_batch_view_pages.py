@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
-from batchq.report import run_report
+from batchq.report import repair_run, run_report
 
 pages = pytest.importorskip("batchq.airflow.views.pages")
 
@@ -44,3 +46,50 @@ def test_drain_chart_draws_only_recorded_fields():
     chart = pages.drain_chart(report)
     assert chart.count('data-series="input visible"') == 3  # polyline + 2 points
     assert "results visible" not in chart and "input delayed" not in chart  # absent / always zero
+
+
+REPAIR = {
+    "run_id": "r1", "mode": "failed", "selected": 2, "sent": 2, "repair_id": 4, "outcome_before": "failed",
+    "reason": "handler <fixed>", "requested_by": "ana", "requested_at": 1767225900.0, "keys": ["k<1>", "k2"],
+}
+CLOSED = {"expected": 2, "succeeded": 2, "failed": 0, "quarantined": 0, "pending": 0, "outcome": "succeeded"}
+
+
+def test_repair_run_page_says_what_it_repaired_and_links_back():
+    report = run_report("dag", "r2", [("return_value", REPAIR), ("return_value", CLOSED)], conf={"repair_run_id": "r1"})
+    html = _render_run(report)
+    assert '<h2>Repairs</h2>' in html and 'class="tag repair"' in html
+    assert 'Repair of run <a class="mono" href="/batchq/ui/dags/dag/runs/r1">r1</a>' in html
+    text = " ".join(html.split())
+    assert "2 keys re-sent by ana at 2026-01-01 00:05:00 UTC because handler &lt;fixed&gt;; ledger now <strong>succeeded</strong>" in text
+    assert "k&lt;1&gt;, k2" in html and "<fixed>" not in html and "k<1>" not in html
+
+
+def test_original_run_page_lists_its_repair_runs_and_is_marked_repaired():
+    rr = repair_run("manual__<x>", [("return_value", REPAIR)], state="running", run_after=1767225960.0, conf={"repair_run_id": "r1"})
+    html = _render_run(run_report("dag", "r1", [("return_value", {**CLOSED, "outcome": "failed"})], state="failed", repaired_by=[rr]))
+    assert 'class="tag repaired">repaired<' in html
+    row = html.split('data-repair-run="manual__&lt;x&gt;"', 1)[1].split("</tr>", 1)[0]
+    assert 'href="/batchq/ui/dags/dag/runs/manual__%3Cx%3E"' in row and "not closed yet" in row and "handler &lt;fixed&gt;" in row
+    assert "manual__<x>" not in html
+
+
+def test_run_without_repairs_has_no_repairs_section():
+    html = _render_run(run_report("dag", "r1", [("return_value", CLOSED), ("return_value", {"selected": 0, "sent": 0, "outcome_before": "succeeded"})]))
+    assert "<h2>Repairs</h2>" not in html and 'id="repairs"' not in html and 'class="tag repaired"' not in html
+
+
+def test_dag_page_marks_repaired_runs_and_repair_runs():
+    rr = repair_run("r2", [("return_value", REPAIR)], conf={"repair_run_id": "r1"})
+    reports = [
+        run_report("dag", "r2", [("return_value", REPAIR)], conf={"repair_run_id": "r1"}),
+        run_report("dag", "r1", [("return_value", CLOSED)], repaired_by=[rr]),
+        run_report("dag", "r0", [("return_value", CLOSED)]),
+    ]
+    html = pages._env().get_template("dag.html").render(
+        base="/batchq", title="t", dag_id="dag", reports=reports, batch_reports=reports, drain_chart="", depth_chart=""
+    )
+    rows = dict(re.findall(r'<tr data-run="([^"]+)">(.*?)</tr>', html, re.DOTALL))
+    assert 'class="tag repaired"' in rows["r1"] and 'class="tag repair"' not in rows["r1"]
+    assert 'href="/batchq/ui/dags/dag/runs/r1" title="repair of r1">repair<' in rows["r2"] and "repaired" not in rows["r2"]
+    assert "tag" not in rows["r0"]

@@ -29,13 +29,14 @@ from airflow.providers.amazon.aws.utils.mixins import aws_template_fields
 from batchq.airflow import settings
 from batchq.airflow.hook import BatchqSqsHook
 from batchq.airflow.spec_sources import resolve_spec, spec_reference
+# The DAG param naming a failed run to repair (``-c '{"repair_run_id": ...}'``) and the optional conf
+# saying why; defined beside the Batch view's reader of them.
+from batchq.report import REPAIR_REASON_PARAM, REPAIR_RUN_PARAM
 from batchq.spec import BatchSpec
 from batchq.sqs import get_queue_url
 
 #: The plan XCom ``plan_shards`` pushes (its ``queues`` give the input queue and its DLQ).
 PLAN_XCOM_KEY = "plan"
-#: The DAG param naming a failed run to repair (``airflow dags trigger -c '{"repair_run_id": ...}'``).
-REPAIR_RUN_PARAM = "repair_run_id"
 #: The run every step works on: this DAG run's own, or the failed run a repair run names.
 #: (``params.get``: the template still renders in a DAG that does not declare the param.)
 RUN_ID_TEMPLATE = "{{ params.get('repair_run_id') or run_id }}"
@@ -146,15 +147,15 @@ class RerunFailedOperator(_RepairBase):
             if run is None or run.get("outcome") != "failed":
                 self.log.info("run %s: ledger %s: nothing to repair", self.run_id, (run or {}).get("outcome", "not recorded yet"))
                 return {"selected": 0, "sent": 0, "outcome_before": (run or {}).get("outcome")}
-            ti = context.get("ti")
+            reason, requested_by = self._who_and_why(context)
             report = rerun(
                 self.hook.get_conn(),
                 self._queue_url(context, "input", spec.queues.input),
                 store,
                 Plan(spec, self.run_id, dag_id=self._dag_id()),
                 self.mode,
-                reason=f"{self.task_id} cleared in Airflow",
-                requested_by=f"airflow:{self._dag_id()}.{self.task_id} try {getattr(ti, 'try_number', '?')}",
+                reason=reason,
+                requested_by=requested_by,
                 keep_dlq=self.keep_dlq,
             )
         finally:
@@ -165,6 +166,20 @@ class RerunFailedOperator(_RepairBase):
 
             raise AirflowException(f"{self.task_id}: {len(report.not_sent)} key(s) not sent (recorded as not_sent; clear again to retry): {list(report.not_sent)[:20]}")
         return report.to_dict()
+
+
+    def _who_and_why(self, context: Any) -> tuple[str, str]:
+        """The repair's reason and requester as the Batch view shows them: a repair run's
+        ``repair_reason`` conf (else how it was started) and the user who triggered the DAG run."""
+        ti, dag_run = context.get("ti"), context.get("dag_run")
+        conf = getattr(dag_run, "conf", None) or {}
+        if conf.get(REPAIR_RUN_PARAM):
+            reason = str(conf.get(REPAIR_REASON_PARAM) or f"repair run {context.get('run_id')} triggered with {REPAIR_RUN_PARAM}")
+        else:
+            reason = f"{self.task_id} cleared in Airflow"
+        user = getattr(dag_run, "triggering_user_name", None)
+        task = f"airflow:{self._dag_id()}.{self.task_id} try {getattr(ti, 'try_number', '?')}"
+        return reason, f"{user} via {task}" if user else task
 
 
 class PurgeRepairedDlqOperator(_RepairBase):

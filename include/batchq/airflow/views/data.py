@@ -1,5 +1,6 @@
-"""Read what batchq tasks left in Airflow (XComs, results Asset events, DAG run states) into
-:class:`~batchq.report.RunReport` objects. Read-only; never touches the sink database."""
+"""Read what batchq tasks left in Airflow (XComs, results Asset events, DAG run states and confs) into
+:class:`~batchq.report.RunReport` objects. Read-only; never touches the sink database: repairs too are
+read from the runs' confs (``repair_run_id``) and ``rerun_failed``'s XCom."""
 
 from __future__ import annotations
 
@@ -13,13 +14,19 @@ from batchq.report import (
     LAG_KEY,
     LEDGER_KEYS,
     PLAN_KEY,
+    REPAIR_KEYS,
+    REPAIR_RUN_PARAM,
     SERIES_KEYS,
+    RepairRun,
     RunReport,
+    repair_run,
     run_report,
 )
 
 #: Only these XCom keys are loaded: a fan-out's return values are not the view's business.
-REPORT_XCOM_KEYS = (PLAN_KEY, *SERIES_KEYS, *LEDGER_KEYS, LAG_KEY, ALERTS_KEY, FAILURES_KEY)
+REPORT_XCOM_KEYS = tuple(dict.fromkeys((PLAN_KEY, *SERIES_KEYS, *LEDGER_KEYS, LAG_KEY, ALERTS_KEY, FAILURES_KEY, *REPAIR_KEYS)))
+#: Repair runs listed per repaired run (a run repaired more often than this has other problems).
+MAX_REPAIR_RUNS = 20
 #: Runs shown on a DAG's page (newest first).
 DAG_PAGE_RUNS = 25
 
@@ -70,6 +77,31 @@ def _asset_extras(session: Any, dag_id: str, run_ids: list[str]) -> dict[str, li
     return out
 
 
+def _repair_runs(session: Any, dag_id: str, run_ids: list[str]) -> dict[str, list[RepairRun]]:
+    """Runs of the DAG whose conf names one of ``run_ids`` as ``repair_run_id``, by the run they repair."""
+    from airflow.models.dagrun import DagRun
+    from sqlalchemy import select
+
+    target = DagRun.conf[REPAIR_RUN_PARAM].as_string()
+    stmt = (
+        select(DagRun.run_id, DagRun.state, DagRun.run_after, DagRun.conf)
+        .where(DagRun.dag_id == dag_id, target.in_(run_ids))
+        .order_by(DagRun.run_after.desc(), DagRun.id.desc())
+        .limit(MAX_REPAIR_RUNS * len(run_ids))
+    )
+    found = list(session.execute(stmt))
+    if not found:
+        return {}
+    xcoms = _xcoms(session, dag_id, [rid for rid, *_ in found])
+    out: dict[str, list[RepairRun]] = defaultdict(list)
+    for rid, state, after, conf in found:
+        target_id = conf.get(REPAIR_RUN_PARAM) if isinstance(conf, dict) else None
+        if target_id in run_ids and len(out[target_id]) < MAX_REPAIR_RUNS:
+            ts = after.timestamp() if after else None
+            out[target_id].append(repair_run(rid, xcoms.get(rid, []), state=_state(state), run_after=ts, conf=conf))
+    return out
+
+
 def _state(value: Any) -> str | None:
     return None if value is None else str(getattr(value, "value", value))
 
@@ -82,16 +114,20 @@ def run_reports(dag_id: str, run_id: str | None = None, limit: int = DAG_PAGE_RU
     from sqlalchemy import select
 
     with create_session() as session:
-        stmt = select(DagRun.run_id, DagRun.state, DagRun.run_after).where(DagRun.dag_id == dag_id)
+        stmt = select(DagRun.run_id, DagRun.state, DagRun.run_after, DagRun.conf).where(DagRun.dag_id == dag_id)
         if run_id is not None:
             stmt = stmt.where(DagRun.run_id == run_id)
         stmt = stmt.order_by(DagRun.run_after.desc(), DagRun.id.desc()).limit(limit)
-        runs = [(rid, _state(state), after.timestamp() if after else None) for rid, state, after in session.execute(stmt)]
-        ids = [rid for rid, _, _ in runs]
+        runs = [(rid, _state(state), after.timestamp() if after else None, conf) for rid, state, after, conf in session.execute(stmt)]
+        ids = [rid for rid, *_ in runs]
         if not ids:
             return []
         xcoms, extras = _xcoms(session, dag_id, ids), _asset_extras(session, dag_id, ids)
+        repairs = _repair_runs(session, dag_id, ids)
     return [
-        run_report(dag_id, rid, xcoms.get(rid, []), state=state, run_after=after, asset_extras=extras.get(rid, []))
-        for rid, state, after in runs
+        run_report(
+            dag_id, rid, xcoms.get(rid, []), state=state, run_after=after, asset_extras=extras.get(rid, []),
+            conf=conf if isinstance(conf, dict) else None, repaired_by=repairs.get(rid, []),
+        )
+        for rid, state, after, conf in runs
     ]
