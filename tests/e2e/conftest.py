@@ -73,6 +73,7 @@ class AirflowHome:
         timeout: float = 600,
         check: bool = True,
         mark_success_pattern: str | None = None,
+        conf: dict | None = None,
     ) -> tuple[subprocess.CompletedProcess, str]:
         """Run ``airflow dags test`` and return the process and the run id it created.
 
@@ -81,6 +82,7 @@ class AirflowHome:
         """
         before = self.query("select coalesce(max(id), 0) from dag_run")[0][0]
         extra = ["--mark-success-pattern", mark_success_pattern] if mark_success_pattern else []
+        extra += ["--conf", json.dumps(conf)] if conf is not None else []
         proc = self.run("dags", "test", dag_id, logical_date, *extra, env=env, timeout=timeout, check=check)
         rows = self.query("select run_id from dag_run where dag_id = ? and id > ? order by id", dag_id, before)
         assert len(rows) == 1, f"expected one new run of {dag_id}, found {rows}\n{proc.stdout[-3000:]}"

@@ -9,7 +9,7 @@ from urllib.parse import quote
 import pytest
 from batchq.sqs import send_bodies
 
-from tests.support.airflow_views import ALPHA, BETA
+from tests.support.airflow_views import ALPHA, ALPHA_REPAIR, BETA
 
 pytestmark = pytest.mark.ui
 
@@ -51,6 +51,28 @@ def test_dag_view_lists_runs_with_their_figures_and_trend(view_home, view_server
     cells = re.findall(r"<td[^>]*>(.*?)</td>", row.group(1), re.DOTALL)
     assert cells[3:10] == ["120", "3", "2.5%", "1m 20s", "128", "58s", "1"]  # peak = 120 visible + 8 in flight
     assert re.search(r'<rect class="bar"[^>]*data-y="80"', html)  # the run's drain time in the trend
+
+
+def test_repair_history_stays_with_the_failed_run_and_the_repair_run(view_home, view_server):
+    """Read from Airflow alone: the repair run's conf and its rerun_failed / drain XComs."""
+    dag, original, repair = ALPHA["dag_id"], view_home.run_ids[ALPHA["dag_id"]], view_home.repair_run_id
+    pages = [view_server.get("admin", f"/batchq/ui/dags/{dag}/runs/{quote(r, safe='')}") for r in (repair, original)]
+    assert [p["status"] for p in pages] == [200, 200]
+    repair_html, original_html = (" ".join(p["body"].split()) for p in pages)
+    reason = ALPHA_REPAIR["reason"].replace("<", "&lt;").replace(">", "&gt;")  # recorded text is escaped
+    assert f'Repair of run <a class="mono" href="/batchq/ui/dags/{dag}/runs/{quote(original, safe="")}">{original}</a>' in repair_html
+    assert (
+        f"{ALPHA_REPAIR['sent']} keys re-sent by airflow:{dag}.rerun_failed try 1 at {ALPHA_REPAIR['requested_at']} because {reason};"
+        " ledger now <strong>succeeded</strong>"
+    ) in repair_html
+    assert _tile(repair_html, "failed") == 0  # the repair run's drain closed the ledger with none failed
+    row = re.search(rf'<tr data-repair-run="{re.escape(repair)}">(.*?)</tr>', original_html)
+    assert row, "the failed run lists the run that repaired it"
+    assert f'/batchq/ui/dags/{dag}/runs/{quote(repair, safe="")}"' in row.group(1) and reason in row.group(1) and "succeeded" in row.group(1)
+    assert 'class="tag repaired">repaired<' in original_html and 'class="tag repaired"' not in repair_html
+    runs = view_server.get("admin", f"/batchq/ui/dags/{dag}")["body"]
+    rows = dict(re.findall(r'<tr data-run="([^"]+)">(.*?)</tr>', runs, re.DOTALL))
+    assert 'class="tag repaired"' in rows[original] and f'title="repair of {original}">repair<' in rows[repair]
 
 
 def test_views_are_authorized_per_dag(view_home, view_server):

@@ -24,6 +24,8 @@ DEMO_DAGS = Path(__file__).with_name("batch_view_dags")
 #: What the demo DAGs record (see batch_view_dags/batch_view_demo.py).
 ALPHA = {"dag_id": "bv_alpha", "batch": "bvalpha", "expected": 120, "succeeded": 117, "failed": 3, "quarantined": 1, "pending": 0}
 BETA = {"dag_id": "bv_beta", "batch": "bvbeta", "expected": 40}
+#: The stand-in repair run of bv_alpha's run: re-sends its 3 failed keys (conf ``repair_reason`` below).
+ALPHA_REPAIR = {"sent": 3, "reason": "fixed <the> orders handler", "requested_at": "2026-01-01 01:00:00 UTC"}
 PASSWORDS = {"admin": "admin-pw-for-tests", "scoped": "scoped-pw-for-tests"}
 
 
@@ -33,6 +35,8 @@ class ViewHome:
     spec_dir: Path
     queues: dict[str, dict[str, str]]
     run_ids: dict[str, str] = field(default_factory=dict)
+    #: bv_alpha's stand-in repair run (its conf names bv_alpha's run as ``repair_run_id``).
+    repair_run_id: str = ""
 
     @property
     def env(self) -> dict[str, str]:
@@ -71,12 +75,15 @@ def view_home(tmp_path_factory, airflow_home, sqs_client) -> ViewHome:
     home = type(airflow_home)(path=path, sqs_endpoint=airflow_home.sqs_endpoint, env=env)
     home.run("db", "migrate", timeout=300)
     view = ViewHome(home=home, spec_dir=spec_dir, queues=queues)
-    from datetime import datetime, timezone
+    from datetime import datetime, timedelta, timezone
 
     logical_date = datetime.now(timezone.utc).replace(microsecond=0).isoformat()
     for dag in (ALPHA, BETA):
         _, run_id = home.dags_test(dag["dag_id"], logical_date, timeout=300)
         view.run_ids[dag["dag_id"]] = run_id
+    later = datetime.fromisoformat(logical_date) + timedelta(minutes=1)
+    conf = {"repair_run_id": view.run_ids[ALPHA["dag_id"]], "repair_reason": ALPHA_REPAIR["reason"]}
+    _, view.repair_run_id = home.dags_test(ALPHA["dag_id"], later.isoformat(), conf=conf, timeout=300)
     return view
 
 

@@ -91,7 +91,7 @@ def test_report_round_trips_as_json():
 
 REPAIR = {
     "batch": "demo", "run_id": "r1", "mode": "failed", "selected": 3, "sent": 3, "not_sent": 0, "by_status": {"failed": 3},
-    "repair_id": 7, "dry_run": False, "outcome_before": "failed", "reason": "handler fixed", "requested_by": "ana via airflow:d.rerun_failed try 1",
+    "repair_id": 7, "dry_run": False, "outcome_before": "failed", "reason": "handler fixed", "requested_by": "airflow:d.rerun_failed try 1 (triggered by ana)",
     "requested_at": 1767225900.0, "keys": ["k1", "k2", "k3"],
 }
 

@@ -3,7 +3,9 @@ plan, the input-queue depth series, the drain task's ledger, queue lag, alert ep
 workers: the Batch view tests read them through Airflow like any run's.
 
 ``bv_alpha`` drains 120 payloads (3 failed, 1 of them quarantined); ``bv_beta`` runs another batch for
-the authorization tests. The numbers are the tests' expectations (tests/support/airflow_views.py).
+the authorization tests. Triggered with ``{"repair_run_id": <run>}``, a run stands in for a repair run:
+its ``rerun_failed`` reports re-sending the 3 failed keys of that run and its drain closes the ledger
+with none failed. The numbers are the tests' expectations (tests/support/airflow_views.py).
 """
 
 from __future__ import annotations
@@ -46,13 +48,29 @@ def make_batch_dag(dag_id: str, batch: str, expected: int, failed: int):
             ti.xcom_push(key="drain_series", value=depth_series(expected))
             return {"reason": "drained", "waited_s": 130.0}
 
-        @task(outlets=[asset])
-        def drain_results(ti=None, outlet_events=None):
-            counts = {
-                "batch": batch, "run_id": ti.run_id, "expected": expected, "succeeded": expected - failed, "failed": failed,
-                "quarantined": 1, "pending": 0, "tolerated_failures": 5, "outcome": "succeeded",
+        @task
+        def rerun_failed(dag_run=None):
+            # The shape of RerunFailedOperator's return value (batchq.repair.RepairReport.to_dict).
+            target = (dag_run.conf or {}).get("repair_run_id")
+            if not target:
+                return {"selected": 0, "sent": 0, "outcome_before": None}
+            keys = [f"{batch}-key-{i}" for i in range(failed)]
+            return {
+                "batch": batch, "run_id": target, "mode": "failed", "selected": failed, "sent": failed, "not_sent": 0,
+                "by_status": {"failed": failed}, "repair_id": 1, "dry_run": False, "outcome_before": "failed",
+                "reason": dag_run.conf.get("repair_reason"), "requested_by": f"airflow:{dag_id}.rerun_failed try 1",
+                "requested_at": T0 + 3600, "keys": keys,
             }
-            failures = [{"key": f"{batch}-key-{i}", "error": {"type": "ValueError", "message": f"customer {i} has no orders"}} for i in range(failed)]
+
+        @task(outlets=[asset])
+        def drain_results(ti=None, outlet_events=None, dag_run=None):
+            target = (dag_run.conf or {}).get("repair_run_id")
+            n_failed = 0 if target else failed  # the repair fixed every failed key
+            counts = {
+                "batch": batch, "run_id": target or ti.run_id, "expected": expected, "succeeded": expected - n_failed, "failed": n_failed,
+                "quarantined": 0 if target else 1, "pending": 0, "tolerated_failures": 5, "outcome": "succeeded",
+            }
+            failures = [{"key": f"{batch}-key-{i}", "error": {"type": "ValueError", "message": f"customer {i} has no orders"}} for i in range(n_failed)]
             ti.xcom_push(key="queue_lag", value={
                 "input_wait": {"p50": 21.5, "p95": 58.0, "max": 64.2},
                 "processing": {"p50": 0.8, "p95": 2.4, "max": 3.1},
@@ -65,7 +83,7 @@ def make_batch_dag(dag_id: str, batch: str, expected: int, failed: int):
             outlet_events[asset].extra = counts
             return {**counts, "first_failures": failures, "drain": {"applied": expected}}
 
-        plan_shards() >> wait_input_drained() >> drain_results()
+        plan_shards() >> rerun_failed() >> wait_input_drained() >> drain_results()
 
     return batch_dag()
 

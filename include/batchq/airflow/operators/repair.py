@@ -179,7 +179,7 @@ class RerunFailedOperator(_RepairBase):
             reason = f"{self.task_id} cleared in Airflow"
         user = getattr(dag_run, "triggering_user_name", None)
         task = f"airflow:{self._dag_id()}.{self.task_id} try {getattr(ti, 'try_number', '?')}"
-        return reason, f"{user} via {task}" if user else task
+        return reason, f"{task} (triggered by {user})" if user else task
 
 
 class PurgeRepairedDlqOperator(_RepairBase):
