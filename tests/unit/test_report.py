@@ -155,3 +155,18 @@ def test_report_with_repairs_round_trips_as_json():
     rr = repair_run("r2", [("return_value", REPAIR)], conf={"repair_run_id": "r1"})
     r = run_report("d", "r1", [("return_value", LEDGER)], repaired_by=[rr])
     assert RunReport.model_validate_json(r.model_dump_json()) == r
+
+
+def test_the_view_reads_what_rerun_failed_returns():
+    """Contract: RerunFailedOperator returns RepairReport.to_dict(); the report builder reads every part."""
+    from batchq.repair import RepairReport
+
+    made = RepairReport(
+        "demo", "r1", "failed", 2, sent=2, by_status={"failed": 2}, keys=["k1", "k2"], repair_id=3, outcome_before="failed",
+        reason="handler fixed", requested_by="airflow:d.rerun_failed try 2", requested_at=1767225900.5,
+    )
+    r = run_report("d", "r2", [("return_value", made.to_dict())], conf={"repair_run_id": "r1"})
+    m = r.repairs.made
+    assert (m.repair_id, m.run_id, m.mode, m.selected, m.sent, m.keys) == (3, "r1", "failed", 2, 2, ["k1", "k2"])
+    assert (m.reason, m.requested_by, m.requested_at, m.outcome_before) == ("handler fixed", "airflow:d.rerun_failed try 2", 1767225900.5, "failed")
+    assert r.problems == []

@@ -40,3 +40,22 @@ def test_the_run_id_template_names_the_repaired_run_only_in_a_repair_run():
     assert template.render(params={}, run_id="scheduled__1") == "scheduled__1"
     assert template.render(params={"repair_run_id": None}, run_id="scheduled__1") == "scheduled__1"
     assert template.render(params={"repair_run_id": "scheduled__0"}, run_id="manual__2") == "scheduled__0"
+
+
+def test_rerun_failed_records_why_and_who_for_the_batch_view():
+    from types import SimpleNamespace
+
+    from batchq.airflow.operators.repair import RerunFailedOperator
+
+    op = RerunFailedOperator(task_id="rerun_failed", spec=str(SPEC_YAML), sink="sqlite://")
+    ti = SimpleNamespace(try_number=2)
+    repair_run = SimpleNamespace(conf={"repair_run_id": "scheduled__0", "repair_reason": "handler fixed"}, triggering_user_name="ana")
+    assert op._who_and_why({"ti": ti, "dag_run": repair_run, "run_id": "manual__1"}) == (
+        "handler fixed", "airflow:None.rerun_failed try 2 (triggered by ana)"
+    )
+    unexplained = SimpleNamespace(conf={"repair_run_id": "scheduled__0"}, triggering_user_name=None)
+    assert op._who_and_why({"ti": ti, "dag_run": unexplained, "run_id": "manual__1"}) == (
+        "repair run manual__1 triggered with repair_run_id", "airflow:None.rerun_failed try 2"
+    )
+    cleared = SimpleNamespace(conf={}, triggering_user_name=None)
+    assert op._who_and_why({"ti": ti, "dag_run": cleared, "run_id": "scheduled__0"})[0] == "rerun_failed cleared in Airflow"
