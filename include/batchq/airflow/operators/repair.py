@@ -29,8 +29,6 @@ from airflow.providers.amazon.aws.utils.mixins import aws_template_fields
 from batchq.airflow import settings
 from batchq.airflow.hook import BatchqSqsHook
 from batchq.airflow.spec_sources import resolve_spec, spec_reference
-# The DAG param naming a failed run to repair (``-c '{"repair_run_id": ...}'``) and the optional conf
-# saying why; defined beside the Batch view's reader of them.
 from batchq.report import REPAIR_REASON_PARAM, REPAIR_RUN_PARAM
 from batchq.spec import BatchSpec
 from batchq.sqs import get_queue_url
