@@ -115,18 +115,6 @@ def eta_seconds(samples: Sequence[QueueSnapshot]) -> float | None:
     return samples[-1].backlog / rate
 
 
-def backlog_trend(samples: Sequence[QueueSnapshot], tolerance_per_s: float = 0.5) -> str:
-    """``growing`` / ``shrinking`` / ``flat`` / ``unknown``: alert on ``growing`` before it is an incident."""
-    slope = backlog_slope(samples)
-    if slope is None:
-        return "unknown"
-    if slope > tolerance_per_s:
-        return "growing"
-    if slope < -tolerance_per_s:
-        return "shrinking"
-    return "flat"
-
-
 @dataclass
 class BoundedSeries:
     """A time series that never holds more than ``max_points`` items however long it runs.

@@ -10,7 +10,6 @@ from batchq.health import (
     BoundedSeries,
     QueueSnapshot,
     backlog_slope,
-    backlog_trend,
     desired_workers,
     drain_rate,
     eta_seconds,
@@ -66,14 +65,6 @@ def test_slope_rate_eta_on_a_linear_drain():
     assert backlog_slope(samples) == pytest.approx(-50)
     assert drain_rate(samples) == pytest.approx(50)
     assert eta_seconds(samples) == pytest.approx((1000 - 50 * 9) / 50)
-    assert backlog_trend(samples) == "shrinking"
-
-
-def test_trend_growing_flat_unknown():
-    assert backlog_trend([snap(t, visible=10 * t) for t in range(5)]) == "growing"
-    assert backlog_trend([snap(t, visible=7) for t in range(5)]) == "flat"
-    assert backlog_trend([snap(1, visible=7)]) == "unknown"
-    assert backlog_trend([snap(1, visible=7), snap(1, visible=9)]) == "unknown"  # no time spread
 
 
 def test_eta_edge_cases():
