@@ -131,6 +131,14 @@ def test_failed_run_is_repaired_in_place(airflow_home, repair_spec, broken_worke
         assert repair_run[1] == "success", ("the repair run ends green", states, proc.stdout[-4000:])
         assert states.get("fan_out") == "skipped" and states.get("purge_repaired_dlq") == "success", states
         assert airflow_home.query("select state from dag_run where run_id = ?", run_id) == [("failed",)], "the failed run keeps its history"
+        # What the Batch view shows of the repair, from Airflow alone: the repair run's conf and XComs.
+        from batchq.report import run_report
+
+        (conf,) = airflow_home.query("select conf from dag_run where run_id = ?", repair_run[0])[0]
+        xcoms = airflow_home.query("select key, value from xcom where run_id = ? and key in ('return_value', 'ledger')", repair_run[0])
+        made = run_report("customer_batch", repair_run[0], [(k, json.loads(v)) for k, v in xcoms], conf=json.loads(conf)).repairs.made
+        assert (made.run_id, made.sent, made.outcome_before, made.outcome_after) == (run_id, 8, "failed", "succeeded"), made
+        assert made.requested_at and "repair_run_id" in made.reason and made.requested_by.startswith("airflow:customer_batch.rerun_failed")
 
         assert set(sent) == broken and sum(sent.values()) == 8, f"only the failed keys were re-sent: {sent}"
 
