@@ -35,7 +35,7 @@ from batchq.airflow import settings
 from batchq.airflow.hook import BatchqSqsHook
 from batchq.airflow.triggers import ResultsAvailableTrigger, TriggerReason
 from batchq.cloudwatch import observed_age_s, queue_age
-from batchq.health import DrainCurve
+from batchq.health import DRAIN_SAMPLE_INTERVAL_S, DrainCurve
 from batchq.lag import LAG_XCOM_KEY, describe_lag
 from batchq.spec import BatchSpec
 from batchq.sqs import get_queue_url, get_snapshot
@@ -145,6 +145,8 @@ class ResultsDrainOperator(AwsBaseOperator[BatchqSqsHook]):
     :param plan_fingerprint: the plan this run's ledger counts (default: ``plan`` from the planner's
         XCom); results of another plan of the same run id never close it.
     :param deferrable: defer while waiting for results (default True); else sleep in the worker slot.
+    :param curve_interval_s: least seconds between two samples of the results curve (XCom
+        ``results_series``; one GetQueueAttributes each).
     """
 
     aws_hook_class = BatchqSqsHook
@@ -176,6 +178,7 @@ class ResultsDrainOperator(AwsBaseOperator[BatchqSqsHook]):
         retry_after_cap_s: float | None = None,
         plan_fingerprint: str | None = None,
         deferrable: bool = True,
+        curve_interval_s: float = DRAIN_SAMPLE_INTERVAL_S,
         **kwargs: Any,
     ):
         kwargs.setdefault("aws_conn_id", settings.default_aws_conn_id())
@@ -213,10 +216,12 @@ class ResultsDrainOperator(AwsBaseOperator[BatchqSqsHook]):
         self.retry_after_cap_s = retry_after_cap_s
         self.plan_fingerprint = plan_fingerprint
         self.deferrable = deferrable
+        DrainCurve(interval_s=curve_interval_s)  # a bad interval fails at parse time
+        self.curve_interval_s = curve_interval_s
 
     # -- entry points ----------------------------------------------------------------------------------
     def execute(self, context: Any) -> dict[str, Any]:
-        return self._drain(context, deadline=time.time() + float(self.drain_timeout), totals={}, curve=DrainCurve())
+        return self._drain(context, deadline=time.time() + float(self.drain_timeout), totals={}, curve=DrainCurve(interval_s=self.curve_interval_s))
 
     def resume(
         self,
@@ -234,7 +239,7 @@ class ResultsDrainOperator(AwsBaseOperator[BatchqSqsHook]):
         if reason == TriggerReason.TIMEOUT.value:
             deadline = min(deadline, time.time())  # drain what is there, then report the open ledger
         # ``curve`` is absent from deferrals made before the curve existed: start one.
-        return self._drain(context, deadline=deadline, totals=dict(totals or {}), curve=DrainCurve.from_dict(curve) if curve else DrainCurve())
+        return self._drain(context, deadline=deadline, totals=dict(totals or {}), curve=DrainCurve.from_dict(curve) if curve else DrainCurve(interval_s=self.curve_interval_s))
 
     # -- the work --------------------------------------------------------------------------------------
     def _plan(self, context: Any) -> dict[str, Any]:
