@@ -18,16 +18,15 @@ from batchq.capacity.cost import (
 )
 from batchq.capacity.simulate import RunResult, simulate_run
 from batchq.capacity.workload import Workload
+from batchq.lag import percentile
 
 
-def percentile(values: Sequence[float], q: float) -> float:
-    ordered = sorted(values)
-    if len(ordered) == 1:
-        return ordered[0]
-    pos = (len(ordered) - 1) * q
-    lo = math.floor(pos)
-    hi = min(lo + 1, len(ordered) - 1)
-    return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
+def _pct(values: Sequence[float], q: float) -> float:
+    """The ``q``-th percentile (0..100) through batchq's one percentile function (:mod:`batchq.lag`)."""
+    value = percentile(sorted(values), q)
+    if value is None:
+        raise ValueError("no simulated runs to take a percentile of")
+    return value
 
 
 @dataclass
@@ -72,7 +71,7 @@ def smallest_max_meeting(workload: Workload, policy: Any, deadline_s: float, run
 
     def meets(m: int) -> bool:
         drains = [r.drain_s for r in simulate(workload, policy.with_max(m), runs, seed)]
-        return percentile(drains, 0.95) <= deadline_s
+        return _pct(drains, 95) <= deadline_s
 
     hi = upper or max(64, policy.max_knob * 4)
     if not meets(hi):
@@ -124,7 +123,7 @@ def plan_capacity(
             "idle_consumers": idle["idle_consumers"],
         }
         month["total_usd"] = month["runs_usd"] + month["idle_sqs_usd"] + month["idle_compute_usd"]
-    p95 = percentile(drains, 0.95)
+    p95 = _pct(drains, 95)
     met = None if deadline_s is None else p95 <= deadline_s
     smallest = None
     if deadline_s is not None and search:
@@ -137,7 +136,7 @@ def plan_capacity(
               "prices_taken": PRICES_TAKEN}
     return Plan(
         policy=policy.name, inputs=inputs, runs=runs,
-        drain_p50_s=percentile(drains, 0.5), drain_p95_s=p95, drain_max_s=max(drains),
+        drain_p50_s=_pct(drains, 50), drain_p95_s=p95, drain_max_s=max(drains),
         peak_backlog=max(r.peak_backlog for r in results), peak_consumers=max(r.peak_consumers for r in results),
         curve=median_run.curve, requests_per_run=requests,
         requests_per_payload=total_requests / workload.payloads, cost_per_run=cost, cost_per_month=month,

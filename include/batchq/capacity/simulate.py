@@ -33,10 +33,11 @@ class _Consumer:
     buffered: int = 0
 
     def can_receive(self) -> bool:
-        # The runner's refill rule: a useful batch (half the prefetch, at most ten) is free, or the
-        # handlers are about to starve (nothing buffered) and at least one slot is free.
-        free = self.slots + self.prefetch - self.busy - self.buffered
-        return free >= min(10, max(1, -(-self.prefetch // 2))) or (free >= 1 and self.buffered == 0)
+        # The runner's own refill rule (one implementation). Imported here, not at the top: the worker
+        # package imports the SQS layer, which imports this package (as policies.worker_prefetch does).
+        from batchq.worker.prefetch import should_receive
+
+        return should_receive(self.slots + self.prefetch - self.busy - self.buffered, self.prefetch, self.buffered)
 
 
 @dataclass

@@ -53,7 +53,7 @@ from batchq.worker.execute import (
     with_queue_times,
 )
 from batchq.worker.heartbeat import Lease, LeaseKeeper
-from batchq.worker.prefetch import DurationAverage, prefetch_limit
+from batchq.worker.prefetch import DurationAverage, prefetch_limit, should_receive
 from batchq.worker.registry import REGISTRY, Registry
 from batchq.worker.retry import retry_visibility
 
@@ -276,15 +276,8 @@ class Worker:
             with self._cond:
                 while not self._stopping.is_set():
                     prefetch = self.prefetch()
-                    # Refill when a whole prefetch's worth is free: receives then carry ~10 messages, and
-                    # result sends and deletes follow the receive size. Refilling at half the buffer cost
-                    # 0.80 SQS requests per payload against 0.62-0.64 this way, at the same run time
-                    # (bench/requests_per_payload.py, 1k payloads); the fallback below still refills an
-                    # empty buffer at once, so handlers never starve for a round trip.
-                    batch_target = min(10, max(1, prefetch))
                     free = cfg.concurrency + prefetch - self._active
-                    # Ask for a useful batch, or for whatever is free when handlers are about to starve.
-                    if free >= batch_target or (free >= 1 and self._buffered == 0):
+                    if should_receive(free, prefetch, self._buffered):
                         break
                     self._cond.wait(0.5)
                 if self._stopping.is_set():

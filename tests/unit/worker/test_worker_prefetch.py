@@ -105,3 +105,13 @@ def test_sequential_items_share_a_batch_and_flush_soon_ends_the_wait():
     mb2 = MicroBatcher(flush, max_items=10, max_wait_s=0.05, workers=1)
     mb2.flush_soon()  # nothing pending: no empty flush
     assert mb2.close(5) and mb2.flushes == 0
+
+
+def test_should_receive_waits_for_a_whole_prefetch_unless_the_handlers_would_starve():
+    from batchq.worker.prefetch import should_receive
+
+    assert not should_receive(free=5, prefetch=10, buffered=3)  # half free: keep waiting for a full batch
+    assert should_receive(free=10, prefetch=10, buffered=3)  # a whole batch of ten is free
+    assert should_receive(free=10, prefetch=12, buffered=0)  # never ask for more than ten at once
+    assert should_receive(free=1, prefetch=10, buffered=0)  # nothing buffered: refill at once
+    assert not should_receive(free=0, prefetch=1, buffered=0)
