@@ -111,7 +111,7 @@ cmd_install() {
 
 ls_env() {
   # Exactly the settings from shared/SQS-ENDPOINTS.md.
-  export SERVICES=sqs
+  export SERVICES="${LOCALSTACK_SERVICES:-sqs,cloudwatch}"  # CloudWatch: the queue-age probe (ApproximateAgeOfOldestMessage)
   export EAGER_SERVICE_LOADING=1
   export GATEWAY_LISTEN="127.0.0.1:$PORT"
   export GATEWAY_SERVER=hypercorn

@@ -190,6 +190,9 @@ DEFAULT_STABLE_FOR_S = 60.0
 ETA_WINDOW = 20
 #: Field names of one :func:`series_point`.
 SERIES_FIELDS = ("t", "visible", "in_flight", "delayed", "dlq")
+#: Fields appended to :data:`SERIES_FIELDS` when the wait also watches the results queue (counts only;
+#: ``None`` in a point whose results poll failed).
+RESULTS_SERIES_FIELDS = ("results_visible", "results_in_flight")
 
 
 class WaitReason(str, Enum):
@@ -206,10 +209,15 @@ class WaitReason(str, Enum):
         return self in (WaitReason.DRAINED, WaitReason.AVAILABLE)
 
 
-def series_point(snap: QueueSnapshot) -> list[float | int]:
-    """One compact sample: ``[t, visible, in_flight, delayed, dlq]`` (dlq -1 when not watched)."""
+def series_point(snap: QueueSnapshot, results: QueueSnapshot | None = None, *, with_results: bool = False) -> list[float | int | None]:
+    """One compact sample: ``[t, visible, in_flight, delayed, dlq]`` (dlq -1 when not watched); with
+    ``with_results`` also ``[results_visible, results_in_flight]`` from ``results`` (``None`` each when
+    that poll failed: unknown, not zero)."""
     dlq = -1 if snap.dlq_visible is None else snap.dlq_visible
-    return [round(snap.taken_at, 3), snap.visible, snap.in_flight, snap.delayed, dlq]
+    point: list[float | int | None] = [round(snap.taken_at, 3), snap.visible, snap.in_flight, snap.delayed, dlq]
+    if with_results:
+        point += [None, None] if results is None else [results.visible, results.in_flight]
+    return point
 
 
 @dataclass(frozen=True)
@@ -280,11 +288,12 @@ class QueueWait:
     #: The timeout message's subject ("<what> by the deadline").
     not_done: ClassVar[str] = "wait not over"
 
-    def step(self, snapshot: QueueSnapshot | None, now: float) -> WaitOutcome | None:
-        """Feed one poll (``None``: the poll failed, only the deadline can end the wait)."""
+    def step(self, snapshot: QueueSnapshot | None, now: float, results: QueueSnapshot | None = None) -> WaitOutcome | None:
+        """Feed one poll (``None``: the poll failed, only the deadline can end the wait). ``results``: the
+        results queue's counts at the same poll, recorded by waits that keep a series; never decides."""
         if snapshot is not None:
             self.last = snapshot
-            outcome = self._observe(snapshot, now)
+            outcome = self._observe(snapshot, now, results)
             if outcome is not None:
                 return outcome
         if self.deadline is not None and now >= self.deadline:
@@ -302,7 +311,7 @@ class QueueWait:
         """The metrics to emit for the newest snapshot."""
         return {} if self.last is None else queue_gauges(self.last)
 
-    def _observe(self, snapshot: QueueSnapshot, now: float) -> WaitOutcome | None:
+    def _observe(self, snapshot: QueueSnapshot, now: float, results: QueueSnapshot | None = None) -> WaitOutcome | None:
         raise NotImplementedError
 
     def _details(self) -> dict[str, Any]:
@@ -323,11 +332,14 @@ class InputWait(QueueWait):
     :param stable_for_s: how long the queue must read empty continuously (0: the first empty snapshot).
     :param dlq_threshold: end ``dlq_threshold`` as soon as the DLQ holds at least this many messages.
     :param max_points: bound of the backlog series.
+    :param results_watched: the series also carries :data:`RESULTS_SERIES_FIELDS` (the caller passes
+        the results queue's counts to :meth:`step`); off for states saved before it existed.
     """
 
     stable_for_s: float = DEFAULT_STABLE_FOR_S
     dlq_threshold: int | None = None
     max_points: int = 500
+    results_watched: bool = False
     empty_since: float | None = None
     series: BoundedSeries | None = None
     recent: list[QueueSnapshot] = field(default_factory=list)
@@ -344,8 +356,12 @@ class InputWait(QueueWait):
         if self.series is None:
             self.series = BoundedSeries(self.max_points)
 
-    def _observe(self, snapshot: QueueSnapshot, now: float) -> WaitOutcome | None:
-        self.series.add(series_point(snapshot))
+    @property
+    def series_fields(self) -> list[str]:
+        return [*SERIES_FIELDS, *(RESULTS_SERIES_FIELDS if self.results_watched else ())]
+
+    def _observe(self, snapshot: QueueSnapshot, now: float, results: QueueSnapshot | None = None) -> WaitOutcome | None:
+        self.series.add(series_point(snapshot, results, with_results=self.results_watched))
         self.recent = [*self.recent, snapshot][-ETA_WINDOW:]
         dlq = snapshot.dlq_visible or 0
         if self.dlq_threshold is not None and dlq >= self.dlq_threshold:
@@ -363,7 +379,7 @@ class InputWait(QueueWait):
 
     def _details(self) -> dict[str, Any]:
         return {
-            "series_fields": list(SERIES_FIELDS),
+            "series_fields": self.series_fields,
             "series": self.series.values(),
             "stable_for_s": self.stable_for_s,
             "empty_since": self.empty_since,
@@ -380,6 +396,7 @@ class InputWait(QueueWait):
             "stable_for_s": self.stable_for_s,
             "dlq_threshold": self.dlq_threshold,
             "max_points": self.max_points,
+            "results_watched": self.results_watched,
             "empty_since": self.empty_since,
             "last": None if self.last is None else self.last.to_dict(),
             "series": self.series.to_dict(),
@@ -394,6 +411,7 @@ class InputWait(QueueWait):
             stable_for_s=float(data["stable_for_s"]),
             dlq_threshold=None if data.get("dlq_threshold") is None else int(data["dlq_threshold"]),
             max_points=int(data["max_points"]),
+            results_watched=bool(data.get("results_watched", False)),
             empty_since=None if data.get("empty_since") is None else float(data["empty_since"]),
             last=None if not data.get("last") else QueueSnapshot.from_dict(data["last"]),
             series=BoundedSeries.from_dict(data["series"]),
@@ -417,7 +435,65 @@ class ResultsWait(QueueWait):
         if self.min_visible < 1:
             raise ValueError(f"min_visible must be >= 1, got {self.min_visible}")
 
-    def _observe(self, snapshot: QueueSnapshot, now: float) -> WaitOutcome | None:
+    def _observe(self, snapshot: QueueSnapshot, now: float, results: QueueSnapshot | None = None) -> WaitOutcome | None:
         if snapshot.visible >= self.min_visible:
             return self.outcome(WaitReason.AVAILABLE, now, f"{snapshot.visible} visible")
         return None
+
+
+# -- the drain operator's results curve ------------------------------------------------------------------
+
+#: Field names of one point of :class:`DrainCurve` (the drain operator's XCom ``results_series``).
+DRAIN_SERIES_FIELDS = ("t", "results_visible", "results_in_flight", "applied")
+#: Seconds between two samples of a :class:`DrainCurve` (one GetQueueAttributes each).
+DRAIN_SAMPLE_INTERVAL_S = 2.0
+
+
+@dataclass(kw_only=True)
+class DrainCurve:
+    """The second half of the drain curve: the results queue falling to 0 while the drain operator
+    applies results — ``[t, results_visible, results_in_flight, applied]`` points (``applied``: results
+    applied by this task so far, across its deferrals), bounded like the wait's series.
+
+    The caller asks :meth:`due` before paying for a snapshot, so sampling costs at most one
+    GetQueueAttributes per ``interval_s``. The state is JSON-serialisable (it rides the deferral).
+
+    :param interval_s: least seconds between two samples (``force`` bypasses it: start and end of a pass).
+    :param max_points: bound of the series.
+    """
+
+    interval_s: float = DRAIN_SAMPLE_INTERVAL_S
+    max_points: int = 500
+    series: BoundedSeries | None = None
+    last_t: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.interval_s < 0:
+            raise ValueError(f"interval_s must be >= 0, got {self.interval_s}")
+        if self.max_points < 2:
+            raise ValueError(f"max_points must be >= 2, got {self.max_points}")
+        if self.series is None:
+            self.series = BoundedSeries(self.max_points)
+
+    def due(self, now: float) -> bool:
+        return self.last_t is None or now - self.last_t >= self.interval_s
+
+    def add(self, snapshot: QueueSnapshot, applied: int) -> None:
+        self.last_t = snapshot.taken_at
+        self.series.add([round(snapshot.taken_at, 3), snapshot.visible, snapshot.in_flight, int(applied)])
+
+    def to_xcom(self) -> dict[str, Any]:
+        """``{"fields": [...DRAIN_SERIES_FIELDS], "points": [[t, results_visible, results_in_flight, applied], ...]}``."""
+        return {"fields": list(DRAIN_SERIES_FIELDS), "points": self.series.values()}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"interval_s": self.interval_s, "max_points": self.max_points, "series": self.series.to_dict(), "last_t": self.last_t}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> DrainCurve:
+        return cls(
+            interval_s=float(data.get("interval_s", DRAIN_SAMPLE_INTERVAL_S)),
+            max_points=int(data["max_points"]),
+            series=BoundedSeries.from_dict(data["series"]),
+            last_t=None if data.get("last_t") is None else float(data["last_t"]),
+        )

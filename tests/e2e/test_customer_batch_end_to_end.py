@@ -103,6 +103,10 @@ def test_customer_batch_end_to_end(airflow_home, e2e_spec, workers, sqs_client, 
     # Deliveries bounded (the primary key hides duplicates): every result received at most ~twice.
     drained = json.loads(counts[0][0])["drain"]
     assert 96 <= drained["applied"] and drained["received"] <= 2 * 96, drained
+    # The drain curve's two halves: the results queue rides the sensor's series; the drain task's own curve.
+    assert json.loads(series[0][0])["fields"][-2:] == ["results_visible", "results_in_flight"]
+    curve = airflow_home.query("select value from xcom where run_id = ? and task_id = 'drain_results' and key = 'results_series'", run_id)
+    assert curve and json.loads(curve[0][0])["points"][-1][3] == drained["applied"]
     events = airflow_home.query(
         "select e.extra from asset_event e join asset a on a.id = e.asset_id where a.uri = 'batchq://customer_batch/results' and e.source_run_id = ?", run_id
     )

@@ -7,7 +7,11 @@ import json
 
 import pytest
 from batchq.health import (
+    DRAIN_SERIES_FIELDS,
+    RESULTS_SERIES_FIELDS,
+    SERIES_FIELDS,
     BoundedSeries,
+    DrainCurve,
     InputWait,
     QueueSnapshot,
     ResultsWait,
@@ -132,6 +136,40 @@ def test_series_is_bounded_and_spans_the_whole_wait():
     assert points[0] == [0, 1000, 0, 0, 0] and points[-1] == [999, 1, 0, 0, 0]
 
 
+def test_series_records_the_results_queue_when_watched_and_unknown_when_its_poll_failed():
+    w = InputWait(started_at=0, stable_for_s=0, results_watched=True)
+    assert w.step(snap(0, visible=3, dlq=0), 0, results=snap(0, visible=0)) is None
+    assert w.step(snap(1, in_flight=1, dlq=0), 1, results=snap(1, visible=2, in_flight=1)) is None
+    assert w.step(snap(2, in_flight=1, dlq=0), 2, results=None) is None  # the results poll failed
+    out = w.step(snap(3, dlq=0), 3, results=snap(3, visible=5))
+    assert out.reason is WaitReason.DRAINED
+    assert out.details["series_fields"] == [*SERIES_FIELDS, *RESULTS_SERIES_FIELDS] == ["t", "visible", "in_flight", "delayed", "dlq", "results_visible", "results_in_flight"]
+    assert out.details["series"] == [[0, 3, 0, 0, 0, 0, 0], [1, 0, 1, 0, 0, 2, 1], [2, 0, 1, 0, 0, None, None], [3, 0, 0, 0, 0, 5, 0]]
+
+
+@pytest.mark.parametrize("results", [snap(0), snap(0, visible=9, in_flight=9, delayed=9)])
+def test_the_results_queue_never_decides_the_wait(results):
+    busy, empty = InputWait(started_at=0, stable_for_s=0, results_watched=True), InputWait(started_at=0, stable_for_s=0, results_watched=True)
+    assert busy.step(snap(0, visible=1), 0, results=results) is None  # the input queue still has work
+    assert empty.step(snap(0), 0, results=results).reason is WaitReason.DRAINED
+
+
+def test_unwatched_series_keeps_the_five_fields_whatever_the_caller_passes():
+    w = InputWait(started_at=0, stable_for_s=0)
+    out = w.step(snap(0, dlq=1), 0, results=snap(0, visible=4))
+    assert out.details["series_fields"] == list(SERIES_FIELDS) and out.details["series"] == [[0, 0, 0, 0, 1]]
+
+
+def test_results_watched_survives_the_state_round_trip_and_old_states_read_as_unwatched():
+    w = InputWait(started_at=0, stable_for_s=10, results_watched=True)
+    w.step(snap(0, visible=1), 0, results=snap(0, visible=2))
+    again = InputWait.from_dict(json.loads(json.dumps(w.to_dict())))
+    assert again.results_watched and again.to_dict() == w.to_dict()
+    old = w.to_dict()
+    del old["results_watched"]  # a state saved before the results queue was recorded
+    assert InputWait.from_dict(old).series_fields == list(SERIES_FIELDS)
+
+
 def test_gauges_carry_the_eta_of_the_recent_window():
     w = InputWait(started_at=0, stable_for_s=100)
     assert w.gauges() == {}
@@ -215,3 +253,33 @@ def test_bounded_series_state_round_trips():
         series.add(i)
     again = BoundedSeries.from_dict(json.loads(json.dumps(series.to_dict())))
     assert again == series and again.values() == series.values()
+
+
+# -- DrainCurve: the drain operator's results curve ------------------------------------------------------
+
+
+def test_drain_curve_samples_at_most_once_per_interval():
+    curve = DrainCurve(interval_s=2.0)
+    assert curve.due(100.0)
+    curve.add(snap(100.0, visible=30), 0)
+    assert not curve.due(101.9) and curve.due(102.0)
+    curve.add(snap(102.0, visible=10, in_flight=10), 10)
+    curve.add(snap(104.5), 30)
+    assert curve.to_xcom() == {"fields": ["t", "results_visible", "results_in_flight", "applied"], "points": [[100.0, 30, 0, 0], [102.0, 10, 10, 10], [104.5, 0, 0, 30]]}
+    assert list(DRAIN_SERIES_FIELDS) == curve.to_xcom()["fields"]
+
+
+def test_drain_curve_is_bounded_keeps_both_ends_and_round_trips():
+    curve = DrainCurve(interval_s=0, max_points=6)
+    for t in range(200):
+        curve.add(snap(float(t), visible=200 - t), t)
+    points = curve.to_xcom()["points"]
+    assert 2 <= len(points) <= 6 and points[0] == [0.0, 200, 0, 0] and points[-1] == [199.0, 1, 0, 199]
+    again = DrainCurve.from_dict(json.loads(json.dumps(curve.to_dict())))
+    assert again.to_dict() == curve.to_dict() and again.due(199.0)
+
+
+@pytest.mark.parametrize("kwargs, match", [({"interval_s": -1}, "interval_s"), ({"max_points": 1}, "max_points")])
+def test_drain_curve_bad_settings_are_named(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        DrainCurve(**kwargs)

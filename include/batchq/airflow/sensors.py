@@ -46,7 +46,9 @@ from batchq.health import SERIES_FIELDS, InputWait, WaitOutcome, WaitReason
 from batchq.spec import BatchSpec
 from batchq.sqs import get_queue_url
 
-#: XCom key of the backlog curve: ``{"fields": [...], "points": [[t, visible, in_flight, delayed, dlq], ...]}``.
+#: XCom key of the backlog curve: ``{"fields": [...], "points": [[t, visible, in_flight, delayed, dlq], ...]}``
+#: (plus ``results_visible, results_in_flight`` at the end of fields and points when the results queue
+#: is watched).
 #: (Named ``drain_series`` before 2026-11: readers of older runs should try both.)
 SERIES_XCOM_KEY = "backlog_series"
 #: Slack on top of the trigger's own deadline for Airflow's defer timeout: the trigger reports the last
@@ -64,6 +66,9 @@ class QueueDrainedSensor(AwsBaseSensor[BatchqSqsHook]):
     :param queue_name: queue name or URL (instead of ``spec``).
     :param dlq_name: its dead-letter queue (name or URL); its depth is reported and checked against
         ``dlq_threshold``.
+    :param results_queue_name: the run's results queue (name or URL; default the spec's): its visible
+        and in-flight counts are recorded in the series on the same poll (never part of the decision;
+        a failed results poll never fails the wait).
     :param stable_for: seconds the queue must read empty continuously (default ``[batchq]
         wait_stable_for_s``, 60 — what AWS advises for the approximate counters).
     :param poll_interval: seconds between polls (default ``[batchq] wait_poll_interval_s``, 10). In
@@ -84,7 +89,7 @@ class QueueDrainedSensor(AwsBaseSensor[BatchqSqsHook]):
     """
 
     aws_hook_class = BatchqSqsHook
-    template_fields: Sequence[str] = (*aws_template_fields(), "queue_name", "dlq_name")
+    template_fields: Sequence[str] = (*aws_template_fields(), "queue_name", "dlq_name", "results_queue_name")
     ui_color = "#e4f0ff"
 
     def __init__(
@@ -93,6 +98,7 @@ class QueueDrainedSensor(AwsBaseSensor[BatchqSqsHook]):
         spec: BatchSpec | str | None = None,
         queue_name: str | None = None,
         dlq_name: str | None = None,
+        results_queue_name: str | None = None,
         stable_for: float | None = None,
         poll_interval: float | None = None,
         dlq_threshold: int | None = None,
@@ -116,12 +122,14 @@ class QueueDrainedSensor(AwsBaseSensor[BatchqSqsHook]):
             loaded = load_spec(spec)
             queue_name = queue_name or loaded.queues.input
             dlq_name = dlq_name or loaded.queues.input_dlq
+            results_queue_name = results_queue_name or loaded.queues.results
             alert_deadline = alert_deadline or loaded.deadline
         if not queue_name:
             raise ValueError(f"{self.task_id}: give spec= or queue_name=")
         if not deferrable and self.mode == "reschedule":
             raise ValueError(f"{self.task_id}: mode='reschedule' would restart the stability window on every poke; use deferrable=True or mode='poke'")
         self.queue_name, self.dlq_name = queue_name, dlq_name
+        self.results_queue_name = results_queue_name
         self.stable_for = stable_for if stable_for is not None else settings.wait_stable_for_s()
         self.poll_interval = poll
         self.dlq_threshold = dlq_threshold
@@ -137,6 +145,26 @@ class QueueDrainedSensor(AwsBaseSensor[BatchqSqsHook]):
         self._wait: InputWait | None = None  # poke path: the wait in progress
         self._alerts: BacklogAlerts | None = None  # poke path: the alert detector in progress
         self._urls: tuple[str, str | None] = ("", None)
+        self._results_url: str | None = None  # poke path: resolved once
+
+    def _results_queue_url(self) -> str | None:
+        """The results queue's URL, or None (not given, or not resolvable: the series just lacks it)."""
+        if not self.results_queue_name:
+            return None
+        try:
+            return self._url(self.results_queue_name)
+        except Exception as exc:  # noqa: BLE001 - the results curve is a record; it never fails the wait
+            self.log.warning("not recording results queue %s: %s", self.results_queue_name, exc)
+            return None
+
+    def _results_snapshot(self) -> Any:
+        if not self._results_url:
+            return None
+        try:
+            return self.hook.get_snapshot(self._results_url)
+        except Exception as exc:  # noqa: BLE001 - as above
+            self.log.warning("polling results queue %s failed: %s", self._results_url, exc)
+            return None
 
     def _url(self, name_or_url: str | None) -> str | None:
         return get_queue_url(self.hook.get_conn(), name_or_url) if name_or_url else None
@@ -149,12 +177,24 @@ class QueueDrainedSensor(AwsBaseSensor[BatchqSqsHook]):
         now = time.time()
         alerts = self._new_alerts(context)
         self.log.info("waiting for %s to drain (stable for %ss, polling every %ss)", queue_url, self.stable_for, self.poll_interval)
-        self._defer(queue_url, dlq_url, deadline=now + float(self.timeout), started_at=now, alerts=None if alerts is None else alerts.to_dict())
+        results_url = self._results_queue_url()
+        self._defer(queue_url, dlq_url, deadline=now + float(self.timeout), started_at=now, alerts=None if alerts is None else alerts.to_dict(), results_url=results_url)
 
-    def _defer(self, queue_url: str, dlq_url: str | None, *, deadline: float, started_at: float, alerts: dict[str, Any] | None, wait_state: dict[str, Any] | None = None) -> None:
+    def _defer(
+        self,
+        queue_url: str,
+        dlq_url: str | None,
+        *,
+        deadline: float,
+        started_at: float,
+        alerts: dict[str, Any] | None,
+        wait_state: dict[str, Any] | None = None,
+        results_url: str | None = None,
+    ) -> None:
         trigger = QueueDrainedTrigger(
             queue_url=queue_url,
             dlq_url=dlq_url,
+            results_url=results_url,
             stable_for_s=self.stable_for,
             poll_interval_s=self.poll_interval,
             deadline=deadline,
@@ -182,7 +222,15 @@ class QueueDrainedSensor(AwsBaseSensor[BatchqSqsHook]):
         self._deliver_alerts(context, event.get("alert_changes") or [], event.get("alerts"), queue_url)
         if event.get("reason") == BACKLOG_ALERT_REASON:
             wait_state = event["wait_state"]
-            self._defer(queue_url, event.get("dlq_url"), deadline=wait_state["deadline"], started_at=wait_state["started_at"], alerts=event["alerts"], wait_state=wait_state)
+            self._defer(
+                queue_url,
+                event.get("dlq_url"),
+                deadline=wait_state["deadline"],
+                started_at=wait_state["started_at"],
+                alerts=event["alerts"],
+                wait_state=wait_state,
+                results_url=event.get("results_url"),
+            )
         return self._finish(context, WaitOutcome.from_dict(event), queue_url)
 
     # -- alerts (both paths) ---------------------------------------------------------------------------
@@ -212,12 +260,21 @@ class QueueDrainedSensor(AwsBaseSensor[BatchqSqsHook]):
             # The deadline is one poke early, so this fails with the last snapshot before the base
             # class's own timeout check fails without it.
             deadline = started + float(self.timeout) - float(self.poke_interval)
-            self._wait = InputWait(started_at=started, deadline=deadline, stable_for_s=self.stable_for, dlq_threshold=self.dlq_threshold, max_points=self.max_points)
-            self._alerts = self._new_alerts(context)
             self._urls = (self._url(self.queue_name), self._url(self.dlq_name))
+            self._results_url = self._results_queue_url()
+            self._wait = InputWait(
+                started_at=started,
+                deadline=deadline,
+                stable_for_s=self.stable_for,
+                dlq_threshold=self.dlq_threshold,
+                max_points=self.max_points,
+                results_watched=bool(self._results_url),
+            )
+            self._alerts = self._new_alerts(context)
         snapshot = self.hook.get_snapshot(*self._urls)
+        results = self._results_snapshot()
         now = time.time()
-        outcome = self._wait.step(snapshot, now)
+        outcome = self._wait.step(snapshot, now, results)
         emit_queue_gauges(queue_tag(self._urls[0]), self._wait.gauges())
         if self._alerts is not None:
             if outcome is None:

@@ -123,6 +123,10 @@ class _SqsTrigger(BaseTrigger):
         """Extra fields of the final event."""
         return {}
 
+    async def _side_snapshot(self, client: Any) -> QueueSnapshot | None:
+        """Another queue's counts taken on the same poll, for the record only (``None``: none)."""
+        return None
+
     # -- shared --------------------------------------------------------------------------------------
     def serialize(self) -> tuple[str, dict[str, Any]]:
         aws = {"aws_conn_id": self.aws_conn_id, "region_name": self.region_name, "verify": self.verify, "botocore_config": self.botocore_config}
@@ -145,8 +149,9 @@ class _SqsTrigger(BaseTrigger):
             async with await self.hook.get_async_conn() as client:
                 while True:
                     snap = await self._poll(client, errors)
+                    side = None if snap is None else await self._side_snapshot(client)
                     now = time.time()
-                    outcome = wait.step(snap, now)
+                    outcome = wait.step(snap, now, side)
                     if snap is not None:
                         self._observed(wait)
                     if outcome is not None:
@@ -182,6 +187,9 @@ class QueueDrainedTrigger(_SqsTrigger):
 
     :param queue_url: the queue to watch (normally the input queue).
     :param dlq_url: its dead-letter queue; its depth is reported in every sample.
+    :param results_url: the run's results queue: its visible/in-flight counts are recorded in every
+        sample (``results_visible``, ``results_in_flight``), never part of the decision; a failed poll
+        of it records ``None`` and the wait goes on.
     :param stable_for_s: how long the queue must read empty continuously (default 60 s, as AWS advises).
     :param poll_interval_s: seconds between GetQueueAttributes polls.
     :param deadline: epoch seconds after which the trigger fires ``timeout`` with the last snapshot
@@ -210,6 +218,7 @@ class QueueDrainedTrigger(_SqsTrigger):
         deadline: float | None = None,
         dlq_threshold: int | None = None,
         max_points: int = 500,
+        results_url: str | None = None,
         queue_name: str | None = None,
         emit_metrics: bool = True,
         started_at: float | None = None,
@@ -229,6 +238,7 @@ class QueueDrainedTrigger(_SqsTrigger):
         self._map_retired(retired, current)
         self.queue_url = queue_url
         self.dlq_url = dlq_url
+        self.results_url = results_url
         self.stable_for_s = float(DEFAULT_STABLE_FOR_S if current["stable_for_s"] is None else current["stable_for_s"])
         self.poll_interval_s = float(10.0 if current["poll_interval_s"] is None else current["poll_interval_s"])
         self.deadline = deadline
@@ -250,7 +260,23 @@ class QueueDrainedTrigger(_SqsTrigger):
     def _new_wait(self) -> InputWait:
         if self.wait_state:
             return InputWait.from_dict(self.wait_state)
-        return InputWait(started_at=self.started_at, deadline=self.deadline, stable_for_s=self.stable_for_s, dlq_threshold=self.dlq_threshold, max_points=self.max_points)
+        return InputWait(
+            started_at=self.started_at,
+            deadline=self.deadline,
+            stable_for_s=self.stable_for_s,
+            dlq_threshold=self.dlq_threshold,
+            max_points=self.max_points,
+            results_watched=bool(self.results_url),
+        )
+
+    async def _side_snapshot(self, client: Any) -> QueueSnapshot | None:
+        if not self.results_url:
+            return None
+        try:
+            return await aget_snapshot(client, self.results_url)
+        except Exception as exc:  # noqa: BLE001 - the results curve is a record; it never fails the wait
+            self.log.warning("polling results queue %s failed: %s", self.results_url, exc)
+            return None
 
     def _begin(self) -> None:
         self._alerts = None if self.alerts is None else BacklogAlerts.from_dict(self.alerts)
@@ -272,6 +298,7 @@ class QueueDrainedTrigger(_SqsTrigger):
                 "reason": BACKLOG_ALERT_REASON,
                 "queue_url": self.queue_url,
                 "dlq_url": self.dlq_url,
+                "results_url": self.results_url,
                 "alert_changes": [c.to_dict() for c in changes],
                 "alerts": self._alerts.to_dict(),
                 "wait_state": wait.to_dict(),
@@ -293,6 +320,8 @@ class QueueDrainedTrigger(_SqsTrigger):
             "deadline": self.deadline,
             "dlq_threshold": self.dlq_threshold,
             "max_points": self.max_points,
+            # Only when used, so a trigger without a results queue serialises as it did before.
+            **({"results_url": self.results_url} if self.results_url else {}),
             "queue_name": self.queue_name,
             "emit_metrics": self.emit_metrics,
             "started_at": self.started_at,

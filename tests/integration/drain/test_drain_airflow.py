@@ -87,6 +87,32 @@ def test_sensor_poke_path(sqs_client, make_queue, aws_conn):
         busy.poke({"ti": FakeTI()})
 
 
+def test_sensor_records_the_results_queue_on_the_drain_curve(sqs_client, make_queue, aws_conn):
+    """The poke path snapshots the results queue on each poll: its counts really change in the series
+    while the (empty) input queue alone decides."""
+    import time
+
+    from batchq.sqs import receive_messages
+
+    in_url, res_url = make_queue(), make_queue()
+    put(sqs_client, res_url, make_results(5))
+    s = sensor(queue_name=in_url, results_queue_name=res_url, deferrable=False, stable_for=0.3, poll_interval=0.1)
+    ti = FakeTI()
+    assert s.poke({"ti": ti}) is False
+    assert len(receive_messages(sqs_client, res_url, max_messages=2, wait_seconds=1, visibility_timeout=60)) == 2
+    time.sleep(0.4)
+    done = s.poke({"ti": ti})
+    assert done and done.xcom_value["reason"] == "drained"  # results waiting on their queue do not hold it
+    series = ti.pushed["backlog_series"]
+    assert series["fields"] == ["t", "visible", "in_flight", "delayed", "dlq", "results_visible", "results_in_flight"]
+    assert [p[-2:] for p in series["points"]] == [[5, 0], [3, 2]]
+    # A results queue that does not exist is not recorded, and does not fail the wait.
+    gone = sensor(queue_name=in_url, results_queue_name=f"missing-{int(time.time() * 1000)}", deferrable=False, stable_for=0, poll_interval=0.1)
+    ti = FakeTI()
+    assert gone.poke({"ti": ti}).xcom_value["reason"] == "drained"
+    assert ti.pushed["backlog_series"]["fields"] == ["t", "visible", "in_flight", "delayed", "dlq"]
+
+
 def drain_op(**kw):
     from batchq.airflow.operators.drain import ResultsDrainOperator
 
@@ -131,6 +157,36 @@ def test_drain_operator_defers_then_finishes_with_an_asset_event(sqs_client, mak
     assert event.extra["succeeded"] == 28 and event.extra["outcome"] == "succeeded"
     assert SqlSink(sink).get_run(batch, "run-1")["outcome"] == "succeeded"
     assert backlog(sqs_client, url) == 0
+
+
+def test_drain_operator_records_the_results_queue_falling_to_zero(sqs_client, make_queue, aws_conn, tmp_path):
+    """``results_series``: the results queue's counts and the applied count, sampled while the
+    operator drains (rate-limited, so the curve has points in between), carried across a deferral."""
+    from airflow.sdk.exceptions import TaskDeferred
+
+    url = make_queue()
+    results = make_results(40)
+    put(sqs_client, url, results[:30])
+    op = drain_op(batch=results[0].batch, results_queue=url, sink=f"sqlite:///{tmp_path}/s.db", expected=40, run_id="run-1", max_rate=10, max_in_flight=1, curve_interval_s=0.3, poll_interval=0.2)
+    ti = FakeTI()
+    ctx = context("run-1", ti)
+    with pytest.raises(TaskDeferred) as deferred:
+        op.execute(ctx)
+    first = ti.pushed["results_series"]
+    assert first["fields"] == ["t", "results_visible", "results_in_flight", "applied"]
+    points = first["points"]
+    assert points[0][1:] == [30, 0, 0] and points[-1][1:] == [0, 0, 30]
+    assert any(0 < p[3] < 30 and 0 < p[1] + p[2] < 30 for p in points), points  # the fall itself, sampled
+    kwargs = deferred.value.kwargs
+    json.dumps(kwargs)  # the curve rides the deferral as JSON
+
+    put(sqs_client, url, results[30:])
+    out = op.resume(ctx, {"reason": "available", "status": "success"}, **kwargs)
+    assert out["succeeded"] == 40
+    points = ti.pushed["results_series"]["points"]
+    assert points[: len(first["points"])] == first["points"]  # the curve goes on from before the deferral
+    assert points[len(first["points"])][1:] == [10, 0, 30] and points[-1][1:] == [0, 0, 40]
+    assert [p[0] for p in points] == sorted(p[0] for p in points) and [p[3] for p in points] == sorted(p[3] for p in points)
 
 
 def test_drain_operator_fails_with_counts_and_first_keys(sqs_client, make_queue, aws_conn, tmp_path):

@@ -40,6 +40,7 @@ def rebuild(trigger):
     [
         QueueDrainedTrigger("http://h/1/q", dlq_url="http://h/1/q-dlq", stable_for_s=5, poll_interval_s=0.5, deadline=1.8e9, dlq_threshold=3, max_points=100, started_at=1.7e9, aws_conn_id="c", region_name="eu-west-1", verify=False, botocore_config={"read_timeout": 5}),
         QueueDrainedTrigger("http://h/1/q"),
+        QueueDrainedTrigger("http://h/1/q", results_url="http://h/1/r", alerts=None),
         ResultsAvailableTrigger("http://h/1/r", poll_interval_s=2, deadline=1.8e9, min_visible=5, aws_conn_id=None),
         ResultsAvailableTrigger("http://h/1/r"),
     ],
@@ -211,6 +212,64 @@ def test_the_sensor_resumes_from_the_triggers_event(scripted):
     event = asyncio.run(first_event(QueueDrainedTrigger("http://h/1/q", dlq_url="d", dlq_threshold=5, poll_interval_s=0.01, emit_metrics=False), timeout=10))
     with pytest.raises(AirflowFailException, match="DLQ holds 5 message"):
         sensor.execute_complete({"ti": TI()}, event)
+
+
+def test_the_trigger_records_the_results_queue_on_the_same_poll(monkeypatch):
+    """Per URL: the input queue decides; the results queue's counts ride along, a failed results poll
+    records None and the wait goes on."""
+    import batchq.airflow.triggers as mod
+
+    t0 = time.time()
+    script = {
+        "http://h/1/in": [QueueSnapshot(t0, 2, 0, 0), QueueSnapshot(t0 + 1, 0, 1, 0), QueueSnapshot(t0 + 2, 0, 0, 0)],
+        "http://h/1/res": [QueueSnapshot(t0, 0, 0, 0), ConnectionError("results down"), QueueSnapshot(t0 + 2, 3, 1, 0)],
+    }
+    polled: list[tuple[str, object]] = []
+
+    async def fake_snapshot(client, queue_url, dlq_url=None):
+        polled.append((queue_url, dlq_url))
+        item = script[queue_url].pop(0)
+        if isinstance(item, BaseException):
+            raise item
+        return item
+
+    monkeypatch.setattr(mod, "aget_snapshot", fake_snapshot)
+    monkeypatch.setattr(QueueDrainedTrigger, "hook", property(lambda self: _FakeHook()))
+    trigger, _ = rebuild(QueueDrainedTrigger("http://h/1/in", results_url="http://h/1/res", stable_for_s=0, poll_interval_s=0.01, emit_metrics=False))
+    payload = asyncio.run(first_event(trigger, timeout=10))
+    json.dumps(payload)
+    assert payload["reason"] == "drained" and "errors" not in payload
+    assert payload["series_fields"][-2:] == ["results_visible", "results_in_flight"]
+    assert [p[1:3] for p in payload["series"]] == [[2, 0], [0, 1], [0, 0]]
+    assert [p[-2:] for p in payload["series"]] == [[0, 0], [None, None], [3, 1]]
+    assert ("http://h/1/res", None) in polled and len(polled) == 6  # one results poll more per poll, counts only
+
+
+def test_a_wait_state_saved_before_results_were_recorded_still_resumes(scripted):
+    old_state = {
+        "started_at": time.time(), "deadline": None, "stable_for_s": 0.0, "dlq_threshold": None, "max_points": 500,
+        "empty_since": None, "last": None, "series": {"max_points": 500, "points": [[1, 4, 0, 0, -1]], "stride": 1, "seen": 1, "last": [1, 4, 0, 0, -1]}, "recent": [],
+    }
+    scripted([QueueSnapshot(time.time(), 0, 0, 0)])
+    trigger, _ = rebuild(QueueDrainedTrigger("http://h/1/q", results_url="http://h/1/r", wait_state=old_state, poll_interval_s=0.01, emit_metrics=False))
+    payload = asyncio.run(first_event(trigger, timeout=10))
+    assert payload["reason"] == "drained" and payload["series_fields"] == ["t", "visible", "in_flight", "delayed", "dlq"]
+    assert [len(p) for p in payload["series"]] == [5, 5]
+
+
+def test_the_sensor_re_defers_after_an_alert_still_watching_the_results_queue():
+    from airflow.sdk.exceptions import TaskDeferred
+    from batchq.airflow.sensors import QueueDrainedSensor
+    from batchq.alerts import BacklogAlerts
+    from batchq.health import InputWait
+
+    sensor = QueueDrainedSensor(task_id="wait", queue_name="http://h/1/q", aws_conn_id="x")
+    state = InputWait(started_at=time.time(), deadline=time.time() + 60, results_watched=True).to_dict()
+    event = {"status": "alert", "reason": "backlog_alert", "queue_url": "http://h/1/q", "dlq_url": None, "results_url": "http://h/1/r", "alert_changes": [], "alerts": BacklogAlerts().to_dict(), "wait_state": state}
+    with pytest.raises(TaskDeferred) as deferred:
+        sensor.execute_complete({"ti": None}, event)
+    trigger = deferred.value.trigger
+    assert trigger.results_url == "http://h/1/r" and trigger._new_wait().results_watched
 
 
 # -- against a real endpoint -------------------------------------------------------------------------------

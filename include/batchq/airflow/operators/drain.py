@@ -9,12 +9,19 @@ when results arrive. When the ledger is complete it closes it; within the spec's
 succeeds and emits an Asset event ``batchq://<batch>/results`` whose extra carries the run's counts,
 otherwise it fails listing the counts and the first failed keys with their errors.
 
+While it drains it samples the results queue (one GetQueueAttributes at most every
+:data:`~batchq.health.DRAIN_SAMPLE_INTERVAL_S`, plus one at the start and end of each pass) and pushes the
+curve to XCom ``results_series`` after each pass: ``{"fields": ["t", "results_visible",
+"results_in_flight", "applied"], "points": [[t, visible, in_flight, applied so far], ...]}`` (bounded; it
+rides the deferrals, so the curve covers the whole task).
+
 The ledger lives in the sink database, so a retry of this task resumes the count instead of starting
 over; duplicates never inflate it (distinct keys).
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -28,12 +35,15 @@ from batchq.airflow import settings
 from batchq.airflow.hook import BatchqSqsHook
 from batchq.airflow.triggers import ResultsAvailableTrigger, TriggerReason
 from batchq.cloudwatch import observed_age_s, queue_age
+from batchq.health import DRAIN_SAMPLE_INTERVAL_S, DrainCurve
 from batchq.lag import LAG_XCOM_KEY, describe_lag
 from batchq.spec import BatchSpec
-from batchq.sqs import get_queue_url
+from batchq.sqs import get_queue_url, get_snapshot
 
 #: XCom key of the closed ledger (counts + first failures), pushed whether the run succeeded or not.
 LEDGER_XCOM_KEY = "ledger"
+#: XCom key of the results queue's drain curve (:meth:`batchq.health.DrainCurve.to_xcom`).
+RESULTS_SERIES_XCOM_KEY = "results_series"
 #: The plan XCom the fan-out's ``plan_shards`` pushes (it carries ``expected``).
 PLAN_XCOM_KEY = "plan"
 #: A drain whose deadline has passed still gets this long to apply what is on the queue.
@@ -135,6 +145,8 @@ class ResultsDrainOperator(AwsBaseOperator[BatchqSqsHook]):
     :param plan_fingerprint: the plan this run's ledger counts (default: ``plan`` from the planner's
         XCom); results of another plan of the same run id never close it.
     :param deferrable: defer while waiting for results (default True); else sleep in the worker slot.
+    :param curve_interval_s: least seconds between two samples of the results curve (XCom
+        ``results_series``; one GetQueueAttributes each).
     """
 
     aws_hook_class = BatchqSqsHook
@@ -166,6 +178,7 @@ class ResultsDrainOperator(AwsBaseOperator[BatchqSqsHook]):
         retry_after_cap_s: float | None = None,
         plan_fingerprint: str | None = None,
         deferrable: bool = True,
+        curve_interval_s: float = DRAIN_SAMPLE_INTERVAL_S,
         **kwargs: Any,
     ):
         kwargs.setdefault("aws_conn_id", settings.default_aws_conn_id())
@@ -203,12 +216,21 @@ class ResultsDrainOperator(AwsBaseOperator[BatchqSqsHook]):
         self.retry_after_cap_s = retry_after_cap_s
         self.plan_fingerprint = plan_fingerprint
         self.deferrable = deferrable
+        DrainCurve(interval_s=curve_interval_s)  # a bad interval fails at parse time
+        self.curve_interval_s = curve_interval_s
 
     # -- entry points ----------------------------------------------------------------------------------
     def execute(self, context: Any) -> dict[str, Any]:
-        return self._drain(context, deadline=time.time() + float(self.drain_timeout), totals={})
+        return self._drain(context, deadline=time.time() + float(self.drain_timeout), totals={}, curve=DrainCurve(interval_s=self.curve_interval_s))
 
-    def resume(self, context: Any, event: dict[str, Any] | None = None, deadline: float | None = None, totals: dict[str, int] | None = None) -> dict[str, Any]:
+    def resume(
+        self,
+        context: Any,
+        event: dict[str, Any] | None = None,
+        deadline: float | None = None,
+        totals: dict[str, int] | None = None,
+        curve: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
         """Back from :class:`ResultsAvailableTrigger`: drain again, or fail with the ledger's counts."""
         reason = (event or {}).get("reason")
         if reason == TriggerReason.ERROR.value:
@@ -216,7 +238,8 @@ class ResultsDrainOperator(AwsBaseOperator[BatchqSqsHook]):
         deadline = deadline or time.time()
         if reason == TriggerReason.TIMEOUT.value:
             deadline = min(deadline, time.time())  # drain what is there, then report the open ledger
-        return self._drain(context, deadline=deadline, totals=dict(totals or {}))
+        # ``curve`` is absent from deferrals made before the curve existed: start one.
+        return self._drain(context, deadline=deadline, totals=dict(totals or {}), curve=DrainCurve.from_dict(curve) if curve else DrainCurve(interval_s=self.curve_interval_s))
 
     # -- the work --------------------------------------------------------------------------------------
     def _plan(self, context: Any) -> dict[str, Any]:
@@ -247,7 +270,23 @@ class ResultsDrainOperator(AwsBaseOperator[BatchqSqsHook]):
             raise ValueError(f"{self.task_id}: an HTTP sink needs ledger= or ledger_conn_id= (a SQL database for the run ledger)")
         return open_sink(target, ledger_url=ledger, headers=headers, retry_after_cap_s=self.retry_after_cap_s)
 
-    def _drain(self, context: Any, *, deadline: float, totals: dict[str, int]) -> dict[str, Any]:
+    def _sampler(self, client: Any, url: str, curve: DrainCurve) -> Any:
+        """``sample(applied, force=False)``: add a curve point when due (or forced). Called from the
+        drain's threads, hence the lock; a failed snapshot is skipped — the curve never fails a drain."""
+        lock = threading.Lock()
+
+        def sample(applied: int, force: bool = False) -> None:
+            with lock:
+                if not (force or curve.due(time.time())):
+                    return
+                try:
+                    curve.add(get_snapshot(client, url), applied)
+                except Exception as exc:  # noqa: BLE001
+                    self.log.debug("results curve sample skipped: %s", exc)
+
+        return sample
+
+    def _drain(self, context: Any, *, deadline: float, totals: dict[str, int], curve: DrainCurve) -> dict[str, Any]:
         from batchq.drain import Drainer, RunLedger, SinkMisconfigured
         from batchq.drain.sql_sink import RunConflict
 
@@ -268,10 +307,22 @@ class ResultsDrainOperator(AwsBaseOperator[BatchqSqsHook]):
                 )
             except RunConflict as exc:
                 raise AirflowFailException(f"{self.task_id}: {exc}") from exc
-            drainer = Drainer(client, url, sink, store, max_rate=self.max_rate, max_in_flight=self.max_in_flight, receive_wait_s=self.receive_wait_s, lease_s=self.lease_s)
+            sample = self._sampler(client, url, curve)
+            drainer = Drainer(
+                client,
+                url,
+                sink,
+                store,
+                max_rate=self.max_rate,
+                max_in_flight=self.max_in_flight,
+                receive_wait_s=self.receive_wait_s,
+                lease_s=self.lease_s,
+                on_batch=lambda report: sample(totals.get("applied", 0) + report.applied),
+            )
             while True:
                 status = ledger.status()
                 if not status.complete:
+                    sample(totals.get("applied", 0), force=True)
                     # Past the deadline (a timed-out wait) still sweep what is there before reporting.
                     mono_deadline = time.monotonic() + max(FINAL_SWEEP_S, deadline - time.time())
                     try:
@@ -281,6 +332,8 @@ class ResultsDrainOperator(AwsBaseOperator[BatchqSqsHook]):
                         raise AirflowFailException(f"{self.task_id}: {exc}") from exc
                     for k in _TOTALS:
                         totals[k] = totals.get(k, 0) + int(report.get(k, 0))
+                    sample(totals.get("applied", 0), force=True)
+                    context["ti"].xcom_push(key=RESULTS_SERIES_XCOM_KEY, value=curve.to_xcom())
                     self._metrics(report, status)
                     self.log.info("drained %d result(s) at %.1f/s (%d quarantined)", report["applied"], report["rate_per_s"], report["quarantined"])
                     status = ledger.status()
@@ -301,7 +354,7 @@ class ResultsDrainOperator(AwsBaseOperator[BatchqSqsHook]):
                             botocore_config=self.botocore_config,
                         ),
                         method_name="resume",
-                        kwargs={"deadline": deadline, "totals": totals},
+                        kwargs={"deadline": deadline, "totals": totals, "curve": curve.to_dict()},
                     )
                 time.sleep(self.poll_interval)
         finally:
