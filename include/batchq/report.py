@@ -36,6 +36,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 #: XCom keys of the depth series, newest name first (``drain_series`` was its first name).
 SERIES_KEYS = ("backlog_series", "drain_series")
+#: XCom key of the results queue while the drain task drains it: fields t, results_visible,
+#: results_in_flight, applied (``ResultsDrainOperator``).
+RESULTS_SERIES_KEY = "results_series"
 PLAN_KEY = "plan"
 LEDGER_KEYS = ("ledger", "return_value")
 LAG_KEY = "queue_lag"
@@ -192,6 +195,7 @@ class RunReport(_Model):
     :param run_after: when the run was due (epoch seconds), to label it in trends.
     :param batch: the batch name (from the plan or ledger), if known.
     :param series: input (and optionally results) queue depth over the wait.
+    :param results_series: the results queue (and results applied) while the drain task drained it.
     :param ledger: expected / succeeded / failed / quarantined / pending.
     :param lag: queue lag percentiles.
     :param failures: the first failed keys with their errors.
@@ -206,6 +210,7 @@ class RunReport(_Model):
     run_after: float | None = None
     batch: str | None = None
     series: DepthSeries | None = None
+    results_series: DepthSeries | None = None
     ledger: LedgerCounts | None = None
     lag: LagPercentiles | None = None
     failures: list[Failure] = Field(default_factory=list)
@@ -312,6 +317,10 @@ def run_report(
     if series is not None and "t" not in series.fields:
         problems.append("depth series: no 't' field")
         series = None
+    results_series = parse(DepthSeries, _first(found, [RESULTS_SERIES_KEY], lambda v: v is not None), "results series")
+    if results_series is not None and "t" not in results_series.fields:
+        problems.append("results series: no 't' field")
+        results_series = None
     raw_ledger = _first(found, LEDGER_KEYS, _is_ledger) or next((e for e in asset_extras if _is_ledger(e)), None)
     ledger = parse(LedgerCounts, raw_ledger, "ledger")
     if ledger is None and isinstance(plan, Mapping) and isinstance(plan.get("expected"), int):
@@ -352,6 +361,7 @@ def run_report(
         run_after=run_after,
         batch=batch,
         series=series,
+        results_series=results_series,
         ledger=ledger,
         lag=lag,
         failures=failures,

@@ -93,3 +93,19 @@ def test_dag_page_marks_repaired_runs_and_repair_runs():
     assert 'class="tag repaired"' in rows["r1"] and 'class="tag repair"' not in rows["r1"]
     assert 'href="/batchq/ui/dags/dag/runs/r1" title="repair of r1">repair<' in rows["r2"] and "repaired" not in rows["r2"]
     assert "tag" not in rows["r0"]
+
+
+def test_drain_chart_continues_with_the_drain_tasks_results_series():
+    wait = {"fields": ["t", "visible", "in_flight", "delayed", "dlq", "results_visible", "results_in_flight"],
+            "points": [[0, 4, 1, 0, 0, 0, 0], [10, 0, 0, 0, 0, 5, 0]]}
+    drain = {"fields": ["t", "results_visible", "results_in_flight", "applied"],
+             "points": [[20, 5, 0, 0], [25, 2, 1, 2], [30, 0, 0, 5]]}
+    report = run_report("d", "r", [("backlog_series", wait), ("results_series", drain)])
+    chart = pages.drain_chart(report)
+    # results visible: 2 wait samples then 3 drain samples, in time order, ending empty
+    ys = [float(y) for y in re.findall(r'data-series="results visible" data-x="[^"]+" data-y="([^"]+)"', chart)]
+    assert ys == [0.0, 5.0, 5.0, 2.0, 0.0]
+    assert chart.count('data-series="applied to the sink"') == 4  # polyline + 3 points
+    # a results series alone (the wait left nothing) still draws
+    assert "applied to the sink" in pages.drain_chart(run_report("d", "r", [("results_series", drain)]))
+    assert run_report("d", "r", [("results_series", {"fields": ["x"], "points": []})]).problems == ["results series: no 't' field"]

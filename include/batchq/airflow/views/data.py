@@ -16,6 +16,7 @@ from batchq.report import (
     PLAN_KEY,
     REPAIR_KEYS,
     REPAIR_RUN_PARAM,
+    RESULTS_SERIES_KEY,
     SERIES_KEYS,
     RepairRun,
     RunReport,
@@ -24,7 +25,7 @@ from batchq.report import (
 )
 
 #: Only these XCom keys are loaded: a fan-out's return values are not the view's business.
-REPORT_XCOM_KEYS = tuple(dict.fromkeys((PLAN_KEY, *SERIES_KEYS, *LEDGER_KEYS, LAG_KEY, ALERTS_KEY, FAILURES_KEY, *REPAIR_KEYS)))
+REPORT_XCOM_KEYS = tuple(dict.fromkeys((PLAN_KEY, *SERIES_KEYS, RESULTS_SERIES_KEY, *LEDGER_KEYS, LAG_KEY, ALERTS_KEY, FAILURES_KEY, *REPAIR_KEYS)))
 #: Repair runs listed per repaired run (a run repaired more often than this has other problems).
 MAX_REPAIR_RUNS = 20
 #: Runs shown on a DAG's page (newest first).

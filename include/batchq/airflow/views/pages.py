@@ -27,7 +27,7 @@ from fastapi import Path as PathParam
 from fastapi.responses import HTMLResponse
 
 from batchq.airflow.views import svg
-from batchq.report import RunReport
+from batchq.report import DepthSeries, RunReport
 
 TEMPLATES = Path(__file__).parent / "templates"
 #: Airflow's own bound on DAG and run ids (``ID_LEN``).
@@ -69,17 +69,27 @@ def render(request: Request, template: str, **context: Any) -> HTMLResponse:
     return HTMLResponse(html, headers={"Cache-Control": "private, no-store", "X-Content-Type-Options": "nosniff"})
 
 
+def _points(series: DepthSeries | None, field: str) -> list[tuple[float, float]]:
+    """``(t, value)`` pairs of one field of a series; empty when the series or the field is missing."""
+    values = series.column(field) if series is not None else None
+    return list(zip(series.column("t") or [], values)) if values is not None else []
+
+
 def drain_chart(report: RunReport) -> str | None:
-    """The run's drain curve as SVG (one line per recorded queue field), or ``None`` without a series."""
-    series = report.series
-    if series is None or not series.points:
+    """The run's drain curve as SVG: the wait's input (and results) queue, then the results queue as the
+    drain task empties it and the results it applied; one line per recorded field, ``None`` without data."""
+    wait, drain = report.series, report.results_series
+    if not (wait and wait.points) and not (drain and drain.points):
         return None
-    times = series.column("t") or []
     lines = []
     for field, label, color in DRAIN_LINES:
-        values = series.column(field)
-        if values is not None and (field in ("visible", "in_flight") or any(values)):
-            lines.append(svg.Line(label, list(zip(times, values)), color))
+        # The results queue is sampled twice: during the wait (the sensor) and while it drains.
+        points = sorted(_points(wait, field) + (_points(drain, field) if field.startswith("results_") else []))
+        if points and (field in ("visible", "in_flight") or any(y for _, y in points)):
+            lines.append(svg.Line(label, points, color))
+    applied = _points(drain, "applied")
+    if any(y for _, y in applied):
+        lines.append(svg.Line("applied to the sink", applied, svg.PALETTE[5]))
     return svg.line_chart(lines, title=f"Queue depth of run {report.run_id}", y_label="messages")
 
 

@@ -72,7 +72,9 @@ def _y_axis(body: list[str], y_top: float, plot_h: float, width: int, y_label: s
         y = _PAD_T + plot_h - plot_h * i / 4
         body.append(f'<line x1="{_PAD_L}" x2="{width - _PAD_R}" y1="{y:.1f}" y2="{y:.1f}" class="grid"/>')
         body.append(f'<text x="{_PAD_L - 6}" y="{y + 4:.1f}" text-anchor="end" class="tick">{escape(format_number(v))}</text>')
-    body.append(f'<text x="{_PAD_L}" y="{_PAD_T - 12}" class="axis-label">{escape(y_label)}</text>')
+    # Rotated beside the ticks, so a legend of any width never overlaps it.
+    cy = _PAD_T + plot_h / 2
+    body.append(f'<text x="12" y="{cy:.1f}" transform="rotate(-90 12 {cy:.1f})" text-anchor="middle" class="axis-label">{escape(y_label)}</text>')
 
 
 def _legend(body: list[str], names: Sequence[tuple[str, str]], width: int) -> None:
