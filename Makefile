@@ -9,7 +9,7 @@
 #   make localstack       LocalStack in the foreground; localstack-start / localstack-stop / localstack-status
 #   make demo             the example DAG end to end with a live view (BIG=1: an 8,000-payload burst)
 #   make test-airflow-oldest  DAG/task-group tests + the fan-out DAG test on the oldest supported Airflow
-#   make bench            bench/fanout.py, bench/workers.py, bench/burst_isolation.py
+#   make bench            bench/fanout.py, bench/workers.py, bench/burst_isolation.py, bench/requests_per_payload.py
 #   make lint             ruff (installed on demand into .venv)
 #   make clean            remove venvs, caches and LocalStack state
 
@@ -132,6 +132,7 @@ bench: venv
 	$(VPY) bench/fanout.py
 	$(VPY) bench/workers.py
 	$(VPY) bench/burst_isolation.py
+	$(VPY) bench/requests_per_payload.py
 
 lint: venv
 	@$(VPY) -m ruff --version >/dev/null 2>&1 || $(VPY) -m pip install -q ruff 2>&1 | $(PIP_NOISE)
