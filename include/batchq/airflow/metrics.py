@@ -53,11 +53,19 @@ def ensure_stats_initialized() -> bool:
             return False
         _initialized_pid = pid
         from airflow.sdk._shared.observability.metrics import stats as sdk_stats
+        from airflow.sdk.observability.metrics.stats_utils import get_stats_factory
 
+        if not hasattr(sdk_stats, "initialize"):
+            # Task SDK 1.2 (Airflow 3.2): the backend lives on the ``Stats`` class's metaclass.
+            legacy = sdk_stats.Stats
+            if type.__getattribute__(legacy, "factory") is not None:
+                return False
+            legacy.initialize(factory=get_stats_factory(legacy))  # 3.2 takes the Stats class
+            log.debug("batchq initialised the Task SDK stats backend in pid %d", pid)
+            return True
         if getattr(sdk_stats, "_factory", None) is not None:
             return False  # a task process: task_runner.main already did it
         from airflow.sdk.configuration import conf
-        from airflow.sdk.observability.metrics.stats_utils import get_stats_factory
 
         sdk_stats.initialize(
             factory=get_stats_factory(),
@@ -97,7 +105,8 @@ def _stats():
         log.debug("could not initialise the SDK stats backend", exc_info=True)
     from airflow.sdk.observability import stats
 
-    return stats
+    # Airflow 3.3's SDK exposes gauge/incr/timing as module functions; 3.2's only on the ``Stats`` class.
+    return stats if hasattr(stats, "gauge") else stats.Stats
 
 
 def _safe(fn, *args: Any, **kwargs: Any) -> None:

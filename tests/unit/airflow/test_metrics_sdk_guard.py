@@ -18,8 +18,13 @@ from tests.support.statsd_listener import StatsdListener
 SCRIPT = """
 import sys
 import airflow.sdk._shared.observability.metrics.stats as sdk_stats
-sdk_stats._factory = None   # the reported state: nothing initialised the SDK copy in this process
-sdk_stats._backend = None
+# The reported state: nothing initialised the SDK copy in this process.
+if hasattr(sdk_stats, "initialize"):
+    sdk_stats._factory = None
+    sdk_stats._backend = None
+else:  # Task SDK 1.2 (Airflow 3.2): the backend lives on the Stats class's metaclass
+    type.__setattr__(sdk_stats.Stats, "factory", None)
+    type.__setattr__(sdk_stats.Stats, "instance", None)
 import batchq.airflow.metrics as m
 if sys.argv[1] == "off":
     m.ensure_stats_initialized = lambda: False
