@@ -286,6 +286,16 @@ class Plan:
                 total -= (-1) ** (r + 1) * size
         return total
 
+    def key_partitions(self) -> dict[str, str]:
+        """``{key: partition key}`` of every payload, streamed once: only for results that arrive
+        without their dims (older workers); memory is one entry per payload."""
+        names, values, batch, run_id, dag_id = self.names, self.values, self.spec.name, self.run_id, self.dag_id
+        out: dict[str, str] = {}
+        for digits in self._iter_digits(0, self.size):
+            dims = {names[d]: values[d][i] for d, i in enumerate(digits)}
+            out[idempotency_key(batch, run_id, dims, dag_id)] = self.partition_of_digits(digits)
+        return out
+
     def _partition_expected_streamed(self) -> dict[str, int]:
         """:meth:`partition_expected` by one pass over the plan's digits (no keys, no bodies): memory is
         one counter per partition. bench/partition_plan.py measures it for 1M payloads."""
