@@ -70,6 +70,10 @@ class BatchTaskGroup(TaskGroup):
         every step works on ``params.repair_run_id`` when a run names one. Clearing ``rerun_failed``
         with its downstream tasks in a failed run re-sends only that run's failed keys (docs/runbook.md).
         Needs a SQL ledger store (the SQL sink, or ``drain_kwargs`` ``ledger``/``ledger_conn_id``).
+    :param partition_waves: with a spec that has ``partition_by``: how many
+        :class:`~batchq.airflow.operators.partitions.PartitionWaveSensor` tasks announce the run's
+        partitions (``announce_partitions``, mapped), and the drain starts right after the fan-out,
+        beside the wait, so partitions close (and are announced) while workers still process others.
     :param task_group_kwargs: passed to :class:`TaskGroup` (``prefix_group_id``, ``tooltip``, ...).
 
     The tasks are attributes too: ``provision``, ``plan``, ``fan_out``, ``wait``, ``drain`` (and with
@@ -95,6 +99,7 @@ class BatchTaskGroup(TaskGroup):
         wait_kwargs: Mapping[str, Any] | None = None,
         drain_kwargs: Mapping[str, Any] | None = None,
         repair: bool = False,
+        partition_waves: int | None = None,
         **task_group_kwargs: Any,
     ) -> None:
         loaded = load_spec(spec)  # parse-time validation: no network, no Variables
@@ -143,8 +148,26 @@ class BatchTaskGroup(TaskGroup):
                 **run,
                 **dict(drain_kwargs or {}),
             )
+            self.announce = None
+            if loaded.partition_by:
+                from batchq.airflow.operators.partitions import DEFAULT_WAVES, PartitionWaveSensor, partitions_asset
+
+                drain_args = dict(drain_kwargs or {})
+                waves = partition_waves or DEFAULT_WAVES
+                self.announce = PartitionWaveSensor.partial(
+                    task_id="announce_partitions", spec=spec_arg, waves=waves, sink=sink, sink_conn_id=sink_conn_id,
+                    ledger=drain_args.get("ledger"), ledger_conn_id=drain_args.get("ledger_conn_id"), **run,
+                    # Given here, not by the operator's defaults: a mapped task's __init__ runs only at run
+                    # time, and the scheduler must know the outlet (and the mode) from the DAG itself.
+                    outlets=[partitions_asset(loaded.name)], mode="reschedule", poke_interval=10,
+                ).expand(wave=list(range(waves)))
+                self.fan_out >> self.announce
             if not repair:
-                self.fan_out >> self.wait >> self.drain
+                if loaded.partition_by:
+                    # The drain runs beside the wait: partitions close as their results arrive.
+                    self.fan_out >> [self.wait, self.drain]
+                else:
+                    self.fan_out >> self.wait >> self.drain
                 return
             drain_args = dict(drain_kwargs or {})
             store = {

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import statistics
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -63,14 +63,6 @@ def _utc(value: Any) -> datetime | None:
     if isinstance(value, str):
         value = datetime.fromisoformat(value)
     return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
-
-
-def tolerated(expected: int, count: int, percentage: float) -> int:
-    """Failures a partition of ``expected`` payloads may have: the spec's tolerance applied to the
-    partition (the larger of the count and the percentage of the partition's expected)."""
-    from batchq.drain.ledger import tolerated_failures
-
-    return tolerated_failures(expected, count, percentage)
 
 
 @dataclass
@@ -133,8 +125,9 @@ class PartitionLedger:
     :param expected: expected payloads per partition key (``Plan.partition_expected()``); ``None``
         reads them back from the table (the drain recorded them).
     :param plan_fingerprint: count only results of this plan (``None``: every result of the run id).
-    :param tolerated_failure_count: per partition (see :func:`tolerated`).
-    :param tolerated_failure_percentage: per partition.
+    :param tolerated: failures a partition of ``n`` expected payloads may have and still succeed
+        (the caller applies the spec's tolerance to the partition: the run ledger's
+        ``tolerated_failures(n, count, percentage)``); default none.
     :param key_partitions: builds ``{key: partition}`` for results without dims (called at most once).
     """
 
@@ -147,15 +140,13 @@ class PartitionLedger:
         expected: Mapping[str, int] | None = None,
         *,
         plan_fingerprint: str | None = None,
-        tolerated_failure_count: int = 0,
-        tolerated_failure_percentage: float = 0.0,
+        tolerated: Callable[[int], int] | None = None,
         key_partitions: Any = None,
     ):
         self.engine, self.batch, self.run_id = engine, batch, run_id
         self.partition_by = list(partition_by)
         self.plan = plan_fingerprint
-        self.tolerated_failure_count = tolerated_failure_count
-        self.tolerated_failure_percentage = tolerated_failure_percentage
+        self.tolerated = tolerated or (lambda expected: 0)
         self._key_partitions_factory = key_partitions
         self._key_partitions: dict[str, str] | None = None
         self._lock = threading.Lock()
@@ -262,7 +253,7 @@ class PartitionLedger:
                 final = succeeded + failed >= rec["expected"]
                 outcome = "open"
                 if final:
-                    ok = failed <= tolerated(rec["expected"], self.tolerated_failure_count, self.tolerated_failure_percentage)
+                    ok = failed <= self.tolerated(rec["expected"])
                     outcome = "succeeded" if ok else "failed"
                 values: dict[str, Any] = {
                     "succeeded": succeeded, "failed": failed, "outcome": outcome, "updated_at": now,

@@ -244,3 +244,19 @@ def test_every_example_dag_has_the_expected_shape(monkeypatch):
     consumed = {a.uri for a in report.timetable.asset_condition.objects}
     assert produced == {"batchq://customer_batch/results"}
     assert consumed == produced
+
+
+def test_the_partitioned_example_pair_is_wired_per_customer(monkeypatch):
+    """customer_partitions announces partitions in mapped waves beside the drain (which no longer waits
+    for the input queue to empty); customer_partition_report is scheduled per partition on exactly the
+    Asset the waves update."""
+    monkeypatch.delenv("BATCHQ_CUSTOMER_PARTITIONS_SPEC", raising=False)
+    dags = load_dagbag().dags
+    producer, consumer = dags["customer_partitions"], dags["customer_partition_report"]
+    edges = {(up, t.task_id) for t in producer.tasks for up in t.upstream_task_ids}
+    assert {("fan_out", "announce_partitions"), ("fan_out", "drain_results"), ("fan_out", "wait_input_drained")} <= edges
+    assert ("wait_input_drained", "drain_results") not in edges
+    announce = producer.get_task("announce_partitions")
+    assert {a.uri for a in announce.outlets} == {"batchq://customer_partitions/partitions"}
+    assert type(consumer.timetable).__name__ == "PartitionedAssetTimetable"
+    assert consumer.timetable.asset_condition.uri == "batchq://customer_partitions/partitions"

@@ -8,6 +8,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
+from batchq.drain.ledger import tolerated_failures
 from batchq.drain.sql_sink import SqlSink
 from batchq.messages import ErrorInfo, WorkResult, parse_payload
 from batchq.plan import Plan
@@ -53,7 +54,8 @@ def _result(p, status="succeeded", *, plan=None, wait_s=1.0, done_s=10.0, run_id
 def _ledger(store, plan):
     return PartitionLedger(
         store.engine, plan.spec.name, plan.run_id, plan.spec.partition_by, plan.partition_expected(),
-        plan_fingerprint=plan.fingerprint, tolerated_failure_percentage=plan.spec.tolerated_failure_percentage,
+        plan_fingerprint=plan.fingerprint,
+        tolerated=lambda n: tolerated_failures(n, 0, plan.spec.tolerated_failure_percentage),
         key_partitions=plan.key_partitions,
     )
 
