@@ -19,7 +19,6 @@ announce a partition twice, and a retried wave gets back exactly the partitions 
 
 from __future__ import annotations
 
-import statistics
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass
@@ -28,6 +27,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from batchq.monitor.lag import percentile
 from batchq.partitions import partition_key
 
 _metadata = sa.MetaData()
@@ -258,7 +258,7 @@ class PartitionLedger:
                 values: dict[str, Any] = {
                     "succeeded": succeeded, "failed": failed, "outcome": outcome, "updated_at": now,
                     "first_enqueued_at": a["first"], "last_result_at": a["last"],
-                    "input_wait_p50_s": statistics.median(a["waits"]) if a["waits"] else None,
+                    "input_wait_p50_s": percentile(sorted(a["waits"]), 50),
                 }
                 # closed_at is when the partition first closed; a repair that re-opens it clears it.
                 values["closed_at"] = (rec["closed_at"] or now) if final else None
