@@ -151,8 +151,7 @@ class PartitionLedger:
         self._key_partitions: dict[str, str] | None = None
         self._lock = threading.Lock()
         _metadata.create_all(engine, checkfirst=True)
-        self._results = sa.Table("batchq_results", sa.MetaData(), autoload_with=engine)
-        self._has_dims = "dims" in self._results.c
+        self._results_table: sa.Table | None = None
         if expected is not None:
             self._record_expected(expected)
 
@@ -187,13 +186,26 @@ class PartitionLedger:
                 PartitionStatus(
                     partition=r["partition"], expected=r["expected"], succeeded=r["succeeded"], failed=r["failed"],
                     outcome=r["outcome"], closed_at=_utc(r["closed_at"]), input_wait_s=r["input_wait_p50_s"],
-                    time_to_last_s=(last - started).total_seconds() if last and started else None,
+                    # Known once the partition closed: until then its "last result" is only the latest so far.
+                    time_to_last_s=(last - started).total_seconds() if last and started and r["outcome"] != "open" else None,
                     announced_wave=r["announced_wave"],
                 )
             )
         return out
 
     # -- deriving from results -----------------------------------------------------------------------
+    @property
+    def _results(self) -> sa.Table:
+        # Reflected, not imported: the results table belongs to the store's schema module, and a
+        # store written before results carried dims has no dims column (keys place those results).
+        if self._results_table is None:
+            self._results_table = sa.Table("batchq_results", sa.MetaData(), autoload_with=self.engine)
+        return self._results_table
+
+    @property
+    def _has_dims(self) -> bool:
+        return "dims" in self._results.c
+
     def _result_rows(self) -> list[Mapping[str, Any]]:
         r = self._results
         cols = [r.c.key, r.c.status, r.c.enqueued_at, r.c.first_received_at, r.c.applied_at, r.c.finished_at]
