@@ -234,6 +234,11 @@ class Plan:
         """The partition key of the combination ``digits`` (see :func:`batchq.partitions.partition_key`)."""
         return KEY_SEPARATOR.join(parts[digits[d]] for parts, d in zip(self._key_parts, self.partition_dims))
 
+    def iter_partitions(self, shard: Shard) -> Iterator[str]:
+        """The partition key of every payload of ``shard``, in send order (no keys, no bodies)."""
+        for digits in self._iter_digits(shard.start, shard.stop):
+            yield self.partition_of_digits(digits)
+
     def partition_keys(self) -> Iterator[str]:
         """Every partition key, in :attr:`order` (a partition with every payload excluded included)."""
         for combo in itertools.product(*self._key_parts):
