@@ -9,7 +9,7 @@ per-partition tolerance and one of which is slow:
   the ledger has for it in its triggering event's extra (read back by the consumer's task);
 - the failing customer emits nothing, and the Batch tab lists it as failed;
 - the first downstream run starts before the producer's drain ends (announced in waves, while the slow
-  customer is still being processed).
+  customer, 90 s a payload, is still being processed; a wave pokes every 10 s in reschedule mode).
 """
 
 from __future__ import annotations
@@ -65,8 +65,12 @@ tolerated_failure_percentage: 20.0
 @pytest.fixture(scope="module")
 def deployment(start_deployment, spec_path, sqs_endpoint, sqs_client, deploy_db):
     ensure_queues(sqs_client, BatchSpec.from_yaml(spec_path).queues)
+    # The scheduler creates asset-triggered (and partitioned) runs only with job scheduling on; the
+    # other deployment tests turn it off so that no scheduled run gets in their way (paused below).
     dep = start_deployment(executor="LocalExecutor", spec=spec_path, sqs_endpoint=sqs_endpoint,
-                           extra_env={"BATCHQ_CUSTOMER_PARTITIONS_SPEC": str(spec_path)})
+                           extra_env={"BATCHQ_CUSTOMER_PARTITIONS_SPEC": str(spec_path), "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "True"})
+    for dag_id in ("customer_batch", "customer_batch_explicit", "customer_batch_report", "batchq_queue_health"):
+        dep.api("PATCH", f"/dags/{dag_id}", {"is_paused": True})
     install_write_counter(deploy_db)
     wait_until(lambda: dep.assert_alive() or dep.query(
         "select 1 from serialized_dag s join dag d on d.dag_id = s.dag_id where s.dag_id = %s and not d.is_stale and s.data::text like %s",
@@ -88,7 +92,7 @@ def test_one_downstream_run_per_customer_with_its_counts(deployment, spec_path):
         [__import__("sys").executable, "-m", "batchq.cli", "workers", "--spec", str(spec_path), "--handlers", "partition_jobs",
          "--endpoint-url", deployment.env["BATCHQ_SQS_ENDPOINT"], "--min", "1", "--max", "1", "--poll-interval", "1",
          "--wait-seconds", "1", "--concurrency", "4", "--grace-period", "5", "--worker-id", "workers-parts"],
-        env={"BATCHQ_TEST_FAILING_CUSTOMER": FAILING, "BATCHQ_TEST_SLOW_CUSTOMER": SLOW, "BATCHQ_TEST_SLOW_S": "25"},
+        env={"BATCHQ_TEST_FAILING_CUSTOMER": FAILING, "BATCHQ_TEST_SLOW_CUSTOMER": SLOW, "BATCHQ_TEST_SLOW_S": "90"},
     )
     try:
         deployment.api("PATCH", f"/dags/{CONSUMER}", {"is_paused": False})
