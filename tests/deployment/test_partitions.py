@@ -87,11 +87,13 @@ def _page(dep, path: str) -> str:
 
 def test_one_downstream_run_per_customer_with_its_counts(deployment, spec_path):
     t0 = time.monotonic()
+    # 8 handler threads: the slow customer's 4 payloads hold 4 of them for 90 s, the others keep going
+    # (with 4, the slow customer would hold every thread: the noisy neighbour, in one worker).
     deployment.start(
         "workers-parts",
         [__import__("sys").executable, "-m", "batchq.cli", "workers", "--spec", str(spec_path), "--handlers", "partition_jobs",
          "--endpoint-url", deployment.env["BATCHQ_SQS_ENDPOINT"], "--min", "1", "--max", "1", "--poll-interval", "1",
-         "--wait-seconds", "1", "--concurrency", "4", "--grace-period", "5", "--worker-id", "workers-parts"],
+         "--wait-seconds", "1", "--concurrency", "8", "--grace-period", "5", "--worker-id", "workers-parts"],
         env={"BATCHQ_TEST_FAILING_CUSTOMER": FAILING, "BATCHQ_TEST_SLOW_CUSTOMER": SLOW, "BATCHQ_TEST_SLOW_S": "90"},
     )
     try:
