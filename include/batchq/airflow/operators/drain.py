@@ -355,7 +355,7 @@ class ResultsDrainOperator(AwsBaseOperator[BatchqSqsHook]):
                 self.log.info("%s", status.describe())
                 if status.complete:
                     if partitions is not None:
-                        context["ti"].xcom_push(key=xcom_keys.PARTITIONS, value=partitions(force=True))
+                        self._push_partitions(context, partitions(force=True))
                     return self._finish(context, ledger, status, totals)
                 if time.time() >= deadline:
                     raise AirflowException(f"{self.task_id}: ledger still open after the drain timeout ({self.drain_timeout:.0f}s): {status.describe()}")
@@ -378,6 +378,15 @@ class ResultsDrainOperator(AwsBaseOperator[BatchqSqsHook]):
             sink.close()
             if store is not sink:
                 store.close()
+
+    def _push_partitions(self, context: Any, value: Any) -> None:
+        """The final partitions XCom, and the per-tenant lag in the task log."""
+        from batchq.monitor.lag import describe_partition_lag
+        from batchq.monitor.partition_table import PartitionTable
+
+        context["ti"].xcom_push(key=xcom_keys.PARTITIONS, value=value)
+        if value:
+            self.log.info("%s", describe_partition_lag(PartitionTable(value).lag()))
 
     def _partitions(self, context: Any, store: Any) -> Any:
         """``refresh(force) -> XCom value``: recount the partition ledger (at most every
