@@ -1,4 +1,4 @@
-"""One botocore policy for every SQS client: the workers' (:func:`batchq.aws.botocore_config`) and the
+"""One botocore policy for every SQS client: the workers' (:func:`batchq.sqs.client.botocore_config`) and the
 Airflow hook's, where the connection's own settings still win option by option."""
 
 from __future__ import annotations
