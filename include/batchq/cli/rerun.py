@@ -53,9 +53,9 @@ def _read_keys(path: str) -> list[str]:
 
 
 def cmd_rerun(args: argparse.Namespace) -> int:
-    from batchq.drain import SqlSink
+    from batchq.store import ResultsStore
     from batchq.plan import Plan
-    from batchq.repair import (
+    from batchq.store.repairs import (
         RepairError,
         check_plan,
         purge_repaired_dlq,
@@ -70,7 +70,7 @@ def cmd_rerun(args: argparse.Namespace) -> int:
     if not spec.is_resolved:
         raise RepairError(f"{args.spec}: a dimension names a source; give a spec file with the run's values (batchq rerun cannot resolve sources)")
     mode = "keys" if args.keys else args.mode
-    store = SqlSink(args.store)
+    store = ResultsStore(args.store)
     try:
         run = store.get_run(spec.name, args.run_id)
         if mode == "history":

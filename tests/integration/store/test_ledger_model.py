@@ -38,9 +38,8 @@ from batchq.errors import BatchqError
 from batchq.messages import ErrorInfo, WorkResult
 from batchq.plan import Plan, idempotency_key
 from batchq.spec import BatchSpec
-from batchq.drain.ledger import RunLedger
-from batchq.drain.sql_sink import SqlSink as ResultsStore
-from batchq.repair import rerun
+from batchq.store import ResultsStore, RunLedger
+from batchq.store.repairs import rerun
 
 EXAMPLES = int(os.environ.get("BATCHQ_MODEL_EXAMPLES", "40"))
 STEPS = int(os.environ.get("BATCHQ_MODEL_STEPS", "40"))
@@ -107,7 +106,7 @@ class LedgerModel(RuleBasedStateMachine):
         }
         self.keys = {name: planned(p) for name, p in self.plans.items()}
         self.cur = "a"
-        self.ledger = RunLedger(self.store, self.batch, RUN, self.plans["a"].expected, plan=self.plans["a"].fingerprint, dag_id=DAG)
+        self.ledger = RunLedger.for_plan(self.store, self.plans["a"])
         self.queue: list[Msg] = []
         # model: per plan fingerprint, key -> "succeeded"|"failed" (success wins)
         self.effective: dict[str, dict[str, str]] = {}
@@ -214,7 +213,7 @@ class LedgerModel(RuleBasedStateMachine):
         """The run is planned again with more dimension values: a new fingerprint, more keys."""
         self.cur = "b"
         b = self.plans["b"]
-        self.ledger = RunLedger(self.store, self.batch, RUN, b.expected, plan=b.fingerprint, dag_id=DAG)
+        self.ledger = RunLedger.for_plan(self.store, b)
         self.last_succeeded = 0
 
     @precondition(lambda self: "repair" not in SKIP)

@@ -7,11 +7,10 @@ from __future__ import annotations
 import json
 
 import pytest
-from batchq.drain.ledger import RunLedger
-from batchq.drain.sql_sink import SqlSink as ResultsStore
+from batchq.store import ResultsStore, RunLedger
 from batchq.messages import ErrorInfo, WorkResult, parse_payload
 from batchq.plan import Plan, idempotency_key
-from batchq.repair import rerun
+from batchq.store.repairs import rerun
 from batchq.spec import BatchSpec
 from batchq.sqs import delete_messages, receive_messages
 
@@ -59,7 +58,7 @@ def test_rerun_failed_next_to_a_stray_failed_key_repairs_the_planned_ones(store,
     url = make_queue()
     plan = make_plan()
     keys = list(keys_of(plan).items())
-    ledger = RunLedger(store, plan.spec.name, plan.run_id, plan.expected, plan=plan.fingerprint, dag_id=plan.dag_id)
+    ledger = RunLedger.for_plan(store, plan)
     stray_dims = {"customer": "c9"}
     stray = result(plan, idempotency_key(plan.spec.name, plan.run_id, stray_dims, plan.dag_id), "failed", dims=stray_dims)
     store.apply([result(plan, keys[0][0], "failed", keys[0][1]), *(result(plan, k, "succeeded", d) for k, d in keys[1:]), stray], ())
@@ -93,9 +92,9 @@ def test_rerun_failed_operator_in_pending_mode_resends_lost_keys(store, tmp_path
 
     conn_id = set_aws_connection(monkeypatch, "batchq_repair_reg", sqs_endpoint)
     url = make_queue()
-    plan = make_plan()
+    plan = Plan(make_plan().spec, "run-1")  # outside a DAG, as the operator below runs
     keys = list(keys_of(plan).items())
-    ledger = RunLedger(store, plan.spec.name, plan.run_id, plan.expected, plan=plan.fingerprint, dag_id=None)
+    ledger = RunLedger.for_plan(store, plan)
     store.apply([result(plan, k, "succeeded", d) for k, d in keys[:2]], ())  # two keys were lost
     assert ledger.status().outcome == "open"
 

@@ -6,8 +6,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 
 import pytest
-from batchq.drain.ledger import RunLedger
-from batchq.drain.sql_sink import SqlSink as ResultsStore
+from batchq.store import NOT_IN_PLAN, ResultsStore, RunLedger
 from batchq.messages import ErrorInfo, WorkResult
 from batchq.plan import Plan, idempotency_key
 from batchq.spec import BatchSpec
@@ -34,7 +33,7 @@ def result(plan: Plan, key: str, status: str, *, dims=None, finished_at=None, at
 
 
 def ledger_for(store, plan: Plan) -> RunLedger:
-    return RunLedger(store, plan.spec.name, plan.run_id, plan.expected, plan=plan.fingerprint, dag_id=plan.dag_id)
+    return RunLedger.for_plan(store, plan)
 
 
 @pytest.fixture
@@ -57,6 +56,8 @@ def test_a_key_the_plan_never_produced_does_not_count(store, with_dims):
     store.apply([*real, stray], ())
     status = ledger.status()
     assert (status.succeeded, status.failed, status.pending, status.outcome) == (2, 0, 1, "open")
+    [entry] = store.quarantined(plan.spec.name, plan.run_id)
+    assert (entry["reason"], entry["stray"], entry["key"]) == (NOT_IN_PLAN, True, stray.key)
 
 
 def test_a_stale_copy_of_the_old_failure_does_not_end_the_repair(store):
