@@ -115,9 +115,9 @@ class ResultsStore(RunRecords, QuarantineReads, RepairRecords):
                     state[r.key] = {"plan": r.plan, "status": r.status}
                 elif current is not None and r.plan != current and held is not None and held["plan"] == current:
                     self._stray(qrows, r, f"result of plan {r.plan}; the run counts plan {current}", now)
+                    counted.append(r)  # not counted by the run, yet the result an open repair of its plan waits for
                     continue
-                if current is None or r.plan == current:
-                    counted.append(r)
+                counted.append(r)  # the repairs it may end are matched on their own plan
             if winners:
                 conn.execute(self._upsert(), [_row(r, now) for r in winners.values()])
             if counted:
