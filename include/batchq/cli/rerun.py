@@ -55,13 +55,8 @@ def _read_keys(path: str) -> list[str]:
 def cmd_rerun(args: argparse.Namespace) -> int:
     from batchq.store import ResultsStore
     from batchq.plan import Plan
-    from batchq.store.repairs import (
-        RepairError,
-        check_plan,
-        purge_repaired_dlq,
-        rerun,
-        wait_repaired,
-    )
+    from batchq.store.purge import purge_repaired_dlq
+    from batchq.store.repairs import RepairError, check_plan, rerun, wait_repaired
     from batchq.spec import BatchSpec
     from batchq.sqs import get_queue_url
     from batchq.sqs.client import sqs_client
