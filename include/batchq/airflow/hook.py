@@ -15,7 +15,7 @@ from typing import Any
 from airflow.providers.amazon.aws.hooks.sqs import SqsHook
 from botocore.config import Config
 
-from batchq import queues as queue_ops
+from batchq.sqs import queues as queue_ops
 from batchq import sqs
 from batchq.airflow import settings
 from batchq.spec import QueueSpec

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from batchq import aws
+from batchq.sqs import client as aws
 from batchq.airflow.hook import BatchqSqsHook
 
 CONN_ID = "batchq_hook_config_test"
