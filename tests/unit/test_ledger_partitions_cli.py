@@ -8,7 +8,7 @@ import time
 from datetime import datetime, timedelta, timezone
 
 from batchq.cli import main
-from batchq.drain.sql_sink import SqlSink
+from batchq.store import ResultsStore
 from batchq.messages import ErrorInfo, WorkResult, parse_payload
 from batchq.plan import Plan
 from batchq.spec import BatchSpec
@@ -30,7 +30,7 @@ def test_partitions_cli(tmp_path, capsys):
     store_url = f"sqlite:///{tmp_path}/r.db"
     plan = Plan(BatchSpec.from_yaml(spec_path), "r1")
     payloads = [parse_payload(b) for s in plan.shards() for _, b in plan.iter_bodies(s)]
-    sink = SqlSink(store_url)
+    sink = ResultsStore(store_url)
     late = {"a": 50, "b": 5, "c": 20}
     results = [
         WorkResult(batch=p.batch, run_id=p.run_id, key=p.key, plan=p.plan, enqueued_at=T0, first_received_at=T0 + timedelta(seconds=1),
@@ -42,7 +42,7 @@ def test_partitions_cli(tmp_path, capsys):
     # Time to last result counts from the run's first enqueue to the result's commit (applied_at):
     # customer a's results are committed last, so a is the slowest closed partition.
     for customer in ("b", "c", "a"):
-        sink.write([r for r, p in zip(results, [p for p in payloads if p.dims["customer"] != "c" or p.dims["item"] == 1]) if p.dims["customer"] == customer])
+        sink.apply([r for r, p in zip(results, [p for p in payloads if p.dims["customer"] != "c" or p.dims["item"] == 1]) if p.dims["customer"] == customer])
         time.sleep(0.05)
     sink.close()
     base = ["ledger", "--store", store_url, "--run-id", "r1", "--partitions"]

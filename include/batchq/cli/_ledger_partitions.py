@@ -25,8 +25,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_partitions(args: argparse.Namespace) -> int:
-    from batchq.drain import SqlSink
-    from batchq.drain.ledger import tolerated_failures
+    from batchq.store import ResultsStore, tolerated_failures
     from batchq.monitor.lag import describe_partition_lag
     from batchq.monitor.partition_table import PartitionTable
     from batchq.store.partitions import PartitionLedger, partition_rows_xcom
@@ -39,7 +38,7 @@ def cmd_partitions(args: argparse.Namespace) -> int:
     batch = args.batch or (spec.name if spec else None)
     if not batch:
         raise SystemExit("batchq ledger --partitions: give --batch or --spec")
-    store = SqlSink(args.store)
+    store = ResultsStore(args.store)
     try:
         if spec is not None and spec.partition_by:
             from batchq.plan import Plan

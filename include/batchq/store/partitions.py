@@ -118,7 +118,7 @@ def partition_rows_xcom(statuses: Iterable[PartitionStatus]) -> dict[str, Any]:
 class PartitionLedger:
     """Per-partition counts of one run in the results store.
 
-    :param engine: the store's SQLAlchemy engine (``SqlSink.engine``).
+    :param engine: the store's SQLAlchemy engine (:attr:`batchq.store.ResultsStore.engine`).
     :param batch: batch name.
     :param run_id: run id.
     :param partition_by: the spec's partition dimensions.

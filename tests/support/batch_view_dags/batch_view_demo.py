@@ -42,7 +42,7 @@ def partition_ledger_xcom(batch: str, run_id: str, failed: int) -> dict:
     import os
     from datetime import datetime, timedelta, timezone
 
-    from batchq.drain.sql_sink import SqlSink
+    from batchq.store import ResultsStore
     from batchq.messages import ErrorInfo, WorkResult, parse_payload
     from batchq.plan import Plan
     from batchq.spec import BatchSpec
@@ -54,7 +54,7 @@ def partition_ledger_xcom(batch: str, run_id: str, failed: int) -> dict:
     })
     plan = Plan(spec, run_id)
     t0 = datetime.fromtimestamp(T0, tz=timezone.utc)
-    store = SqlSink(f"sqlite:///{os.environ['AIRFLOW_HOME']}/partitions.db")
+    store = ResultsStore(f"sqlite:///{os.environ['AIRFLOW_HOME']}/partitions.db")
     try:
         results = []
         for shard in plan.shards():
@@ -66,7 +66,7 @@ def partition_ledger_xcom(batch: str, run_id: str, failed: int) -> dict:
                     error=ErrorInfo(type="ValueError", message="no orders") if bad else None,
                     enqueued_at=t0, first_received_at=t0 + timedelta(seconds=int(p.dims["customer"][1:])),
                 ))
-        store.write(results)
+        store.apply(results)
         ledger = PartitionLedger(store.engine, batch, run_id, spec.partition_by, plan.partition_expected(),
                                  plan_fingerprint=plan.fingerprint, key_partitions=plan.key_partitions)
         return partition_rows_xcom(ledger.refresh())
@@ -91,7 +91,7 @@ def make_batch_dag(dag_id: str, batch: str, expected: int, failed: int, partitio
 
         @task
         def rerun_failed(dag_run=None):
-            # The shape of RerunFailedOperator's return value (batchq.repair.RepairReport.to_dict).
+            # The shape of RerunFailedOperator's return value (batchq.store.repairs.RepairReport.to_dict).
             target = (dag_run.conf or {}).get("repair_run_id")
             if not target:
                 return {"selected": 0, "sent": 0, "outcome_before": None}

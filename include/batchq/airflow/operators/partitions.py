@@ -124,10 +124,10 @@ class PartitionWaveSensor(BaseSensorOperator):
         self.run_id = run_id
 
     def poke(self, context: Any) -> bool:
-        from batchq.drain import SqlSink
+        from batchq.store import ResultsStore
         from batchq.store.partitions import PartitionLedger, wave_due
 
-        store = SqlSink(_ledger_url(self.task_id, self.sink, self.sink_conn_id, self.ledger, self.ledger_conn_id))
+        store = ResultsStore(_ledger_url(self.task_id, self.sink, self.sink_conn_id, self.ledger, self.ledger_conn_id))
         try:
             ledger = PartitionLedger(store.engine, self.batch, self.run_id, self.partition_by)
             statuses = ledger.statuses()
