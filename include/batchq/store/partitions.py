@@ -29,29 +29,7 @@ import sqlalchemy as sa
 
 from batchq.monitor.lag import percentile
 from batchq.partitions import partition_key
-
-_metadata = sa.MetaData()
-
-partitions_table = sa.Table(
-    "batchq_partitions",
-    _metadata,
-    sa.Column("batch", sa.String(64), primary_key=True),
-    sa.Column("run_id", sa.String(250), primary_key=True),
-    sa.Column("partition", sa.String(250), primary_key=True),
-    sa.Column("plan", sa.String(64)),
-    sa.Column("expected", sa.Integer, nullable=False),
-    sa.Column("succeeded", sa.Integer, nullable=False, default=0),
-    sa.Column("failed", sa.Integer, nullable=False, default=0),
-    # open | succeeded | failed (failed = final with failures beyond the tolerance)
-    sa.Column("outcome", sa.String(16), nullable=False, default="open"),
-    sa.Column("closed_at", sa.DateTime(timezone=True)),
-    sa.Column("first_enqueued_at", sa.DateTime(timezone=True)),
-    sa.Column("last_result_at", sa.DateTime(timezone=True)),
-    sa.Column("input_wait_p50_s", sa.Float),
-    sa.Column("announced_wave", sa.Integer),
-    sa.Column("announced_at", sa.DateTime(timezone=True)),
-    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
-)
+from batchq.store.schema import partitions_table
 
 #: Columns of the partitions XCom / table rows, in order (the Batch view and ``batchq ledger`` read them).
 ROW_FIELDS = ("partition", "expected", "succeeded", "failed", "pending", "outcome", "closed_at", "input_wait_s", "time_to_last_s")
@@ -150,7 +128,7 @@ class PartitionLedger:
         self._key_partitions_factory = key_partitions
         self._key_partitions: dict[str, str] | None = None
         self._lock = threading.Lock()
-        _metadata.create_all(engine, checkfirst=True)
+        partitions_table.create(engine, checkfirst=True)
         self._results_table: sa.Table | None = None
         if expected is not None:
             self._record_expected(expected)
