@@ -93,7 +93,7 @@ def test_partitions_table_matches_the_partition_ledger(view_home, view_server, b
         return out
 
     assert shown() == ledger
-    counts = {name: int(frame.locator(f'#partition-counts [data-count="{name}"] .n').inner_text()) for name in ("partitions", "done", "failed", "pending")}
+    counts = {name: int(frame.locator(f'#partition-counts [data-pcount="{name}"] .n').inner_text()) for name in ("partitions", "done", "failed", "pending")}
     assert counts == {"partitions": 12, "done": sum(o == "succeeded" for o, *_ in ledger.values()),
                       "failed": sum(o == "failed" for o, *_ in ledger.values()), "pending": 0}
     # Sort by "Failed", descending: a link to the same page with ?psort=failed, rendered by the server.

@@ -33,9 +33,9 @@ def _render(report, **query):
 def test_counts_and_the_slowest_first_by_default():
     report = run_report("dag", "r", [("partitions", _xcom(10_000)), ("plan", {"expected": 100_000})])
     html = _render(report)
-    assert 'data-count="partitions"><div class="n">10,000<' in html
-    assert 'data-count="done"><div class="n">9,989<' in html
-    assert 'data-count="pending"><div class="n">10<' in html and 'data-count="failed"><div class="n">1<' in html
+    assert 'data-pcount="partitions"><div class="n">10,000<' in html
+    assert 'data-pcount="done"><div class="n">9,989<' in html
+    assert 'data-pcount="pending"><div class="n">10<' in html and 'data-pcount="failed"><div class="n">1<' in html
     rows = re.findall(r'<tr data-partition="([^"]+)" data-outcome="([^"]+)">', html)
     assert len(rows) == 50
     # Default sort: time to last result, slowest first; open partitions (not done at all) lead.
