@@ -10,10 +10,8 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
-
-import demo_progress
-import tiny_png
+from batchq.dev import progress as demo_progress
+from batchq.dev import tiny_png
 
 
 def sample(t, visible=0, in_flight=0, drained=0, workers=1, results=0):
