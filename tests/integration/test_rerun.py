@@ -77,12 +77,19 @@ def failed_run(plan, store, client, urls, failing: int = 4):
 
 def test_rerun_failed_sends_only_failed_keys_and_closes_green(setup, sqs_client, capsys):
     path, spec, plan, store, urls = setup
-    ledger, failed, _ = failed_run(plan, store, sqs_client, urls)
+    ledger, failed, bodies = failed_run(plan, store, sqs_client, urls)
     send_message(sqs_client, urls.input_dlq, '{"not": "ours"}')  # another message on the DLQ stays
     base = ["rerun", "--spec", str(path), "--run-id", plan.run_id, "--store", str(store.engine.url)]
 
     assert main([*base, "--failed", "--dry-run"]) == 0
-    assert json.loads(capsys.readouterr().out)["repair"]["selected"] == 4
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["repair"]["selected"] == 4
+    # Issue 20: the keys are named by their dimensions, the hash shortened beside them.
+    from batchq.messages import describe_key, parse_payload
+
+    for key in failed:
+        shown = describe_key(key, parse_payload(bodies[key]).dims)
+        assert f"  {shown}" in captured.err and "=" in shown and f"({key[:8]}…)" in shown
     assert drain_keys(sqs_client, urls.input) == [], "a dry run sends nothing"
     assert store.repairs(spec.name, plan.run_id) == []
 

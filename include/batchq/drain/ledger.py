@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from batchq import xcom_keys
+from batchq.messages import describe_key
 from batchq.drain.sql_sink import SqlSink
 from batchq.monitor.lag import run_lag
 
@@ -89,7 +90,8 @@ class LedgerStatus:
             f"tolerated failures {self.tolerated_failures}"
         )
         if self.first_failures:
-            shown = "; ".join(f"{f['key']}: {_error_text(f.get('error'))}" for f in self.first_failures)
+            shown = "; ".join(f"{describe_key(f['key'], f.get('dims'))}: {_error_text(f.get('error'))}"
+                              for f in self.first_failures)
             text += f". First failed keys: {shown}"
         return text
 

@@ -1,0 +1,35 @@
+"""Failures are named by their dimensions, not by hash (issue 20): the one formatting and the places
+that show a key to a person without the results store's help (the ledger text of the drain task's error
+and ``batchq ledger``, the Batch view's first failures)."""
+
+from __future__ import annotations
+
+from batchq.drain.ledger import evaluate
+from batchq.messages import describe_key
+from batchq import xcom_keys
+from batchq.monitor.report import run_report
+
+KEY = "4730f5ee91c2b7d0a1e3f5a7b9c1d3e5"
+DIMS = {"region": "ap-south", "model": "xgb", "day": "wed"}
+
+
+def test_describe_key_names_the_dimensions_in_order_and_shortens_the_hash():
+    assert describe_key(KEY, DIMS) == "region=ap-south, model=xgb, day=wed (4730f5ee…)"
+    assert describe_key(KEY) == KEY and describe_key(KEY, {}) == KEY  # unknown dims: the key as it is
+    assert describe_key("abc", {"n": 1}) == "n=1 (abc)"
+
+
+def test_the_ledger_text_names_failures_by_their_dimensions():
+    failure = {"key": KEY, "dims": DIMS, "error": {"type": "RuntimeError", "message": "model diverged"}}
+    status = evaluate("forecasts", "r1", 42, 41, 1, first_failures=[failure])
+    assert "First failed keys: region=ap-south, model=xgb, day=wed (4730f5ee…): RuntimeError: model diverged" in status.describe()
+    older = evaluate("forecasts", "r1", 42, 41, 1, first_failures=[{"key": KEY, "error": "boom"}])
+    assert f"First failed keys: {KEY}: boom" in older.describe()  # rows stored before dims: the key
+
+
+def test_the_batch_view_shows_first_failures_by_their_dimensions():
+    ledger = {"batch": "forecasts", "run_id": "r1", "expected": 42, "succeeded": 41, "failed": 1, "quarantined": 0,
+              "pending": 0, "outcome": "failed",
+              "first_failures": [{"key": KEY, "dims": DIMS, "error": {"type": "RuntimeError", "message": "x"}}]}
+    report = run_report("forecasts_dag", "r1", [(xcom_keys.LEDGER, ledger)])
+    assert [f.key for f in report.failures] == ["region=ap-south, model=xgb, day=wed (4730f5ee…)"]
