@@ -20,6 +20,7 @@ the ``airflow`` command.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import shutil
@@ -213,6 +214,7 @@ def dev_run(opts: DevRunOptions) -> int:
     from batchq.sqs.queues import ensure_queues
 
     opts = opts.resolved()
+    logging.getLogger("botocore").setLevel(logging.WARNING)  # "Found credentials in environment variables"
     # Emulators take any credentials; real ones in the environment are kept (and never needed here).
     for key, value in (("AWS_ACCESS_KEY_ID", "testing"), ("AWS_SECRET_ACCESS_KEY", "testing"),
                        ("AWS_DEFAULT_REGION", "us-east-1"), ("AWS_EC2_METADATA_DISABLED", "true")):
