@@ -181,3 +181,19 @@ def test_rerun_refuses_another_plan(setup, sqs_client, tmp_path):
     changed.write_text(path.read_text().replace("c6]", "c6, c7]"))
     assert main(["rerun", "--spec", str(changed), "--run-id", plan.run_id, "--store", str(store.engine.url), "--failed"]) == 2
     assert drain_keys(sqs_client, urls.input) == []
+
+
+def test_ledger_cli_names_the_failed_keys_by_their_dimensions(setup, sqs_client, capsys):
+    # Issue 20: `batchq ledger` showed "4730f5ee…: RuntimeError…"; rows without dims get them from the plan.
+    from batchq.messages import describe_key
+
+    path, spec, plan, store, urls = setup
+    _, failed, bodies = failed_run(plan, store, sqs_client, urls, failing=2)
+    rc = main(["ledger", "--store", str(store.engine.url), "--spec", str(path), "--run-id", plan.run_id])
+    captured = capsys.readouterr()
+    assert rc == 1
+    for key in failed:
+        dims = parse_payload(bodies[key]).dims
+        assert describe_key(key, dims) in captured.err
+        assert {"key": key, "dims": dims} in [{k: f[k] for k in ("key", "dims")} for f in json.loads(captured.out)["first_failures"]]
+    assert "customer=" in captured.err and "period=" in captured.err

@@ -33,3 +33,21 @@ def test_the_batch_view_shows_first_failures_by_their_dimensions():
               "first_failures": [{"key": KEY, "dims": DIMS, "error": {"type": "RuntimeError", "message": "x"}}]}
     report = run_report("forecasts_dag", "r1", [(xcom_keys.LEDGER, ledger)])
     assert [f.key for f in report.failures] == ["region=ap-south, model=xgb, day=wed (4730f5ee…)"]
+
+
+def test_the_plan_names_its_own_keys_and_no_others():
+    from batchq.plan import Plan
+    from batchq.spec import BatchSpec
+
+    spec = BatchSpec.from_dict({"name": "f", "dimensions": {"region": ["eu", "ap-south"], "model": ["xgb", "lr"],
+                                "day": ["mon", "wed"]}, "exclude": [{"model": "lr", "day": "mon"}],
+                                "job_type": "forecast", "queues": {"input": "a", "results": "b"}})
+    plan = Plan(spec, "r1", dag_id="d")
+    bodies = dict(b for shard in plan.shards() for b in plan.iter_bodies(shard))
+    from batchq.messages import parse_payload
+
+    wanted = sorted(bodies)[:3]
+    assert plan.dims_of([*wanted, "not-a-key"]) == {k: parse_payload(bodies[k]).dims for k in wanted}
+    assert plan.dims_of([]) == {}
+    other_run = Plan(spec, "r2", dag_id="d")
+    assert other_run.dims_of(wanted) == {}  # another run's keys are not this plan's

@@ -106,14 +106,8 @@ def cmd_rerun(args: argparse.Namespace) -> int:
 
 
 def _described(plan: Any, keys: list[str]) -> list[str]:
-    """The keys as people read them, by their dimensions (rebuilt from the plan, which produced them)."""
-    from batchq.messages import describe_key, parse_payload
-    from batchq.repair import rebuild_bodies
+    """The keys as people read them, by their dimensions (from the plan, which produced them)."""
+    from batchq.messages import describe_key
 
-    dims: dict[str, Any] = {}
-    try:
-        for key, body in rebuild_bodies(plan, keys):
-            dims[key] = parse_payload(body).dims
-    except Exception:  # noqa: BLE001 - a key the plan cannot produce: shown as it is
-        pass
+    dims = plan.dims_of(keys)
     return [describe_key(key, dims.get(key)) for key in keys]
