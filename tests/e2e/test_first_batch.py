@@ -21,12 +21,12 @@ PAGE = REPO / "docs" / "first-batch.md"
 
 def page_files() -> dict[str, str]:
     """``<!-- file: PATH -->`` followed by a fenced block: the file the page tells you to write."""
-    return dict(re.findall(r"<!-- file: (\S+) -->\n```\w*\n(.*?)```", PAGE.read_text(), flags=re.S))
+    return dict(re.findall(r"<!-- file: (\S+) -->\n```\w*\n(.*?)```", PAGE.read_text(), flags=re.DOTALL))
 
 
 def page_command() -> list[str]:
     """The command under ``<!-- run -->``."""
-    (block,) = re.findall(r"<!-- run -->\n```\w*\n(.*?)```", PAGE.read_text(), flags=re.S)
+    (block,) = re.findall(r"<!-- run -->\n```\w*\n(.*?)```", PAGE.read_text(), flags=re.DOTALL)
     (line,) = [ln for ln in block.splitlines() if ln.strip() and not ln.startswith("#")]
     return shlex.split(line)
 
@@ -50,7 +50,8 @@ def run_page(tmp_path: Path, *, without_handlers: bool = False) -> subprocess.Co
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
     # moto's server, started by the command itself (LocalStack would be used if installed).
     return subprocess.run([sys.executable, "-m", "batchq.cli", *argv[1:], "--plain", "--endpoint", "moto"],
-                          cwd=project, env=env, capture_output=True, text=True, timeout=900, stdin=subprocess.DEVNULL)
+                          cwd=project, env=env, capture_output=True, text=True, timeout=900, stdin=subprocess.DEVNULL,
+                          check=False)
 
 
 def test_first_batch_page_runs_end_to_end_from_an_empty_directory(tmp_path):

@@ -187,7 +187,7 @@ def test_ledger_cli_names_the_failed_keys_by_their_dimensions(setup, sqs_client,
     # Issue 20: `batchq ledger` showed "4730f5ee…: RuntimeError…"; rows without dims get them from the plan.
     from batchq.messages import describe_key
 
-    path, spec, plan, store, urls = setup
+    path, _spec, plan, store, urls = setup
     _, failed, bodies = failed_run(plan, store, sqs_client, urls, failing=2)
     rc = main(["ledger", "--store", str(store.engine.url), "--spec", str(path), "--run-id", plan.run_id])
     captured = capsys.readouterr()

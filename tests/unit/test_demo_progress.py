@@ -4,12 +4,9 @@ pixels show the series)."""
 from __future__ import annotations
 
 import struct
-import sys
 import zlib
-from pathlib import Path
 
 import pytest
-
 from batchq.dev import progress as demo_progress
 from batchq.dev import tiny_png
 

@@ -4,9 +4,9 @@ and ``batchq ledger``, the Batch view's first failures)."""
 
 from __future__ import annotations
 
+from batchq import xcom_keys
 from batchq.drain.ledger import evaluate
 from batchq.messages import describe_key
-from batchq import xcom_keys
 from batchq.monitor.report import run_report
 
 KEY = "4730f5ee91c2b7d0a1e3f5a7b9c1d3e5"

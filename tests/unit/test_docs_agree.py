@@ -4,8 +4,9 @@
 from __future__ import annotations
 
 import re
-import tomllib
 from pathlib import Path
+
+import tomllib
 
 REPO = Path(__file__).resolve().parents[2]
 #: Every file a user reads for versions (not the changelog-like issue notes).

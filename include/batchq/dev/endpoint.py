@@ -101,7 +101,7 @@ def start_endpoint(choice: str, state_dir: Path) -> Endpoint:
             raise BatchqError("LocalStack is not installed: run `make localstack-install` in the batchq checkout, "
                               "or use --endpoint moto")
         env = {**os.environ, "LOCALSTACK_PORT": str(port), "LOCALSTACK_STATE_DIR": str(state_dir / "localstack")}
-        started = subprocess.run(["bash", str(LOCALSTACK_SCRIPT), "start"], env=env, capture_output=True, text=True)
+        started = subprocess.run(["bash", str(LOCALSTACK_SCRIPT), "start"], env=env, capture_output=True, text=True, check=False)
         if started.returncode != 0:
             raise BatchqError(f"LocalStack did not start: {started.stderr.strip()[-2000:]}")
         url = f"http://127.0.0.1:{port}"

@@ -257,7 +257,7 @@ def dev_run(opts: DevRunOptions) -> int:
 
         _say(f"3. Airflow home {opts.home} (SQLite; DAGs from {opts.dags_folder})")
         migrate = subprocess.run([airflow, "db", "migrate"], env=env, capture_output=True, text=True,
-                                 cwd=opts.home, stdin=subprocess.DEVNULL)
+                                 cwd=opts.home, stdin=subprocess.DEVNULL, check=False)
         if migrate.returncode != 0:
             raise BatchqError(f"airflow db migrate failed:\n{(migrate.stdout + migrate.stderr)[-3000:]}")
         if refused():

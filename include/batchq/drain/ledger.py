@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from batchq import xcom_keys
-from batchq.messages import describe_key
 from batchq.drain.sql_sink import SqlSink
+from batchq.messages import describe_key
 from batchq.monitor.lag import run_lag
 
 

@@ -108,9 +108,10 @@ def test_supervisor_sigterm_stops_every_worker_gracefully_holding_nothing(sqs_en
 
 def test_supervisor_waits_for_the_queue_saying_so_and_starts_workers_once_it_exists(sqs_endpoint, sqs_client, tmp_path):
     # Issue 20, item 3: `batchq workers` started before the DAG's ensure_queues waits instead of exiting.
+    import uuid
+
     from batchq.spec import QueueSpec
     from batchq.sqs.queues import ensure_queues
-    import uuid
 
     base = f"bqwait-{uuid.uuid4().hex[:10]}"
     queues = QueueSpec(input=f"{base}-in", results=f"{base}-out")
@@ -143,7 +144,7 @@ def test_a_single_worker_keeps_its_clear_error_when_the_queue_does_not_exist(sqs
     proc = subprocess.run(
         [sys.executable, "-m", "batchq.cli", "worker", "--queue", "bq-never-created-in", "--results-queue",
          "bq-never-created-out", "--handlers", "worker_testjobs", "--no-entry-points"],
-        env=subprocess_env(sqs_endpoint), capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL,
+        env=subprocess_env(sqs_endpoint), capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL, check=False,
     )
     assert proc.returncode == 2
     assert "queue 'bq-never-created-in' does not exist" in proc.stderr

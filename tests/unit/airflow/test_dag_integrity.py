@@ -10,10 +10,9 @@ import time
 from pathlib import Path
 
 import pytest
-
-from batchq.spec import BatchSpec
 from batchq.errors import SpecError
 from batchq.plan import Plan
+from batchq.spec import BatchSpec
 
 REPO = Path(__file__).resolve().parents[3]
 DAGS = REPO / "dags"

@@ -63,7 +63,7 @@ def _cli(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
            "AWS_DEFAULT_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true"}
     return subprocess.run([sys.executable, "-m", "batchq.cli", *args, "--spec", str(tmp_path / "regions.yaml"),
                            "--handlers", "other_jobs", "--no-entry-points"],
-                          env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+                          env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False)
 
 
 @pytest.mark.parametrize("command", ["worker", "workers"])
