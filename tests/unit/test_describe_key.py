@@ -5,7 +5,7 @@ and ``batchq ledger``, the Batch view's first failures)."""
 from __future__ import annotations
 
 from batchq import xcom_keys
-from batchq.drain.ledger import evaluate
+from batchq.store.ledger import evaluate
 from batchq.messages import describe_key
 from batchq.monitor.report import run_report
 
@@ -51,3 +51,26 @@ def test_the_plan_names_its_own_keys_and_no_others():
     assert plan.dims_of([]) == {}
     other_run = Plan(spec, "r2", dag_id="d")
     assert other_run.dims_of(wanted) == {}  # another run's keys are not this plan's
+
+
+def test_failures_read_from_the_store_carry_their_dims_into_the_ledger_text(tmp_path):
+    # The drain task's error, `batchq ledger` and the Batch tab all show status.describe()/first_failures.
+    from batchq.messages import ErrorInfo, WorkResult
+    from batchq.store import ResultsStore
+    from batchq.store.ledger import RunLedger
+
+    store = ResultsStore(f"sqlite:///{tmp_path / 'store.db'}")
+    try:
+        err = ErrorInfo(type="RuntimeError", message="model diverged")
+        store.apply([
+            WorkResult(batch="f", run_id="r1", key=KEY, status="failed", error=err, dims=DIMS),
+            WorkResult(batch="f", run_id="r1", key="0" * 32, status="failed", error=err),  # an older worker: no dims
+            WorkResult(batch="f", run_id="r1", key="1" * 32, status="succeeded", output={}, dims={"region": "eu"}),
+        ])
+        status = RunLedger(store, "f", "r1", 3).status()
+    finally:
+        store.close()
+    assert {f["key"]: f["dims"] for f in status.first_failures} == {KEY: DIMS, "0" * 32: None}
+    text = status.describe()
+    assert "region=ap-south, model=xgb, day=wed (4730f5ee…): RuntimeError: model diverged" in text
+    assert f"{'0' * 32}: RuntimeError" in text

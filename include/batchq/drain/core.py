@@ -312,8 +312,7 @@ class Drainer:
                 raise  # the store refuses even a bounded, escaped quarantine row: nothing sane is left
             first = str(exc).splitlines()[0][:1000] if str(exc) else ""
             reason = f"sink rejected: {first}" if isinstance(exc, SinkRejected) else f"store refused: {type(exc).__name__}: {first}"
-            # getattr: results carry their payload's dims from the store issue on (None before).
-            log.error("quarantining result %s: %s", describe_key(item.result.key, getattr(item.result, "dims", None)), reason)
+            log.error("quarantining result %s: %s", describe_key(item.result.key, item.result.dims), reason)
             entry = QuarantineEntry.from_body(item.msg.get("MessageId", "?"), item.msg.get("Body", ""), reason, item.result.key)
             self._write(msgs, [_Item(item.msg, None, entry)], report, stop, lease, deadline)
             return 0, 1
