@@ -15,6 +15,8 @@ of the underlying operators passes through: the common ones as arguments, the re
 
 from __future__ import annotations
 
+import logging
+
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -24,6 +26,13 @@ from airflow.sdk import TaskGroup
 from batchq.airflow.operators import EnsureQueuesOperator, FanOutOperator, plan_shards
 from batchq.airflow.operators.drain import ResultsDrainOperator
 from batchq.airflow.operators.fanout import SHARD_MAP_INDEX_TEMPLATE
+from batchq.airflow.operators.partitions import (
+    DEFAULT_WAVES,
+    NEEDS,
+    PartitionWaveSensor,
+    partition_events_supported,
+    partitions_asset,
+)
 from batchq.airflow.operators.repair import (
     RUN_ID_TEMPLATE,
     PurgeRepairedDlqOperator,
@@ -37,6 +46,8 @@ from batchq.spec import BatchSpec
 #: Task ids inside the group (prefixed with the group id unless ``prefix_group_id=False``).
 TASK_IDS = ("ensure_queues", "plan_shards", "fan_out", "wait_input_drained", "drain_results")
 
+
+log = logging.getLogger(__name__)
 
 def _spec_arg(spec: BatchSpec | str | os.PathLike[str]) -> BatchSpec | str:
     # Paths become strings: task arguments must serialise.
@@ -149,8 +160,9 @@ class BatchTaskGroup(TaskGroup):
                 **dict(drain_kwargs or {}),
             )
             self.announce = None
-            if loaded.partition_by:
-                from batchq.airflow.operators.partitions import DEFAULT_WAVES, PartitionWaveSensor, partitions_asset
+            if loaded.partition_by and not partition_events_supported():
+                log.warning("%s: partitioned results events need %s: no announce_partitions tasks", loaded.name, NEEDS)
+            elif loaded.partition_by:
 
                 drain_args = dict(drain_kwargs or {})
                 waves = partition_waves or DEFAULT_WAVES

@@ -35,6 +35,16 @@ from batchq.spec import BatchSpec
 
 #: Waves per run by default: a partition is announced at most 1/8 of the run after it closed.
 DEFAULT_WAVES = 8
+#: What a task needs to emit partitioned events (Task SDK 1.3: ``OutletEventAccessor.add_partitions``).
+NEEDS = "Airflow >= 3.3 (the Task SDK's outlet_events[asset].add_partitions)"
+
+
+def partition_events_supported() -> bool:
+    """Whether this Airflow lets a task emit events with its own partition keys. Airflow 3.2 has
+    ``PartitionedAssetTimetable`` but stamps every event with the run's own partition key."""
+    from airflow.sdk.execution_time.context import OutletEventAccessor
+
+    return hasattr(OutletEventAccessor, "add_partitions")
 
 
 def partitions_asset(batch: str) -> Asset:
@@ -142,6 +152,10 @@ class PartitionWaveSensor(BaseSensorOperator):
             raise AirflowSkipException(f"wave {self.wave + 1}/{self.waves}: no closed partition left to announce")
         keys = [s.partition for s in claimed]
         accessor = context["outlet_events"][partitions_asset(self.batch)]
+        if not hasattr(accessor, "add_partitions"):
+            from airflow.sdk.exceptions import AirflowFailException
+
+            raise AirflowFailException(f"partitioned results events need {NEEDS}; {len(keys)} closed partition(s) stay unannounced")
         accessor.add_partitions(keys)
         # One extra for every key of this wave (Airflow shares it); partition_counts() picks one.
         accessor.extra = {
