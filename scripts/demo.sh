@@ -104,6 +104,8 @@ export AIRFLOW__DATABASE__SQL_ALCHEMY_CONN="sqlite:///$DEMO_HOME/airflow.db"
 export AIRFLOW__CORE__DAGS_FOLDER="$ROOT/dags"
 export AIRFLOW__CORE__PLUGINS_FOLDER="$ROOT/plugins"
 export AIRFLOW__CORE__LOAD_EXAMPLES=False
+# batchq's sensor and drain operator follow Airflow's default_deferrable: wait in the triggerer.
+export AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE=True
 export BATCHQ_CUSTOMER_BATCH_SPEC="$SPEC"
 AIRFLOW_CONN_AWS_DEFAULT="$("$PY" - <<'PY'
 import json, os

@@ -22,6 +22,9 @@ os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
 os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
 # Never let a test reach for an instance-metadata endpoint.
 os.environ.setdefault("AWS_EC2_METADATA_DISABLED", "true")
+# Every stack this project ships defers by default (Airflow's own [operators] default_deferrable, which
+# batchq's deferrable= follows); the in-process operator tests run with the same configuration.
+os.environ.setdefault("AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE", "True")
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 DEFAULT_PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"

@@ -34,6 +34,7 @@ from airflow.sdk.exceptions import AirflowException, AirflowFailException
 from batchq import xcom_keys
 from batchq.airflow import settings
 from batchq.airflow.hook import BatchqSqsHook
+from batchq.airflow.sinks import get_connection, sink_headers_from_connection, sink_target_from_connection
 from batchq.airflow.triggers import ResultsAvailableTrigger, TriggerReason
 from batchq.monitor.lag import LAG_XCOM_KEY, describe_lag
 from batchq.monitor.waits import DRAIN_SAMPLE_INTERVAL_S, DrainCurve
@@ -57,62 +58,8 @@ def results_asset(batch: str) -> Asset:
     return Asset(f"batchq://{batch}/results")
 
 
-#: libpq connection parameters kept from a postgres connection's extra (TLS and friends).
-_PG_EXTRA_PARAMS = (
-    "sslmode", "sslrootcert", "sslcert", "sslkey", "sslcrl", "sslpassword", "sslcompression", "sslsni",
-    "ssl_min_protocol_version", "ssl_max_protocol_version", "requiressl", "gssencmode", "channel_binding",
-    "target_session_attrs", "application_name", "connect_timeout", "options", "keepalives", "keepalives_idle",
-)
-
-
-def sink_target_from_connection(conn: Any) -> str:
-    """A sink target string (SQLAlchemy URL or http(s) URL) from an Airflow connection.
-
-    The extra ``sqlalchemy_url`` (or ``url``) wins; otherwise ``postgres``/``postgresql`` connections
-    become ``postgresql+psycopg://`` (TLS settings such as ``sslmode``/``sslrootcert`` from the extra are
-    kept), ``sqlite`` ones ``sqlite:///<path>``, ``http``/``https`` ones the endpoint URL (host, port and
-    path from the connection's schema field; credentials go in headers, see
-    :func:`sink_headers_from_connection`).
-    """
-    extra = conn.extra_dejson if hasattr(conn, "extra_dejson") else {}
-    for key in ("sqlalchemy_url", "url"):
-        if extra.get(key):
-            return str(extra[key])
-    ctype = (conn.conn_type or "").lower()
-    if ctype in ("postgres", "postgresql", "postgresql+psycopg"):
-        from sqlalchemy.engine import URL
-
-        query = {k: str(extra[k]) for k in _PG_EXTRA_PARAMS if extra.get(k) not in (None, "")}
-        url = URL.create(
-            "postgresql+psycopg", username=conn.login or None, password=conn.password or None,
-            host=conn.host or None, port=conn.port or None, database=conn.schema or None, query=query,
-        )
-        return url.render_as_string(hide_password=False)
-    if ctype == "sqlite":
-        path = conn.host or conn.schema or ""
-        return f"sqlite:///{path}"
-    if ctype in ("http", "https"):
-        port = f":{conn.port}" if conn.port else ""
-        path = (conn.schema or "").lstrip("/")
-        return f"{ctype}://{conn.host}{port}/{path}"
-    raise ValueError(f"connection {conn.conn_id!r}: cannot make a sink from conn_type {conn.conn_type!r} (use postgres, sqlite, http, or the extra 'sqlalchemy_url')")
-
-
-def sink_headers_from_connection(conn: Any) -> dict[str, str]:
-    """Request headers for an HTTP sink from an Airflow connection: basic auth from login/password, a
-    bearer token from the password (no login) or the extra ``token``, more headers from the extra
-    ``headers`` (:func:`batchq.drain.http_sink.auth_headers`). Only for http/https connections."""
-    from batchq.drain.http_sink import auth_headers
-
-    if (conn.conn_type or "").lower() not in ("http", "https"):
-        return {}
-    return auth_headers(conn.login or None, conn.password or None, conn.extra_dejson if hasattr(conn, "extra_dejson") else {})
-
-
 def _connection(conn_id: str) -> Any:
-    from airflow.sdk import BaseHook
-
-    return BaseHook.get_connection(conn_id)
+    return get_connection(conn_id)
 
 
 class ResultsDrainOperator(AwsBaseOperator[BatchqSqsHook]):
@@ -122,8 +69,9 @@ class ResultsDrainOperator(AwsBaseOperator[BatchqSqsHook]):
         tolerance come from it (each can be overridden below).
     :param sink: sink target: a SQLAlchemy URL (``sqlite:///…``, ``postgresql+psycopg://…``) or an
         ``http(s)://`` endpoint of the real-time system.
-    :param sink_conn_id: or an Airflow connection for the sink (postgres, sqlite, http; or the extra
-        ``sqlalchemy_url``). An http(s) connection's login/password (basic), password alone or extra
+    :param sink_conn_id: or an Airflow connection for the sink: any SQL connection (its own
+        ``DbApiHook`` gives the URL: postgres, sqlite, mysql, …), an http/https/``batchq_http`` one, or any
+        with the extra ``sqlalchemy_url`` (:mod:`batchq.airflow.sinks`). An http(s) connection's login/password (basic), password alone or extra
         ``token`` (bearer) and extra ``headers`` authenticate the POSTs; they are never logged nor
         rendered (put credentials here, never in ``sink``, which is a template field).
     :param ledger: for an HTTP sink, where the run ledger and quarantine live (SQLAlchemy URL);
@@ -145,7 +93,7 @@ class ResultsDrainOperator(AwsBaseOperator[BatchqSqsHook]):
     :param retry_after_cap_s: longest ``Retry-After`` an HTTP sink may impose (default 60 s).
     :param plan_fingerprint: the plan this run's ledger counts (default: ``plan`` from the planner's
         XCom); results of another plan of the same run id never close it.
-    :param deferrable: defer while waiting for results (default True); else sleep in the worker slot.
+    :param deferrable: defer while waiting for results, else sleep in the worker slot (default ``[operators] default_deferrable``, as for every provider's operators).
     :param curve_interval_s: least seconds between two samples of the results curve (XCom
         ``results_series``; one GetQueueAttributes each).
     """
@@ -178,7 +126,7 @@ class ResultsDrainOperator(AwsBaseOperator[BatchqSqsHook]):
         tolerated_failure_percentage: float | None = None,
         retry_after_cap_s: float | None = None,
         plan_fingerprint: str | None = None,
-        deferrable: bool = True,
+        deferrable: bool | None = None,
         curve_interval_s: float = DRAIN_SAMPLE_INTERVAL_S,
         **kwargs: Any,
     ):
@@ -216,7 +164,7 @@ class ResultsDrainOperator(AwsBaseOperator[BatchqSqsHook]):
         )
         self.retry_after_cap_s = retry_after_cap_s
         self.plan_fingerprint = plan_fingerprint
-        self.deferrable = deferrable
+        self.deferrable = settings.default_deferrable() if deferrable is None else deferrable
         DrainCurve(interval_s=curve_interval_s)  # a bad interval fails at parse time
         self.curve_interval_s = curve_interval_s
 
