@@ -17,6 +17,8 @@ from typing import Any
 
 from airflow.sdk import BaseHook
 
+from batchq.airflow.sinks_form import HTTP_SINK_UI_BEHAVIOUR
+
 #: Connection types that name an HTTP sink.
 HTTP_CONN_TYPES = ("http", "https", "batchq_http")
 
@@ -28,23 +30,6 @@ _PG_EXTRA_PARAMS = (
     "ssl_min_protocol_version", "ssl_max_protocol_version", "requiressl", "gssencmode", "channel_binding",
     "target_session_attrs", "application_name", "connect_timeout", "options", "keepalives", "keepalives_idle",
 )
-
-#: The ``batchq_http`` connection form (declared in the provider info; Airflow 3.2+ reads it from there).
-HTTP_SINK_CONN_FIELDS: dict[str, Any] = {
-    "use_https": {"label": "Use HTTPS", "schema": {"type": ["boolean", "null"], "default": True}},
-    "token": {"label": "Bearer token", "schema": {"type": ["string", "null"], "format": "password"}},
-    "headers": {
-        "label": "Extra headers (JSON object)",
-        "description": "Sent with every POST, never logged, e.g. {\"X-Tenant\": \"t1\"}",
-        "schema": {"type": ["string", "null"]},
-    },
-}
-HTTP_SINK_UI_BEHAVIOUR: dict[str, Any] = {
-    "hidden-fields": ["extra"],
-    "relabeling": {"schema": "Path", "login": "Login (basic auth)", "password": "Password (basic auth, or a bearer token without login)"},
-    "placeholders": {"host": "realtime.internal", "schema": "v1/results", "port": "443"},
-}
-
 
 class BatchqHttpSinkHook(BaseHook):
     """The real-time system's HTTP endpoint as an Airflow connection (type ``batchq_http``).

@@ -55,7 +55,9 @@ _TOTALS = ("received", "applied", "quarantined", "deleted", "delete_failed", "si
 
 def results_asset(batch: str) -> Asset:
     """The Asset a run's drained results update: ``batchq://<batch>/results``."""
-    return Asset(f"batchq://{batch}/results")
+    from batchq.airflow.assets import create_asset
+
+    return create_asset(batch=batch)
 
 
 def _connection(conn_id: str) -> Any:
