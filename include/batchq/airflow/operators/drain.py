@@ -217,6 +217,7 @@ class ResultsDrainOperator(AwsBaseOperator[BatchqSqsHook]):
             conn = _connection(self.sink_conn_id)
             target, headers = sink_target_from_connection(conn), sink_headers_from_connection(conn)
         ledger = self.ledger or (sink_target_from_connection(_connection(self.ledger_conn_id)) if self.ledger_conn_id else None)
+        self._lineage_sink_target = target
         if target.startswith(("http://", "https://")) and not ledger:
             raise ValueError(f"{self.task_id}: an HTTP sink needs ledger= or ledger_conn_id= (a SQL database for the run ledger)")
         return open_sink(target, ledger_url=ledger, headers=headers, retry_after_cap_s=self.retry_after_cap_s)
@@ -243,6 +244,7 @@ class ResultsDrainOperator(AwsBaseOperator[BatchqSqsHook]):
 
         client = self.hook.get_conn()
         url = get_queue_url(client, self.results_queue)
+        self._lineage_results_url = url
         sink, store = self._open()
         try:
             try:
@@ -330,6 +332,20 @@ class ResultsDrainOperator(AwsBaseOperator[BatchqSqsHook]):
                 if isinstance(outlet, Asset):
                     events[outlet].extra = {**counts, "drain": totals}
         return {**counts, "drain": totals, LAG_XCOM_KEY: lag}
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
+        """OpenLineage: the results queue in, the sink's results table or HTTP endpoint out
+        (:mod:`batchq.airflow.lineage`; no credentials in either)."""
+        from batchq.airflow import lineage
+
+        inputs, outputs = [], []
+        url = getattr(self, "_lineage_results_url", None)
+        if url:
+            inputs.append(lineage.sqs_dataset_names(url, arn=lineage.queue_arn(self.hook.get_conn(), url), region=self.region_name))
+        target = getattr(self, "_lineage_sink_target", None)
+        if target:
+            outputs.append(lineage.sink_dataset_names(target))
+        return lineage.operator_lineage(inputs, outputs)
 
     def _lag(self, context: Any, ledger: Any) -> dict[str, Any] | None:
         """The run's queue lag (:func:`batchq.monitor.lag.run_lag`) to XCom ``queue_lag`` (the Batch view reads
