@@ -87,6 +87,10 @@ def sql_url_from_hook(hook: Any, conn: Any) -> str:
     except NotImplementedError:
         url = make_url(hook.get_uri())
     url = make_url(url) if isinstance(url, str) else url
+    if url.get_backend_name() == "sqlite" and (url.database or "").startswith("//"):
+        # SqliteHook.get_uri gives sqlite://///abs/path for a path in the schema field: the same file, but
+        # one spelling keeps the sink's description (and the ledger's store identity) stable.
+        url = url.set(database="/" + url.database.lstrip("/"))
     return _with_pg_params(url, conn).render_as_string(hide_password=False)
 
 
