@@ -101,7 +101,9 @@ def operator_lineage(inputs: Iterable[tuple[str, str]], outputs: Iterable[tuple[
 
 def queue_arn(client: Any, queue_url: str) -> str | None:
     """The queue's ARN (one GetQueueAttributes), or None: lineage never fails a task."""
+    from batchq.sqs.queues import get_queue_arn
+
     try:
-        return client.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        return get_queue_arn(client, queue_url)
     except Exception:  # noqa: BLE001 - best effort; the URL still names the queue
         return None

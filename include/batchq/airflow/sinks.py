@@ -135,7 +135,7 @@ def sink_target_from_connection(conn: Any) -> str:
 
     try:
         hook = conn.get_hook()
-    except Exception as exc:  # noqa: BLE001 - any failure means "no hook for this type here"
+    except Exception as exc:
         direct = _sqlalchemy_driver_url(conn)
         if direct is not None:
             return direct
@@ -144,7 +144,7 @@ def sink_target_from_connection(conn: Any) -> str:
             "Airflow provider, or give the extra 'sqlalchemy_url'"
         ) from exc
     if not isinstance(hook, DbApiHook):
-        raise ValueError(
+        raise ValueError(  # noqa: TRY004 - a connection of the wrong kind is a bad setting value
             f"connection {conn.conn_id!r}: conn_type {conn.conn_type!r} is neither a SQL connection (its hook "
             f"{type(hook).__name__} is no DbApiHook) nor http/https/batchq_http"
         )

@@ -204,7 +204,7 @@ class HttpSink:
                 self._client = self._new_client()
         try:
             stuck.close()
-        except Exception:  # noqa: BLE001 - closing is best effort; the client is dropped either way
+        except Exception:  # noqa: BLE001, S110 - closing is best effort; the client is dropped either way
             pass
 
     def _exchange(self, client: httpx.Client, body: bytes, deadline: float) -> tuple[int, httpx.Headers, bytes]:

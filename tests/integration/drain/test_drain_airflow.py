@@ -4,11 +4,10 @@ drain operator's defer / finish / fail paths with the Asset event extra, and sin
 from __future__ import annotations
 
 import json
-from types import SimpleNamespace
 
 import pytest
-
 from batchq.drain import SqlSink
+
 from tests.integration.drain._helpers import backlog, make_results, put
 
 pytestmark = pytest.mark.integration
@@ -46,7 +45,11 @@ def sensor(**kw):
 
 
 def test_sensor_resume_is_the_one_place_that_raises():
-    from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSensorTimeout
+    from airflow.sdk.exceptions import (
+        AirflowException,
+        AirflowFailException,
+        AirflowSensorTimeout,
+    )
 
     s = sensor(queue_name="http://h/1/q")
     snap = {"taken_at": 1.0, "visible": 3, "in_flight": 1, "delayed": 0, "dlq_visible": 2}
@@ -130,7 +133,6 @@ def context(run_id: str, ti=None):
 def test_drain_operator_defers_then_finishes_with_an_asset_event(sqs_client, make_queue, aws_conn, tmp_path):
     from airflow.sdk import Asset
     from airflow.sdk.exceptions import TaskDeferred
-
     from batchq.airflow.triggers import ResultsAvailableTrigger
 
     url = make_queue()

@@ -9,7 +9,6 @@ import pytest
 @pytest.mark.parametrize("configured", ["True", "False"])
 def test_sensor_drain_and_task_group_follow_the_airflow_setting(monkeypatch, tmp_path, configured):
     from airflow.sdk import DAG
-
     from batchq.airflow.operators.drain import ResultsDrainOperator
     from batchq.airflow.sensors import QueueDrainedSensor
     from batchq.airflow.task_group import BatchTaskGroup

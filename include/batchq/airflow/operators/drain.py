@@ -34,7 +34,11 @@ from airflow.sdk.exceptions import AirflowException, AirflowFailException
 from batchq import xcom_keys
 from batchq.airflow import settings
 from batchq.airflow.hook import BatchqSqsHook
-from batchq.airflow.sinks import get_connection, sink_headers_from_connection, sink_target_from_connection
+from batchq.airflow.sinks import (
+    get_connection,
+    sink_headers_from_connection,
+    sink_target_from_connection,
+)
 from batchq.airflow.triggers import ResultsAvailableTrigger, TriggerReason
 from batchq.monitor.lag import LAG_XCOM_KEY, describe_lag
 from batchq.monitor.waits import DRAIN_SAMPLE_INTERVAL_S, DrainCurve
