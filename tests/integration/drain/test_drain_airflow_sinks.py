@@ -110,3 +110,21 @@ def test_operator_fails_fast_on_a_rejected_token_and_keeps_the_results(sqs_clien
     assert SqlSink(f"sqlite:///{tmp_path}/l.db").quarantined() == []
     snap = get_snapshot(sqs_client, url)
     assert snap.visible + snap.in_flight == 12 and snap.visible >= 10  # handed back, not held for 60 s
+
+
+def test_batchq_http_connection_type(monkeypatch):
+    """The provider's own connection type (issue 20): the form's fields make the URL and the headers."""
+    from batchq.airflow.sinks import sink_headers_from_connection, sink_target_from_connection
+
+    conn = _airflow_conn(monkeypatch, conn_type="batchq_http", host="rt.internal", port=8443, schema="/v1/results",
+                         extra={"token": SECRET + "\n", "headers": '{"X-Tenant": "t1"}'})
+    assert sink_target_from_connection(conn) == "https://rt.internal:8443/v1/results"
+    assert sink_headers_from_connection(conn) == {"Authorization": f"Bearer {SECRET}\n", "X-Tenant": "t1"}
+    plain = _airflow_conn(monkeypatch, conn_type="batchq_http", host="rt", schema="r", extra={"use_https": False})
+    assert sink_target_from_connection(plain) == "http://rt/r"
+    # The sink cleans the token's newline (a secret file's) before anything is sent.
+    from batchq.drain.http_sink import HttpSink
+
+    sink = HttpSink(sink_target_from_connection(conn), headers=sink_headers_from_connection(conn))
+    assert sink._headers["Authorization"] == f"Bearer {SECRET}"
+    sink.close()
