@@ -45,13 +45,9 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 
 import httpx
 
-from batchq.drain.sink import (
-    SinkMisconfigured,
-    SinkRejected,
-    SinkUnavailable,
-    merge_duplicates,
-)
+from batchq.drain.sink import SinkMisconfigured, SinkRejected, SinkUnavailable
 from batchq.messages import WorkResult
+from batchq.store.rules import merge_duplicates
 
 _BACKPRESSURE = {429, 503}
 _TRANSIENT = {408, 500, 502, 504}

@@ -10,7 +10,7 @@ import uuid
 
 import pytest
 import sqlalchemy as sa
-from batchq.drain import SqlSink
+from batchq.store import ResultsStore
 
 from tests.integration.drain._helpers import make_results, put, sink_rows
 from tests.integration.drain.test_drain_airflow import aws_conn, context, drain_op  # noqa: F401
@@ -63,7 +63,7 @@ def test_drain_operator_writes_through_any_sql_connection(fields, hook_class, sq
     op = drain_op(batch=results[0].batch, results_queue=url, sink_conn_id=conn_id, expected=25, run_id="run-1", tolerated_failure_count=5)
     out = op.execute(context("run-1"))
     assert (out["succeeded"], out["failed"]) == (22, 3)
-    store = SqlSink(sink_target_from_connection(get_connection(conn_id)))
+    store = ResultsStore(sink_target_from_connection(get_connection(conn_id)))
     try:
         rows = sink_rows(store, results[0].batch)
         assert rows == {r.key: r.status for r in results}
