@@ -14,9 +14,16 @@ from typing import Any
 import sqlalchemy as sa
 
 from batchq.errors import BatchqError
-from batchq.store.quarantine import counting
 from batchq.store import schema
-from batchq.store.schema import quarantine_table, repair_keys_table, repairs_table, results_table, runs_table, utc
+from batchq.store.quarantine import counting
+from batchq.store.schema import (
+    quarantine_table,
+    repair_keys_table,
+    repairs_table,
+    results_table,
+    runs_table,
+    utc,
+)
 
 #: The timestamps of :func:`batchq.monitor.lag.run_lag`.
 LAG_COLUMNS = ("status", "enqueued_at", "first_received_at", "started_at", "finished_at", "result_sent_at", "applied_at")

@@ -115,7 +115,10 @@ def test_operator_fails_fast_on_a_rejected_token_and_keeps_the_results(sqs_clien
 
 def test_batchq_http_connection_type(monkeypatch):
     """The provider's own connection type (issue 20): the form's fields make the URL and the headers."""
-    from batchq.airflow.sinks import sink_headers_from_connection, sink_target_from_connection
+    from batchq.airflow.sinks import (
+        sink_headers_from_connection,
+        sink_target_from_connection,
+    )
 
     conn = _airflow_conn(monkeypatch, conn_type="batchq_http", host="rt.internal", port=8443, schema="/v1/results",
                          extra={"token": SECRET + "\n", "headers": '{"X-Tenant": "t1"}'})
