@@ -19,8 +19,8 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-os.environ.setdefault("JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION", "1")
-os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "1")
+# jsii warns at every start on Node 20 (end of life for it since 2026-10): say it once, in the docs.
+os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
 sys.path[:0] = [str(HERE.parents[1] / "include"), str(HERE)]
 
 
@@ -70,6 +70,30 @@ def deploy(template: dict, stack_name: str, parameters: dict[str, str], endpoint
         time.sleep(1)
 
 
+def upload_package(directory: Path, bucket: str, endpoint_url: str | None, region: str | None) -> dict[str, str]:
+    """Zip ``directory`` into S3 ``bucket`` (created if missing); the stack parameters naming it."""
+    import hashlib
+    import io
+    import zipfile
+
+    import boto3
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        for path in sorted(directory.rglob("*")):
+            if path.is_file() and "__pycache__" not in path.parts:
+                zf.write(path, path.relative_to(directory).as_posix())
+    body = buf.getvalue()
+    key = f"batchq-worker-{hashlib.sha256(body).hexdigest()[:16]}.zip"
+    s3 = boto3.client("s3", endpoint_url=endpoint_url, region_name=region or os.environ.get("AWS_REGION", "us-east-1"))
+    try:
+        s3.head_bucket(Bucket=bucket)
+    except s3.exceptions.ClientError:
+        s3.create_bucket(Bucket=bucket)
+    s3.put_object(Bucket=bucket, Key=key, Body=body)
+    return {"LambdaCodeS3Bucket": bucket, "LambdaCodeS3Key": key}
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--spec", default=str(HERE.parents[1] / "include" / "specs" / "customer_batch.yaml"))
@@ -82,6 +106,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--stack-name", default=None)
     p.add_argument("--parameter", action="append", default=[], metavar="KEY=VALUE", help="stack parameter")
     p.add_argument("--outputs", help="write the stack outputs here (JSON)")
+    p.add_argument("--lambda-package", metavar="DIR",
+                   help="zip DIR (make aws-lambda-package), upload it to S3 and pass its location as LambdaCodeS3Bucket/Key")
     args = p.parse_args(argv)
     context = {"spec": str(Path(args.spec).resolve()), "workers": args.workers, **dict(kv.split("=", 1) for kv in args.context)}
     t0 = time.monotonic()
@@ -91,7 +117,11 @@ def main(argv: list[str] | None = None) -> int:
         Path(args.out).write_text(json.dumps(template, indent=1, sort_keys=True) + "\n")
     if args.deploy:
         t0 = time.monotonic()
-        outputs = deploy(template, args.stack_name or name, dict(kv.split("=", 1) for kv in args.parameter),
+        parameters = dict(kv.split("=", 1) for kv in args.parameter)
+        if args.lambda_package:
+            parameters.update(upload_package(Path(args.lambda_package), f"{args.stack_name or name}-lambda-packages",
+                                             args.endpoint_url, args.region))
+        outputs = deploy(template, args.stack_name or name, parameters,
                          args.endpoint_url, args.region)
         print(f"deploy: {args.stack_name or name} complete in {time.monotonic() - t0:.1f}s", file=sys.stderr)
         text = json.dumps(outputs, indent=1, sort_keys=True)

@@ -31,10 +31,9 @@ GRANTS: dict[str, dict[str, tuple[str, ...]]] = {
         "input_dlq": ("sqs:SendMessage", "sqs:GetQueueUrl"),
         "results": ("sqs:SendMessage", "sqs:GetQueueUrl"),
     },
-    # `batchq drain` outside Airflow.
+    # `batchq drain` outside Airflow: the results queue only (given by name or URL).
     "drainer": {
-        "results": (*_CONSUME, *_LOOK),
-        "results_dlq": _LOOK,
+        "results": (*_CONSUME, "sqs:GetQueueUrl"),
     },
     # The Lambda adapter sends results and dead-letters; the event source mapping (AWS's poller, under
     # the function's role) receives, deletes and reads attributes of the input queue: the actions

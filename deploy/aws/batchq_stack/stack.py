@@ -114,8 +114,7 @@ class BatchqStack(cdk.Stack):
             "airflow": self._role("airflow", self._account_principal(), "Airflow's fan-out, wait and drain tasks"),
             "drainer": self._role("drainer", self._account_principal(), "the standalone drainer (batchq drain)"),
         }
-        if {"ecs", "keda"} & options.workers:
-            self.roles["worker"] = self._role("worker", self._worker_principal(), "batchq worker(s): ECS task role / KEDA IRSA")
+        self.roles["worker"] = self._role("worker", self._worker_principal(), "batchq worker(s): ECS task role, KEDA IRSA, or a host")
         if "lambda" in options.workers:
             self.roles["lambda"] = self._role("lambda", iam.ServicePrincipal("lambda.amazonaws.com"), "the Lambda worker")
             self._lambda_worker()
@@ -155,6 +154,8 @@ class BatchqStack(cdk.Stack):
                 conditions={"StringEquals": {f"{issuer}:sub": f"system:serviceaccount:{namespace}:{name}",
                                              f"{issuer}:aud": "sts.amazonaws.com"}},
             ))
+        if not principals:  # workers on hosts of your own (`batchq workers`): assumed like the Airflow role
+            principals.append(self._account_principal())
         return principals[0] if len(principals) == 1 else iam.CompositePrincipal(*principals)
 
     # -- queues ------------------------------------------------------------------------------------

@@ -11,8 +11,9 @@ A function-level call graph of ``include/batchq``, built from the AST:
 - a leaf is a call of a method named like an SQS operation (botocore's service model gives the names,
   as in ``tests/unit/test_layering.py``) on anything but a batchq module.
 
-A component is a set of entry modules (every function and class they define); its operations are
-those reachable from them. :func:`iam_actions` maps operations to IAM actions (the batch operations
+A component is a set of entries — a module (every function and class it defines) or one function
+(``module:qualname``) — and nodes not to walk into, each with its reason; its operations are those
+reachable from the entries. :func:`iam_actions` maps operations to IAM actions (the batch operations
 are authorised by their single-message action).
 """
 
@@ -25,7 +26,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-PACKAGE = Path(__file__).resolve().parents[2] / "include" / "batchq"
+PACKAGE = Path(__file__).resolve().parents[3] / "include" / "batchq"
 
 #: IAM authorises a batch call with the single-message action (SQS API reference, "Actions").
 BATCH_TO_SINGLE = {
@@ -209,23 +210,24 @@ class Package:
                                 callees.add(f"{m}:{c}.{n.attr}")
         return callees, ops
 
-    def operations(self, entry_modules: Iterable[str], excluded: Iterable[str] = ()) -> dict[str, list[str]]:
-        """SQS operation → one call path to it (entry node first), over everything reachable from every
-        function and class of ``entry_modules``, not walking into the nodes ``excluded``.
+    def _check_node(self, node: str) -> None:
+        module, _, qual = node.partition(":")
+        if module not in self.modules or (qual and qual not in self.modules[module].functions):
+            raise KeyError(f"no such module or function: {node}")
 
-        :raises KeyError: an entry module or an excluded node does not exist (a stale name fails loudly).
+    def operations(self, entries: Iterable[str], excluded: Iterable[str] = ()) -> dict[str, list[str]]:
+        """SQS operation → one call path to it (entry node first), over everything reachable from
+        ``entries`` (modules, or ``module:qualname`` functions), not walking into the nodes ``excluded``.
+
+        :raises KeyError: an entry or an excluded node does not exist (a stale name fails loudly).
         """
-        entry_modules = list(entry_modules)
-        excluded = set(excluded)
-        missing = [m for m in entry_modules if m not in self.modules]
-        if missing:
-            raise KeyError(f"no such modules: {missing}")
-        for node in excluded:
-            module, _, qual = node.partition(":")
-            if qual not in self.modules.get(module, ModuleInfo(module)).functions:
-                raise KeyError(f"no such function: {node}")
+        entries, excluded = list(entries), set(excluded)
+        for node in [*entries, *excluded]:
+            self._check_node(node)
+        entry_modules = sorted({e.partition(":")[0] for e in entries})
         scope = self.import_closure(entry_modules)
-        parent: dict[str, str | None] = {f"{m}:{q}": None for m in entry_modules for q in self.modules[m].functions}
+        starts = [e for e in entries if ":" in e] + [f"{m}:{q}" for m in entries if ":" not in m for q in self.modules[m].functions]
+        parent: dict[str, str | None] = {n: None for n in starts if n not in excluded}
         queue = deque(parent)
         found: dict[str, list[str]] = {}
         while queue:  # breadth first: the path reported is a shortest one
