@@ -382,7 +382,7 @@ class BatchqStack(cdk.Stack):
                         "Namespace": "ECS/ContainerInsights", "MetricName": "RunningTaskCount",
                         "Dimensions": [{"Name": "ClusterName", "Value": cluster.ref},
                                        {"Name": "ServiceName", "Value": service.attr_name}]}}},
-                    {"Id": "backlog_per_task", "Expression": "(visible + inflight) / MAX([tasks, 1])",
+                    {"Id": "backlog_per_task", "Expression": "(visible + inflight) / tasks",
                      "Label": "backlog per task", "ReturnData": True},
                 ]})
 
