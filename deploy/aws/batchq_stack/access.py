@@ -25,11 +25,12 @@ GRANTS: dict[str, dict[str, tuple[str, ...]]] = {
         "results_dlq": _LOOK,
     },
     # `batchq worker` / `batchq workers` (ECS task role, KEDA's IRSA role): consume the input queue,
-    # publish results, dead-letter permanent failures with their reason.
+    # publish results, dead-letter permanent failures with their reason. At start it reads each target
+    # queue's attributes too (its MaximumMessageSize bounds what the worker sends there).
     "worker": {
         "input": (*_CONSUME, *_LOOK),
-        "input_dlq": ("sqs:SendMessage", "sqs:GetQueueUrl"),
-        "results": ("sqs:SendMessage", "sqs:GetQueueUrl"),
+        "input_dlq": ("sqs:SendMessage", *_LOOK),
+        "results": ("sqs:SendMessage", *_LOOK),
     },
     # `batchq drain` outside Airflow: the results queue only (given by name or URL).
     "drainer": {
