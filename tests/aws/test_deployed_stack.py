@@ -26,9 +26,9 @@ import time
 from pathlib import Path
 
 import pytest
-from batchq.aws import sqs_client
+from batchq.sqs.client import sqs_client
 from batchq.plan import Plan
-from batchq.queues import ensure_queues, get_queue_attributes, parse_redrive_policy
+from batchq.sqs.queues import ensure_queues, get_queue_attributes, parse_redrive_policy
 from batchq.spec import BatchSpec
 from batchq.sqs import get_snapshot, send_bodies
 
@@ -159,7 +159,7 @@ def test_batch_runs_end_to_end_within_each_roles_grants(stack, spec, tmp_path):
         worker = subprocess.Popen(
             [sys.executable, "-m", "batchq.cli", "worker", "--endpoint-url", worker_px.url,
              "--queue", out["InputQueueName"], "--results-queue", out["ResultsQueueName"],
-             "--handlers", "batchq.jobs", "--no-entry-points", "--wait-seconds", "1", "--concurrency", "4",
+             "--handlers", "batchq.examples", "--no-entry-points", "--wait-seconds", "1", "--concurrency", "4",
              "--grace-period", "5"],
             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         try:

@@ -5,7 +5,7 @@ from batchq's source (an AST call graph, ``tests/aws/sqs_actions.py``) which SQS
 component can call and fails when a role here grants one more or one fewer; the LocalStack run records
 every call each component makes and fails on a call to a queue its role does not cover.
 
-Queue roles are the fields of :class:`batchq.queues.QueueUrls`: ``input``, ``input_dlq``, ``results``,
+Queue roles are the fields of :class:`batchq.sqs.queues.QueueUrls`: ``input``, ``input_dlq``, ``results``,
 ``results_dlq``.
 """
 

@@ -2,7 +2,7 @@
 component, and the workers (Lambda with an SQS event source mapping, ECS Fargate with target tracking on
 backlog per task, and/or the IRSA role KEDA's ``deploy/k8s-worker.yaml`` takes).
 
-The queues are declared from :func:`batchq.queues.planned_queues` — the very function ``batchq queues
+The queues are declared from :func:`batchq.sqs.queues.planned_queues` — the very function ``batchq queues
 create`` / ``ensure_queues`` converges to — so the stack and the CLI cannot drift; L1 (``Cfn*``)
 constructs keep the template exactly what is written here.
 """
@@ -21,7 +21,7 @@ from aws_cdk import aws_logs as logs
 from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sqs as sqs
 from aws_cdk import aws_applicationautoscaling as appscaling
-from batchq.queues import PlannedQueue, planned_queues
+from batchq.sqs.queues import PlannedQueue, planned_queues
 from batchq.spec import BatchSpec
 from constructs import Construct
 
@@ -52,7 +52,7 @@ class StackOptions:
     """
 
     workers: frozenset[str] = frozenset({"lambda", "ecs"})
-    handlers: str = "batchq.jobs"
+    handlers: str = "batchq.examples"
     lambda_package: str | None = None
     run_start: str | None = None
     eks_oidc_provider: str | None = None

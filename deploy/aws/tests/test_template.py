@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 
 import pytest
-from batchq.queues import RESULTS_VISIBILITY_TIMEOUT_S, planned_queues
+from batchq.sqs.queues import RESULTS_VISIBILITY_TIMEOUT_S, planned_queues
 from batchq.worker.lambda_adapter import LambdaSettings
 from batchq_stack.stack import StackOptions, cfn_queue_properties, input_age_threshold_s
 from conftest import REPO
