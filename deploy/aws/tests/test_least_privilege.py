@@ -28,9 +28,11 @@ class Component:
 
 
 COMPONENTS: dict[str, Component] = {
-    # plan_shards + FanOutOperator, QueueDrainedSensor + its trigger, ResultsDrainOperator.
+    # plan_shards + FanOutOperator, QueueDrainedSensor + its trigger, ResultsDrainOperator, and the plugin
+    # (the Batch view's queue gauges read with [batchq] api_aws_conn_id: the same role serves).
     "airflow": Component(
-        ("batchq.airflow.operators.fanout", "batchq.airflow.sensors", "batchq.airflow.triggers", "batchq.airflow.operators.drain"),
+        ("batchq.airflow.operators.fanout", "batchq.airflow.sensors", "batchq.airflow.triggers",
+         "batchq.airflow.operators.drain", "batchq.airflow.plugin", "batchq.airflow.views.gauges"),
         {"batchq.airflow.hook:BatchqSqsHook.ensure_queues":
          "provisioning (plan_shards(provision=True), EnsureQueuesOperator): the stack owns the queues, the DAG "
          "uses BatchTaskGroup(provision=False); giving Airflow CreateQueue/SetQueueAttributes would let it "

@@ -187,6 +187,14 @@ def test_options_refuse_an_unknown_worker_kind():
         StackOptions(workers=frozenset({"keda"}))
 
 
+def test_k8s_worker_yaml_names_outputs_the_stack_has(template):
+    import re
+
+    named = re.findall(r"stack output (\w+)", (REPO / "deploy" / "k8s-worker.yaml").read_text())
+    assert set(named) == {"WorkerRoleArn", "InputQueueUrl"}
+    assert set(named) <= set(template["Outputs"])
+
+
 def test_outputs_hand_off(template):
     outputs = template["Outputs"]
     for name in ("InputQueueUrl", "ResultsQueueUrl", "InputDlqQueueUrl", "ResultsDlqQueueUrl", "AirflowRoleArn",
