@@ -16,10 +16,9 @@ HERE = Path(__file__).resolve().parent
 # The repository's batchq (its queue plan is the stack's), then this directory's batchq_stack.
 sys.path[:0] = [str(HERE.parents[1] / "include"), str(HERE)]
 
-import aws_cdk as cdk  # noqa: E402
-from batchq.spec import BatchSpec  # noqa: E402
-
-from batchq_stack.stack import BatchqStack, StackOptions  # noqa: E402
+import aws_cdk as cdk
+from batchq.spec import BatchSpec
+from batchq_stack.stack import BatchqStack, StackOptions
 
 
 def options_from_context(app: cdk.App) -> StackOptions:

@@ -26,9 +26,8 @@ sys.path[:0] = [str(HERE.parents[1] / "include"), str(HERE)]
 
 def synth(context: dict[str, str], outdir: str | None = None) -> tuple[str, dict]:
     """``(stack name, template)`` of the app with ``context`` (the ``-c`` values of ``cdk synth``)."""
-    import aws_cdk as cdk
-
     import app as stack_app
+    import aws_cdk as cdk
 
     cdk_app = cdk.App(outdir=outdir, context=context)
     stack = stack_app.build(cdk_app)
@@ -42,8 +41,9 @@ def deploy(template: dict, stack_name: str, parameters: dict[str, str], endpoint
     import boto3
 
     cfn = boto3.client("cloudformation", endpoint_url=endpoint_url, region_name=region or os.environ.get("AWS_REGION", "us-east-1"))
-    kwargs = dict(StackName=stack_name, TemplateBody=json.dumps(template), Capabilities=["CAPABILITY_IAM", "CAPABILITY_NAMED_IAM"],
-                  Parameters=[{"ParameterKey": k, "ParameterValue": v} for k, v in parameters.items()])
+    kwargs = {"StackName": stack_name, "TemplateBody": json.dumps(template),
+              "Capabilities": ["CAPABILITY_IAM", "CAPABILITY_NAMED_IAM"],
+              "Parameters": [{"ParameterKey": k, "ParameterValue": v} for k, v in parameters.items()]}
     try:
         cfn.describe_stacks(StackName=stack_name)
         exists = True

@@ -26,18 +26,18 @@ import time
 from pathlib import Path
 
 import pytest
-from batchq.sqs.client import sqs_client
 from batchq.plan import Plan
-from batchq.sqs.queues import ensure_queues, get_queue_attributes, parse_redrive_policy
 from batchq.spec import BatchSpec
 from batchq.sqs import get_snapshot, send_bodies
+from batchq.sqs.client import sqs_client
+from batchq.sqs.queues import ensure_queues, get_queue_attributes, parse_redrive_policy
 
 from tests.support.sqs_fault_proxy import SqsFaultProxy
 
 REPO = Path(__file__).resolve().parents[2]
 SPEC_PATH = Path(__file__).with_name("aws_batch.yaml")
 sys.path.insert(0, str(REPO / "deploy" / "aws" / "tests"))
-from template_reading import sqs_grants  # noqa: E402  (the stack tests' reading of a role's grants)
+from template_reading import sqs_grants
 
 pytestmark = pytest.mark.aws
 
@@ -131,7 +131,7 @@ def test_batchq_queues_create_on_the_stacks_queues_changes_nothing(stack):
     stack_urls = urls(stack["outputs"])
     arns = arn_roles(client, stack_urls)
     before = {r: configuration(client, u, arns) for r, u in stack_urls.items()}
-    done = subprocess.run([sys.executable, "-m", "batchq.cli", "queues", "create", "--spec", str(SPEC_PATH),
+    done = subprocess.run(check=False, args=[sys.executable, "-m", "batchq.cli", "queues", "create", "--spec", str(SPEC_PATH),
                            "--endpoint-url", stack["endpoint"], "--region", "us-east-1"],
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
@@ -178,12 +178,12 @@ def test_batch_runs_end_to_end_within_each_roles_grants(stack, spec, tmp_path):
         assert worker.returncode == 0, worker_err[-3000:]
 
         # The standalone drainer, results queue from the outputs; then the run's ledger.
-        drain = subprocess.run(
+        drain = subprocess.run(  # noqa: PLW1510 - the return code is asserted
             [sys.executable, "-m", "batchq.cli", "drain", "--endpoint-url", drainer_px.url, "--queue",
              out["ResultsQueueName"], "--sink", sink, "--until-empty", "--wait", "1"],
             env=env, capture_output=True, text=True, timeout=180)
         assert drain.returncode == 0, drain.stderr[-3000:]
-    ledger = subprocess.run(
+    ledger = subprocess.run(  # noqa: PLW1510 - the return code is asserted
         [sys.executable, "-m", "batchq.cli", "ledger", "--store", sink, "--spec", str(SPEC_PATH), "--run-id", run_id,
          "--expected", str(plan.expected), "--close"], env=env, capture_output=True, text=True, timeout=60)
     assert ledger.returncode == 0, ledger.stderr[-3000:]

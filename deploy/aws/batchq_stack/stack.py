@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import aws_cdk as cdk
+from aws_cdk import aws_applicationautoscaling as appscaling
 from aws_cdk import aws_cloudwatch as cw
 from aws_cdk import aws_ecs as ecs
 from aws_cdk import aws_iam as iam
@@ -20,9 +21,8 @@ from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sqs as sqs
-from aws_cdk import aws_applicationautoscaling as appscaling
-from batchq.sqs.queues import PlannedQueue, planned_queues
 from batchq.spec import BatchSpec
+from batchq.sqs.queues import PlannedQueue, planned_queues
 from constructs import Construct
 
 from batchq_stack.access import GRANTS

@@ -13,8 +13,8 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[2]
 sys.path[:0] = [str(HERE.parent), str(HERE)]
 
-import synth  # noqa: E402  (deploy/aws/synth.py: puts include/ on the path too)
-from batchq.spec import BatchSpec  # noqa: E402
+import synth
+from batchq.spec import BatchSpec
 
 SPEC = REPO / "include" / "specs" / "customer_batch.yaml"
 #: Every worker kind (KEDA's IRSA trust needs an OIDC issuer); and hosts only (what LocalStack runs).

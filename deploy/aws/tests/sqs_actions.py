@@ -195,10 +195,9 @@ class Package:
                         if sub:  # ``sqs.send_bodies`` through a module alias
                             callees.update(self._symbol_nodes(f"{sub}:{n.attr}"))
                             continue
-                    if isinstance(recv, ast.Name) and recv.id in ("self", "cls") and cls:
-                        if n.attr in info.classes.get(cls, []):
-                            callees.add(f"{module}:{cls}.{n.attr}")
-                            continue
+                    if isinstance(recv, ast.Name) and recv.id in ("self", "cls") and cls and n.attr in info.classes.get(cls, []):
+                        callees.add(f"{module}:{cls}.{n.attr}")
+                        continue
                     if n.attr in sqs_operations():
                         # Called, or passed on as a bound method (``_run_batch(client.send_message_batch, ...)``).
                         ops.add(sqs_operations()[n.attr])

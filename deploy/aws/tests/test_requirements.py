@@ -4,7 +4,6 @@ listed here exactly as pyproject lists them (the worker-side install, no extras)
 from __future__ import annotations
 
 import tomllib
-
 from conftest import HERE, REPO
 
 
