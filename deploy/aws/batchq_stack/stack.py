@@ -338,7 +338,6 @@ class BatchqStack(cdk.Stack):
             policies=[iam.CfnRole.PolicyProperty(policy_name="batchq-logs", policy_document={"Version": "2012-10-17", "Statement": [
                 {"Sid": "Logs", "Effect": "Allow", "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
                  "Resource": cdk.Fn.sub("arn:${AWS::Partition}:logs:${AWS::Region}:${AWS::AccountId}:log-group:${G}:log-stream:*", {"G": log_group.ref})}]})])
-        spec_path = f"/app/include/specs/{self.spec.name}.yaml"
         task = ecs.CfnTaskDefinition(
             self, "WorkerTask", requires_compatibilities=["FARGATE"], network_mode="awsvpc", cpu="512", memory="1024",
             task_role_arn=self.roles["worker"].attr_arn, execution_role_arn=execution.attr_arn,
@@ -346,7 +345,10 @@ class BatchqStack(cdk.Stack):
                 name="worker", image=image.value_as_string, essential=True, readonly_root_filesystem=True,
                 # ECS's SIGTERM → SIGKILL window: > --grace-period 30 + one long poll (20 s), as in k8s-worker.yaml.
                 stop_timeout=60,
-                command=["--spec", spec_path, "--handlers", self.options.handlers, "--grace-period", "30"],
+                # Queue names from the stack itself: the image needs no spec file. The DLQ comes from the
+                # input queue's redrive policy, as always.
+                command=["--queue", self.queues["input"].attr_queue_name, "--results-queue", self.queues["results"].attr_queue_name,
+                         "--handlers", self.options.handlers, "--grace-period", "30"],
                 environment=[ecs.CfnTaskDefinition.KeyValuePairProperty(name="AWS_REGION", value=self.region)],
                 log_configuration=ecs.CfnTaskDefinition.LogConfigurationProperty(log_driver="awslogs", options={
                     "awslogs-group": log_group.ref, "awslogs-region": self.region, "awslogs-stream-prefix": "worker"}),

@@ -156,7 +156,10 @@ def test_ecs_service_tracks_backlog_per_task(template, spec):
     # The image's ENTRYPOINT is `batchq worker`; these are its arguments, and the real parser takes them.
     from batchq.cli import build_parser
 
-    args = build_parser().parse_args(["worker", *container["Command"]])
+    roles = queue_roles(template, spec.queues)
+    command = [c if isinstance(c, str) else f"<{roles[c['Fn::GetAtt'][0]]}>" for c in container["Command"]]
+    args = build_parser().parse_args(["worker", *command])
+    assert (args.queue, args.results_queue) == ("<input>", "<results>")
     assert container["StopTimeout"] > args.grace_period + args.wait_seconds
     target = one(template, "AWS::ApplicationAutoScaling::ScalableTarget")
     assert target["ScalableDimension"] == "ecs:service:DesiredCount"
