@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from batchq.spec import BatchSpec
-from batchq.sqs.queues import ensure_queues
+from batchq.sqs.queues import ensure_queues, get_queue_arn
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -95,11 +95,16 @@ def test_fan_out_and_drain_report_their_datasets(airflow_home, ol_spec, ol_worke
     def names(datasets):
         return {(d["namespace"], d["name"]) for d in datasets}
 
-    account_ns = "arn:aws:sqs:us-east-1:123456789012"
+    # The queues' own ARNs (moto's account 123456789012, LocalStack's 000000000000) split at the last colon.
+    def dataset(queue_name):
+        arn = get_queue_arn(sqs_client, sqs_client.get_queue_url(QueueName=queue_name)["QueueUrl"])
+        assert arn.endswith(f":{queue_name}") and arn.startswith("arn:aws:sqs:")
+        return tuple(arn.rsplit(":", 1))
+
     fan_out = complete["fan_out"][0]
     assert names(fan_out["inputs"]) == {("file", str(Path(ol_spec).resolve())), ("airflow", "variable/ol_customers")}
-    assert names(fan_out["outputs"]) == {(account_ns, spec.queues.input)}
+    assert names(fan_out["outputs"]) == {dataset(spec.queues.input)}
 
     drain = complete["drain_results"][0]
-    assert names(drain["inputs"]) == {(account_ns, spec.queues.results)}
+    assert names(drain["inputs"]) == {dataset(spec.queues.results)}
     assert names(drain["outputs"]) == {("file", str(sink_db.resolve()))}
