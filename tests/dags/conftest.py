@@ -10,6 +10,6 @@ if ROOT not in sys.path:
 
 # The deployable image carries no test tools (the Dockerfile installs none): inside it, install them first,
 #   astro dev bash -> pip install -r requirements-dev.txt && pytest tests/dags
-import pytest  # noqa: E402
+import pytest
 
 pytest.importorskip("moto", reason="the DAG tests need requirements-dev.txt (moto), which the deployable image does not install")
