@@ -50,7 +50,9 @@ def partition_events_supported() -> bool:
 def partitions_asset(batch: str) -> Asset:
     """The Asset a run's partitioned results events update: ``batchq://<batch>/partitions``
     (one event per partition key; the run-wide ``batchq://<batch>/results`` stays unpartitioned)."""
-    return Asset(f"batchq://{batch}/partitions")
+    from batchq.airflow.assets import partitions_uri
+
+    return Asset(partitions_uri(batch))
 
 
 def partition_counts(context: Mapping[str, Any]) -> dict[str, Any] | None:
