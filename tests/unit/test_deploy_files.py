@@ -64,18 +64,11 @@ def test_k8s_deployment_and_keda_scaler_agree():
     assert pod["terminationGracePeriodSeconds"] > args.grace_period + args.wait_seconds
 
 
-def test_worker_iam_policy_is_least_privilege():
-    policy = json.loads((REPO / "deploy" / "iam-worker-policy.json").read_text())
-    actions = {}
-    for statement in policy["Statement"]:
-        assert statement["Effect"] == "Allow"
-        assert "*" not in statement["Resource"], statement
-        for action in statement["Action"]:
-            assert action.startswith("sqs:") and "*" not in action, action
-            actions.setdefault(statement["Resource"].rsplit(":", 1)[1], set()).add(action)
-    # Consume the input queue, publish results, dead-letter permanent failures — nothing else.
-    assert actions["customer-batch-input"] == {
-        "sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility", "sqs:GetQueueAttributes", "sqs:GetQueueUrl",
-    }
-    assert actions["customer-batch-results"] == {"sqs:SendMessage", "sqs:GetQueueUrl"}
-    assert actions["customer-batch-input-dlq"] == {"sqs:SendMessage", "sqs:GetQueueUrl"}
+def test_k8s_worker_takes_its_role_and_queue_from_the_aws_stack():
+    """The worker's IAM policy is no longer a hand-written file: the AWS stack (deploy/aws) makes the role,
+    and its least privilege is proven from the code there (deploy/aws/tests/test_least_privilege.py)."""
+    assert not (REPO / "deploy" / "iam-worker-policy.json").exists()
+    text = (REPO / "deploy" / "k8s-worker.yaml").read_text()
+    assert "eks.amazonaws.com/role-arn" in text and "stack output WorkerRoleArn" in text
+    assert "stack output InputQueueUrl" in text
+    # That the stack has these outputs is checked on the synthesised template (deploy/aws/tests/test_template.py).
