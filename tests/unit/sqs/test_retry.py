@@ -6,7 +6,12 @@ import random
 
 import pytest
 from batchq.sqs.retry import backoff_delay, error_code, is_retryable
-from botocore.exceptions import ClientError, ConnectTimeoutError, EndpointConnectionError, ReadTimeoutError
+from botocore.exceptions import (
+    ClientError,
+    ConnectTimeoutError,
+    EndpointConnectionError,
+    ReadTimeoutError,
+)
 
 
 class _Top(random.Random):
