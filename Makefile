@@ -56,6 +56,10 @@ $(VENV)/.stamp: pyproject.toml
 	fi; \
 	"$(VPY)" -m pip install -q --upgrade pip 2>&1 | $(PIP_NOISE); \
 	"$(VPY)" -m pip install -q -e '.[$(EXTRAS)]' 2>&1 | $(PIP_NOISE); \
+	: "The editable build leaves include/batchq.egg-info, and include/ is on the path (the editable .pth, \
+	   PYTHONPATH=include): a second batchq distribution whose entry points Airflow loads again (Plugin \
+	   'batchq' already registered). The venv's dist-info is the installed metadata; drop the copy."; \
+	find include -maxdepth 1 -name '*.egg-info' -type d -prune -exec rm -rf {} +; \
 	"$(VPY)" -c 'import importlib.metadata as m; print("venv ok:", *(f"{d} {m.version(d)}" for d in ("batchq", "apache-airflow", "moto", "pytest")))'; \
 	touch "$@"; \
 	echo "make venv: $$(( $$(date +%s) - start ))s"

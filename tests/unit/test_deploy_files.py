@@ -72,3 +72,33 @@ def test_k8s_worker_takes_its_role_and_queue_from_the_aws_stack():
     assert "eks.amazonaws.com/role-arn" in text and "stack output WorkerRoleArn" in text
     assert "stack output InputQueueUrl" in text
     # That the stack has these outputs is checked on the synthesised template (deploy/aws/tests/test_template.py).
+
+
+# -- conventions of an Airflow project (issue 20) -----------------------------------------------------------
+
+
+def test_astro_project_has_the_cli_dag_integrity_files():
+    """What `astro dev init` writes and `astro dev parse` runs: .astro/test_dag_integrity_default.py and
+    its exceptions list."""
+    test = REPO / ".astro" / "test_dag_integrity_default.py"
+    assert "def test_file_imports" in test.read_text() and "dag_integrity_exceptions.txt" in test.read_text()
+    compile(test.read_text(), str(test), "exec")
+    assert (REPO / ".astro" / "dag_integrity_exceptions.txt").is_file()
+
+
+def test_images_never_bake_local_connections_or_test_tools():
+    ignored = {line.strip() for line in (REPO / ".dockerignore").read_text().splitlines()}
+    assert "airflow_settings.yaml" in ignored  # the local connections' secrets stay out of every image
+    for dockerfile in [REPO / "Dockerfile", *sorted((REPO / "deploy").glob("*.Dockerfile"))]:
+        text = dockerfile.read_text()
+        runs = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("#"))
+        assert "requirements-dev" not in runs, f"{dockerfile.name} installs the test tools"
+        assert not re.search(r"pip install[^\n]*(\[[^\]]*test|pytest|moto)", runs), f"{dockerfile.name} installs test tools"
+
+
+def test_the_airflow_images_and_stacks_defer_by_airflows_own_switch():
+    """batchq's deferrable= follows [operators] default_deferrable; every stack the project ships sets it."""
+    assert "AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE=True" in (REPO / "Dockerfile").read_text()
+    assert 'AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE: "True"' in (REPO / "docker-compose.yaml").read_text()
+    # `make demo` / `batchq dev run`
+    assert '"AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE", "True"' in (REPO / "include" / "batchq" / "dev" / "run.py").read_text()

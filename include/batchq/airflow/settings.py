@@ -12,6 +12,9 @@ Set them in ``airflow.cfg`` under ``[batchq]`` or as ``AIRFLOW__BATCHQ__<KEY>`` 
 - ``wait_stable_for_s`` (``60``): seconds the input queue must read empty before the wait for it ends.
 - ``wait_poll_interval_s`` (``10``): seconds between polls while waiting for the input queue.
 
+And one of Airflow's own: ``[operators] default_deferrable`` (``False``) is the default of every batchq
+``deferrable=`` (the sensor, the drain operator, :class:`~batchq.airflow.task_group.BatchTaskGroup`).
+
 Renamed keys are still read, with a :class:`DeprecationWarning`: ``drain_stable_for_s`` →
 ``wait_stable_for_s``, ``drain_poll_interval_s`` → ``wait_poll_interval_s`` ("drain" now names only the
 results drainer). Values are read when called, not at import, so tests and deployments can change them
@@ -62,6 +65,12 @@ def _seconds(key: str, fallback: float, *, allow_zero: bool) -> float:
     if value < 0 or (value == 0 and not allow_zero):
         raise ValueError(f"[{SECTION}] {key} must be {'>= 0' if allow_zero else '> 0'}, got {value}")
     return value
+
+
+def default_deferrable() -> bool:
+    """``[operators] default_deferrable`` (Airflow's own key, default False): whether batchq's sensor and
+    drain operator defer when a DAG does not say, like every provider's deferrable operators."""
+    return _conf().getboolean("operators", "default_deferrable", fallback=False)
 
 
 def default_aws_conn_id() -> str:
