@@ -91,3 +91,23 @@ def test_idle_drainer_polls_from_one_thread_and_wakes_all_on_results(sqs_endpoin
         t.join(timeout=30)
         store.close()
     assert out and out[0].applied >= 200
+
+
+def test_batchq_drain_prints_the_pace_in_its_progress_and_report(sqs_client, sqs_endpoint, make_queue, tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    url = make_queue()
+    put(sqs_client, url, make_results(150))
+    with Receiver(capacity=2, service_ms=30, sharing="cpu") as rx:
+        proc = subprocess.run(
+            [sys.executable, "-m", "batchq.cli", "drain", "--endpoint-url", sqs_endpoint, "--queue", url, "--sink", f"{rx.url}/results",
+             "--ledger-url", f"sqlite:///{tmp_path}/ledger.db", "--wait", "1", "--until-empty", "--progress-interval", "0.2"],
+            capture_output=True, text=True, timeout=120,
+        )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert report["applied"] >= 150 and report["pace_limit"] >= 1 and report["pace_baseline_ms"] >= 30
+    lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("batchq drain: applied")]
+    assert lines and " in flight · sink " in lines[-1] and "baseline" in lines[-1], proc.stderr[-2000:]
