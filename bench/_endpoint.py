@@ -158,10 +158,9 @@ def sqs_endpoint(prefer: str = "localstack") -> Iterator[SqsEndpoint]:
 
 def boto3_client(url: str | SqsEndpoint, service: str = "sqs", **config_kwargs):
     """A boto3 client for ``url`` with dummy credentials and batchq's own botocore policy
-    (:func:`batchq.aws.botocore_config`: what production runs with), ``config_kwargs`` overriding it."""
+    (:func:`batchq.sqs.client.botocore_config`: what production runs with), ``config_kwargs`` overriding it."""
     import boto3
-
-    from batchq.aws import botocore_config
+    from batchq.sqs.client import botocore_config
 
     cfg = botocore_config(**config_kwargs)
     return boto3.client(

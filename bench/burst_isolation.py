@@ -56,7 +56,7 @@ os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
 os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
 os.environ.setdefault("AWS_EC2_METADATA_DISABLED", "true")
 
-from batchq.queues import delete_queue, ensure_queue  # noqa: E402
+from batchq.sqs.queues import delete_queue, ensure_queue  # noqa: E402
 
 
 def log(msg: str) -> None:

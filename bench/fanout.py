@@ -29,11 +29,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _endpoint import boto3_client, sqs_endpoint  # noqa: E402
-
-from batchq.spec import BatchSpec  # noqa: E402
 from batchq.plan import Plan, Shard  # noqa: E402
-from batchq.queues import delete_queue, ensure_queue  # noqa: E402
+from batchq.spec import BatchSpec  # noqa: E402
 from batchq.sqs import get_snapshot, send_bodies  # noqa: E402
+from batchq.sqs.queues import delete_queue, ensure_queue  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 SPEC_FILE = REPO / "include" / "specs" / "customer_batch.yaml"

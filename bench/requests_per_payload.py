@@ -45,9 +45,9 @@ sys.path.insert(0, str(HERE))
 from _endpoint import boto3_client, sqs_endpoint
 from batchq.capacity import PRICES_TAKEN, Prices
 from batchq.plan import Plan
-from batchq.queues import delete_queue, ensure_queues
 from batchq.spec import BatchSpec, QueueSpec
 from batchq.sqs import get_snapshot, send_bodies
+from batchq.sqs.queues import delete_queue, ensure_queues
 
 MONTH_HOURS = 730.0
 

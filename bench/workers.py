@@ -32,10 +32,10 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from _endpoint import boto3_client, sqs_endpoint
-from batchq.spec import BatchSpec, QueueSpec
 from batchq.plan import Plan
-from batchq.queues import delete_queue, ensure_queues
+from batchq.spec import BatchSpec, QueueSpec
 from batchq.sqs import get_snapshot, send_bodies
+from batchq.sqs.queues import delete_queue, ensure_queues
 
 BOOT = r"""
 import json, sys

@@ -18,5 +18,5 @@ USER batchq
 ENV PYTHONUNBUFFERED=1
 # Kubernetes sends SIGTERM and waits terminationGracePeriodSeconds: keep --grace-period below it.
 STOPSIGNAL SIGTERM
-ENTRYPOINT ["batchq", "worker", "--handlers", "batchq.jobs"]
+ENTRYPOINT ["batchq", "worker", "--handlers", "batchq.examples"]
 CMD ["--spec", "/app/include/specs/customer_batch.yaml", "--concurrency", "8", "--grace-period", "25"]

@@ -146,7 +146,7 @@ say "4. workers (batchq workers, in the background)"
 # Workers and their supervisor report StatsD to the progress view (step 5) on this loopback port.
 STATSD_PORT="$(free_port)"
 BATCHQ_STATSD_HOST=127.0.0.1 BATCHQ_STATSD_PORT="$STATSD_PORT" \
-"$BATCHQ" --log-level WARNING workers --spec "$SPEC" --handlers batchq.jobs --min 1 --max "$WORKERS_MAX" \
+"$BATCHQ" --log-level WARNING workers --spec "$SPEC" --handlers batchq.examples --min 1 --max "$WORKERS_MAX" \
   --backlog-per-worker "$BACKLOG_PER_WORKER" --poll-interval 2 --cooldown 10 --wait-seconds 2 >"$DEMO_HOME/workers.log" 2>&1 &
 track_pid $!
 echo "supervisor pid $! scales 1..$WORKERS_MAX workers, one per $BACKLOG_PER_WORKER queued (log: $DEMO_HOME/workers.log)"

@@ -149,16 +149,16 @@ class LogFollower:
 
 class QueueReader:
     def __init__(self, spec_path: str):
-        from batchq.aws import sqs_client
         from batchq.spec import BatchSpec
+        from batchq.sqs.client import sqs_client
 
         self.queues = BatchSpec.from_yaml(spec_path).queues
         self.client = sqs_client()
         self.urls: Any = None
 
     def snapshots(self) -> tuple[Any, Any]:
-        from batchq.queues import resolve_queue_urls
         from batchq.sqs import get_snapshot
+        from batchq.sqs.queues import resolve_queue_urls
 
         try:
             if self.urls is None:

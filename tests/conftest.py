@@ -53,8 +53,8 @@ def sqs_endpoint() -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def sqs_client(sqs_endpoint: str):
-    """A client with the production botocore policy (:func:`batchq.aws.botocore_config`)."""
-    from batchq.aws import sqs_client as batchq_sqs_client
+    """A client with the production botocore policy (:func:`batchq.sqs.client.botocore_config`)."""
+    from batchq.sqs.client import sqs_client as batchq_sqs_client
 
     return batchq_sqs_client(endpoint_url=sqs_endpoint, region_name=os.environ["AWS_DEFAULT_REGION"])
 
@@ -84,9 +84,9 @@ def make_queue(sqs_client) -> Iterator[Callable[..., str]]:
 @pytest.fixture
 def queue_spec_factory(sqs_client):
     """Factory: ``(QueueSpec, QueueUrls)`` for new uniquely named input/results queues with DLQs
-    (provisioned with :func:`batchq.queues.ensure_queues`), deleted afterwards."""
+    (provisioned with :func:`batchq.sqs.queues.ensure_queues`), deleted afterwards."""
     from batchq.spec import QueueSpec
-    from batchq.queues import ensure_queues
+    from batchq.sqs.queues import ensure_queues
 
     made = []
 

@@ -5,8 +5,8 @@ Everything that imports Airflow lives in :mod:`batchq.airflow`.
 """
 
 from batchq.messages import SCHEMA_VERSION, WorkPayload, WorkResult
-
 from batchq.spec import BatchSpec
+
 __all__ = ["SCHEMA_VERSION", "BatchSpec", "WorkPayload", "WorkResult", "job"]
 __version__ = "0.1.0"
 

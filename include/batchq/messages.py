@@ -9,21 +9,17 @@ Bodies are JSON and carry ``schema_version`` so that a worker can refuse a paylo
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any, Literal, Union
+from typing import Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from batchq.errors import InvalidMessage
 
-if TYPE_CHECKING:
-    from batchq.spec import BatchSpec
-
 SCHEMA_VERSION = 1
 #: JSON scalars a dimension value may be. bool is listed first so pydantic keeps True as True, not 1.
 Scalar = Union[bool, int, float, str]
-#: Longest run id we size-check payloads with (Airflow run ids are ~50 characters).
-_RUN_ID_BUDGET = 250
 
 
 # -- payloads --------------------------------------------------------------------------------------
@@ -87,7 +83,7 @@ class WorkResult(BaseModel):
     plan: str | None = None
     #: Queue lag of the input message (SQS ``SentTimestamp`` and ``ApproximateFirstReceiveTimestamp``),
     #: stamped by the worker: together with started/finished_at they give the payload's wait and
-    #: processing time (:mod:`batchq.lag`). Optional: results from older workers still parse.
+    #: processing time (:mod:`batchq.monitor.lag`). Optional: results from older workers still parse.
     enqueued_at: datetime | None = None
     first_received_at: datetime | None = None
     #: When the results message was sent (its SQS ``SentTimestamp``): set by the drainer on receipt,
@@ -169,30 +165,26 @@ class PayloadEncoder:
     a unit test checks its output parses as a :class:`WorkPayload`.
     """
 
-    def __init__(self, spec: BatchSpec, run_id: str, created_at: datetime | None = None, plan: str | None = None):
+    def __init__(
+        self,
+        batch: str,
+        params: Mapping[str, Any],
+        dimension_names: Sequence[str],
+        run_id: str,
+        created_at: datetime | None = None,
+        plan: str | None = None,
+    ):
         created = created_at or datetime.now(timezone.utc)
         if created.tzinfo is None:
             raise ValueError("created_at must be timezone-aware")
         self._head = (
             '{"schema_version":%d,"batch":%s,"run_id":%s,"created_at":%s,"params":%s,'
-            % (SCHEMA_VERSION, dumps_json(spec.name), dumps_json(run_id), dumps_json(created.isoformat()), dumps_json(spec.params))
+            % (SCHEMA_VERSION, dumps_json(batch), dumps_json(run_id), dumps_json(created.isoformat()), dumps_json(dict(params)))
         )
         if plan is not None:
             self._head += f'"plan":{dumps_json(plan)},'
-        self.names_json = [dumps_json(d.name) for d in spec.dimensions]
+        self.names_json = [dumps_json(name) for name in dimension_names]
 
     def encode(self, key: str, job_type_json: str, dim_value_jsons: list[str]) -> str:
         dims = ",".join(f"{n}:{v}" for n, v in zip(self.names_json, dim_value_jsons))
         return f'{self._head}"job_type":{job_type_json},"key":"{key}","dims":{{{dims}}}}}'
-
-
-def worst_case_payload_bytes(spec: BatchSpec) -> int:
-    """Size of the largest payload this (resolved) spec can produce, with a generous run id."""
-    enc = PayloadEncoder(spec, "r" * _RUN_ID_BUDGET, datetime(2000, 1, 1, tzinfo=timezone.utc), plan="p" * 16)
-    longest = [max((dumps_json(v) for v in d.values or ()), key=lambda s: len(s.encode())) for d in spec.dimensions]
-    job_json = dumps_json(spec.job_type) if spec.job_type else max(
-        (dumps_json(str(v)) for d in spec.dimensions if d.name == spec.job_type_dimension for v in d.values or ()),
-        key=len,
-        default='""',
-    )
-    return len(enc.encode("k" * 32, job_json, longest).encode())

@@ -26,7 +26,7 @@ from typing import Any
 PREFIX = "batchq"
 DEFAULT_STATSD_PORT = 8125
 
-log = logging.getLogger("batchq.metrics")
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)

@@ -100,7 +100,7 @@ class Plan:
         self.radices = [len(v) for v in self.values]
         self.size = math.prod(self.radices)
         self._rules = self._compile_rules()
-        self._encoder = PayloadEncoder(spec, run_id, created_at, plan=self.fingerprint)
+        self._encoder = PayloadEncoder(spec.name, spec.params, [d.name for d in spec.dimensions], run_id, created_at, plan=self.fingerprint)
         self._value_jsons = [[dumps_json(v) for v in vals] for vals in self.values]
         self._job_dim = self.names.index(spec.job_type_dimension) if spec.job_type is None else None
         self._fixed_job_json = dumps_json(spec.job_type) if spec.job_type is not None else None

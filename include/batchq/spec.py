@@ -9,14 +9,22 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Mapping
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from batchq import limits
 from batchq.errors import SpecError
-from batchq.messages import worst_case_payload_bytes
+from batchq.messages import PayloadEncoder, dumps_json
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _QUEUE_RE = re.compile(rf"^[A-Za-z0-9_-]{{1,{limits.MAX_QUEUE_NAME_LENGTH}}}$")
@@ -142,7 +150,7 @@ class BatchSpec(BaseModel):
     :param tolerated_failure_count: failed results a run may have and still succeed.
     :param tolerated_failure_percentage: same, as a percentage of expected payloads.
     :param deadline: optional ``"HH:MM"`` (24-hour, in the DAG's timezone) a run should be drained by;
-        the ``late`` backlog alert fires when the drain rate projects past it (:mod:`batchq.alerts`).
+        the ``late`` backlog alert fires when the drain rate projects past it (:mod:`batchq.monitor.alerts`).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -176,7 +184,7 @@ class BatchSpec(BaseModel):
         if isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 24 * 60:
             v = f"{v // 60:02d}:{v % 60:02d}"
         if v is not None:
-            from batchq.alerts import parse_clock
+            from batchq.clock import parse_clock
 
             hour, minute = parse_clock(v)
             return f"{hour:02d}:{minute:02d}"
@@ -344,3 +352,17 @@ def _readable_loc(loc: tuple[Any, ...], data: Any) -> str:
     return "".join(parts)
 
 
+#: Longest run id payloads are size-checked with (Airflow run ids are ~50 characters).
+RUN_ID_BUDGET = 250
+
+
+def worst_case_payload_bytes(spec: BatchSpec) -> int:
+    """Size of the largest payload this (resolved) spec can produce, with a generous run id."""
+    enc = PayloadEncoder(spec.name, spec.params, [d.name for d in spec.dimensions], "r" * RUN_ID_BUDGET, datetime(2000, 1, 1, tzinfo=timezone.utc), plan="p" * 16)
+    longest = [max((dumps_json(v) for v in d.values or ()), key=lambda s: len(s.encode())) for d in spec.dimensions]
+    job_json = dumps_json(spec.job_type) if spec.job_type else max(
+        (dumps_json(str(v)) for d in spec.dimensions if d.name == spec.job_type_dimension for v in d.values or ()),
+        key=len,
+        default='""',
+    )
+    return len(enc.encode("k" * 32, job_json, longest).encode())

@@ -159,7 +159,7 @@ class Deployment:
     def start_workers(self, name: str, spec: Path, *, max_workers: int = 1) -> Process:
         """``batchq workers`` (the supervisor and its ``batchq worker`` processes) on the spec's queues."""
         return self.start(name, [
-            sys.executable, "-m", "batchq.cli", "workers", "--spec", str(spec), "--handlers", "batchq.jobs",
+            sys.executable, "-m", "batchq.cli", "workers", "--spec", str(spec), "--handlers", "batchq.examples",
             "--endpoint-url", self.env["BATCHQ_SQS_ENDPOINT"], "--min", "1", "--max", str(max_workers),
             "--backlog-per-worker", "40", "--poll-interval", "1", "--wait-seconds", "1", "--concurrency", "4",
             "--grace-period", "5", "--worker-id", name,

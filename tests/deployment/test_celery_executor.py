@@ -19,8 +19,8 @@ from collections import Counter
 
 import pytest
 from batchq.plan import Plan
-from batchq.queues import ensure_queues
 from batchq.spec import BatchSpec
+from batchq.sqs.queues import ensure_queues
 
 from tests.deployment.checks import (
     assert_run_exact,

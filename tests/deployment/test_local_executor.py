@@ -17,9 +17,9 @@ import time
 import uuid
 
 import pytest
-from batchq.queues import ensure_queues
 from batchq.spec import BatchSpec
 from batchq.sqs import get_queue_url, get_snapshot
+from batchq.sqs.queues import ensure_queues
 
 from tests.deployment.checks import assert_run_exact, install_write_counter
 from tests.deployment.conftest import start_triggerer, wait_until

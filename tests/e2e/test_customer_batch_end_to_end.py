@@ -16,12 +16,12 @@ import sys
 
 import pytest
 import sqlalchemy as sa
-from batchq.spec import BatchSpec
 from batchq.drain import SqlSink
 from batchq.drain.sql_sink import results_table
 from batchq.plan import Plan
-from batchq.queues import ensure_queues
+from batchq.spec import BatchSpec
 from batchq.sqs import get_snapshot
+from batchq.sqs.queues import ensure_queues
 
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres, pytest.mark.slow]
 
@@ -44,7 +44,7 @@ def workers(e2e_spec, sqs_client, sqs_endpoint):
     ensure_queues(sqs_client, spec.queues)  # workers start before the ensure_queues task provisions; idempotent
     proc = subprocess.Popen(
         [
-            sys.executable, "-m", "batchq.cli", "workers", "--spec", str(e2e_spec), "--handlers", "batchq.jobs",
+            sys.executable, "-m", "batchq.cli", "workers", "--spec", str(e2e_spec), "--handlers", "batchq.examples",
             "--endpoint-url", sqs_endpoint, "--min", "1", "--max", "2", "--backlog-per-worker", "40",
             "--poll-interval", "1", "--wait-seconds", "1",
         ],

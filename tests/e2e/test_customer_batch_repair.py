@@ -31,9 +31,9 @@ import sqlalchemy as sa
 from batchq.drain import SqlSink
 from batchq.drain.sql_sink import results_table
 from batchq.plan import Plan
-from batchq.queues import ensure_queues
 from batchq.spec import BatchSpec
 from batchq.sqs import get_snapshot
+from batchq.sqs.queues import ensure_queues
 
 from tests.support.sqs_fault_proxy import SqsFaultProxy
 
@@ -132,7 +132,7 @@ def test_failed_run_is_repaired_in_place(airflow_home, repair_spec, broken_worke
         assert states.get("fan_out") == "skipped" and states.get("purge_repaired_dlq") == "success", states
         assert airflow_home.query("select state from dag_run where run_id = ?", run_id) == [("failed",)], "the failed run keeps its history"
         # What the Batch view shows of the repair, from Airflow alone: the repair run's conf and XComs.
-        from batchq.report import run_report
+        from batchq.monitor.report import run_report
 
         (conf,) = airflow_home.query("select conf from dag_run where run_id = ?", repair_run[0])[0]
         xcoms = airflow_home.query("select key, value from xcom where run_id = ? and key in ('return_value', 'ledger')", repair_run[0])

@@ -9,9 +9,9 @@ import json
 import uuid
 
 import pytest
-from batchq.queues import ensure_queues
 from batchq.spec import BatchSpec
 from batchq.sqs import receive_messages, send_bodies
+from batchq.sqs.queues import ensure_queues
 
 from tests.support.airflow_views import ALPHA, BETA, api_get
 

@@ -163,7 +163,7 @@ def test_without_notifiers_alerts_are_recorded_and_the_wait_never_hands_over(sqs
 
     # No notifier to wait on: spy on the detector (the real method still runs) to consume only once the
     # alert has fired in the triggerer, however slowly this machine starts the trigger.
-    from batchq.alerts import BacklogAlerts
+    from batchq.monitor.alerts import BacklogAlerts
 
     fired = threading.Event()
     real_fire = BacklogAlerts._fire

@@ -6,7 +6,7 @@ import socket
 
 import boto3
 import pytest
-from batchq.cloudwatch import (
+from batchq.sqs.cloudwatch import (
     SOURCE_CLOUDWATCH,
     SOURCE_WORKER_RECEIPT,
     OldestAgeProbe,

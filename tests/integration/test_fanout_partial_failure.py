@@ -14,12 +14,12 @@ import os
 from collections import Counter
 
 import pytest
-from batchq.aws import TOTAL_MAX_ATTEMPTS
-from batchq.aws import sqs_client as batchq_sqs_client
 from batchq.errors import SendFailed
 from batchq.plan import Plan
 from batchq.spec import BatchSpec
 from batchq.sqs import send_bodies
+from batchq.sqs.client import TOTAL_MAX_ATTEMPTS
+from batchq.sqs.client import sqs_client as batchq_sqs_client
 from support.sqs_fault_proxy import SqsFaultProxy
 
 from tests.support.queues import take_all_bodies
@@ -35,7 +35,7 @@ def proxy(sqs_endpoint):
 
 @pytest.fixture
 def proxied_client(proxy):
-    # The production client (batchq.aws): its botocore retries are part of the policy under test.
+    # The production client (batchq.sqs.client): its botocore retries are part of the policy under test.
     return batchq_sqs_client(endpoint_url=proxy.url, region_name=os.environ["AWS_DEFAULT_REGION"], max_pool_connections=16)
 
 

@@ -10,7 +10,7 @@ from typing import ClassVar
 
 import pytest
 from airflow.sdk import BaseNotifier
-from batchq.alerts import AlertPolicy
+from batchq.monitor.alerts import AlertPolicy
 from batchq.spec import BatchSpec, QueueSpec
 from batchq.sqs import delete_messages, receive_messages, send_bodies, send_message
 

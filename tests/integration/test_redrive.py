@@ -10,8 +10,8 @@ import subprocess
 import sys
 
 import pytest
-from batchq.redrive import MoveTaskUnsupported, redrive
 from batchq.sqs import delete_messages, get_snapshot, receive_messages, send_bodies
+from batchq.sqs.redrive import MoveTaskUnsupported, redrive
 
 pytestmark = pytest.mark.integration
 
@@ -19,7 +19,7 @@ pytestmark = pytest.mark.integration
 @pytest.fixture
 def probe_client(sqs_endpoint):
     """Tries StartMessageMoveTask once: moto's HTTP 500 is an answer ("unsupported"), not a fault."""
-    from batchq.aws import SINGLE_ATTEMPT_RETRIES, sqs_client
+    from batchq.sqs.client import SINGLE_ATTEMPT_RETRIES, sqs_client
 
     return sqs_client(endpoint_url=sqs_endpoint, retries=dict(SINGLE_ATTEMPT_RETRIES))
 

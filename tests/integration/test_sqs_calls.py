@@ -7,7 +7,15 @@ import json
 import pytest
 from batchq import limits
 from batchq.errors import BatchqError, QueueNotFound, SendFailed
-from batchq.queues import (
+from batchq.sqs import (
+    change_visibility,
+    delete_messages,
+    get_snapshot,
+    receive_messages,
+    send_bodies,
+    send_message,
+)
+from batchq.sqs.queues import (
     delete_queue,
     ensure_queues,
     get_max_receive_count,
@@ -16,14 +24,6 @@ from batchq.queues import (
     get_queue_limits,
     get_redrive_policy,
     queue_url_from_arn,
-)
-from batchq.sqs import (
-    change_visibility,
-    delete_messages,
-    get_snapshot,
-    receive_messages,
-    send_bodies,
-    send_message,
 )
 
 from tests.support.queues import take_all_bodies
@@ -183,7 +183,7 @@ def test_queue_lookups_name_what_is_missing_or_malformed(sqs_client, sqs_endpoin
 def test_delete_queue_is_idempotent(sqs_client):
     import uuid
 
-    from batchq.queues import ensure_queue
+    from batchq.sqs.queues import ensure_queue
 
     url = ensure_queue(sqs_client, f"del-{uuid.uuid4().hex[:12]}")
     assert ensure_queue(sqs_client, url.rsplit("/", 1)[1]) == url

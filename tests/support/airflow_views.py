@@ -45,8 +45,8 @@ class ViewHome:
 
 @pytest.fixture(scope="session")
 def view_home(tmp_path_factory, airflow_home, sqs_client) -> ViewHome:
-    from batchq.queues import ensure_queues
     from batchq.spec import BatchSpec
+    from batchq.sqs.queues import ensure_queues
 
     path = tmp_path_factory.mktemp("view-home")
     spec_dir = path / "specs"

@@ -8,14 +8,9 @@ import json
 from datetime import datetime, timezone
 
 import pytest
-from batchq.alerts import (
-    AlertPolicy,
-    BacklogAlerts,
-    parse_clock,
-    resolve_deadline,
-    theil_sen_slope,
-)
-from batchq.health import QueueSnapshot
+from batchq.clock import parse_clock, resolve_deadline
+from batchq.monitor.alerts import AlertPolicy, BacklogAlerts, theil_sen_slope
+from batchq.sqs.snapshot import QueueSnapshot
 
 POLICY = AlertPolicy(window_s=60, min_points=4, growth_min_messages=5, growth_fraction=0.0, stall_after_s=30, max_age_s=100, resolve_after_s=20)
 
@@ -160,7 +155,7 @@ def test_window_stays_bounded_and_spans_the_window():
 
 
 def test_episodes_are_the_batch_view_shape():
-    report = pytest.importorskip("batchq.report")  # the Batch view's input contract (branch s9)
+    report = pytest.importorskip("batchq.monitor.report")  # the Batch view's input contract (branch s9)
 
     det, _ = feed(BacklogAlerts(policy=POLICY), [(t, 7, 0) for t in range(0, 60, 5)])
     for e in det.episodes:

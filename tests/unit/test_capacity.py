@@ -7,7 +7,7 @@ import random
 import statistics
 
 import pytest
-from batchq import capacity, health
+from batchq import capacity
 from batchq.capacity import (
     EcsPolicy,
     KedaPolicy,
@@ -25,6 +25,8 @@ from batchq.capacity import (
     simulate_run,
     smallest_max_meeting,
 )
+from batchq.sqs.snapshot import QueueSnapshot
+from batchq.worker import scaling
 
 MINUTE = ServiceTime.constant(60)
 
@@ -92,9 +94,9 @@ def test_lambda_batching_window_waits_for_a_full_batch_while_the_fanout_runs():
 def test_supervisor_and_planner_share_one_rule():
     from batchq.worker.supervisor import Supervisor
 
-    assert health.desired_workers is capacity.desired_workers
+    assert scaling.desired_workers is capacity.desired_workers
     sup = Supervisor(None, "q", ["true"], min_workers=0, max_workers=3, backlog_per_worker=10,
-                     scale_down_cooldown_s=5, snapshot=lambda: health.QueueSnapshot(0, 25, 0, 0))
+                     scale_down_cooldown_s=5, snapshot=lambda: QueueSnapshot(0, 25, 0, 0))
     assert isinstance(sup.rule, LocalScaling)
     rule = LocalScaling(10, 0, 3, 5)
     assert rule.target(25, 0, 0, 0.0) == (3, 3)

@@ -305,7 +305,8 @@ def worker_side_metrics() -> dict[str, str]:
 def airflow_side_metrics(monkeypatch) -> dict[str, str]:
     """What batchq.airflow.metrics really sends, captured from Airflow's stats client."""
     from batchq.airflow import metrics
-    from batchq.health import QueueSnapshot, queue_gauges
+    from batchq.monitor.trend import queue_gauges
+    from batchq.sqs.snapshot import QueueSnapshot
 
     sent: dict[str, str] = {}
 

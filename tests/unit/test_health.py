@@ -3,18 +3,11 @@
 from __future__ import annotations
 
 import pytest
+from batchq.monitor.trend import BoundedSeries, backlog_slope, drain_rate, eta_seconds
+from batchq.sqs.snapshot import QueueSnapshot, snapshot_from_attributes
+from batchq.worker.scaling import desired_workers
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from batchq.health import (
-    BoundedSeries,
-    QueueSnapshot,
-    backlog_slope,
-    desired_workers,
-    drain_rate,
-    eta_seconds,
-    snapshot_from_attributes,
-)
 
 
 def snap(t: float, visible: int = 0, in_flight: int = 0, delayed: int = 0, dlq=None) -> QueueSnapshot:

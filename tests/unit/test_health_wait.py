@@ -6,18 +6,18 @@ from __future__ import annotations
 import json
 
 import pytest
-from batchq.health import (
+from batchq.monitor.trend import BoundedSeries
+from batchq.monitor.waits import (
     DRAIN_SERIES_FIELDS,
     RESULTS_SERIES_FIELDS,
     SERIES_FIELDS,
-    BoundedSeries,
     DrainCurve,
     InputWait,
-    QueueSnapshot,
     ResultsWait,
     WaitOutcome,
     WaitReason,
 )
+from batchq.sqs.snapshot import QueueSnapshot
 from hypothesis import given, settings
 from hypothesis import strategies as st
 

@@ -1,11 +1,12 @@
-"""The one percentile function and a run's lag figures (batchq.lag), and the result fields they read."""
+"""The one percentile function and a run's lag figures (batchq.monitor.lag), and the result fields they read."""
 
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
 import pytest
-from batchq.lag import (
+from batchq.messages import parse_result
+from batchq.monitor.lag import (
     describe_lag,
     peak_waiting,
     percentile,
@@ -13,7 +14,6 @@ from batchq.lag import (
     run_lag,
     sqs_times,
 )
-from batchq.messages import parse_result
 
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
 

@@ -7,7 +7,6 @@ import re
 from pathlib import Path
 
 import pytest
-from batchq.health import QueueSnapshot, queue_gauges
 from batchq.metrics import (
     CATALOG,
     MAX_TAG_CHARS,
@@ -16,6 +15,8 @@ from batchq.metrics import (
     catalog_table,
     metric_name,
 )
+from batchq.monitor.trend import queue_gauges
+from batchq.sqs.snapshot import QueueSnapshot
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = ROOT / "include" / "batchq"

@@ -1,4 +1,4 @@
-"""The pure parts of batchq.queues: redrive policies and queue ARNs (the I/O parts run against a real
+"""The pure parts of batchq.sqs.queues: redrive policies and queue ARNs (the I/O parts run against a real
 endpoint in tests/integration/test_sqs_calls.py)."""
 
 from __future__ import annotations
@@ -7,7 +7,12 @@ import json
 
 import pytest
 from batchq.errors import BatchqError
-from batchq.queues import MoveTask, RedrivePolicy, parse_queue_arn, parse_redrive_policy
+from batchq.sqs.queues import (
+    MoveTask,
+    RedrivePolicy,
+    parse_queue_arn,
+    parse_redrive_policy,
+)
 
 
 def test_redrive_policy_round_trips_through_the_attribute():

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from batchq.report import RunReport, repair_run, run_report
+from batchq.monitor.report import RunReport, repair_run, run_report
 
 FIELDS = ["t", "visible", "in_flight", "delayed", "dlq"]
 SERIES = {"fields": FIELDS, "points": [[100.0, 40, 0, 0, 0], [110.0, 25, 10, 0, 0], [120.0, 5, 6, 0, 0], [130.0, 0, 0, 0, 0], [140.0, 0, 0, 0, 0]]}

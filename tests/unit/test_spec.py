@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from batchq import limits
-from batchq.messages import PayloadEncoder, WorkPayload, WorkResult, parse_payload, parse_result, worst_case_payload_bytes
-from batchq.spec import BatchSpec
+from batchq.messages import PayloadEncoder, WorkPayload, WorkResult, parse_payload, parse_result
+from batchq.spec import BatchSpec, worst_case_payload_bytes
 from batchq.errors import InvalidMessage, SpecError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -172,7 +172,7 @@ def test_unimportable_callable_source_is_a_spec_error():
 
 def test_encoder_output_is_a_valid_payload():
     s = spec(dimensions={"customer": ["c\"1", "ü"], "n": [1, 2.5, True]}, params={"k": [1, {"x": None}]})
-    enc = PayloadEncoder(s, "run-1", datetime(2026, 1, 2, tzinfo=timezone.utc))
+    enc = PayloadEncoder(s.name, s.params, [d.name for d in s.dimensions], "run-1", datetime(2026, 1, 2, tzinfo=timezone.utc))
     body = enc.encode("k" * 32, json.dumps("classification"), [json.dumps("c\"1"), json.dumps(2.5)])
     p = parse_payload(body)
     assert p.dims == {"customer": 'c"1', "n": 2.5}

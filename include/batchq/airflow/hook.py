@@ -2,8 +2,8 @@
 
 It is the provider's :class:`~airflow.providers.amazon.aws.hooks.sqs.SqsHook` (same connection handling:
 ``aws_conn_id``, region, ``verify``, botocore config, and local endpoints through the connection's
-``endpoint_url`` extra) plus the batchq calls from :mod:`batchq.sqs` and :mod:`batchq.queues`. The hook
-only supplies clients, configured with the workers' botocore policy (:func:`batchq.aws.botocore_config`);
+``endpoint_url`` extra) plus the batchq calls from :mod:`batchq.sqs` and :mod:`batchq.sqs.queues`. The hook
+only supplies clients, configured with the workers' botocore policy (:func:`batchq.sqs.client.botocore_config`);
 the logic lives in the SQS layer, shared with workers, CLI and benchmarks.
 """
 
@@ -15,12 +15,12 @@ from typing import Any
 from airflow.providers.amazon.aws.hooks.sqs import SqsHook
 from botocore.config import Config
 
-from batchq import queues as queue_ops
+from batchq.sqs import queues as queue_ops
 from batchq import sqs
 from batchq.airflow import settings
-from batchq.aws import botocore_config, single_attempt
-from batchq.health import QueueSnapshot
 from batchq.spec import QueueSpec
+from batchq.sqs.client import botocore_config, single_attempt
+from batchq.sqs.snapshot import QueueSnapshot
 
 
 class BatchqSqsHook(SqsHook):
@@ -33,7 +33,7 @@ class BatchqSqsHook(SqsHook):
     :param verify: verify SSL certificates (boto3 semantics).
     :param config: botocore config (dict or :class:`botocore.config.Config`); default from the
         connection's ``config_kwargs`` extra. Either is merged over batchq's one policy
-        (:func:`batchq.aws.botocore_config`: retry mode and attempts, connect/read timeouts), so a
+        (:func:`batchq.sqs.client.botocore_config`: retry mode and attempts, connect/read timeouts), so a
         connection that sets nothing gets the same retries and timeouts as the workers.
     :param max_pool_connections: HTTP connections the client keeps; raised to at least this so that
         ``max_in_flight`` concurrent calls never wait for a connection (botocore's default is 10).
@@ -48,7 +48,7 @@ class BatchqSqsHook(SqsHook):
 
     @property
     def config(self) -> Config:
-        """batchq's :func:`~batchq.aws.botocore_config`, overridden by the connection's (or caller's)
+        """batchq's :func:`~batchq.sqs.client.botocore_config`, overridden by the connection's (or caller's)
         botocore config, with the pool raised to ``max_pool_connections``.
 
         Overriding this property (rather than passing a config) keeps the provider's precedence: an explicit
@@ -61,7 +61,7 @@ class BatchqSqsHook(SqsHook):
         return merged.merge(Config(max_pool_connections=pool))
 
     def get_probe_conn(self) -> Any:
-        """A client like :meth:`get_conn` whose calls are tried once (:func:`batchq.aws.single_attempt`):
+        """A client like :meth:`get_conn` whose calls are tried once (:func:`batchq.sqs.client.single_attempt`):
         for a probe whose failure is an answer, e.g. StartMessageMoveTask on an endpoint without it."""
         return self.get_client_type(config=single_attempt(self.config))
 

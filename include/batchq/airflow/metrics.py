@@ -29,8 +29,8 @@ import threading
 from collections.abc import Mapping
 from typing import Any
 
-from batchq.cloudwatch import OldestAgeProbe
 from batchq.metrics import TagLimiter, metric_name
+from batchq.sqs.cloudwatch import OldestAgeProbe
 
 log = logging.getLogger(__name__)
 
@@ -77,12 +77,12 @@ def ensure_stats_initialized() -> bool:
 
 @functools.lru_cache(maxsize=32)
 def oldest_age_probe(aws_conn_id: str | None, region_name: str | None = None) -> OldestAgeProbe:
-    """The process's CloudWatch probe for one AWS connection (:class:`batchq.cloudwatch.OldestAgeProbe`):
+    """The process's CloudWatch probe for one AWS connection (:class:`batchq.sqs.cloudwatch.OldestAgeProbe`):
     cached, so a connection that cannot read CloudWatch costs one short try per process, not one per
     poll or request. Client calls: one attempt, 2 s connect / 3 s read timeout."""
     from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
 
-    from batchq.aws import botocore_config, single_attempt
+    from batchq.sqs.client import botocore_config, single_attempt
 
     hook = AwsBaseHook(aws_conn_id=aws_conn_id, region_name=region_name, client_type="cloudwatch")
     return OldestAgeProbe(hook.get_client_type(config=single_attempt(botocore_config(connect_timeout=2, read_timeout=3))))
@@ -138,7 +138,7 @@ def _emit(kind: str, component: str, values: Mapping[str, Any], tags: Mapping[st
 
 def emit_queue_gauges(queue: str, values: Mapping[str, float]) -> None:
     """``batchq.queue.<name>`` gauges tagged with the queue name; ``values`` come from
-    :meth:`batchq.health.InputWait.gauges`."""
+    :meth:`batchq.monitor.waits.InputWait.gauges`."""
     _emit("gauge", "queue", values, {"queue": queue})
 
 
@@ -162,7 +162,7 @@ def emit_ledger(batch: str, counts: Mapping[str, Any]) -> None:
 
 
 def emit_lag(batch: str, lag: Mapping[str, Any]) -> None:
-    """The run's queue lag (:func:`batchq.lag.run_lag`) as ``batchq.run.*`` gauges, seconds."""
+    """The run's queue lag (:func:`batchq.monitor.lag.run_lag`) as ``batchq.run.*`` gauges, seconds."""
     values = {f"{part}_p95_s": (lag.get(part) or {}).get("p95") for part in ("input_wait", "processing", "results_wait")}
     values["time_to_drain_s"] = lag.get("time_to_drain_s")
     _emit("gauge", "run", values, {"batch": batch})

@@ -1,4 +1,4 @@
-"""Backlog alerts → Airflow notifiers: the task-side half of :mod:`batchq.alerts`.
+"""Backlog alerts → Airflow notifiers: the task-side half of :mod:`batchq.monitor.alerts`.
 
 Triggers cannot call notifiers (they run in the triggerer and must stay serialisable), so the
 detector's changes travel in trigger events and are delivered here, in the task: by the sensor's resume
@@ -7,7 +7,7 @@ docs/alerts.md for the whole design.
 
 Each notifier is any :class:`airflow.sdk.BaseNotifier` (``SlackNotifier(...)``, ``SmtpNotifier(...)``,
 your own) or a plain callable taking the context. It gets the task context plus ``batchq_alert`` (an
-:class:`~batchq.alerts.AlertChange` as a dict: ``kind``, ``state``, ``at``, ``message``,
+:class:`~batchq.monitor.alerts.AlertChange` as a dict: ``kind``, ``state``, ``at``, ``message``,
 ``started_at``) and ``batchq_queue``, so templated fields can say ``{{ batchq_alert.kind }}``.
 """
 
@@ -18,14 +18,16 @@ import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-from batchq.alerts import ALL_KINDS, AlertChange, resolve_deadline
+from batchq import xcom_keys
+from batchq.clock import resolve_deadline
 from batchq.importing import import_object
 from batchq.metrics import metric_name
+from batchq.monitor.alerts import ALL_KINDS, AlertChange
 
 log = logging.getLogger(__name__)
 
-#: XCom key of the alert history (read by the Batch view, :mod:`batchq.report`).
-ALERTS_XCOM_KEY = "alert_episodes"
+#: XCom key of the alert history (read by the Batch view, :mod:`batchq.monitor.report`).
+ALERTS_XCOM_KEY = xcom_keys.ALERT_EPISODES
 
 
 def check_notifiers(notifiers: Iterable[Any] | None, owner: str) -> list[Any]:

@@ -1,7 +1,7 @@
 """``QueueHealthOperator``: watch every spec's queues between runs with the backlog-alert detector.
 
 One run takes one snapshot of each spec's input queue (with its DLQ) and results queue (with its DLQ)
-through the SQS layer, feeds it to that queue's :class:`~batchq.alerts.BacklogAlerts` (the same detector
+through the SQS layer, feeds it to that queue's :class:`~batchq.monitor.alerts.BacklogAlerts` (the same detector
 the sensor runs during a wait), calls the notifiers for what fired or resolved, and emits the queue and
 alert gauges. The detectors' state lives in one Airflow Variable (JSON), so trends span runs: with a
 5-minute schedule a 30-minute window holds six snapshots.
@@ -20,9 +20,9 @@ from batchq.airflow import settings
 from batchq.airflow.hook import BatchqSqsHook
 from batchq.airflow.metrics import emit_queue_gauges, queue_tag
 from batchq.airflow.notifiers import check_notifiers, emit_alert_gauges, notify_changes
-from batchq.alerts import AlertPolicy, BacklogAlerts
 from batchq.errors import QueueNotFound
-from batchq.health import queue_gauges
+from batchq.monitor.alerts import AlertPolicy, BacklogAlerts
+from batchq.monitor.trend import queue_gauges
 from batchq.spec import BatchSpec
 
 #: Between runs, on the input queue: a fan-out legitimately grows the backlog faster than workers take it,

@@ -3,11 +3,11 @@
 Deferrable by default (the wait runs in the triggerer as :class:`~batchq.airflow.triggers.QueueDrainedTrigger`
 and holds no worker slot); ``deferrable=False`` pokes synchronously (``mode="poke"`` only: the stability
 window lives in the running task). Both paths feed snapshots to the same decision,
-:class:`batchq.health.InputWait`, and end in the same place (:meth:`QueueDrainedSensor._finish`): the
+:class:`batchq.monitor.waits.InputWait`, and end in the same place (:meth:`QueueDrainedSensor._finish`): the
 backlog series (bounded) is pushed to XCom as ``backlog_series`` and the return value is
 ``{"reason", "snapshot", "waited_s"}``.
 
-Backlog alerts (:mod:`batchq.alerts`) are evaluated on the same snapshots by both paths. The notifiers
+Backlog alerts (:mod:`batchq.monitor.alerts`) are evaluated on the same snapshots by both paths. The notifiers
 given as ``on_backlog_alert`` are called in the task: on the poke path as the alert changes; on the
 deferrable path from :meth:`QueueDrainedSensor.execute_complete` when the trigger hands over a
 ``backlog_alert`` event, after which the sensor defers again with the carried state. The alert history
@@ -30,6 +30,7 @@ from airflow.sdk.exceptions import (
     AirflowSensorTimeout,
 )
 
+from batchq import xcom_keys
 from batchq.airflow import settings
 from batchq.airflow.hook import BatchqSqsHook
 from batchq.airflow.metrics import emit_queue_gauges, queue_tag
@@ -41,8 +42,9 @@ from batchq.airflow.notifiers import (
     run_deadline,
 )
 from batchq.airflow.triggers import BACKLOG_ALERT_REASON, QueueDrainedTrigger
-from batchq.alerts import AlertChange, AlertPolicy, BacklogAlerts, parse_clock
-from batchq.health import SERIES_FIELDS, InputWait, WaitOutcome, WaitReason
+from batchq.clock import parse_clock
+from batchq.monitor.alerts import AlertChange, AlertPolicy, BacklogAlerts
+from batchq.monitor.waits import SERIES_FIELDS, InputWait, WaitOutcome, WaitReason
 from batchq.spec import BatchSpec
 from batchq.sqs import get_queue_url
 
@@ -50,7 +52,7 @@ from batchq.sqs import get_queue_url
 #: (plus ``results_visible, results_in_flight`` at the end of fields and points when the results queue
 #: is watched).
 #: (Named ``drain_series`` before 2026-11: readers of older runs should try both.)
-SERIES_XCOM_KEY = "backlog_series"
+SERIES_XCOM_KEY = xcom_keys.BACKLOG_SERIES
 #: Slack on top of the trigger's own deadline for Airflow's defer timeout: the trigger reports the last
 #: snapshot at its deadline; Airflow's timeout is only a backstop if the triggerer itself is gone.
 _DEFER_BACKSTOP_S = 60.0
@@ -80,7 +82,7 @@ class QueueDrainedSensor(AwsBaseSensor[BatchqSqsHook]):
     :param on_backlog_alert: notifiers (any :class:`airflow.sdk.BaseNotifier`, e.g.
         ``SlackNotifier(...)``, or a callable taking the context) called when a backlog alert fires or
         resolves; the context has ``batchq_alert`` (``kind``, ``state``, ``message``, ...).
-    :param alert_policy: thresholds of the alerts (:class:`batchq.alerts.AlertPolicy` or its dict);
+    :param alert_policy: thresholds of the alerts (:class:`batchq.monitor.alerts.AlertPolicy` or its dict);
         ``alerts=False`` turns detection off.
     :param alert_deadline: ``"HH:MM"`` in the DAG's timezone the run should be drained by (the ``late``
         alert); default the spec's ``deadline``.
@@ -239,7 +241,7 @@ class QueueDrainedSensor(AwsBaseSensor[BatchqSqsHook]):
             return None
         expected = None
         try:
-            plan = context["ti"].xcom_pull(task_ids=self.plan_task_id, key="plan")
+            plan = context["ti"].xcom_pull(task_ids=self.plan_task_id, key=xcom_keys.PLAN)
             expected = int(plan["expected"]) if isinstance(plan, dict) and "expected" in plan else None
         except Exception:  # noqa: BLE001 - no plan task in this DAG: alerts work without the count
             self.log.debug("no expected count from %s", self.plan_task_id, exc_info=True)

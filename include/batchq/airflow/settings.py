@@ -22,7 +22,7 @@ import os
 import warnings
 from pathlib import Path
 
-from batchq.health import DEFAULT_STABLE_FOR_S
+from batchq.monitor.waits import DEFAULT_STABLE_FOR_S
 
 SECTION = "batchq"
 DEFAULT_AWS_CONN_ID = "aws_default"

@@ -11,8 +11,8 @@ import os
 from typing import Any
 
 from batchq.airflow import settings
-from batchq.spec import BatchSpec, resolve_callable_source
 from batchq.errors import SpecError
+from batchq.spec import BatchSpec, resolve_callable_source
 
 
 def airflow_source_resolver(source: str) -> list[Any]:

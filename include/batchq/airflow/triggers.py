@@ -1,20 +1,20 @@
 """Deferrable waits on queue state, run by Airflow's triggerer (never blocking its event loop).
 
-* :class:`QueueDrainedTrigger` — the input queue's wait (:class:`batchq.health.InputWait`): fires when
+* :class:`QueueDrainedTrigger` — the input queue's wait (:class:`batchq.monitor.waits.InputWait`): fires when
   visible + in-flight + delayed == 0 has held for ``stable_for_s``, when the DLQ reaches
   ``dlq_threshold``, at the deadline, or on repeated errors. Its event carries the last snapshot and the
   bounded backlog series (≤ ``max_points``).
-* :class:`ResultsAvailableTrigger` — the results queue's wait (:class:`batchq.health.ResultsWait`): fires
+* :class:`ResultsAvailableTrigger` — the results queue's wait (:class:`batchq.monitor.waits.ResultsWait`): fires
   when the queue has visible messages (without receiving them), or at the deadline.
 
 Both run the same loop (:meth:`_SqsTrigger.run`): fetch a snapshot with :func:`batchq.sqs.aget_snapshot`
 over the hook's aiobotocore client and feed it to the wait object, which makes every decision — the same
-object the sensor's poke path feeds. Events are :meth:`batchq.health.WaitOutcome.to_dict` plus
+object the sensor's poke path feeds. Events are :meth:`batchq.monitor.waits.WaitOutcome.to_dict` plus
 ``queue_url``: ``{"status", "reason": <WaitReason value>, "snapshot", "waited_s", "message", ...}`` in
 JSON primitives; the operator's resume method is the only place that raises. Both triggers accept (and
 ignore, or map) retired keyword arguments, because serialised triggers outlive deploys.
 
-Backlog alerts (:mod:`batchq.alerts`) are evaluated next to the wait by :class:`QueueDrainedTrigger`
+Backlog alerts (:mod:`batchq.monitor.alerts`) are evaluated next to the wait by :class:`QueueDrainedTrigger`
 on the same snapshots. A trigger cannot call notifiers, so when an alert fires or resolves (and
 ``alert_events`` is on) it ends with a ``backlog_alert`` event carrying the changes and both states
 (``wait_state``, ``alerts``); the sensor notifies and defers again on a trigger rebuilt from them, so
@@ -37,20 +37,20 @@ from typing import Any, ClassVar
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-from batchq.alerts import BacklogAlerts
-from batchq.health import (
+from batchq.monitor.alerts import BacklogAlerts
+from batchq.monitor.waits import (
     DEFAULT_STABLE_FOR_S,
     SERIES_FIELDS,
     InputWait,
-    QueueSnapshot,
     QueueWait,
     ResultsWait,
     WaitOutcome,
     WaitReason,
     series_point,
 )
-from batchq.retry import backoff_delay
 from batchq.sqs import aget_snapshot
+from batchq.sqs.retry import backoff_delay
+from batchq.sqs.snapshot import QueueSnapshot
 
 #: Consecutive polling errors tolerated (with back-off) before the trigger reports ``error``.
 MAX_CONSECUTIVE_ERRORS = 5
@@ -199,9 +199,9 @@ class QueueDrainedTrigger(_SqsTrigger):
     :param queue_name: label for metrics (default: the URL's last segment).
     :param emit_metrics: send queue-lag gauges through Airflow's metrics on every poll.
     :param started_at: epoch seconds the wait began (for ``waited_s``; set by the sensor).
-    :param wait_state: a :meth:`batchq.health.InputWait.to_dict` to continue from (a re-deferral after
+    :param wait_state: a :meth:`batchq.monitor.waits.InputWait.to_dict` to continue from (a re-deferral after
         a backlog alert); it carries its own deadline, window and series, so it wins over the arguments.
-    :param alerts: :meth:`batchq.alerts.BacklogAlerts.to_dict` to evaluate backlog alerts from
+    :param alerts: :meth:`batchq.monitor.alerts.BacklogAlerts.to_dict` to evaluate backlog alerts from
         (``None``: no alerts).
     :param alert_events: end with a ``backlog_alert`` event whenever an alert fires or resolves (the
         sensor has notifiers to call); otherwise alerts are only recorded and come with the final event.

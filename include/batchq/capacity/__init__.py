@@ -31,10 +31,10 @@ from batchq.capacity.policies import (
     Observation,
     is_lambda,
 )
-from batchq.capacity.rules import LocalScaling, ScaleState, desired_workers
 from batchq.capacity.simulate import RunResult, simulate_run
 from batchq.capacity.svg import render_svg
 from batchq.capacity.workload import ServiceTime, Workload
+from batchq.worker.scaling import LocalScaling, ScaleState, desired_workers
 
 __all__ = [
     "POLICIES", "PRICES_TAKEN", "Controller", "EcsPolicy", "KedaPolicy", "LambdaPolicy", "LambdaProvisionedPolicy",

@@ -18,11 +18,11 @@ from batchq.capacity.cost import (
 )
 from batchq.capacity.simulate import RunResult, simulate_run
 from batchq.capacity.workload import Workload
-from batchq.lag import percentile
+from batchq.monitor.lag import percentile
 
 
 def _pct(values: Sequence[float], q: float) -> float:
-    """The ``q``-th percentile (0..100) through batchq's one percentile function (:mod:`batchq.lag`)."""
+    """The ``q``-th percentile (0..100) through batchq's one percentile function (:mod:`batchq.monitor.lag`)."""
     value = percentile(sorted(values), q)
     if value is None:
         raise ValueError("no simulated runs to take a percentile of")

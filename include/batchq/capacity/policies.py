@@ -7,8 +7,8 @@ import math
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
-from batchq.capacity.rules import LocalScaling
 from batchq.capacity.workload import ServiceTime
+from batchq.worker.scaling import LocalScaling
 
 
 @dataclass(frozen=True)

@@ -20,11 +20,11 @@ from typing import Any
 from batchq.metrics import Metrics
 from batchq.sqs import get_queue_url
 
-log = logging.getLogger("batchq.drain")
+log = logging.getLogger(__name__)
 
 
 def _client(args: argparse.Namespace, **config_overrides: Any) -> Any:
-    from batchq.aws import sqs_client
+    from batchq.sqs.client import sqs_client
 
     return sqs_client(endpoint_url=args.endpoint_url, region_name=args.region, **config_overrides)
 
@@ -250,9 +250,9 @@ def cmd_drain(args: argparse.Namespace) -> int:
 
 
 def cmd_ledger(args: argparse.Namespace) -> int:
-    from batchq.cloudwatch import observed_age_s, queue_age
     from batchq.drain import RunLedger, SqlSink
-    from batchq.lag import LAG_XCOM_KEY, describe_lag
+    from batchq.monitor.lag import LAG_XCOM_KEY, describe_lag
+    from batchq.sqs.cloudwatch import observed_age_s, queue_age
 
     spec = None
     if args.spec:
@@ -282,8 +282,8 @@ def cmd_ledger(args: argparse.Namespace) -> int:
 
 
 def cmd_redrive(args: argparse.Namespace) -> int:
-    from batchq.aws import SINGLE_ATTEMPT_RETRIES
-    from batchq.redrive import redrive
+    from batchq.sqs.client import SINGLE_ATTEMPT_RETRIES
+    from batchq.sqs.redrive import redrive
 
     client = _client(args)
     report = redrive(

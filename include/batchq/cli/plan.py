@@ -12,8 +12,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from batchq.spec import BatchSpec
 from batchq.plan import Plan
+from batchq.spec import BatchSpec
 
 
 def spec_file(value: str) -> str:

@@ -1,6 +1,6 @@
 """``batchq queues create|status --spec FILE``: provision a spec's queues, or show their depth.
 
-Airflow-free (boto3 via :func:`batchq.aws.sqs_client`): the endpoint comes from ``--endpoint-url``,
+Airflow-free (boto3 via :func:`batchq.sqs.client.sqs_client`): the endpoint comes from ``--endpoint-url``,
 ``BATCHQ_SQS_ENDPOINT`` or the standard AWS environment.
 """
 
@@ -10,11 +10,11 @@ import argparse
 import json
 from typing import Any
 
-from batchq.aws import sqs_client
 from batchq.cli.plan import spec_file
 from batchq.spec import BatchSpec
-from batchq.queues import ensure_queues, resolve_queue_urls
 from batchq.sqs import get_snapshot
+from batchq.sqs.client import sqs_client
+from batchq.sqs.queues import ensure_queues, resolve_queue_urls
 
 
 def register(subparsers: Any) -> None:

@@ -53,7 +53,6 @@ def _read_keys(path: str) -> list[str]:
 
 
 def cmd_rerun(args: argparse.Namespace) -> int:
-    from batchq.aws import sqs_client
     from batchq.drain import SqlSink
     from batchq.plan import Plan
     from batchq.repair import (
@@ -65,6 +64,7 @@ def cmd_rerun(args: argparse.Namespace) -> int:
     )
     from batchq.spec import BatchSpec
     from batchq.sqs import get_queue_url
+    from batchq.sqs.client import sqs_client
 
     spec = BatchSpec.from_yaml(args.spec)
     if not spec.is_resolved:

@@ -1,6 +1,6 @@
 """``batchq worker`` (one consumer process) and ``batchq workers`` (a local autoscaling supervisor).
 
-Airflow-free: this module, :mod:`batchq.worker` and :mod:`batchq.jobs` run in an install without Airflow.
+Airflow-free: this module, :mod:`batchq.worker` and :mod:`batchq.examples` run in an install without Airflow.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import os
 import sys
 from typing import Any
 
-log = logging.getLogger("batchq.cli.worker")
+log = logging.getLogger(__name__)
 
 class _WorkerOption(argparse.Action):
     """An option of one worker process. Stores its value as argparse's ``store``, ``append`` or
@@ -125,7 +125,7 @@ def register(subparsers: Any) -> None:
 
 
 def _client(args: argparse.Namespace, pool: int = 32) -> Any:
-    from batchq.aws import sqs_client
+    from batchq.sqs.client import sqs_client
 
     return sqs_client(endpoint_url=args.endpoint_url, region_name=args.region, max_pool_connections=pool)
 

@@ -7,7 +7,7 @@ the run ledger, and quarantine of malformed results.
 * :mod:`~batchq.drain.http_sink` — HTTP POST sink (429/503 + Retry-After are back-pressure)
 * :mod:`~batchq.drain.ledger` — completion and tolerance of a run
 * :mod:`~batchq.drain.core` — the drain loop
-* :mod:`~batchq.redrive` — move dead-lettered messages back
+* :mod:`~batchq.sqs.redrive` — move dead-lettered messages back
 """
 
 from batchq.drain.core import Drainer, DrainReport

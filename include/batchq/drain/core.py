@@ -19,7 +19,7 @@ For each received batch (up to 10 messages):
    applied again idempotently). The delete runs in the background while the thread receives its next
    batch — still strictly after the commit, one pending delete per thread.
 
-A sink outage keeps the batch: :func:`batchq.retry.backoff_delay` (or the sink's capped ``Retry-After``),
+A sink outage keeps the batch: :func:`batchq.sqs.retry.backoff_delay` (or the sink's capped ``Retry-After``),
 extending the messages' visibility while the outage lasts, so there is no loss and no duplicate row; a
 wait that would pass the drain's ``deadline`` hands the batch back to the queue and ends the drain
 instead. A sink that refuses every write (:class:`~batchq.drain.sink.SinkMisconfigured`: credentials,
@@ -50,10 +50,10 @@ from batchq.drain.pace import DEFAULT_LATENCY_TOLERANCE, ConcurrencyGate, PaceCo
 from batchq.drain.sink import Sink, SinkMisconfigured, SinkRejected, SinkUnavailable
 from batchq.drain.sql_sink import QuarantineEntry, SqlSink
 from batchq.errors import InvalidMessage
-from batchq.lag import sqs_times
 from batchq.messages import WorkResult, parse_result
-from batchq.retry import backoff_delay
+from batchq.monitor.lag import sqs_times
 from batchq.sqs import change_visibility, delete_messages, receive_messages
+from batchq.sqs.retry import backoff_delay
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +118,7 @@ class Drainer:
         ``until_empty`` runs.
     :param lease_s: visibility timeout taken on receive, and re-taken while a sink outage lasts.
     :param backoff_base_s: first retry delay after a sink error (the ceiling doubles per attempt;
-        :func:`batchq.retry.backoff_delay`, full jitter).
+        :func:`batchq.sqs.retry.backoff_delay`, full jitter).
     :param backoff_cap_s: longest retry delay.
     :param on_batch: called after each committed batch with the running report (metrics hook).
     :param limiter: a ready :class:`TokenBucket` (overrides ``max_rate``), e.g. shared between drainers.

@@ -13,8 +13,9 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from batchq import xcom_keys
 from batchq.drain.sql_sink import SqlSink
-from batchq.lag import run_lag
+from batchq.monitor.lag import run_lag
 
 
 @dataclass(frozen=True)
@@ -78,7 +79,7 @@ class LedgerStatus:
         }
 
     def to_dict(self) -> dict[str, Any]:
-        return {**self.counts(), "first_failures": self.first_failures}
+        return {**self.counts(), xcom_keys.FIRST_FAILURES: self.first_failures}
 
     def describe(self) -> str:
         text = (
@@ -201,7 +202,7 @@ class RunLedger:
         )
 
     def lag(self) -> dict[str, Any]:
-        """The run's queue lag figures (:func:`batchq.lag.run_lag`): input wait, processing and results
+        """The run's queue lag figures (:func:`batchq.monitor.lag.run_lag`): input wait, processing and results
         wait percentiles, time to drain, peak depth, failures. Reads the run's rows once: call it when
         the figures are wanted (the end of a drain, ``batchq ledger``), not on every poll."""
         return run_lag(self.store.lag_rows(self.batch, self.run_id, plan=self.plan))

@@ -5,7 +5,7 @@ Tables (created on first use):
 ``batchq_results``
     one row per ``key``: batch, run_id, job_type, status, output, error, attempts, worker, finished_at,
     updated_at, and the payload's queue timestamps (enqueued_at, first_received_at, started_at,
-    result_sent_at, applied_at: :mod:`batchq.lag`). Upsert on ``key``; a ``succeeded`` result replaces a ``failed`` one, never the reverse,
+    result_sent_at, applied_at: :mod:`batchq.monitor.lag`). Upsert on ``key``; a ``succeeded`` result replaces a ``failed`` one, never the reverse,
     so duplicates and reordering cannot change the outcome.
 ``batchq_quarantine``
     malformed results (and results a sink rejected), one row per SQS message id, with the reason and the
@@ -53,7 +53,7 @@ results_table = sa.Table(
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
     # The plan fingerprint of the payload (None for bodies from before plans were carried).
     sa.Column("plan", sa.String(64)),
-    # Queue lag of the payload (batchq.lag): input message sent / first received (SQS timestamps),
+    # Queue lag of the payload (batchq.monitor.lag): input message sent / first received (SQS timestamps),
     # handler start, results message sent, and when this drainer committed it. None for older results.
     sa.Column("enqueued_at", sa.DateTime(timezone=True)),
     sa.Column("first_received_at", sa.DateTime(timezone=True)),
@@ -150,7 +150,7 @@ _UPSERTED = (
     "status", "output", "error", "attempts", "worker", "finished_at", "updated_at", "job_type", "plan",
     "enqueued_at", "first_received_at", "started_at", "result_sent_at", "applied_at",
 )
-#: The timestamps of :func:`batchq.lag.run_lag`.
+#: The timestamps of :func:`batchq.monitor.lag.run_lag`.
 _LAG_COLUMNS = ("status", "enqueued_at", "first_received_at", "started_at", "finished_at", "result_sent_at", "applied_at")
 
 
@@ -402,7 +402,7 @@ class SqlSink:
         )
 
     def lag_rows(self, batch: str, run_id: str, plan: str | None = None) -> list[dict[str, Any]]:
-        """The run's result rows with their queue timestamps (UTC-aware), for :func:`batchq.lag.run_lag`.
+        """The run's result rows with their queue timestamps (UTC-aware), for :func:`batchq.monitor.lag.run_lag`.
         One row per key: a few columns, read once per ledger look."""
         self._ensure()
         r = results_table.c

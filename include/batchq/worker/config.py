@@ -12,7 +12,7 @@ from pydantic import ConfigDict, Field, model_validator
 from pydantic.dataclasses import dataclass as pydantic_dataclass
 
 from batchq import limits
-from batchq.queues import (
+from batchq.sqs.queues import (
     get_queue_attributes,
     get_queue_limits,
     parse_redrive_policy,

@@ -25,7 +25,7 @@ class JobContext:
     max_attempts: int = 3
     worker: str = ""
     message_id: str = ""
-    log: logging.Logger = field(default_factory=lambda: logging.getLogger("batchq.jobs"))
+    log: logging.Logger = field(default_factory=lambda: logging.getLogger("batchq.handlers"))
 
     @property
     def is_last_attempt(self) -> bool:

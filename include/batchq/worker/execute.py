@@ -19,8 +19,8 @@ from typing import Any
 
 from batchq import limits
 from batchq.errors import InvalidMessage
-from batchq.lag import sqs_times
 from batchq.messages import ErrorInfo, WorkPayload, WorkResult, parse_payload
+from batchq.monitor.lag import sqs_times
 from batchq.worker.context import JobContext
 from batchq.worker.errors import PermanentError
 from batchq.worker.registry import REGISTRY, Registry
@@ -269,7 +269,7 @@ def message_age_ms(message: dict[str, Any], now_s: float | None = None) -> float
 
 def queue_times(message: dict[str, Any]) -> dict[str, datetime]:
     """``enqueued_at`` / ``first_received_at`` of a received input message (see
-    :func:`batchq.lag.sqs_times`); missing or unreadable attributes are left out."""
+    :func:`batchq.monitor.lag.sqs_times`); missing or unreadable attributes are left out."""
     sent, first_received = sqs_times(message)
     times = {"enqueued_at": sent, "first_received_at": first_received}
     return {k: v for k, v in times.items() if v is not None}

@@ -38,7 +38,7 @@ from batchq.worker.deadletter import send_to_dead_letter
 from batchq.worker.execute import Action, Outcome, execute, with_queue_times
 from batchq.worker.registry import REGISTRY, Registry, load_handlers
 
-log = logging.getLogger("batchq.worker.lambda")
+log = logging.getLogger(__name__)
 
 
 class LambdaSettings(BaseModel):
@@ -72,7 +72,7 @@ class LambdaSettings(BaseModel):
             raise BatchqError(f"Lambda adapter environment is invalid: {detail}") from None
 
 
-class TransientFailure(Exception):
+class TransientFailure(BatchqError):
     """Raised inside the record handler so powertools reports the record for a retry."""
 
 
@@ -107,7 +107,7 @@ class LambdaAdapter:
 
     @classmethod
     def from_env(cls) -> LambdaAdapter:
-        from batchq.aws import sqs_client
+        from batchq.sqs.client import sqs_client
 
         settings = LambdaSettings.from_env()
         registry = load_handlers(settings.handlers)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 from batchq import limits
-from batchq.retry import backoff_delay
+from batchq.sqs.retry import backoff_delay
 
 
 def retry_visibility(receive_count: int, base_s: float, cap_s: float) -> int:
@@ -13,7 +13,7 @@ def retry_visibility(receive_count: int, base_s: float, cap_s: float) -> int:
 
     Exponential in the receive count (``base_s × 2^(n-1)``, capped at ``cap_s``), with full jitter so a
     burst of failures does not come back as a burst — the same jittered backoff the SQS calls use
-    (:func:`batchq.retry.backoff_delay`), rounded up to SQS's whole seconds.
+    (:func:`batchq.sqs.retry.backoff_delay`), rounded up to SQS's whole seconds.
     """
     if receive_count < 1:
         raise ValueError(f"receive_count must be >= 1, got {receive_count}")

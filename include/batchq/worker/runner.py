@@ -33,13 +33,13 @@ from typing import Any
 from batchq import limits
 from batchq.errors import BatchqError, QueueNotFound
 from batchq.metrics import Metrics, log_event
-from batchq.retry import MISSING_QUEUE_CODES, backoff_delay
 from batchq.sqs import (
     change_visibility,
     delete_messages,
     receive_messages,
     send_bodies,
 )
+from batchq.sqs.retry import MISSING_QUEUE_CODES, backoff_delay
 from batchq.worker.batcher import MicroBatcher
 from batchq.worker.config import QueueSettings, WorkerConfig, read_queue_settings
 from batchq.worker.deadletter import DeadLetterTooLarge, send_to_dead_letter
@@ -57,7 +57,7 @@ from batchq.worker.prefetch import DurationAverage, prefetch_limit, should_recei
 from batchq.worker.registry import REGISTRY, Registry
 from batchq.worker.retry import retry_visibility
 
-log = logging.getLogger("batchq.worker")
+log = logging.getLogger(__name__)
 
 #: Error codes of a send to the results queue that no retry can cure: the queue is gone or this worker
 #: may not write to it. Processing more input would only redo work whose results cannot be published.

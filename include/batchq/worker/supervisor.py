@@ -1,6 +1,6 @@
 """A local autoscaler: starts and stops ``batchq worker`` processes from the input queue's depth.
 
-Every ``poll_interval_s`` it reads a :class:`~batchq.health.QueueSnapshot` and applies the one scaling
+Every ``poll_interval_s`` it reads a :class:`~batchq.sqs.snapshot.QueueSnapshot` and applies the one scaling
 rule, :class:`batchq.capacity.LocalScaling`: ``desired_workers`` on ``visible + in_flight`` (in-flight
 counts so that running work is not scaled away; ``batchq plan-capacity --policy local`` simulates this
 same code) — the same rule KEDA's ``aws-sqs-queue`` scaler and ECS target tracking apply in
@@ -22,12 +22,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from batchq.capacity.rules import LocalScaling, ScaleState  # noqa: F401 - ScaleState re-exported
-from batchq.health import QueueSnapshot
 from batchq.metrics import Metrics, log_event
 from batchq.sqs import get_snapshot
+from batchq.sqs.snapshot import QueueSnapshot
+from batchq.worker.scaling import LocalScaling
 
-log = logging.getLogger("batchq.supervisor")
+log = logging.getLogger(__name__)
 
 
 @dataclass

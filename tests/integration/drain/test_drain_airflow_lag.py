@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 
 import pytest
-from batchq.lag import LAG_XCOM_KEY
+from batchq.monitor.lag import LAG_XCOM_KEY
 
 from tests.integration.drain._helpers import make_results, put
 from tests.integration.drain.test_drain_airflow import (  # noqa: F401 - fixture

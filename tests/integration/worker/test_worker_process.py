@@ -94,7 +94,7 @@ def test_worker_runs_end_to_end_without_airflow(sqs_endpoint, sqs_client, queue_
             assert "blocked" in str(e), e
         else:
             raise SystemExit("blocker did not block")
-        import batchq, batchq.worker, batchq.jobs, batchq.metrics, batchq.cli, batchq.cli.worker
+        import batchq, batchq.worker, batchq.examples, batchq.metrics, batchq.cli, batchq.cli.worker
         import batchq.worker.lambda_adapter, batchq.worker.supervisor
         batchq.cli.build_parser()
         bad = sorted(m for m in sys.modules if m == "airflow" or m.startswith("airflow."))
@@ -121,7 +121,7 @@ def test_worker_runs_end_to_end_without_airflow(sqs_endpoint, sqs_client, queue_
     with open(log, "wb") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "batchq.cli", "worker", "--queue", urls.input, "--results-queue", urls.results,
-             "--handlers", "batchq.jobs", "--no-entry-points", "--wait-seconds", "1", "--stats-json"],
+             "--handlers", "batchq.examples", "--no-entry-points", "--wait-seconds", "1", "--stats-json"],
             env=env, stdout=out, stderr=subprocess.STDOUT,
         )
         try:

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import pendulum
 from airflow.sdk import Asset, dag, task
-from batchq.health import SERIES_FIELDS, QueueSnapshot, series_point
+from batchq.monitor.waits import SERIES_FIELDS, series_point
+from batchq.sqs.snapshot import QueueSnapshot
 
 T0 = 1767225600.0  # 2026-01-01T00:00:00Z
 # The sensor's own sample shape, plus the optional results-queue field the view also draws.

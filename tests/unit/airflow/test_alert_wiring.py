@@ -19,8 +19,9 @@ from batchq.airflow.notifiers import (
     run_deadline,
 )
 from batchq.airflow.triggers import BACKLOG_ALERT_REASON, QueueDrainedTrigger
-from batchq.alerts import AlertChange, AlertPolicy, BacklogAlerts
-from batchq.health import InputWait, QueueSnapshot
+from batchq.monitor.alerts import AlertChange, AlertPolicy, BacklogAlerts
+from batchq.monitor.waits import InputWait
+from batchq.sqs.snapshot import QueueSnapshot
 
 POLICY = AlertPolicy(window_s=4, min_points=3, stall_after_s=0.05, resolve_after_s=0)
 

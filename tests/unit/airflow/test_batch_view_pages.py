@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 import pytest
-from batchq.report import repair_run, run_report
+from batchq.monitor.report import repair_run, run_report
 
 pages = pytest.importorskip("batchq.airflow.views.pages")
 

@@ -1,4 +1,4 @@
-"""One botocore policy for every SQS client: the workers' (:func:`batchq.aws.botocore_config`) and the
+"""One botocore policy for every SQS client: the workers' (:func:`batchq.sqs.client.botocore_config`) and the
 Airflow hook's, where the connection's own settings still win option by option."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from batchq import aws
+from batchq.sqs import client as aws
 from batchq.airflow.hook import BatchqSqsHook
 
 CONN_ID = "batchq_hook_config_test"

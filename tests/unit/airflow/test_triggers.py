@@ -18,8 +18,8 @@ from batchq.airflow.triggers import (
     ResultsAvailableTrigger,
     TriggerReason,
 )
-from batchq.health import QueueSnapshot
 from batchq.sqs import delete_messages, receive_messages, send_bodies
+from batchq.sqs.snapshot import QueueSnapshot
 
 from tests.support.airflow_conn import set_aws_connection
 from tests.support.tcp_proxy import TcpProxy
@@ -75,7 +75,7 @@ def test_retired_kwargs_serialise_under_their_current_names():
 
 
 def test_kwargs_serialised_by_the_previous_release_still_rebuild():
-    # Exactly what a deferred task stored before the wait decision moved to batchq.health.
+    # Exactly what a deferred task stored before the wait decision moved to batchq.monitor.waits.
     stored = {
         "queue_url": "http://h/1/q", "dlq_url": None, "stable_for_s": 60.0, "poll_interval_s": 10.0, "deadline": 1.8e9,
         "dlq_threshold": None, "max_points": 500, "queue_name": "q", "emit_metrics": True, "started_at": 1.7e9,
@@ -260,8 +260,8 @@ def test_a_wait_state_saved_before_results_were_recorded_still_resumes(scripted)
 def test_the_sensor_re_defers_after_an_alert_still_watching_the_results_queue():
     from airflow.sdk.exceptions import TaskDeferred
     from batchq.airflow.sensors import QueueDrainedSensor
-    from batchq.alerts import BacklogAlerts
-    from batchq.health import InputWait
+    from batchq.monitor.alerts import BacklogAlerts
+    from batchq.monitor.waits import InputWait
 
     sensor = QueueDrainedSensor(task_id="wait", queue_name="http://h/1/q", aws_conn_id="x")
     state = InputWait(started_at=time.time(), deadline=time.time() + 60, results_watched=True).to_dict()

@@ -8,7 +8,7 @@ import warnings
 
 import pytest
 from batchq.airflow import settings
-from batchq.health import DEFAULT_STABLE_FOR_S
+from batchq.monitor.waits import DEFAULT_STABLE_FOR_S
 
 KEYS = ("WAIT_STABLE_FOR_S", "WAIT_POLL_INTERVAL_S", "DRAIN_STABLE_FOR_S", "DRAIN_POLL_INTERVAL_S")
 

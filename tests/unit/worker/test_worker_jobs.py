@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-import batchq.jobs  # noqa: F401 - registers the three job types
+import batchq.examples  # noqa: F401 - registers the three job types
 import pytest
-from batchq.jobs.classification import accuracy, train_logistic
-from batchq.jobs.data import customer_data
-from batchq.jobs.segmentation import kmeans
+from batchq.examples.classification import accuracy, train_logistic
+from batchq.examples.data import customer_data
+from batchq.examples.segmentation import kmeans
 from batchq.messages import WorkPayload
 from batchq.worker import REGISTRY, Action, PermanentError, execute
 from batchq.worker.context import JobContext

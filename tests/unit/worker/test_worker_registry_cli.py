@@ -67,9 +67,24 @@ def test_entry_points_module_and_callable(tmp_path, monkeypatch):
     r = Registry()
     names = r.load_entry_points()
     assert "ep-callable" in names and r.get("ep-callable").__module__ == mod
-    # The package's own entry point registers the example jobs.
-    assert "batchq-jobs" in REGISTRY.load_entry_points()
-    assert {"classification", "segmentation", "use_case_analysis"} <= set(REGISTRY.job_types)
+    # batchq itself registers nothing: its example jobs occupy no name in a user's worker.
+    fresh = Registry()
+    assert all(not str(ep).startswith("batchq") for ep in fresh.load_entry_points())
+    assert not {"classification", "segmentation", "use_case_analysis"} & set(fresh.job_types)
+
+
+def test_a_users_handler_never_clashes_with_the_examples():
+    from importlib.metadata import entry_points
+
+    assert not [ep for ep in entry_points(group="batchq.handlers") if ep.value.startswith("batchq")]
+    r = Registry()
+    r.load_entry_points()
+
+    @r.job("classification")
+    def mine(payload, ctx):
+        return {"mine": True}
+
+    assert r.get("classification") is mine
 
 
 def test_worker_options_are_forwarded_by_the_supervisor():

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import sys
 
-from batchq.health import QueueSnapshot
-from batchq.worker.supervisor import ScaleState, Supervisor
+from batchq.sqs.snapshot import QueueSnapshot
+from batchq.worker.scaling import ScaleState
+from batchq.worker.supervisor import Supervisor
 
 
 def test_scale_down_waits_for_the_cooldown_scale_up_does_not():

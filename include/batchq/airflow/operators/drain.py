@@ -10,7 +10,7 @@ succeeds and emits an Asset event ``batchq://<batch>/results`` whose extra carri
 otherwise it fails listing the counts and the first failed keys with their errors.
 
 While it drains it samples the results queue (one GetQueueAttributes at most every
-:data:`~batchq.health.DRAIN_SAMPLE_INTERVAL_S`, plus one at the start and end of each pass) and pushes the
+:data:`~batchq.monitor.waits.DRAIN_SAMPLE_INTERVAL_S`, plus one at the start and end of each pass) and pushes the
 curve to XCom ``results_series`` after each pass: ``{"fields": ["t", "results_visible",
 "results_in_flight", "applied"], "points": [[t, visible, in_flight, applied so far], ...]}`` (bounded; it
 rides the deferrals, so the curve covers the whole task).
@@ -31,21 +31,22 @@ from airflow.providers.amazon.aws.utils.mixins import aws_template_fields
 from airflow.sdk import Asset
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
+from batchq import xcom_keys
 from batchq.airflow import settings
 from batchq.airflow.hook import BatchqSqsHook
 from batchq.airflow.triggers import ResultsAvailableTrigger, TriggerReason
-from batchq.cloudwatch import observed_age_s, queue_age
-from batchq.health import DRAIN_SAMPLE_INTERVAL_S, DrainCurve
-from batchq.lag import LAG_XCOM_KEY, describe_lag
+from batchq.monitor.lag import LAG_XCOM_KEY, describe_lag
+from batchq.monitor.waits import DRAIN_SAMPLE_INTERVAL_S, DrainCurve
 from batchq.spec import BatchSpec
 from batchq.sqs import get_queue_url, get_snapshot
+from batchq.sqs.cloudwatch import observed_age_s, queue_age
 
 #: XCom key of the closed ledger (counts + first failures), pushed whether the run succeeded or not.
-LEDGER_XCOM_KEY = "ledger"
-#: XCom key of the results queue's drain curve (:meth:`batchq.health.DrainCurve.to_xcom`).
-RESULTS_SERIES_XCOM_KEY = "results_series"
+LEDGER_XCOM_KEY = xcom_keys.LEDGER
+#: XCom key of the results queue's drain curve (:meth:`batchq.monitor.waits.DrainCurve.to_xcom`).
+RESULTS_SERIES_XCOM_KEY = xcom_keys.RESULTS_SERIES
 #: The plan XCom the fan-out's ``plan_shards`` pushes (it carries ``expected``).
-PLAN_XCOM_KEY = "plan"
+PLAN_XCOM_KEY = xcom_keys.PLAN
 #: A drain whose deadline has passed still gets this long to apply what is on the queue.
 FINAL_SWEEP_S = 30.0
 _TOTALS = ("received", "applied", "quarantined", "deleted", "delete_failed", "sink_retries", "backpressure", "visibility_extensions")
@@ -395,7 +396,7 @@ class ResultsDrainOperator(AwsBaseOperator[BatchqSqsHook]):
         return {**counts, "drain": totals, LAG_XCOM_KEY: lag}
 
     def _lag(self, context: Any, ledger: Any) -> dict[str, Any] | None:
-        """The run's queue lag (:func:`batchq.lag.run_lag`) to XCom ``queue_lag`` (the Batch view reads
+        """The run's queue lag (:func:`batchq.monitor.lag.run_lag`) to XCom ``queue_lag`` (the Batch view reads
         it) and to metrics. Figures are a report, not the drain's purpose: failing to compute them is
         logged, never fails the task."""
         try:

@@ -21,14 +21,16 @@ from airflow.providers.amazon.aws.operators.base_aws import AwsBaseOperator
 from airflow.providers.amazon.aws.utils.mixins import aws_template_fields
 from airflow.sdk import task
 
+from batchq import xcom_keys
 from batchq.airflow import settings
 from batchq.airflow.hook import BatchqSqsHook
 from batchq.airflow.spec_sources import resolve_spec, spec_reference
-from batchq.spec import BatchSpec
 from batchq.errors import QueueNotFound, SendFailed, SpecError
+
 # spec_fingerprint: fan-out tasks compare it with the planner's: if a ``variable:`` source changed
 # between planning and sending, shard ranges would no longer mean the same payloads.
 from batchq.plan import Plan, Shard, spec_fingerprint
+from batchq.spec import BatchSpec
 from batchq.sqs import get_queue_url
 
 #: Shown for each mapped fan-out task instead of its bare map index (rendered with ``task`` = this operator).
@@ -84,7 +86,7 @@ def plan_shards(
     """
     import logging
 
-    log = logging.getLogger("batchq.plan_shards")
+    log = logging.getLogger(__name__)
     if not run_id:
         raise ValueError("plan_shards needs the run id (it is part of every payload's idempotency key)")
     resolved = resolve_spec(spec)
@@ -97,7 +99,7 @@ def plan_shards(
     summary = {**plan.summary(), "spec_fingerprint": fingerprint, "queues": urls}
     log.info("plan %s", summary)
     if ti is not None:
-        ti.xcom_push(key="plan", value=summary)
+        ti.xcom_push(key=xcom_keys.PLAN, value=summary)
     return [{**s.to_dict(), "queue_url": urls["input"], "spec_fingerprint": fingerprint, "plan": plan.fingerprint} for s in plan.shards()]
 
 

@@ -54,7 +54,7 @@ class DlqRedriveOperator(AwsBaseOperator[BatchqSqsHook]):
         self.max_messages, self.redrive_timeout = max_messages, timeout
 
     def execute(self, context: Any) -> dict[str, Any]:
-        from batchq.redrive import redrive
+        from batchq.sqs.redrive import redrive
 
         client = self.hook.get_conn()
         dlq_url, target_url = (get_queue_url(client, name) for name in (self.dlq, self.target))

@@ -26,15 +26,16 @@ from typing import Any
 from airflow.providers.amazon.aws.operators.base_aws import AwsBaseOperator
 from airflow.providers.amazon.aws.utils.mixins import aws_template_fields
 
+from batchq import xcom_keys
 from batchq.airflow import settings
 from batchq.airflow.hook import BatchqSqsHook
 from batchq.airflow.spec_sources import resolve_spec, spec_reference
-from batchq.report import REPAIR_REASON_PARAM, REPAIR_RUN_PARAM
+from batchq.monitor.report import REPAIR_REASON_PARAM, REPAIR_RUN_PARAM
 from batchq.spec import BatchSpec
 from batchq.sqs import get_queue_url
 
 #: The plan XCom ``plan_shards`` pushes (its ``queues`` give the input queue and its DLQ).
-PLAN_XCOM_KEY = "plan"
+PLAN_XCOM_KEY = xcom_keys.PLAN
 #: The run every step works on: this DAG run's own, or the failed run a repair run names.
 #: (``params.get``: the template still renders in a DAG that does not declare the param.)
 RUN_ID_TEMPLATE = "{{ params.get('repair_run_id') or run_id }}"

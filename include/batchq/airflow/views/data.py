@@ -1,5 +1,5 @@
 """Read what batchq tasks left in Airflow (XComs, results Asset events, DAG run states and confs) into
-:class:`~batchq.report.RunReport` objects. Read-only; never touches the sink database: repairs too are
+:class:`~batchq.monitor.report.RunReport` objects. Read-only; never touches the sink database: repairs too are
 read from the runs' confs (``repair_run_id``) and ``rerun_failed``'s XCom."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from collections import defaultdict
 from typing import Any
 
 from batchq.airflow.views.access import RESULTS_ASSET_PREFIX, RESULTS_ASSET_SUFFIX
-from batchq.report import (
+from batchq.monitor.report import (
     ALERTS_KEY,
     FAILURES_KEY,
     LAG_KEY,

@@ -1,7 +1,7 @@
 """Live queue state of the batches in ``[batchq] spec_dir``: shared by the JSON API and the Batches page.
 
 The numbers come from the same functions the sensor, trigger and worker supervisor use (the hook's
-:meth:`get_snapshot` over :mod:`batchq.sqs`, :func:`batchq.health.desired_workers`). The AWS connection is
+:meth:`get_snapshot` over :mod:`batchq.sqs`, :func:`batchq.worker.scaling.desired_workers`). The AWS connection is
 a server-side setting (``[batchq] api_aws_conn_id``), never a caller's choice. Errors are turned into
 :class:`QueueStateError` with an HTTP status and a message that names no filesystem path.
 """
@@ -13,15 +13,15 @@ from pathlib import Path
 from typing import Any
 
 from batchq.airflow import settings
-from batchq.errors import QueueNotFound, SpecError
-from batchq.health import desired_workers
+from batchq.errors import BatchqError, QueueNotFound, SpecError
 from batchq.spec import BatchSpec
+from batchq.worker.scaling import desired_workers
 
 DEFAULT_BACKLOG_PER_WORKER = 100
 DEFAULT_MAX_WORKERS = 64
 
 
-class QueueStateError(Exception):
+class QueueStateError(BatchqError):
     """A batch's queues could not be read; ``status`` is the HTTP status to answer with."""
 
     def __init__(self, status: int, message: str):
@@ -86,7 +86,7 @@ def queue_state(
 
     from batchq.airflow.hook import BatchqSqsHook
     from batchq.airflow.metrics import cloudwatch_oldest_age_s
-    from batchq.cloudwatch import queue_age
+    from batchq.sqs.cloudwatch import queue_age
 
     conn_id = settings.api_aws_conn_id()
     try:

@@ -27,7 +27,7 @@ from fastapi import Path as PathParam
 from fastapi.responses import HTMLResponse
 
 from batchq.airflow.views import svg
-from batchq.report import DepthSeries, RunReport
+from batchq.monitor.report import DepthSeries, RunReport
 
 TEMPLATES = Path(__file__).parent / "templates"
 #: Airflow's own bound on DAG and run ids (``ID_LEN``).

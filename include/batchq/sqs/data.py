@@ -3,13 +3,13 @@ functions over a boto3 client.
 
 One implementation each, used by the Airflow operators, the workers, the drainer, the CLI and the
 benchmarks; :func:`aget_snapshot` is the one async variant (triggers await an aiobotocore client).
-Provisioning, ARNs, redrive policies and move tasks live beside it in :mod:`batchq.queues`; parsing and
-decisions live in :mod:`batchq.health`. No other module calls a client method.
+Provisioning, ARNs, redrive policies and move tasks live beside it in :mod:`batchq.sqs.queues`; parsing and
+decisions live in :mod:`batchq.monitor.waits`. No other module calls a client method.
 
 Retries: botocore retries whole calls (throttles, 5xx, connection errors) under the one policy of
-:func:`batchq.aws.botocore_config`; what it still raises is final here. batchq retries only what botocore
+:func:`batchq.sqs.client.botocore_config`; what it still raises is final here. batchq retries only what botocore
 cannot see: the ``Failed`` entries of a batch call whose ``SenderFault`` is false, with
-:func:`batchq.retry.backoff_delay`. Entries the sender got wrong are reported by key, never retried.
+:func:`batchq.sqs.retry.backoff_delay`. Entries the sender got wrong are reported by key, never retried.
 Nothing is dropped silently.
 """
 
@@ -25,8 +25,12 @@ from typing import Any
 
 from batchq import limits
 from batchq.errors import QueueNotFound, SendFailed
-from batchq.health import COUNT_ATTRIBUTES, QueueSnapshot, snapshot_from_attributes
-from batchq.retry import MISSING_QUEUE_CODES, backoff_delay, error_code
+from batchq.sqs.retry import MISSING_QUEUE_CODES, backoff_delay, error_code
+from batchq.sqs.snapshot import (
+    COUNT_ATTRIBUTES,
+    QueueSnapshot,
+    snapshot_from_attributes,
+)
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +120,7 @@ def _run_batch(
     """One ``*Batch`` call over ``entries`` (≤ 10, each with a unique ``Id``), re-sending only the entries
     SQS lists as ``Failed`` with ``SenderFault`` false, up to ``max_attempts`` calls in all.
 
-    Whole-call faults are botocore's to retry (:func:`batchq.aws.botocore_config`); one that still
+    Whole-call faults are botocore's to retry (:func:`batchq.sqs.client.botocore_config`); one that still
     raises fails every pending entry with its reason — except a missing queue, which raises
     :class:`QueueNotFound` when ``missing_queue_raises`` (nothing sent to it could ever succeed).
     """
@@ -204,7 +208,7 @@ def send_bodies(
     """Send ``(key, body)`` pairs with SendMessageBatch, ``max_in_flight`` calls at a time.
 
     Memory stays flat: ``items`` is consumed lazily and at most ``2 × max_in_flight`` chunks are queued.
-    Entries SQS fails transiently are re-sent with :func:`~batchq.retry.backoff_delay` (whole-call faults
+    Entries SQS fails transiently are re-sent with :func:`~batchq.sqs.retry.backoff_delay` (whole-call faults
     are botocore's to retry); at the end, if any key was not sent and ``raise_on_failure``,
     :class:`SendFailed` lists every such key with its reason.
 

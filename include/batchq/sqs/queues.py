@@ -1,7 +1,7 @@
 """The SQS control plane: provisioning, ARNs, queue attributes, redrive policies and message-move tasks.
 
 The other half of the SQS layer beside :mod:`batchq.sqs` (the data plane). Like it, plain typed functions
-over a boto3 client; botocore retries whole calls under :func:`batchq.aws.botocore_config`. No other
+over a boto3 client; botocore retries whole calls under :func:`batchq.sqs.client.botocore_config`. No other
 module calls a client method.
 """
 
@@ -13,9 +13,9 @@ from typing import Any
 
 from batchq import limits
 from batchq.errors import BatchqError, QueueNotFound
-from batchq.retry import MISSING_QUEUE_CODES, error_code
 from batchq.spec import QueueSpec
 from batchq.sqs import get_queue_url
+from batchq.sqs.retry import MISSING_QUEUE_CODES, error_code
 
 #: DLQs keep messages for the longest SQS allows (14 days), so there is time to inspect and redrive.
 MAX_RETENTION_SECONDS = 1_209_600

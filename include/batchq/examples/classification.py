@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from batchq.examples.data import FEATURES, for_payload, sigmoid
 from batchq.messages import WorkPayload
-from batchq.jobs.data import FEATURES, for_payload, sigmoid
 from batchq.worker.context import JobContext
 from batchq.worker.registry import job
 

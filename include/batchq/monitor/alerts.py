@@ -1,7 +1,7 @@
 """Backlog alerts that fire before the incident: one pure detector over queue snapshots.
 
-:class:`BacklogAlerts` is fed the same :class:`~batchq.health.QueueSnapshot` stream as the wait decision
-(:class:`~batchq.health.InputWait`) and answers with :class:`AlertChange` s — an alert *fired* or
+:class:`BacklogAlerts` is fed the same :class:`~batchq.sqs.snapshot.QueueSnapshot` stream as the wait decision
+(:class:`~batchq.monitor.waits.InputWait`) and answers with :class:`AlertChange` s — an alert *fired* or
 *resolved*. Five kinds (:class:`AlertKind`):
 
 * ``growing`` — the backlog's robust trend (Theil–Sen slope over ``window_s``) rose by more than
@@ -11,7 +11,7 @@
 * ``stalled`` — backlog > 0 and no progress (no step down) for ``stall_after_s``: nobody is consuming.
 * ``old`` — the oldest message is older than ``max_age_s`` (only when the caller knows the age).
 * ``dead_letters`` — the DLQ holds at least ``dlq_threshold`` messages.
-* ``late`` — at the current drain rate (:func:`batchq.health.eta_seconds`, the one ETA) the backlog
+* ``late`` — at the current drain rate (:func:`batchq.monitor.trend.eta_seconds`, the one ETA) the backlog
   empties after the run's deadline (less ``late_margin_s``), or it does not drain at all: the alert
   that comes *before* the incident.
 
@@ -24,17 +24,15 @@ trigger's serialise / deserialise. No I/O, no Airflow.
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
-from datetime import datetime
 from enum import Enum
 from statistics import median
 from typing import Any
 
-from batchq.health import QueueSnapshot, eta_seconds
+from batchq.monitor.trend import eta_seconds
+from batchq.sqs.snapshot import QueueSnapshot
 
-_CLOCK_RE = re.compile(r"^([01]?\d|2[0-3]):([0-5]\d)$")
 #: Episodes kept in the state (and pushed to XCom): the oldest resolved ones go first.
 MAX_EPISODES = 50
 #: Snapshots kept in the trend window (thinned to evenly spaced points; the newest is always kept).
@@ -52,30 +50,6 @@ class AlertKind(str, Enum):
 ALL_KINDS = tuple(k.value for k in AlertKind)
 
 
-def parse_clock(value: str) -> tuple[int, int]:
-    """``"08:00"`` → ``(8, 0)``; a clear error for anything that is not a 24-hour ``HH:MM``."""
-    match = _CLOCK_RE.match(value.strip()) if isinstance(value, str) else None
-    if not match:
-        raise ValueError(f"deadline {value!r} must be a 24-hour time 'HH:MM', e.g. '08:00'")
-    return int(match.group(1)), int(match.group(2))
-
-
-def resolve_deadline(clock: str, anchor: datetime, timezone: Any = "UTC") -> float:
-    """Epoch seconds of the first ``clock`` time (``"HH:MM"`` in ``timezone``) at or after ``anchor``.
-
-    :param anchor: when the run is due (its logical date / ``run_after``); a 07:00 run with deadline
-        ``"08:00"`` must finish by 08:00 the same day, a 23:00 run by 08:00 the next day.
-    :param timezone: the DAG's timezone (name or pendulum timezone).
-    """
-    import pendulum
-
-    hour, minute = parse_clock(clock)
-    tz = pendulum.timezone(timezone) if isinstance(timezone, str) else timezone
-    local = pendulum.instance(anchor).in_timezone(tz)
-    candidate = local.replace(hour=hour, minute=minute, second=0, microsecond=0)
-    if candidate < local:
-        candidate = candidate.add(days=1)
-    return candidate.timestamp()
 
 
 def theil_sen_slope(ts: Sequence[float], ys: Sequence[float]) -> float | None:
@@ -276,7 +250,7 @@ class BacklogAlerts:
 
     :param policy: thresholds.
     :param expected: the run's payload count (scales ``growing``; shown in messages); ``None`` between runs.
-    :param deadline: epoch seconds the run must be drained by (``late``); see :func:`resolve_deadline`.
+    :param deadline: epoch seconds the run must be drained by (``late``); see :func:`batchq.clock.resolve_deadline`.
     """
 
     policy: AlertPolicy = field(default_factory=AlertPolicy)

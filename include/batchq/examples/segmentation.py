@@ -5,8 +5,8 @@ from __future__ import annotations
 import random
 from typing import Any
 
+from batchq.examples.data import for_payload, seed_for
 from batchq.messages import WorkPayload
-from batchq.jobs.data import for_payload, seed_for
 from batchq.worker.context import JobContext
 from batchq.worker.errors import PermanentError
 from batchq.worker.registry import job

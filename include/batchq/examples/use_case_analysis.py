@@ -5,8 +5,8 @@ from __future__ import annotations
 import statistics
 from typing import Any
 
+from batchq.examples.data import FEATURES, for_payload
 from batchq.messages import WorkPayload
-from batchq.jobs.data import FEATURES, for_payload
 from batchq.worker.context import JobContext
 from batchq.worker.registry import job
 

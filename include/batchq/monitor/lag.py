@@ -21,11 +21,13 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timezone
 from typing import Any
 
+from batchq import xcom_keys
+
 #: ``source`` of lag figures computed from the SQS message timestamps each result carries.
 SOURCE_SQS_TIMESTAMPS = "sqs-timestamps"
 #: The XCom key (and JSON key of ``batchq ledger``) of a run's lag; the Batch view reads it
-#: (``batchq.report.LAG_KEY``).
-LAG_XCOM_KEY = "queue_lag"
+#: (``batchq.monitor.report.LAG_KEY``).
+LAG_XCOM_KEY = xcom_keys.QUEUE_LAG
 
 
 def _attribute_time(attributes: Mapping[str, Any], name: str) -> datetime | None:

@@ -29,7 +29,7 @@ class OldestAgeProbe:
     """Reads ``AWS/SQS ApproximateAgeOfOldestMessage`` (Maximum, 60 s periods) of a queue.
 
     :param client: a boto3 CloudWatch client; give it a short timeout and one attempt
-        (e.g. ``batchq.aws.single_attempt``), it is a probe.
+        (e.g. ``batchq.sqs.client.single_attempt``), it is a probe.
     """
 
     def __init__(self, client: Any):

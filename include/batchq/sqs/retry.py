@@ -1,6 +1,6 @@
 """The one retry policy: a pure backoff function and one classification of what is worth retrying.
 
-botocore owns whole-call retries (``batchq.aws`` configures its retry mode, attempts and timeouts once).
+botocore owns whole-call retries (``batchq.sqs.client`` configures its retry mode, attempts and timeouts once).
 batchq retries only what botocore cannot see: the ``Failed`` entries of a batch call, sink writes,
 visibility changes, a trigger's next poll after an error. All of them wait :func:`backoff_delay`.
 """

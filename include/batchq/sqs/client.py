@@ -4,7 +4,7 @@ benchmarks).
 :func:`botocore_config` is the single retry/timeout policy for every SQS client batchq makes: the
 Airflow hook merges it under the connection's own settings, :func:`sqs_client` uses it as is. botocore
 owns whole-call retries (throttles, 5xx, connection errors) within it; batchq itself retries only what
-botocore cannot see — the ``Failed`` entries of a batch call (:mod:`batchq.retry`).
+botocore cannot see — the ``Failed`` entries of a batch call (:mod:`batchq.sqs.retry`).
 
 Endpoint and region come from arguments or the standard environment (``AWS_ENDPOINT_URL_SQS`` /
 ``AWS_ENDPOINT_URL`` are honoured by botocore itself), so the same code talks to AWS, LocalStack or

@@ -10,7 +10,7 @@ Two ways, one result:
   at-least-once, like everything here; workers and sinks are idempotent on ``key``.
 
 ``auto`` (the default) tries the move task and falls back to manual when the endpoint does not support
-it. Every SQS call goes through :mod:`batchq.queues` (ARNs, move tasks) and :mod:`batchq.sqs`.
+it. Every SQS call goes through :mod:`batchq.sqs.queues` (ARNs, move tasks) and :mod:`batchq.sqs`.
 """
 
 from __future__ import annotations
@@ -20,20 +20,21 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from batchq.queues import (
+from batchq.errors import BatchqError
+from batchq.sqs import delete_messages, receive_messages, send_bodies
+from batchq.sqs.queues import (
     get_queue_arn,
     list_message_move_tasks,
     start_message_move_task,
 )
-from batchq.retry import error_code
-from batchq.sqs import delete_messages, receive_messages, send_bodies
+from batchq.sqs.retry import error_code
 
 log = logging.getLogger(__name__)
 
 METHODS = ("auto", "move-task", "manual")
 
 
-class MoveTaskUnsupported(Exception):
+class MoveTaskUnsupported(BatchqError):
     """The endpoint does not implement StartMessageMoveTask."""
 
 
@@ -74,7 +75,7 @@ def redrive(
     :param max_per_second: move-task rate (``MaxNumberOfMessagesPerSecond``).
     :param timeout_s: give up waiting for a move task / stop the manual loop after this long.
     :param probe_client: client for the one StartMessageMoveTask call, configured not to retry
-        (:func:`batchq.aws.single_attempt`): an endpoint without move tasks answers HTTP 500, which
+        (:func:`batchq.sqs.client.single_attempt`): an endpoint without move tasks answers HTTP 500, which
         ``client`` would retry for several seconds before ``auto`` could fall back. Default ``client``.
     """
     if method not in METHODS:

@@ -34,18 +34,20 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from batchq import xcom_keys
+
 #: XCom keys of the depth series, newest name first (``drain_series`` was its first name).
-SERIES_KEYS = ("backlog_series", "drain_series")
+SERIES_KEYS = (xcom_keys.BACKLOG_SERIES, xcom_keys.LEGACY_DRAIN_SERIES)
 #: XCom key of the results queue while the drain task drains it: fields t, results_visible,
 #: results_in_flight, applied (``ResultsDrainOperator``).
-RESULTS_SERIES_KEY = "results_series"
-PLAN_KEY = "plan"
-LEDGER_KEYS = ("ledger", "return_value")
-LAG_KEY = "queue_lag"
-ALERTS_KEY = "alert_episodes"
-FAILURES_KEY = "first_failures"
+RESULTS_SERIES_KEY = xcom_keys.RESULTS_SERIES
+PLAN_KEY = xcom_keys.PLAN
+LEDGER_KEYS = (xcom_keys.LEDGER, xcom_keys.RETURN_VALUE)
+LAG_KEY = xcom_keys.QUEUE_LAG
+ALERTS_KEY = xcom_keys.ALERT_EPISODES
+FAILURES_KEY = xcom_keys.FIRST_FAILURES
 #: ``rerun_failed`` returns its repair report; ``plan_shards`` etc. return other things under this key.
-REPAIR_KEYS = ("return_value",)
+REPAIR_KEYS = (xcom_keys.RETURN_VALUE,)
 #: The DAG run conf naming the failed run a repair run repairs, and the optional conf saying why.
 REPAIR_RUN_PARAM = "repair_run_id"
 REPAIR_REASON_PARAM = "repair_reason"
