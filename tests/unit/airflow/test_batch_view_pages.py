@@ -112,7 +112,8 @@ def test_drain_chart_continues_with_the_drain_tasks_results_series():
 
 
 def test_drain_chart_draws_the_pace_line_on_its_own_axis():
-    from batchq.health import DrainCurve, QueueSnapshot
+    from batchq.monitor.waits import DrainCurve
+    from batchq.sqs import QueueSnapshot
 
     curve = DrainCurve(interval_s=0)
     curve.add(QueueSnapshot(taken_at=20, visible=50, in_flight=0, delayed=0), 0)  # before the first window

@@ -15,7 +15,7 @@ import threading
 import time
 
 import pytest
-from batchq.aws import sqs_client as make_sqs_client
+from batchq.sqs.client import sqs_client as make_sqs_client
 from batchq.drain import Drainer, HttpSink, SqlSink
 
 from tests.integration.drain._helpers import backlog, make_results, put
