@@ -12,10 +12,13 @@ requests):
 
 * Samples are gathered in **windows** (``window_samples`` writes and at least ``window_min_s``). A
   window's round trip is the **median** of its samples: robust to one slow write on a loaded host.
-* **Baseline** (Envoy's minRTT): measured by a **probe** — one window at ``min_limit`` — at the start
-  and every ``probe_interval_s``. A lower window round trip lowers it at once; a higher probe raises it
-  only when the last ``baseline_history`` probes all agree (so a co-tenant's or another drainer's load
-  during one probe cannot teach the drainer that "slow" is normal — that ratchet would starve the others).
+* **Baseline** (Envoy's minRTT): the lowest window round trip seen, and re-measured by a **probe** —
+  ``probe_samples`` writes at ``min_limit`` — every ``probe_interval_s``. A lower window round trip
+  lowers it at once; a higher probe raises it only when the last ``baseline_history`` probes all agree
+  (so a co-tenant's or another drainer's load during one probe cannot teach the drainer that "slow" is
+  normal — that ratchet would starve the others).
+* **Slow start** (TCP): from the start until the first sign of queueing, the limit grows by half per
+  window, so a drain reaches a big sink's pace in a few windows; after that, additive growth.
 * **Gradient** (Gradient2/Envoy, with Vegas' queue estimate): when the window's round trip is within
   ``latency_tolerance`` × baseline, the limit grows by ``increase`` (additive); above it the limit is
   multiplied by ``baseline / rtt`` (never below half) — it drops back to the knee where the sink began to
@@ -90,6 +93,7 @@ class PaceController:
     :param window_samples: samples per window.
     :param window_min_s: shortest window (seconds), so a fast sink is not judged on a few milliseconds.
     :param probe_interval_s: how often the baseline is re-measured (Envoy re-measures minRTT the same way).
+    :param probe_samples: writes a probe measures.
     :param baseline_history: how many consecutive higher probes it takes to raise the baseline.
     :param clock: monotonic clock (seconds); injectable for tests.
     """
@@ -106,6 +110,7 @@ class PaceController:
         window_samples: int = 10,
         window_min_s: float = 0.25,
         probe_interval_s: float = 60.0,
+        probe_samples: int = 5,
         baseline_history: int = 3,
         clock: Callable[[], float] = time.monotonic,
     ):
@@ -123,12 +128,15 @@ class PaceController:
         self.increase, self.loss_backoff = increase, loss_backoff
         self.window_samples, self.window_min_s = window_samples, window_min_s
         self.probe_interval_s = probe_interval_s
+        self.probe_samples = max(1, probe_samples)
         self._clock = clock
-        self._limit = self.min_limit
+        # The first window (at the initial limit, light) gives the first baseline; probes re-measure it.
+        self._limit = self.initial_limit
         self._baseline: float | None = None
         self._probes: deque[float] = deque(maxlen=baseline_history)
-        self._probing = True  # the first window measures the baseline
-        self._next_probe = math.inf
+        self._probing = False
+        self._slow_start = True
+        self._next_probe = clock() + probe_interval_s
         self._resume_limit = self.initial_limit
         self._samples: list[float] = []
         self._window_start = clock()
@@ -152,6 +160,7 @@ class PaceController:
         now = self._clock()
         if loss:
             self._losses += 1
+            self._slow_start = False
             if not self._probing:
                 self._limit = max(self.min_limit, self._limit * self.loss_backoff)
             # A loss's round trip says nothing about queueing (it may be a fast 503): start a new window.
@@ -163,7 +172,10 @@ class PaceController:
         if self._probing and in_flight > self.min_limit:
             return  # started before the probe lowered the limit: not a lightly-loaded round trip
         self._samples.append(rtt_s)
-        if len(self._samples) >= self.window_samples and now - self._window_start >= self.window_min_s:
+        if self._probing:
+            if len(self._samples) >= self.probe_samples:
+                self._close_window(now)
+        elif len(self._samples) >= self.window_samples and now - self._window_start >= self.window_min_s:
             self._close_window(now)
 
     def _close_window(self, now: float) -> None:
@@ -178,8 +190,9 @@ class PaceController:
         if self._baseline is None or rtt < self._baseline:
             self._baseline = rtt  # a lighter moment than the probe saw: the true baseline is lower
         if rtt <= self.tolerance * self._baseline:
-            new = self._limit + self.increase
+            new = self._limit * 1.5 if self._slow_start else self._limit + self.increase
         else:
+            self._slow_start = False
             # Back to the estimated knee: the writes beyond it only queued (Vegas' queue estimate,
             # limit × (1 − baseline/rtt), taken off at once), never more than half at a time.
             new = self._limit * max(0.5, self._baseline / rtt)

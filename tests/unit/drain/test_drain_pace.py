@@ -180,20 +180,34 @@ def test_latency_tolerance_must_be_above_one(bad):
 
 def test_gate_holds_threads_to_the_limit():
     clock = [0.0]
-    pc = PaceController(initial_limit=2, max_limit=2, window_samples=1, window_min_s=0, clock=lambda: clock[0])
+    pc = PaceController(initial_limit=2, max_limit=8, window_samples=1, window_min_s=0, clock=lambda: clock[0])
     gate = ConcurrencyGate(pc)
-    gate.acquire()  # the probe: one at a time
+    gate.acquire()
+    gate.acquire()
     entered = threading.Event()
 
-    def second() -> None:
+    def third() -> None:
         gate.acquire()
         entered.set()
 
-    t = threading.Thread(target=second)
+    t = threading.Thread(target=third)
     t.start()
-    assert not entered.wait(0.3)  # limit 1 during the probe
-    gate.release(0.01)  # closes the probe window: limit back to 2
+    assert not entered.wait(0.3)  # two in flight: the limit
+    gate.release(0.01)  # one window, no queueing: slow start raises the limit to 3
     assert entered.wait(2)
     t.join()
-    assert gate.in_flight == 1
-    assert pc.limit == 2
+    assert gate.in_flight == 2
+    assert pc.limit == 3
+
+
+def test_slow_start_reaches_a_big_sinks_pace_in_a_few_windows():
+    ds = Downstream(40)
+    pc = controller(ds, initial_limit=2)
+    reached: list[int] = []
+
+    def watch(_ds: Downstream) -> None:
+        if not reached and pc.limit >= 0.8 * 40:
+            reached.append(pc.state().windows)
+
+    ds.run([pc], 20.0, on_step=watch)
+    assert reached and reached[0] <= 10, reached  # additive +1 per window would take 30
