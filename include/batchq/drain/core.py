@@ -27,7 +27,7 @@ a redirect) hands the batch back and stops the drain with that error.
 The same loop serves the Airflow operator (``until_empty``) and ``batchq drain`` (until stopped).
 
 The round trip the pace controller learns from is the sink's alone: an HTTP sink's POST (the ledger's
-local commit is not timed), a SQL sink's commit (:meth:`SqlSink.apply`, timed here around the call).
+local commit is not timed), a SQL sink's commit (the store's ``apply``, timed here around the call).
 While the queue reads empty, one thread long-polls and the others wait for it to find results, so an
 idle ``batchq drain`` costs one receive per ``receive_wait_s``, like an idle worker.
 """
@@ -48,12 +48,12 @@ from batchq.drain.checks import check_result
 from batchq.drain.limiter import TokenBucket
 from batchq.drain.pace import DEFAULT_LATENCY_TOLERANCE, ConcurrencyGate, PaceController, PaceState
 from batchq.drain.sink import Sink, SinkMisconfigured, SinkRejected, SinkUnavailable
-from batchq.drain.sql_sink import QuarantineEntry, SqlSink
 from batchq.errors import InvalidMessage
 from batchq.messages import WorkResult, parse_result
 from batchq.monitor.lag import sqs_times
 from batchq.sqs import change_visibility, delete_messages, receive_messages
 from batchq.sqs.retry import backoff_delay
+from batchq.store import QuarantineEntry, Store
 
 log = logging.getLogger(__name__)
 
@@ -102,10 +102,10 @@ class Drainer:
 
     :param client: boto3 SQS client (thread-safe).
     :param queue_url: the results queue.
-    :param sink: where results go (:class:`~batchq.drain.sql_sink.SqlSink` for SQL, or
-        :class:`~batchq.drain.http_sink.HttpSink`).
-    :param store: the results store holding the run ledger and the quarantine; defaults to ``sink``
-        when the sink is a SqlSink (one transaction for both).
+    :param sink: where results go (:class:`~batchq.drain.sql_sink.SqlSink` or a
+        :class:`~batchq.store.ResultsStore` for SQL, or :class:`~batchq.drain.http_sink.HttpSink`).
+    :param store: the results store (:class:`~batchq.store.Store`) holding the run ledger and the
+        quarantine; defaults to the SQL sink's own store (then one transaction writes both).
     :param max_rate: results per second for the whole drainer, a hard ceiling; ``None`` = no cap (the
         pace controller finds the pace).
     :param max_in_flight: drain threads: the most batches ever written at once (the pace controller's
@@ -129,7 +129,7 @@ class Drainer:
         client: Any,
         queue_url: str,
         sink: Sink,
-        store: SqlSink | None = None,
+        store: Store | None = None,
         *,
         max_rate: float | None = None,
         max_in_flight: int = 1,
@@ -143,9 +143,10 @@ class Drainer:
         pace: PaceController | None = None,
     ):
         if store is None:
-            if not isinstance(sink, SqlSink):
-                raise ValueError("a non-SQL sink needs store= (a SqlSink) for the run ledger and the quarantine")
-            store = sink
+            # A results store given as the sink: its results table is the destination.
+            store = sink if hasattr(sink, "apply") else getattr(sink, "store", None)
+            if store is None:
+                raise ValueError("a non-SQL sink needs store= (a ResultsStore) for the run ledger and the quarantine")
         if max_in_flight < 1:
             raise ValueError(f"max_in_flight must be >= 1, got {max_in_flight}")
         if lease_s < 2:
@@ -394,7 +395,10 @@ class Drainer:
         attempt = 0
         while True:
             try:
-                if results and self.sink is not self.store:
+                # A sink writing through this very store is written by the store's apply (one transaction):
+                # then the commit is the sink's round trip; else the sink's own write is (an HTTP POST),
+                # and the ledger's local commit is not the sink's pace.
+                if results and self.sink is not self.store and getattr(self.sink, "store", None) is not self.store:
                     self._timed(lambda: self.sink.write(results), stop)
                     self.store.apply(results, entries)
                 elif results:
