@@ -353,7 +353,8 @@ def spare_results_per_s(args, co: float) -> float:
 
 def run_phases(client, args, service: Service, name: str, drainers: list[dict], ledger_dir: str) -> PhaseRun:
     """Run ``drainers`` (Drainer kwargs; empty: foreground only) through full → degraded → recovered."""
-    from batchq.drain import Drainer, HttpSink, SqlSink
+    from batchq.drain import Drainer, HttpSink
+    from batchq.store import ResultsStore
     from batchq.sqs import get_snapshot
 
     cos = [co if co is not None else args.cotenant for _, co in PHASES]
@@ -366,7 +367,7 @@ def run_phases(client, args, service: Service, name: str, drainers: list[dict], 
         url = ensure_queue(client, f"bench-pace-{uuid.uuid4().hex[:8]}")
         log(f"{name}: loading {need} results for drainer {i + 1}")
         load_queue(client, url, make_bodies(need, f"pace-{i}"))
-        store = SqlSink(f"sqlite:///{ledger_dir}/ledger-{uuid.uuid4().hex[:6]}.db")
+        store = ResultsStore(f"sqlite:///{ledger_dir}/ledger-{uuid.uuid4().hex[:6]}.db")
         store.create_tables()
         urls.append(url)
         stores.append(store)

@@ -12,9 +12,9 @@ requests):
 
 * Samples are gathered in **windows** (``window_samples`` writes and at least ``window_min_s``). A
   window's round trip is the **median** of its samples: robust to one slow write on a loaded host.
-* **Baseline** (Envoy's minRTT): the lowest window round trip seen, and re-measured by a **probe** —
-  ``probe_samples`` writes at ``min_limit`` — every ``probe_interval_s``. A lower window round trip
-  lowers it at once; a higher probe raises it only when the last ``baseline_history`` probes all agree
+* **Baseline** (Envoy's minRTT): measured by a **probe** — ``probe_samples`` writes at ``min_limit`` —
+  at the start and every ``probe_interval_s``. A window with a lower round trip lowers it at once; a
+  higher probe raises it only when the last ``baseline_history`` probes all agree
   (so a co-tenant's or another drainer's load during one probe cannot teach the drainer that "slow" is
   normal — that ratchet would starve the others).
 * **Slow start** (TCP): from the start until the first sign of queueing, the limit grows by half per
@@ -130,11 +130,12 @@ class PaceController:
         self.probe_interval_s = probe_interval_s
         self.probe_samples = max(1, probe_samples)
         self._clock = clock
-        # The first window (at the initial limit, light) gives the first baseline; probes re-measure it.
-        self._limit = self.initial_limit
+        # The drain starts with a probe (``probe_samples`` writes at ``min_limit``): the first baseline is
+        # a lightly-loaded one even when the sink's capacity is below the initial limit.
+        self._limit = self.min_limit
         self._baseline: float | None = None
         self._probes: deque[float] = deque(maxlen=baseline_history)
-        self._probing = False
+        self._probing = True
         self._slow_start = True
         self._next_probe = clock() + probe_interval_s
         self._resume_limit = self.initial_limit

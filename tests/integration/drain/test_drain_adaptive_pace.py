@@ -16,7 +16,8 @@ import time
 
 import pytest
 from batchq.sqs.client import sqs_client as make_sqs_client
-from batchq.drain import Drainer, HttpSink, SqlSink
+from batchq.drain import Drainer, HttpSink
+from batchq.store import ResultsStore
 
 from tests.integration.drain._helpers import backlog, make_results, put
 from tests.support.http_receiver import Receiver
@@ -25,7 +26,7 @@ pytestmark = pytest.mark.integration
 
 
 def _drain(sqs_client, url, rx, tmp_path, **kw):
-    store = SqlSink(f"sqlite:///{tmp_path}/ledger-{time.monotonic_ns()}.db")
+    store = ResultsStore(f"sqlite:///{tmp_path}/ledger-{time.monotonic_ns()}.db")
     store.create_tables()
     try:
         return Drainer(sqs_client, url, HttpSink(rx.url + "/results"), store, max_in_flight=8, receive_wait_s=1, **kw).run()
@@ -67,7 +68,7 @@ def test_idle_drainer_polls_from_one_thread_and_wakes_all_on_results(sqs_endpoin
     client = make_sqs_client(endpoint_url=sqs_endpoint, region_name=os.environ["AWS_DEFAULT_REGION"])
     receives: list[float] = []
     client.meta.events.register("before-call.sqs.ReceiveMessage", lambda **_: receives.append(time.monotonic()))
-    store = SqlSink(f"sqlite:///{tmp_path}/sink.db")
+    store = ResultsStore(f"sqlite:///{tmp_path}/sink.db")
     store.create_tables()
     stop = threading.Event()
     drainer = Drainer(client, url, store, max_in_flight=4, receive_wait_s=1)

@@ -180,8 +180,12 @@ def test_latency_tolerance_must_be_above_one(bad):
 
 def test_gate_holds_threads_to_the_limit():
     clock = [0.0]
-    pc = PaceController(initial_limit=2, max_limit=8, window_samples=1, window_min_s=0, clock=lambda: clock[0])
+    pc = PaceController(initial_limit=2, max_limit=8, window_samples=1, window_min_s=0, probe_samples=1, clock=lambda: clock[0])
     gate = ConcurrencyGate(pc)
+    assert pc.state().probing and pc.limit == 1  # the start-up probe: one write at a time
+    gate.acquire()
+    gate.release(0.01)  # the probe's sample: baseline 10 ms, limit back to the initial 2
+    assert pc.state().baseline_s == 0.01 and pc.limit == 2
     gate.acquire()
     gate.acquire()
     entered = threading.Event()
