@@ -10,15 +10,17 @@ How it works (the ideas of Netflix concurrency-limits' Gradient2/Vegas and Envoy
 gradient controller, sized for a drainer that has a handful of batches in flight, not thousands of
 requests):
 
-* Samples are gathered in **windows** (``window_samples`` writes and at least ``window_min_s``). A
-  window's round trip is the **median** of its samples: robust to one slow write on a loaded host.
+* Samples are gathered in **windows** of about one round trip: at least as many writes as the limit
+  (every write in flight completed once), at least ``window_samples`` and ``window_min_s``. A window's
+  round trip is the **median** of its samples: robust to one slow write on a loaded host.
 * **Baseline** (Envoy's minRTT): measured by a **probe** — ``probe_samples`` writes at ``min_limit`` —
   at the start and every ``probe_interval_s``. A window with a lower round trip lowers it at once; a
   higher probe raises it only when the last ``baseline_history`` probes all agree
   (so a co-tenant's or another drainer's load during one probe cannot teach the drainer that "slow" is
   normal — that ratchet would starve the others).
-* **Slow start** (TCP): from the start until the first sign of queueing, the limit grows by half per
-  window, so a drain reaches a big sink's pace in a few windows; after that, additive growth.
+* No slow start: below its capacity a downstream's latency does not move, so a multiplicative step
+  (TCP's slow start) overshoots the knee by up to that factor for a whole round trip, which the
+  foreground's p99 sees. The drain grows one write per round trip, from the first window on.
 * **Gradient** (Gradient2/Envoy, with Vegas' queue estimate): when the window's round trip is within
   ``latency_tolerance`` × baseline, the limit grows by ``increase`` (additive); above it the limit is
   multiplied by ``baseline / rtt`` (never below half) — it drops back to the knee where the sink began to
@@ -90,7 +92,7 @@ class PaceController:
     :param max_limit: the ceiling (the drainer's thread count).
     :param increase: additive growth per window within tolerance (writes in flight).
     :param loss_backoff: factor applied to the limit on push-back, a timeout or a 5xx.
-    :param window_samples: samples per window.
+    :param window_samples: fewest samples per window (a window also waits for ``limit`` samples).
     :param window_min_s: shortest window (seconds), so a fast sink is not judged on a few milliseconds.
     :param probe_interval_s: how often the baseline is re-measured (Envoy re-measures minRTT the same way).
     :param probe_samples: writes a probe measures.
@@ -107,10 +109,10 @@ class PaceController:
         max_limit: float = 64.0,
         increase: float = 1.0,
         loss_backoff: float = 0.5,
-        window_samples: int = 10,
-        window_min_s: float = 0.25,
+        window_samples: int = 3,
+        window_min_s: float = 0.05,
         probe_interval_s: float = 60.0,
-        probe_samples: int = 5,
+        probe_samples: int = 3,
         baseline_history: int = 3,
         clock: Callable[[], float] = time.monotonic,
     ):
@@ -136,7 +138,6 @@ class PaceController:
         self._baseline: float | None = None
         self._probes: deque[float] = deque(maxlen=baseline_history)
         self._probing = True
-        self._slow_start = True
         self._next_probe = clock() + probe_interval_s
         self._resume_limit = self.initial_limit
         self._samples: list[float] = []
@@ -161,7 +162,6 @@ class PaceController:
         now = self._clock()
         if loss:
             self._losses += 1
-            self._slow_start = False
             if not self._probing:
                 self._limit = max(self.min_limit, self._limit * self.loss_backoff)
             # A loss's round trip says nothing about queueing (it may be a fast 503): start a new window.
@@ -176,7 +176,7 @@ class PaceController:
         if self._probing:
             if len(self._samples) >= self.probe_samples:
                 self._close_window(now)
-        elif len(self._samples) >= self.window_samples and now - self._window_start >= self.window_min_s:
+        elif len(self._samples) >= max(self.window_samples, int(self._limit)) and now - self._window_start >= self.window_min_s:
             self._close_window(now)
 
     def _close_window(self, now: float) -> None:
@@ -191,9 +191,8 @@ class PaceController:
         if self._baseline is None or rtt < self._baseline:
             self._baseline = rtt  # a lighter moment than the probe saw: the true baseline is lower
         if rtt <= self.tolerance * self._baseline:
-            new = self._limit * 1.5 if self._slow_start else self._limit + self.increase
+            new = self._limit + self.increase
         else:
-            self._slow_start = False
             # Back to the estimated knee: the writes beyond it only queued (Vegas' queue estimate,
             # limit × (1 − baseline/rtt), taken off at once), never more than half at a time.
             new = self._limit * max(0.5, self._baseline / rtt)
