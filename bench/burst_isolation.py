@@ -354,8 +354,8 @@ def spare_results_per_s(args, co: float) -> float:
 def run_phases(client, args, service: Service, name: str, drainers: list[dict], ledger_dir: str) -> PhaseRun:
     """Run ``drainers`` (Drainer kwargs; empty: foreground only) through full → degraded → recovered."""
     from batchq.drain import Drainer, HttpSink
-    from batchq.store import ResultsStore
     from batchq.sqs import get_snapshot
+    from batchq.store import ResultsStore
 
     cos = [co if co is not None else args.cotenant for _, co in PHASES]
     urls, stores = [], []

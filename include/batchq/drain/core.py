@@ -46,7 +46,12 @@ from typing import Any
 from batchq import limits
 from batchq.drain.checks import check_result
 from batchq.drain.limiter import TokenBucket
-from batchq.drain.pace import DEFAULT_LATENCY_TOLERANCE, ConcurrencyGate, PaceController, PaceState
+from batchq.drain.pace import (
+    DEFAULT_LATENCY_TOLERANCE,
+    ConcurrencyGate,
+    PaceController,
+    PaceState,
+)
 from batchq.drain.sink import Sink, SinkMisconfigured, SinkRejected, SinkUnavailable
 from batchq.errors import InvalidMessage
 from batchq.messages import WorkResult, parse_result

@@ -15,8 +15,8 @@ import threading
 import time
 
 import pytest
-from batchq.sqs.client import sqs_client as make_sqs_client
 from batchq.drain import Drainer, HttpSink
+from batchq.sqs.client import sqs_client as make_sqs_client
 from batchq.store import ResultsStore
 
 from tests.integration.drain._helpers import backlog, make_results, put

@@ -10,6 +10,7 @@ trip is fixed by the load when it starts.
 from __future__ import annotations
 
 import heapq
+import itertools
 import math
 import threading
 
@@ -77,7 +78,7 @@ def settled(trace: list[tuple[float, float, int]], since: float) -> float:
     """Time-weighted mean limit from ``since`` on (the sawtooth's centre)."""
     pts = [(t, lim) for t, lim, _ in trace if t >= since]
     span = pts[-1][0] - pts[0][0]
-    return sum(lim * (t2 - t1) for (t1, lim), (t2, _) in zip(pts, pts[1:])) / span
+    return sum(lim * (t2 - t1) for (t1, lim), (t2, _) in itertools.pairwise(pts)) / span
 
 
 def throughput(trace: list[tuple[float, float, int]], t0: float, t1: float) -> float:
