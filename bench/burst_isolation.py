@@ -475,8 +475,10 @@ def pace_bench(client, args, tmp: str) -> dict:
                     f"limit {f['limit']} rtt {f['rtt_ms']} baseline {f['baseline_ms']}  load {loads[name]}")
     finally:
         service.close()
-    # Idle p99 per phase: the mean of the two foreground-only runs (before and after the drains).
+    # Idle p99 per phase: the mean of the two foreground-only runs (before and after the drains), and the
+    # stricter lower of the two (a loaded host puts its own spikes into one idle run or the other).
     idle = {phase: round(statistics.mean(r[k]["fg_p99_ms"] for r in figs["idle"]), 2) for k, (phase, _) in enumerate(PHASES)}
+    strict = {phase: round(min(r[k]["fg_p99_ms"] for r in figs["idle"]), 2) for k, (phase, _) in enumerate(PHASES)}
     cos = {phase: (co if co is not None else args.cotenant) for phase, co in PHASES}
     table = []
     for name in ("fixed-low", "fixed-high", "adaptive", "adaptive x2"):
@@ -485,25 +487,32 @@ def pace_bench(client, args, tmp: str) -> dict:
             table.append({
                 "scenario": name, "phase": f["phase"], "fg_p99_ms": f["fg_p99_ms"], "idle_p99_ms": idle[f["phase"]],
                 "p99_over_idle": round(f["fg_p99_ms"] / idle[f["phase"]], 2), "drain_per_s": f["rate"], "per_drainer": f["rates"],
+                "strict_idle_p99_ms": strict[f["phase"]], "p99_over_strict_idle": round(f["fg_p99_ms"] / strict[f["phase"]], 2),
                 "spare_per_s": round(spare, 1), "of_spare": round(f["rate"] / spare, 2) if spare else None,
                 "limit": f["limit"], "rtt_ms": f["rtt_ms"], "baseline_ms": f["baseline_ms"], "load_avg_1m": loads[name],
             })
-    goals = {}
-    for phase, _ in PHASES:
-        rows = {r["scenario"]: r for r in table if r["phase"] == phase}
-        ok_fixed = [rows[n]["drain_per_s"] for n in ("fixed-low", "fixed-high") if rows[n]["p99_over_idle"] <= 1.25]
-        best = max(ok_fixed) if ok_fixed else None
-        a, a2 = rows["adaptive"], rows["adaptive x2"]
-        half = sum(a2["per_drainer"]) / 2
-        goals[phase] = {
-            "adaptive_p99_ok": a["p99_over_idle"] <= 1.25,
-            "best_fixed_within_1_25_per_s": best,
-            "adaptive_vs_best_fixed": round(a["drain_per_s"] / best, 2) if best else None,
-            "adaptive_throughput_ok": (a["drain_per_s"] >= 0.8 * best) if best else None,
-            "pair_p99_ok": a2["p99_over_idle"] <= 1.25,
-            "pair_share_ok": bool(half) and all(abs(x - half) <= 0.2 * half for x in a2["per_drainer"]),
-        }
-    return {"idle_p99_ms": idle, "table": table, "goals": goals, "left_in_queue": left, "latency_tolerance": tol}
+    def goals_against(ratio: str) -> dict:
+        goals = {}
+        for phase, _ in PHASES:
+            rows = {r["scenario"]: r for r in table if r["phase"] == phase}
+            ok_fixed = [rows[n]["drain_per_s"] for n in ("fixed-low", "fixed-high") if rows[n][ratio] <= 1.25]
+            best = max(ok_fixed) if ok_fixed else None
+            a, a2 = rows["adaptive"], rows["adaptive x2"]
+            half = sum(a2["per_drainer"]) / 2
+            goals[phase] = {
+                "adaptive_p99_ok": a[ratio] <= 1.25,
+                "best_fixed_within_1_25_per_s": best,
+                "adaptive_vs_best_fixed": round(a["drain_per_s"] / best, 2) if best else None,
+                "adaptive_throughput_ok": (a["drain_per_s"] >= 0.8 * best) if best else None,
+                "pair_p99_ok": a2[ratio] <= 1.25,
+                "pair_share_ok": bool(half) and all(abs(x - half) <= 0.2 * half for x in a2["per_drainer"]),
+            }
+        return goals
+
+    return {
+        "idle_p99_ms": idle, "strict_idle_p99_ms": strict, "table": table, "goals": goals_against("p99_over_idle"),
+        "goals_strict": goals_against("p99_over_strict_idle"), "left_in_queue": left, "latency_tolerance": tol,
+    }
 
 
 def print_pace_table(res: dict) -> None:
@@ -511,15 +520,16 @@ def print_pace_table(res: dict) -> None:
     def fmt(xs):
         return " / ".join("–" if x is None else f"{x:g}" for x in xs)
 
-    print("| scenario | phase | fg p99 ms | idle p99 ms | × idle | drain results/s | per drainer | spare results/s | of spare | pace limit | sink rtt ms | baseline ms | load 1m |")
+    print("| scenario | phase | fg p99 ms | idle p99 ms (mean / lower run) | × idle (mean / lower) | drain results/s | per drainer | spare results/s | of spare | pace limit | sink rtt ms | baseline ms | load 1m |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in res["table"]:
-        print(f"| {r['scenario']} | {r['phase']} | {r['fg_p99_ms']} | {r['idle_p99_ms']} | {r['p99_over_idle']} | {r['drain_per_s']} | "
+        print(f"| {r['scenario']} | {r['phase']} | {r['fg_p99_ms']} | {r['idle_p99_ms']} / {r['strict_idle_p99_ms']} | {r['p99_over_idle']} / {r['p99_over_strict_idle']} | {r['drain_per_s']} | "
               f"{fmt(r['per_drainer'])} | {r['spare_per_s']} | {r['of_spare']} | {fmt(r['limit'])} | {fmt(r['rtt_ms'])} | {fmt(r['baseline_ms'])} | {r['load_avg_1m']} |")
-    for phase, g in res["goals"].items():
-        print(f"goal {phase}: adaptive p99 ≤ 1.25× idle: {g['adaptive_p99_ok']}; adaptive = {g['adaptive_vs_best_fixed']}× the best fixed rate "
-              f"within 1.25× ({g['best_fixed_within_1_25_per_s']}/s), ≥ 0.8: {g['adaptive_throughput_ok']}; two adaptive: p99 ≤ 1.25×: "
-              f"{g['pair_p99_ok']}, each within 20 % of half: {g['pair_share_ok']}", flush=True)
+    for which, key in (("mean idle", "goals"), ("lower idle run", "goals_strict")):
+        for phase, g in res[key].items():
+            print(f"goal ({which}) {phase}: adaptive p99 ≤ 1.25× idle: {g['adaptive_p99_ok']}; adaptive = {g['adaptive_vs_best_fixed']}× the best "
+                  f"fixed rate within 1.25× ({g['best_fixed_within_1_25_per_s']}/s), ≥ 0.8: {g['adaptive_throughput_ok']}; two adaptive: "
+                  f"p99 ≤ 1.25×: {g['pair_p99_ok']}, each within 20 % of half: {g['pair_share_ok']}", flush=True)
 
 
 # -- main ----------------------------------------------------------------------------------------------------
