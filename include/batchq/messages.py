@@ -132,7 +132,8 @@ def _parse(model: type[BaseModel], body: str | bytes, what: str) -> Any:
         raise InvalidMessage(f"{what} body must be a JSON object, got {type(raw).__name__}")
     key = raw.get("key") if isinstance(raw.get("key"), str) else None
     version = raw.get("schema_version")
-    if version != SCHEMA_VERSION:
+    # ``true == 1`` in Python: a boolean is not a version, whatever it compares equal to.
+    if type(version) is not int or version != SCHEMA_VERSION:
         raise InvalidMessage(
             f"unsupported schema_version {_short(version)} (this worker understands {SCHEMA_VERSION})", key=key
         )
@@ -151,6 +152,24 @@ def _short(value: object, limit: int = 500) -> str:
     """``repr``/``str`` of a value for an error message, bounded (a reason must stay small)."""
     text = value if isinstance(value, str) else repr(value) if not isinstance(value, BaseException) else str(value)
     return text if len(text) <= limit else f"{text[:limit]}…[{len(text) - limit} more chars]"
+
+
+# -- keys as people read them ------------------------------------------------------------------------
+
+
+def describe_key(key: str, dims: Mapping[str, Any] | None = None, *, key_chars: int = 8) -> str:
+    """A key as a person should read it: by its dimensions, the hash shortened beside them.
+
+    ``describe_key("4730f5ee91…", {"region": "ap-south", "model": "xgb", "day": "wed"})`` →
+    ``"region=ap-south, model=xgb, day=wed (4730f5ee…)"``; the full key alone when the dimensions are not
+    known. The one formatting of a key wherever one is shown: logs, the CLI, the drain task's error and
+    the Batch view.
+    """
+    if not dims:
+        return str(key)
+    shown = ", ".join(f"{name}={value}" for name, value in dims.items())
+    short = key if len(key) <= key_chars else f"{key[:key_chars]}…"
+    return f"{shown} ({short})"
 
 
 # -- the one payload serialiser ---------------------------------------------------------------------
