@@ -67,7 +67,7 @@ def airflow_names(monkeypatch) -> set[str]:
 
     monkeypatch.setattr(am, "_stats", lambda: Recorder())
     am.emit_queue_gauges("q", queue_gauges(QueueSnapshot(taken_at=0, visible=1, in_flight=1, delayed=1, dlq_visible=1), eta_s=5))
-    am.emit_drain_report("b", {"applied": 1, "quarantined": 1, "sink_retries": 1, "rate_per_s": 1.0}, queue="q")
+    am.emit_drain_report("b", {"applied": 1, "quarantined": 1, "sink_retries": 1, "rate_per_s": 1.0, "pace_limit": 2.0, "pace_rtt_ms": 5.0, "pace_baseline_ms": 4.0}, queue="q")
     am.emit_ledger("b", {"expected": 1, "succeeded": 1, "failed": 0, "pending": 0})
     # s9c's alert gauges go through Airflow's stats module directly
     import airflow.sdk.observability.stats as sdk_stats

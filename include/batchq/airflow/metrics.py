@@ -143,11 +143,17 @@ def emit_queue_gauges(queue: str, values: Mapping[str, float]) -> None:
 
 
 def emit_drain_report(batch: str, report: Mapping[str, Any], queue: str | None = None) -> None:
-    """``batchq.drain.applied`` / ``quarantined`` / ``sink_retries`` (counters) and ``rate`` (gauge)
-    of one drain pass (:meth:`batchq.drain.DrainReport.to_dict`)."""
+    """``batchq.drain.applied`` / ``quarantined`` / ``sink_retries`` (counters), ``rate`` and the pace
+    (``pace_limit``, ``rtt_ms``, ``baseline_ms``: gauges, when the drain paced itself) of one drain pass
+    (:meth:`batchq.drain.DrainReport.to_dict`)."""
     tags = {"batch": batch, "queue": queue}
     _emit("incr", "drain", {n: report.get(n) or None for n in ("applied", "quarantined", "sink_retries")}, tags)
-    _emit("gauge", "drain", {"rate": report.get("rate_per_s")}, tags)
+    _emit(
+        "gauge",
+        "drain",
+        {"rate": report.get("rate_per_s"), "pace_limit": report.get("pace_limit"), "rtt_ms": report.get("pace_rtt_ms"), "baseline_ms": report.get("pace_baseline_ms")},
+        tags,
+    )
 
 
 def emit_ledger(batch: str, counts: Mapping[str, Any]) -> None:

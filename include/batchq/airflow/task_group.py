@@ -61,7 +61,9 @@ class BatchTaskGroup(TaskGroup):
         (a bad spec is a DAG import error naming the field); its sources resolve only when tasks run.
     :param sink: where ``drain_results`` writes: a SQLAlchemy URL or an ``http(s)://`` endpoint.
     :param sink_conn_id: or an Airflow connection for the sink (one of ``sink``/``sink_conn_id`` is required).
-    :param max_rate: results per second the drain writes to the sink (``None``: no cap).
+    :param max_rate: a hard ceiling on the results per second the drain writes to the sink (``None``: no
+        cap; the drain's pace adapts to the sink's latency either way: ``drain_kwargs={"latency_tolerance":
+        1.1}`` to tune it, docs/drain.md).
     :param group_id: the group's id (default: the spec's name).
     :param aws_conn_id: AWS connection for every task (default ``[batchq] default_aws_conn_id``).
     :param provision: add the ``ensure_queues`` task (:class:`EnsureQueuesOperator`, default True);

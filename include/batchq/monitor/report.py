@@ -12,6 +12,9 @@ XCom keys read (any task of the run; the first match wins):
 - ``backlog_series`` (or the older ``drain_series``): ``{"fields": ["t", "visible", "in_flight",
   "delayed", "dlq", ...], "points": [[t, ...], ...]}``; optional fields ``results_visible`` and
   ``results_in_flight`` draw the results queue;
+- ``results_series``: the results queue while the drain task drains it (``t``, ``results_visible``,
+  ``results_in_flight``, ``applied``) and the drain's pace (``pace_limit``: writes in flight, drawn as
+  the "pace" line; ``rtt_ms``, ``baseline_ms``); older runs without the pace fields still render;
 - ``return_value`` of the drain task, or ``ledger``: the ledger counts (``expected``, ``succeeded``,
   ``failed``, ``quarantined``, ``pending``, ``outcome``, optional ``first_failures``); the results Asset
   event's ``extra`` carries the same counts and is used when no XCom has them;
@@ -43,7 +46,8 @@ from batchq.messages import describe_key
 #: XCom keys of the depth series, newest name first (``drain_series`` was its first name).
 SERIES_KEYS = (xcom_keys.BACKLOG_SERIES, xcom_keys.LEGACY_DRAIN_SERIES)
 #: XCom key of the results queue while the drain task drains it: fields t, results_visible,
-#: results_in_flight, applied (``ResultsDrainOperator``).
+#: results_in_flight, applied, and the drain's pace (pace_limit, rtt_ms, baseline_ms; ``None`` before
+#: its first window or without adaptive pace) (``ResultsDrainOperator``).
 RESULTS_SERIES_KEY = xcom_keys.RESULTS_SERIES
 PLAN_KEY = xcom_keys.PLAN
 LEDGER_KEYS = (xcom_keys.LEDGER, xcom_keys.RETURN_VALUE)

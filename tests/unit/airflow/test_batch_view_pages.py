@@ -118,3 +118,26 @@ def test_drain_chart_continues_with_the_drain_tasks_results_series():
     # a results series alone (the wait left nothing) still draws
     assert "applied to the sink" in pages.drain_chart(run_report("d", "r", [("results_series", drain)]))
     assert run_report("d", "r", [("results_series", {"fields": ["x"], "points": []})]).problems == ["results series: no 't' field"]
+
+
+def test_drain_chart_draws_the_pace_line_on_its_own_axis():
+    from batchq.monitor.waits import DrainCurve
+    from batchq.sqs import QueueSnapshot
+
+    curve = DrainCurve(interval_s=0)
+    curve.add(QueueSnapshot(taken_at=20, visible=50, in_flight=0, delayed=0), 0)  # before the first window
+    curve.add(QueueSnapshot(taken_at=25, visible=30, in_flight=10, delayed=0), 20, {"limit": 2.0, "rtt_ms": 11.0, "baseline_ms": 10.0})
+    curve.add(QueueSnapshot(taken_at=30, visible=0, in_flight=0, delayed=0), 50, {"limit": 5.0, "rtt_ms": 12.5, "baseline_ms": 10.0})
+    chart = pages.drain_chart(run_report("d", "r", [("results_series", curve.to_xcom())]))
+    ys = [float(y) for y in re.findall(r'data-series="pace" data-x="[^"]+" data-y="([^"]+)"', chart)]
+    assert ys == [2.0, 5.0]  # the sample with no pace yet is not drawn as 0
+    assert "pace (writes in flight)" in chart and 'stroke-dasharray="6 3" data-series="pace"' in chart
+    # its own scale: the top pace point is at the top of the plot (y 5 of a 5 axis), not squashed under 50 messages
+    top = re.search(r'<circle class="pt" cx="[^"]+" cy="([^"]+)" r="2.5" fill="#000000" data-series="pace" data-x="30"', chart)
+    assert top and float(top.group(1)) == pytest.approx(28.0)
+    # a drain without adaptive pace draws no pace line and no second axis
+    plain = DrainCurve(interval_s=0)
+    plain.add(QueueSnapshot(taken_at=20, visible=5, in_flight=0, delayed=0), 0)
+    plain.add(QueueSnapshot(taken_at=30, visible=0, in_flight=0, delayed=0), 5)
+    chart = pages.drain_chart(run_report("d", "r", [("results_series", plain.to_xcom())]))
+    assert 'data-series="pace"' not in chart and "writes in flight" not in chart

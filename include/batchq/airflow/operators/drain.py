@@ -91,8 +91,14 @@ class ResultsDrainOperator(AwsBaseOperator[BatchqSqsHook]):
     :param results_queue: results queue name or URL (default: the spec's).
     :param input_queue: input queue name or URL (default: the spec's): only to read its oldest-message
         age from CloudWatch for the run's ``queue_lag`` (``age_source``); nothing is received from it.
-    :param max_rate: results per second for the whole drain (token bucket); ``None`` = no cap.
-    :param max_in_flight: result batches written concurrently.
+    :param max_rate: results per second for the whole drain (token bucket), a hard ceiling; ``None`` =
+        no cap: the drain finds the sink's pace from its latency (``latency_tolerance``).
+    :param max_in_flight: drain threads: the most result batches ever written at once (the ceiling of the
+        adaptive pace).
+    :param latency_tolerance: how far the sink's round trip may rise above its lightly-loaded baseline
+        (:class:`batchq.drain.pace.PaceController`; default 1.2). ``None``: no adaptive pace, always
+        ``max_in_flight`` writes at once. The pace (limit, round trip, baseline) rides the
+        ``results_series`` XCom: the Batch view's "pace" line.
     :param lease_s: visibility timeout taken on each received batch.
     :param poll_interval: seconds between checks while deferred waiting for results.
     :param drain_timeout: seconds from the first try until the task gives up with the ledger's counts.
@@ -128,7 +134,10 @@ class ResultsDrainOperator(AwsBaseOperator[BatchqSqsHook]):
         results_queue: str | None = None,
         input_queue: str | None = None,
         max_rate: float | None = None,
-        max_in_flight: int = 2,
+        max_in_flight: int = 8,
+        # = batchq.drain.pace.DEFAULT_LATENCY_TOLERANCE, written out: importing the drain package at DAG
+        # parse time costs ~150 ms (tests/unit/airflow/test_drain_operator_pace.py holds them equal).
+        latency_tolerance: float | None = 1.2,
         lease_s: int = 60,
         receive_wait_s: int = 2,
         poll_interval: float = 10.0,
@@ -171,6 +180,10 @@ class ResultsDrainOperator(AwsBaseOperator[BatchqSqsHook]):
         self.results_queue = results_queue
         self.input_queue = input_queue
         self.max_rate, self.max_in_flight = max_rate, max_in_flight
+        if latency_tolerance is not None and not (isinstance(latency_tolerance, (int, float)) and 1.0 < latency_tolerance < float("inf")):
+            # fails at parse time, like the controller would at run time
+            raise ValueError(f"{kwargs.get('task_id')}: latency_tolerance must be a number > 1.0 (or None), got {latency_tolerance!r}")
+        self.latency_tolerance = latency_tolerance
         self.lease_s, self.receive_wait_s = lease_s, receive_wait_s
         self.poll_interval, self.drain_timeout = poll_interval, drain_timeout
         self.tolerated_failure_count = tolerated_failure_count if tolerated_failure_count is not None else (loaded.tolerated_failure_count if loaded else 0)
@@ -264,12 +277,12 @@ class ResultsDrainOperator(AwsBaseOperator[BatchqSqsHook]):
         drain's threads, hence the lock; a failed snapshot is skipped — the curve never fails a drain."""
         lock = threading.Lock()
 
-        def sample(applied: int, force: bool = False) -> None:
+        def sample(applied: int, force: bool = False, pace: Any = None) -> None:
             with lock:
                 if not (force or curve.due(time.time())):
                     return
                 try:
-                    curve.add(get_snapshot(client, url), applied)
+                    curve.add(get_snapshot(client, url), applied, pace.to_dict() if pace is not None else None)
                 except Exception as exc:  # noqa: BLE001
                     self.log.debug("results curve sample skipped: %s", exc)
 
@@ -302,7 +315,7 @@ class ResultsDrainOperator(AwsBaseOperator[BatchqSqsHook]):
             partitions = self._partitions(context, store)
 
             def on_batch(report: Any) -> None:
-                sample(totals.get("applied", 0) + report.applied)
+                sample(totals.get("applied", 0) + report.applied, pace=drainer.pace_state())
                 if partitions is not None:
                     partitions(force=False)
 
@@ -315,6 +328,7 @@ class ResultsDrainOperator(AwsBaseOperator[BatchqSqsHook]):
                 max_in_flight=self.max_in_flight,
                 receive_wait_s=self.receive_wait_s,
                 lease_s=self.lease_s,
+                latency_tolerance=self.latency_tolerance,
                 on_batch=on_batch,
             )
             while True:
@@ -330,7 +344,7 @@ class ResultsDrainOperator(AwsBaseOperator[BatchqSqsHook]):
                         raise AirflowFailException(f"{self.task_id}: {exc}") from exc
                     for k in _TOTALS:
                         totals[k] = totals.get(k, 0) + int(report.get(k, 0))
-                    sample(totals.get("applied", 0), force=True)
+                    sample(totals.get("applied", 0), force=True, pace=drainer.pace_state())
                     context["ti"].xcom_push(key=RESULTS_SERIES_XCOM_KEY, value=curve.to_xcom())
                     if partitions is not None:
                         context["ti"].xcom_push(key=xcom_keys.PARTITIONS, value=partitions(force=True))

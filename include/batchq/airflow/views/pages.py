@@ -90,7 +90,12 @@ def drain_chart(report: RunReport) -> str | None:
     applied = _points(drain, "applied")
     if any(y for _, y in applied):
         lines.append(svg.Line("applied to the sink", applied, svg.PALETTE[5]))
-    return svg.line_chart(lines, title=f"Queue depth of run {report.run_id}", y_label="messages")
+    # The drain's pace: sink writes it allowed in flight (its own axis); 0 = not measured yet / no
+    # adaptive pace (a limit is never below 1), so those samples are left out.
+    pace = [(t, y) for t, y in _points(drain, "pace_limit") if y > 0]
+    if pace:
+        lines.append(svg.Line("pace", pace, "#000000", right=True))
+    return svg.line_chart(lines, title=f"Queue depth of run {report.run_id}", y_label="messages", y2_label="pace (writes in flight)" if pace else "")
 
 
 def trend_charts(reports: list[RunReport]) -> tuple[str, str]:
