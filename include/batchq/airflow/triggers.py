@@ -37,7 +37,8 @@ from typing import Any, ClassVar
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-from batchq.monitor.alerts import BacklogAlerts
+from batchq.monitor.alerts import AlertChange, BacklogAlerts
+from batchq.monitor import progress as wait_progress
 from batchq.monitor.waits import (
     DEFAULT_STABLE_FOR_S,
     SERIES_FIELDS,
@@ -251,6 +252,9 @@ class QueueDrainedTrigger(_SqsTrigger):
         self.alerts = alerts
         self.alert_events = bool(alert_events)
         self._alerts: BacklogAlerts | None = None
+        #: Alert changes not handed over yet (held while the queue reads empty: see :meth:`_interim`).
+        self._pending: list[AlertChange] = []
+        self._progress = wait_progress.WaitProgress(every_s=wait_progress.PROGRESS_EVERY_S, no_consumer_after_s=wait_progress.NO_CONSUMER_AFTER_S)
         if self.poll_interval_s <= 0:
             raise ValueError(f"need poll_interval_s > 0, got {self.poll_interval_s}")
         self._new_wait()  # validates the rest (stable_for_s, dlq_threshold, max_points) now, not in the triggerer
@@ -280,18 +284,26 @@ class QueueDrainedTrigger(_SqsTrigger):
 
     def _begin(self) -> None:
         self._alerts = None if self.alerts is None else BacklogAlerts.from_dict(self.alerts)
+        self._pending = []
+        self._progress = wait_progress.WaitProgress(every_s=wait_progress.PROGRESS_EVERY_S, no_consumer_after_s=wait_progress.NO_CONSUMER_AFTER_S)
 
     def _interim(self, wait: QueueWait, snapshot: QueueSnapshot, now: float) -> TriggerEvent | None:
         if self._alerts is None:
             return None
         # A snapshot that knows the oldest message's age (CloudWatch) feeds the ``old`` alert.
         changes = self._alerts.observe(snapshot, now, getattr(snapshot, "oldest_age_s", None))
-        if changes and self.emit_metrics:
-            from batchq.airflow.notifiers import emit_alert_gauges
-
-            emit_alert_gauges(self.queue_name, self._alerts.open_kinds)
-        if not changes or not self.alert_events:
+        if changes:
+            self._emit_alert_gauges()
+        if not self.alert_events:
             return None
+        self._pending.extend(changes)
+        # Never hand over while the queue reads empty: the wait may end within its stability window, and
+        # a re-deferral whose trigger fires seconds later walks into Airflow 3.3's scheduler race
+        # (apache/airflow#67287, #72716: the resumed process's stale "success" fails the task). Held
+        # changes go with the next hand-over, or with the final event.
+        if not self._pending or getattr(wait, "empty_since", None) is not None:
+            return None
+        changes, self._pending = self._pending, []
         return TriggerEvent(
             {
                 "status": "alert",
@@ -309,7 +321,16 @@ class QueueDrainedTrigger(_SqsTrigger):
         if self._alerts is None:
             return {}
         settled = self._alerts.settle(now) if outcome.reason is WaitReason.DRAINED else []
-        return {"alert_changes": [c.to_dict() for c in settled], "alerts": self._alerts.to_dict()}
+        # The gauges follow every change, the closing ones too: a resolved alert reads 0, not 1 forever.
+        self._emit_alert_gauges()
+        changes, self._pending = [*self._pending, *settled], []
+        return {"alert_changes": [c.to_dict() for c in changes], "alerts": self._alerts.to_dict()}
+
+    def _emit_alert_gauges(self) -> None:
+        if self.emit_metrics and self._alerts is not None:
+            from batchq.airflow.notifiers import emit_alert_gauges
+
+            emit_alert_gauges(self.queue_name, self._alerts.open_kinds)
 
     def _own_kwargs(self) -> dict[str, Any]:
         return {
@@ -335,6 +356,11 @@ class QueueDrainedTrigger(_SqsTrigger):
             from batchq.airflow.metrics import emit_queue_gauges
 
             emit_queue_gauges(self.queue_name, wait.gauges())
+        if wait.last is not None:
+            # Depth, rate and ETA about once a minute, and "no consumer" plainly: in the task log,
+            # whether or not a notifier is configured.
+            for line in self._progress.observe(wait.last, time.time(), getattr(wait, "recent", None)):
+                (self.log.warning if line.warning else self.log.info)("%s: %s", self.queue_name, line.text)
 
 
 class ResultsAvailableTrigger(_SqsTrigger):
