@@ -44,7 +44,7 @@ from batchq.airflow.notifiers import (
 from batchq.airflow.triggers import BACKLOG_ALERT_REASON, QueueDrainedTrigger
 from batchq.clock import parse_clock
 from batchq.monitor.alerts import AlertChange, AlertPolicy, BacklogAlerts
-from batchq.monitor import progress as wait_progress
+from batchq.monitor.progress import WaitProgress
 from batchq.monitor.waits import SERIES_FIELDS, InputWait, WaitOutcome, WaitReason
 from batchq.spec import BatchSpec
 from batchq.sqs import get_queue_url
@@ -153,7 +153,7 @@ class QueueDrainedSensor(AwsBaseSensor[BatchqSqsHook]):
         self._alerts: BacklogAlerts | None = None  # poke path: the alert detector in progress
         self._urls: tuple[str, str | None] = ("", None)
         self._results_url: str | None = None  # poke path: resolved once
-        self._progress = wait_progress.WaitProgress(every_s=wait_progress.PROGRESS_EVERY_S, no_consumer_after_s=wait_progress.NO_CONSUMER_AFTER_S)  # poke path: the progress lines of the task log
+        self._progress = WaitProgress.configured()  # poke path: the progress lines of the task log
 
     def _results_queue_url(self) -> str | None:
         """The results queue's URL, or None (not given, or not resolvable: the series just lacks it)."""

@@ -38,7 +38,7 @@ from typing import Any, ClassVar
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from batchq.monitor.alerts import AlertChange, BacklogAlerts
-from batchq.monitor import progress as wait_progress
+from batchq.monitor.progress import WaitProgress
 from batchq.monitor.waits import (
     DEFAULT_STABLE_FOR_S,
     SERIES_FIELDS,
@@ -254,7 +254,7 @@ class QueueDrainedTrigger(_SqsTrigger):
         self._alerts: BacklogAlerts | None = None
         #: Alert changes not handed over yet (held while the queue reads empty: see :meth:`_interim`).
         self._pending: list[AlertChange] = []
-        self._progress = wait_progress.WaitProgress(every_s=wait_progress.PROGRESS_EVERY_S, no_consumer_after_s=wait_progress.NO_CONSUMER_AFTER_S)
+        self._progress = WaitProgress.configured()
         if self.poll_interval_s <= 0:
             raise ValueError(f"need poll_interval_s > 0, got {self.poll_interval_s}")
         self._new_wait()  # validates the rest (stable_for_s, dlq_threshold, max_points) now, not in the triggerer
@@ -285,7 +285,7 @@ class QueueDrainedTrigger(_SqsTrigger):
     def _begin(self) -> None:
         self._alerts = None if self.alerts is None else BacklogAlerts.from_dict(self.alerts)
         self._pending = []
-        self._progress = wait_progress.WaitProgress(every_s=wait_progress.PROGRESS_EVERY_S, no_consumer_after_s=wait_progress.NO_CONSUMER_AFTER_S)
+        self._progress = WaitProgress.configured()
 
     def _interim(self, wait: QueueWait, snapshot: QueueSnapshot, now: float) -> TriggerEvent | None:
         if self._alerts is None:

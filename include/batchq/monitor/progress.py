@@ -50,6 +50,11 @@ class WaitProgress:
     idle_reported: bool = False
     recent: list[QueueSnapshot] = field(default_factory=list)
 
+    @classmethod
+    def configured(cls) -> WaitProgress:
+        """With this module's :data:`PROGRESS_EVERY_S` and :data:`NO_CONSUMER_AFTER_S`, read at call time."""
+        return cls(every_s=PROGRESS_EVERY_S, no_consumer_after_s=NO_CONSUMER_AFTER_S)
+
     def observe(self, snapshot: QueueSnapshot, now: float, recent: Sequence[QueueSnapshot] | None = None) -> list[ProgressLine]:
         """Take one snapshot; return the lines to log now (usually none).
 
