@@ -104,14 +104,22 @@ class Percentiles(_Model):
 
 
 class LagPercentiles(_Model):
-    """Queue lag of a run in seconds: input wait (consumer lag), processing time, results wait.
+    """Queue lag of a run in seconds: input wait (consumer lag), processing time, results wait — and the
+    run's headline figures, as :func:`batchq.monitor.lag.run_lag` defines them (the one definition the
+    CLI, XCom, metrics and the view share).
 
+    :param time_to_drain_s: first payload enqueued → last result applied.
+    :param peak_depth: most payloads waiting in the input queue at once (from enqueued/first-received).
+    :param results: the results these figures are computed from (the sample).
     :param source: how the lag was measured (e.g. ``sqs-timestamps``), shown beside the numbers.
     """
 
     input_wait: Percentiles | None = None
     processing: Percentiles | None = None
     results_wait: Percentiles | None = None
+    time_to_drain_s: float | None = Field(default=None, ge=0)
+    peak_depth: int | None = Field(default=None, ge=0)
+    results: int | None = Field(default=None, ge=0)
     source: str | None = None
 
 
@@ -227,19 +235,22 @@ class RunReport(_Model):
 
     @property
     def peak_depth(self) -> int | None:
-        backlog = self.series.backlog() if self.series else []
-        return int(max(backlog)) if backlog else None
+        """Most payloads waiting in the input queue at once (``queue_lag``'s figure; ``None`` without it).
+        Not the wait's polled maximum: workers that keep up with the fan-out empty the queue between
+        polls, so the polls can read 0 while 96 payloads waited."""
+        return self.lag.peak_depth if self.lag else None
 
     @property
     def drain_time_s(self) -> float | None:
-        """Seconds from the first sample until the backlog reached 0 for good; ``None`` if it never did."""
-        if not self.series or not self.series.points:
-            return None
-        times, backlog = self.series.column("t"), self.series.backlog()
-        if times is None or not backlog or backlog[-1] != 0:
-            return None
-        last_busy = max((i for i, b in enumerate(backlog) if b > 0), default=-1)
-        return round(times[last_busy + 1] - times[0], 3)
+        """Time to drain: first payload enqueued → last result applied (``queue_lag``'s figure; ``None``
+        until the drain task computed it). Not the wait's duration, which misses the fan-out before it
+        and the results drain after it."""
+        return self.lag.time_to_drain_s if self.lag else None
+
+    @property
+    def lag_results(self) -> int | None:
+        """How many results the lag figures (time to drain, peak depth, percentiles) come from."""
+        return self.lag.results if self.lag else None
 
     @property
     def failure_rate(self) -> float | None:
