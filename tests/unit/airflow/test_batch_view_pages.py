@@ -109,3 +109,16 @@ def test_drain_chart_continues_with_the_drain_tasks_results_series():
     # a results series alone (the wait left nothing) still draws
     assert "applied to the sink" in pages.drain_chart(run_report("d", "r", [("results_series", drain)]))
     assert run_report("d", "r", [("results_series", {"fields": ["x"], "points": []})]).problems == ["results series: no 't' field"]
+
+
+def test_run_page_and_trends_show_the_queue_lags_figures_not_the_polls():
+    """Workers that keep up with the fan-out: the wait's two polls read 0, the run's queue lag says 17.1 s
+    and 96 waiting at once. The page said "Drained in 0.0s; peak input depth 0; 2 samples"."""
+    fields = ["t", "visible", "in_flight", "delayed", "dlq"]
+    lag = {"input_wait": {"p50": 1.0, "p95": 2.0, "max": 2.0}, "time_to_drain_s": 17.1, "peak_depth": 96, "results": 96, "source": "sqs-timestamps"}
+    report = run_report("d", "r", [("backlog_series", {"fields": fields, "points": [[0, 0, 0, 0, 0], [2, 0, 0, 0, 0]]}), ("queue_lag", lag)], state="success")
+    html = _render_run(report)
+    assert "Time to drain 17s" in html and "peak input depth 96; from 96 results" in html
+    assert "2 polls of the queues during the wait" in html
+    drain, depth = pages.trend_charts([report])
+    assert 'data-y="17.1"' in drain and 'data-y="96"' in depth
