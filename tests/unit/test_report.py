@@ -186,3 +186,20 @@ def test_the_view_reads_what_rerun_failed_returns():
     assert (m.repair_id, m.run_id, m.mode, m.selected, m.sent, m.keys) == (3, "r1", "failed", 2, 2, ["k1", "k2"])
     assert (m.reason, m.requested_by, m.requested_at, m.outcome_before) == ("handler fixed", "airflow:d.rerun_failed try 2", 1767225900.5, "failed")
     assert r.problems == []
+
+
+def test_a_run_repaired_by_a_later_run_shows_its_current_ledger():
+    """After a repair through Airflow the failed run's tab showed 16 failed / "failed": the repair run's
+    drain had closed the ledger again (its XCom), but only the Repairs table said so."""
+    failed = {"batch": "demo", "run_id": "r1", "expected": 96, "succeeded": 80, "failed": 16, "quarantined": 0, "pending": 0, "outcome": "failed"}
+    repair = {"run_id": "r1", "mode": "failed", "selected": 16, "sent": 16, "repair_id": 3, "outcome_before": "failed", "requested_at": 200.0}
+    closed = {**failed, "succeeded": 96, "failed": 0, "outcome": "succeeded"}
+    by = repair_run("r2", [("return_value", repair), ("return_value", closed)], state="success", run_after=200.0, conf={"repair_run_id": "r1"})
+    r = run_report("d", "r1", [("return_value", failed)], state="failed", repaired_by=[by])
+    assert r.repairs.repaired
+    assert (r.ledger.failed, r.ledger.outcome) == (0, "succeeded")
+    assert (r.ledger_recorded.failed, r.ledger_recorded.outcome) == (16, "failed") and r.ledger_source == "repair run r2"
+    # A repair run that has not drained yet changes nothing.
+    pending = repair_run("r3", [("return_value", repair)], state="running", run_after=300.0, conf={"repair_run_id": "r1"})
+    r = run_report("d", "r1", [("return_value", failed)], state="failed", repaired_by=[pending])
+    assert r.ledger.outcome == "failed" and r.ledger_source is None

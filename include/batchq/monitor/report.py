@@ -171,6 +171,8 @@ class RepairRun(_Model):
     state: str | None = None
     run_after: float | None = None
     repair: RepairRecord | None = None
+    #: The repaired run's ledger as this repair run's drain closed it again (``None`` until it has).
+    ledger: LedgerCounts | None = None
 
 
 class Repairs(_Model):
@@ -226,6 +228,10 @@ class RunReport(_Model):
     failures: list[Failure] = Field(default_factory=list)
     alerts: list[AlertEpisode] = Field(default_factory=list)
     repairs: Repairs = Field(default_factory=Repairs)
+    #: When a repair closed this run's ledger again: what the run itself recorded (``ledger`` is current).
+    ledger_recorded: LedgerCounts | None = None
+    #: Where the current ``ledger`` comes from when it is not the run's own record (a repair run's id).
+    ledger_source: str | None = None
     problems: list[str] = Field(default_factory=list)
 
     @property
@@ -361,6 +367,12 @@ def run_report(
     if made is not None and ledger is not None and ledger.closed:
         made = made.model_copy(update={"outcome_after": ledger.outcome, "keys": made.keys[:MAX_REPAIR_KEYS]})
     repairs = Repairs(repair_of=repair_of, made=made, by_runs=sorted(repaired_by, key=lambda r: (r.run_after or 0, r.run_id)))
+    # A repair run's drain closes *this* run's ledger again: the newest such ledger is the current one,
+    # so the tab shows what the run is now, not what it was before it was repaired.
+    ledger_recorded = ledger_source = None
+    current = next((rr for rr in reversed(repairs.by_runs) if rr.ledger is not None and rr.ledger.closed), None)
+    if current is not None:
+        ledger_recorded, ledger, ledger_source = ledger, current.ledger, f"repair run {current.run_id}"
 
     batch = None
     for source in (plan, raw_ledger):
@@ -380,6 +392,8 @@ def run_report(
         failures=failures,
         alerts=alerts,
         repairs=repairs,
+        ledger_recorded=ledger_recorded,
+        ledger_source=ledger_source,
         problems=problems,
     )
 
@@ -387,4 +401,6 @@ def run_report(
 def repair_run(run_id: str, xcoms: Iterable[tuple[str, Any]], *, state: str | None = None, run_after: float | None = None, conf: Mapping[str, Any] | None = None) -> RepairRun:
     """A repair run as its target's page lists it, from the repair run's own raw XComs (tolerant)."""
     report = run_report("", run_id, xcoms, state=state, run_after=run_after, conf=conf)
-    return RepairRun(run_id=run_id, state=state, run_after=run_after, repair=report.repairs.made)
+    # Its drain works on the repaired run (``run_id`` = the conf's target): that ledger is the target's.
+    ledger = report.ledger if report.ledger is not None and report.ledger.closed and report.repairs.repair_of else None
+    return RepairRun(run_id=run_id, state=state, run_after=run_after, repair=report.repairs.made, ledger=ledger)

@@ -122,3 +122,12 @@ def test_run_page_and_trends_show_the_queue_lags_figures_not_the_polls():
     assert "2 polls of the queues during the wait" in html
     drain, depth = pages.trend_charts([report])
     assert 'data-y="17.1"' in drain and 'data-y="96"' in depth
+
+
+def test_a_repaired_runs_page_shows_its_current_ledger():
+    failed = {"run_id": "r1", "expected": 2, "succeeded": 0, "failed": 2, "quarantined": 0, "pending": 0, "outcome": "failed"}
+    by = repair_run("r2", [("return_value", REPAIR), ("return_value", CLOSED)], state="success", run_after=5.0, conf={"repair_run_id": "r1"})
+    html = " ".join(_render_run(run_report("dag", "r1", [("return_value", failed)], state="failed", repaired_by=[by])).split())
+    assert 'data-count="failed"><div class="n">0<' in html and '>succeeded</div><div class="l">outcome' in html
+    assert 'class="tag repaired">repaired<' in html
+    assert "closed again by repair run r2; before its repair this run recorded 2 failed (failed)" in html
