@@ -203,3 +203,19 @@ def test_a_run_repaired_by_a_later_run_shows_its_current_ledger():
     pending = repair_run("r3", [("return_value", repair)], state="running", run_after=300.0, conf={"repair_run_id": "r1"})
     r = run_report("d", "r1", [("return_value", failed)], state="failed", repaired_by=[pending])
     assert r.ledger.outcome == "failed" and r.ledger_source is None
+
+
+def test_a_run_repaired_from_the_cli_shows_the_stores_ledger():
+    """``batchq rerun`` leaves no trace in Airflow: the ledger store is where the repair and the run's
+    current outcome live."""
+    failed = {"batch": "demo", "run_id": "r1", "expected": 96, "succeeded": 80, "failed": 16, "quarantined": 0, "pending": 0, "outcome": "failed"}
+    stored = {"expected": 96, "succeeded": 96, "failed": 0, "outcome": "succeeded",
+              "repairs": [{"id": 7, "mode": "failed", "reason": "fixed", "requested_by": "cli:ana", "requested_at": 300.0, "keys": 16, "sent": 16,
+                           "outcome_before": "failed", "outcome_after": "succeeded", "settled_at": 400.0}]}
+    r = run_report("d", "r1", [("return_value", failed)], state="failed", stored=stored)
+    assert r.repairs.repaired and r.repairs.any
+    assert (r.ledger.succeeded, r.ledger.failed, r.ledger.outcome, r.ledger_source) == (96, 0, "succeeded", "the ledger store")
+    assert r.ledger_recorded.failed == 16
+    # Without a repair in the store, the run's own record stands.
+    r = run_report("d", "r1", [("return_value", failed)], state="failed", stored={**stored, "repairs": []})
+    assert r.ledger.failed == 16 and not r.repairs.repaired

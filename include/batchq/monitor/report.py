@@ -175,6 +175,36 @@ class RepairRun(_Model):
     ledger: LedgerCounts | None = None
 
 
+class StoredRepair(_Model):
+    """One repair as the ledger store recorded it (``batchq_repairs``), whichever path made it: the
+    Airflow ``rerun_failed`` task or the CLI's ``batchq rerun``.
+
+    :param requested_at: epoch seconds; ``settled_at`` too, once the ledger closed again after it.
+    """
+
+    id: int
+    mode: str | None = None
+    reason: str | None = None
+    requested_by: str | None = None
+    requested_at: float | None = None
+    keys: int = Field(default=0, ge=0)
+    sent: int = Field(default=0, ge=0)
+    outcome_before: str | None = None
+    outcome_after: str | None = None
+    settled_at: float | None = None
+
+
+class StoredRun(_Model):
+    """The run's row in the ledger store (``batchq_runs``) and its repairs: the run's *current* ledger,
+    read by the view only when ``[batchq] view_ledger_conn_id`` names the store."""
+
+    expected: int | None = Field(default=None, ge=0)
+    succeeded: int = Field(default=0, ge=0)
+    failed: int = Field(default=0, ge=0)
+    outcome: str | None = None
+    repairs: list[StoredRepair] = Field(default_factory=list)
+
+
 class Repairs(_Model):
     """A run's repair history, from Airflow alone.
 
@@ -186,12 +216,15 @@ class Repairs(_Model):
     repair_of: str | None = None
     made: RepairRecord | None = None
     by_runs: list[RepairRun] = Field(default_factory=list)
+    #: Every repair of this run in the ledger store (the CLI's too), when the view reads the store.
+    stored: list[StoredRepair] = Field(default_factory=list)
 
     @property
     def repaired(self) -> bool:
-        """Whether this run was repaired: by later runs, or in place (``rerun_failed`` re-sent keys of it)."""
+        """Whether this run was repaired: by later runs, in place (``rerun_failed`` re-sent keys of it),
+        or by any path the ledger store recorded (``batchq rerun``)."""
         in_place = self.made is not None and self.made.repair_id is not None and self.repair_of is None
-        return bool(self.by_runs) or in_place
+        return bool(self.by_runs) or in_place or any(r.sent for r in self.stored)
 
     @property
     def any(self) -> bool:
@@ -309,6 +342,7 @@ def run_report(
     asset_extras: Iterable[Mapping[str, Any]] = (),
     conf: Mapping[str, Any] | None = None,
     repaired_by: Iterable[RepairRun] = (),
+    stored: Any = None,
 ) -> RunReport:
     """Build a :class:`RunReport` from a run's raw XComs, tolerating any missing or malformed part.
 
@@ -316,6 +350,8 @@ def run_report(
     :param asset_extras: ``extra`` dicts of the run's results Asset events (ledger counts fallback).
     :param conf: the DAG run's conf (``repair_run_id`` makes it a repair run).
     :param repaired_by: later runs whose conf named this run (see :func:`repair_run`).
+    :param stored: the run's row in the ledger store with its repairs (a :class:`StoredRun` or its
+        dict), when the view reads the store: a repaired run's current ledger, whichever path repaired it.
     """
     found: dict[str, list[Any]] = {}
     for key, value in xcoms:
@@ -366,12 +402,23 @@ def run_report(
         made = None  # a normal run's rerun_failed found nothing to repair: not worth a section
     if made is not None and ledger is not None and ledger.closed:
         made = made.model_copy(update={"outcome_after": ledger.outcome, "keys": made.keys[:MAX_REPAIR_KEYS]})
-    repairs = Repairs(repair_of=repair_of, made=made, by_runs=sorted(repaired_by, key=lambda r: (r.run_after or 0, r.run_id)))
-    # A repair run's drain closes *this* run's ledger again: the newest such ledger is the current one,
-    # so the tab shows what the run is now, not what it was before it was repaired.
+    store_run = parse(StoredRun, stored.model_dump() if isinstance(stored, StoredRun) else stored, "ledger store")
+    repairs = Repairs(
+        repair_of=repair_of, made=made, by_runs=sorted(repaired_by, key=lambda r: (r.run_after or 0, r.run_id)),
+        stored=store_run.repairs if store_run is not None else [],
+    )
+    # A repair closes *this* run's ledger again: the tab shows what the run is now, not what it was
+    # before it was repaired. The store is the ledger itself (any path, the CLI's too); without it, the
+    # newest repair run's drain XCom carries the repaired run's counts.
     ledger_recorded = ledger_source = None
     current = next((rr for rr in reversed(repairs.by_runs) if rr.ledger is not None and rr.ledger.closed), None)
-    if current is not None:
+    if store_run is not None and store_run.repairs and store_run.outcome and store_run.expected is not None:
+        stored_ledger = LedgerCounts(
+            expected=store_run.expected, succeeded=store_run.succeeded, failed=store_run.failed,
+            pending=max(0, store_run.expected - store_run.succeeded - store_run.failed), outcome=store_run.outcome,
+        )
+        ledger_recorded, ledger, ledger_source = ledger, stored_ledger, "the ledger store"
+    elif current is not None:
         ledger_recorded, ledger, ledger_source = ledger, current.ledger, f"repair run {current.run_id}"
 
     batch = None

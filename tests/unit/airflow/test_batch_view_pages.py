@@ -131,3 +131,13 @@ def test_a_repaired_runs_page_shows_its_current_ledger():
     assert 'data-count="failed"><div class="n">0<' in html and '>succeeded</div><div class="l">outcome' in html
     assert 'class="tag repaired">repaired<' in html
     assert "closed again by repair run r2; before its repair this run recorded 2 failed (failed)" in html
+
+
+def test_a_cli_repair_shows_on_the_runs_page():
+    failed = {"run_id": "r1", "expected": 2, "succeeded": 0, "failed": 2, "quarantined": 0, "pending": 0, "outcome": "failed"}
+    stored = {"expected": 2, "succeeded": 2, "failed": 0, "outcome": "succeeded", "repairs": [
+        {"id": 9, "mode": "failed", "reason": "<fixed>", "requested_by": "cli:ana", "requested_at": 300.0, "keys": 2, "sent": 2, "outcome_before": "failed", "outcome_after": "succeeded"}]}
+    html = " ".join(_render_run(run_report("dag", "r1", [("return_value", failed)], state="failed", stored=stored)).split())
+    assert 'data-count="failed"><div class="n">0<' in html and 'class="tag repaired">repaired<' in html
+    assert 'data-stored-repair="9"' in html and "&lt;fixed&gt;" in html and "cli:ana" in html
+    assert "closed again by the ledger store; before its repair this run recorded 2 failed (failed)" in html
