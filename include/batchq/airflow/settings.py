@@ -9,6 +9,9 @@ Set them in ``airflow.cfg`` under ``[batchq]`` or as ``AIRFLOW__BATCHQ__<KEY>`` 
 - ``spec_dir`` (``<include>/specs``): where named specs (``customer_batch`` → ``customer_batch.yaml``) live.
 - ``wait_stable_for_s`` (``60``): seconds the input queue must read empty before the wait for it ends.
 - ``wait_poll_interval_s`` (``10``): seconds between polls while waiting for the input queue.
+- ``view_ledger_conn_id`` (unset): the connection of the ledger store (the drain's SQL sink) the Batch
+  view reads a run's current ledger and repairs from — how a run repaired by ``batchq rerun`` shows it.
+  Unset, the view reads Airflow alone (XComs, Asset events) and needs no sink credentials.
 
 Renamed keys are still read, with a :class:`DeprecationWarning`: ``drain_stable_for_s`` →
 ``wait_stable_for_s``, ``drain_poll_interval_s`` → ``wait_poll_interval_s`` ("drain" now names only the
@@ -60,6 +63,10 @@ def _seconds(key: str, fallback: float, *, allow_zero: bool) -> float:
     if value < 0 or (value == 0 and not allow_zero):
         raise ValueError(f"[{SECTION}] {key} must be {'>= 0' if allow_zero else '> 0'}, got {value}")
     return value
+
+
+def view_ledger_conn_id() -> str | None:
+    return _get("view_ledger_conn_id", "").strip() or None
 
 
 def default_aws_conn_id() -> str:
