@@ -12,6 +12,10 @@ given as ``on_backlog_alert`` are called in the task: on the poke path as the al
 deferrable path from :meth:`QueueDrainedSensor.execute_complete` when the trigger hands over a
 ``backlog_alert`` event, after which the sensor defers again with the carried state. The alert history
 goes to XCom as ``alert_episodes``. See docs/alerts.md.
+
+Before every deferral the task polls once itself and, when the stability window would end within
+:data:`REDEFER_GUARD_S`, finishes the wait in the task: a trigger that fires seconds after its deferral
+meets Airflow 3.3's scheduler race and fails a healthy wait (:meth:`QueueDrainedSensor._wait_then_defer`).
 """
 
 from __future__ import annotations

@@ -18,8 +18,11 @@ Backlog alerts (:mod:`batchq.monitor.alerts`) are evaluated next to the wait by 
 on the same snapshots. A trigger cannot call notifiers, so when an alert fires or resolves (and
 ``alert_events`` is on) it ends with a ``backlog_alert`` event carrying the changes and both states
 (``wait_state``, ``alerts``); the sensor notifies and defers again on a trigger rebuilt from them, so
-neither the stability window nor the alert episodes are lost. The final event carries the alert state
-too (and resolves backlog alerts when the queue drained).
+neither the stability window nor the alert episodes are lost. No change is handed over while the queue
+reads empty (the wait may be about to end; see :meth:`QueueDrainedTrigger._interim`): held changes go
+with the next hand-over or the final event. The final event carries the alert state too (and resolves
+backlog alerts when the queue drained, emitting the alert gauges). Every poll may log a progress line
+(:class:`batchq.monitor.progress.WaitProgress`: depth, rate, ETA, and "no consumer").
 
 The wait object's state is not carried across a triggerer restart: Airflow rebuilds a trigger from the
 kwargs stored when the task deferred. What matters survives: ``deadline`` and ``started_at`` are
