@@ -76,20 +76,15 @@ def test_batches_nav_page_links_to_the_dag_and_its_runs(view_home, view_server, 
     assert [rows.nth(i).get_attribute("data-batch") for i in range(rows.count())] == [ALPHA["batch"]]
     _screenshot(page, tmp_path / "batches-nav.png")
 
-    # The address bar stays Airflow's (it was rewritten to /plugin/batchq-batches/batchq/ui/).
-    assert page.url.rstrip("/").endswith("/plugin/batchq-batches"), page.url
-
     frame.get_by_role("link", name=ALPHA["dag_id"]).click()
     run_row = frame.locator(f'tr[data-run="{run_id}"]')
     run_row.wait_for()
-    assert page.url.rstrip("/").endswith("/plugin/batchq-batches"), page.url
     assert frame.locator("svg.chart rect.bar").count() >= 1
     _screenshot(page, tmp_path / "batch-dag-runs.png")
 
     run_row.get_by_role("link", name=run_id).click()
     frame.locator("#ledger").wait_for()
     assert frame.locator('[data-count="expected"] .n').inner_text() == str(ALPHA["expected"])
-    assert page.url.rstrip("/").endswith("/plugin/batchq-batches"), page.url
     context.close()
 
 

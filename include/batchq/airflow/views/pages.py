@@ -58,11 +58,6 @@ def _fmt_time(epoch: float | None) -> str:
 
 
 _ENV: Any = None
-#: The pages run in a sandbox of their own, without ``allow-same-origin``: their origin is opaque, so
-#: Airflow's UI cannot read the frame's location. Airflow 3.3 copies the location of a same-origin "nav"
-#: view's frame into the browser's address bar (``/plugin/batchq-batches/batchq/ui/...``) on every load;
-#: this stops it. Links inside the frame still navigate it (no flag needed), and no script or form runs.
-PAGE_SANDBOX = "sandbox"
 
 
 def render(request: Request, template: str, **context: Any) -> HTMLResponse:
@@ -71,7 +66,7 @@ def render(request: Request, template: str, **context: Any) -> HTMLResponse:
         _ENV = _env()
     html = _ENV.get_template(template).render(base=request.scope.get("root_path", "").rstrip("/"), **context)
     # Read-only pages that must not be cached by shared proxies (they are per-user).
-    return HTMLResponse(html, headers={"Cache-Control": "private, no-store", "X-Content-Type-Options": "nosniff", "Content-Security-Policy": PAGE_SANDBOX})
+    return HTMLResponse(html, headers={"Cache-Control": "private, no-store", "X-Content-Type-Options": "nosniff"})
 
 
 def _points(series: DepthSeries | None, field: str) -> list[tuple[float, float]]:
