@@ -174,3 +174,33 @@ def test_rerun_refuses_another_plan(setup, sqs_client, tmp_path):
     changed.write_text(path.read_text().replace("c6]", "c6, c7]"))
     assert main(["rerun", "--spec", str(changed), "--run-id", plan.run_id, "--store", str(store.engine.url), "--failed"]) == 2
     assert drain_keys(sqs_client, urls.input) == []
+
+
+def test_rerun_failed_wait_closes_the_ledger_again(setup, sqs_client, capsys):
+    """``--wait`` re-sent, waited and purged but left the repair's outcome_after/settled_at null and the
+    run's recorded outcome ``open`` with the old counts: the runbook says ``ledger --close`` is only
+    needed without ``--wait``."""
+    path, spec, plan, store, urls = setup
+    _, failed, _ = failed_run(plan, store, sqs_client, urls)
+    base = ["rerun", "--spec", str(path), "--run-id", plan.run_id, "--store", str(store.engine.url)]
+    received: list[str] = []
+
+    def worker_and_drain():  # the fixed handler: the re-sent keys now succeed
+        deadline = time.monotonic() + 60
+        while len(received) < len(failed) and time.monotonic() < deadline:
+            got = drain_keys(sqs_client, urls.input)
+            store.apply([result(plan, k, "succeeded") for k in got])
+            received.extend(got)
+
+    helper = threading.Thread(target=worker_and_drain)
+    helper.start()
+    assert main([*base, "--failed", "--wait", "90", "--reason", "handler fixed"]) == 0
+    helper.join(90)
+    out = json.loads(capsys.readouterr().out)
+    assert sorted(received) == sorted(failed) and out["after"] == {"succeeded": len(failed)}
+    assert out["ledger"]["outcome"] == "succeeded"
+    run = store.get_run(spec.name, plan.run_id)
+    assert (run["outcome"], run["succeeded"], run["failed"]) == ("succeeded", plan.expected, 0)
+    (repair,) = store.repairs(spec.name, plan.run_id)
+    assert repair["outcome_before"] == "failed" and repair["outcome_after"] == "succeeded" and repair["settled_at"] is not None
+    assert out["purge"]["deleted"] == len(failed)
