@@ -336,7 +336,9 @@ class Drainer:
                 # A sink writing through this very store is written by the store's apply (one transaction).
                 if results and self.sink is not self.store and getattr(self.sink, "store", None) is not self.store:
                     self.sink.write(results)
-                self.store.apply(results, entries)
+                # The time left before the deadline bounds the transaction's statements and lock waits.
+                left = None if deadline is None else max(0.001, deadline - time.monotonic())
+                self.store.apply(results, entries, timeout_s=left)
                 self.limiter.accepted()
                 return
             except SinkMisconfigured:
