@@ -1,6 +1,6 @@
 # syntax=docker/dockerfile:1
 # The Astro project's image (`astro dev start`, `astro dev pytest`, `astro deploy`): Astro Runtime 3.3-2
-# ships Airflow 3.3, inside batchq's supported range (pyproject: apache-airflow>=3.1,<4). The runtime
+# ships Airflow 3.3, inside batchq's supported range (pyproject: apache-airflow>=3.2,<4). The runtime
 # image's ONBUILD steps install packages.txt (apt) and requirements.txt (pip) and copy this project to
 # AIRFLOW_HOME=/usr/local/airflow (dags/, plugins/, include/).
 #

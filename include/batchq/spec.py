@@ -261,6 +261,22 @@ class BatchSpec(BaseModel):
     def is_resolved(self) -> bool:
         return all(d.resolved for d in self.dimensions)
 
+    def job_types(self) -> list[str] | None:
+        """The job types this spec's payloads carry, sorted; ``None`` when they come from a dimension
+        whose values are not known yet (a ``source`` not resolved). A job type every one of whose
+        combinations an exclusion rule on the job type dimension alone removes is not listed."""
+        if self.job_type is not None:
+            return [self.job_type]
+        dim = next(d for d in self.dimensions if d.name == self.job_type_dimension)
+        if dim.values is None:
+            return None
+        excluded: set[str] = set()
+        for rule in self.exclude:
+            if set(rule) == {self.job_type_dimension}:
+                val = rule[self.job_type_dimension]
+                excluded |= {str(x) for x in (val if isinstance(val, (list, tuple)) else [val])}
+        return sorted({str(v) for v in dim.values} - excluded)
+
     # -- loading -------------------------------------------------------------------------------------
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], *, origin: str = "spec") -> BatchSpec:

@@ -90,13 +90,15 @@ class RunRecords:
         return [{c: utc(v) for c, v in zip(LAG_COLUMNS, row)} for row in rows]
 
     def first_failures(self, batch: str, run_id: str, limit: int = 10, plan: str | None = None) -> list[dict[str, Any]]:
-        """Up to ``limit`` failed (or quarantined) keys of the run with their errors, oldest first."""
+        """Up to ``limit`` failed (or quarantined) keys of the run with their errors and dims (``None`` for
+        results of older workers and for quarantined rows), oldest first. The dims are how a person reads
+        a key (:func:`batchq.messages.describe_key`)."""
         self._ensure()
         r, q = results_table.c, quarantine_table.c
         own_r, own_q = self._own(batch, run_id, plan)
         with self._guard("read failures"), self.engine.connect() as conn:
-            failed = conn.execute(sa.select(r.key, r.error).where(*own_r, r.status == "failed").order_by(r.updated_at, r.key).limit(limit)).all()
-            out = [{"key": k, "error": e} for k, e in failed]
+            failed = conn.execute(sa.select(r.key, r.error, r.dims).where(*own_r, r.status == "failed").order_by(r.updated_at, r.key).limit(limit)).all()
+            out = [{"key": k, "error": e, "dims": d} for k, e, d in failed]
             if len(out) < limit:
                 rows = conn.execute(
                     sa.select(q.key, q.reason).where(*own_q, q.key.is_not(None)).order_by(q.quarantined_at, q.key).limit(limit - len(out))

@@ -10,10 +10,9 @@ import time
 from pathlib import Path
 
 import pytest
-
-from batchq.spec import BatchSpec
 from batchq.errors import SpecError
 from batchq.plan import Plan
+from batchq.spec import BatchSpec
 
 REPO = Path(__file__).resolve().parents[3]
 DAGS = REPO / "dags"
@@ -244,3 +243,27 @@ def test_every_example_dag_has_the_expected_shape(monkeypatch):
     consumed = {a.uri for a in report.timetable.asset_condition.objects}
     assert produced == {"batchq://customer_batch/results"}
     assert consumed == produced
+
+
+def test_default_spec_dir_never_points_into_site_packages(tmp_path):
+    # Issue 20: after `pip install .[airflow]` the default was <site-packages>/specs, which nobody fills.
+    from batchq.airflow import settings
+
+    assert settings.default_spec_dir() == REPO / "include" / "specs"  # the include/ layout (this repo, Astro)
+    installed = tmp_path / "venv" / "lib" / "python3.11" / "site-packages" / "batchq"
+    project = tmp_path / "project"
+    chosen = settings.default_spec_dir(installed, dags_folder=str(project / "dags"))
+    assert chosen == project / "include" / "specs"
+    assert "site-packages" not in str(chosen)
+
+
+def test_a_missing_named_spec_says_where_it_was_looked_up(monkeypatch, tmp_path):
+    from batchq.airflow.spec_sources import load_spec
+    from batchq.errors import SpecError
+
+    monkeypatch.setenv("AIRFLOW__BATCHQ__SPEC_DIR", str(tmp_path))
+    with pytest.raises(SpecError) as info:
+        load_spec("my_batch")
+    message = str(info.value)
+    assert f"{tmp_path / 'my_batch.yaml'}" in message and "[batchq] spec_dir" in message
+    assert "AIRFLOW__BATCHQ__SPEC_DIR" in message

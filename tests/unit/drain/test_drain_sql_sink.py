@@ -61,7 +61,7 @@ def test_success_wins_within_one_batch(store):
 def test_failed_then_failed_keeps_the_first_error(store):
     store.apply([result("k", "failed", error=ErrorInfo(type="First", message="1"))])
     store.apply([result("k", "failed", error=ErrorInfo(type="Second", message="2"))])
-    assert store.first_failures("b", "r1") == [{"key": "k", "error": {"type": "First", "message": "1", "permanent": False}}]
+    assert store.first_failures("b", "r1") == [{"key": "k", "error": {"type": "First", "message": "1", "permanent": False}, "dims": None}]
 
 
 @settings(max_examples=60, deadline=None)
