@@ -20,7 +20,11 @@ import pytest
 from airflow.sdk.exceptions import TaskDeferred
 from batchq.sqs import send_message
 
-from tests.integration.test_backlog_alerts import FakeTI, RecordingNotifier, play_triggerer
+from tests.integration.test_backlog_alerts import (
+    FakeTI,
+    RecordingNotifier,
+    play_triggerer,
+)
 from tests.support.airflow_conn import set_aws_connection
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
