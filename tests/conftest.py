@@ -22,6 +22,9 @@ os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
 os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
 # Never let a test reach for an instance-metadata endpoint.
 os.environ.setdefault("AWS_EC2_METADATA_DISABLED", "true")
+# In-process tests play the triggerer themselves: no scheduler race to keep a wait's trigger from (see
+# [batchq] trigger_min_event_age_s). The live deployment (tests/deployment) drops this and runs the default.
+os.environ.setdefault("AIRFLOW__BATCHQ__TRIGGER_MIN_EVENT_AGE_S", "0")
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 DEFAULT_PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"

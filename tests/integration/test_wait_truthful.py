@@ -182,3 +182,27 @@ def test_no_consumer_is_said_plainly_in_the_log_without_notifiers(sqs_client, ma
     assert len(progress_lines) >= 2, lines  # a steady cadence, not one line
     warnings = [line for line in lines if "warning" in line and "NO CONSUMER" in line]
     assert warnings and "5 message(s) waiting, none in flight" in warnings[0], lines
+
+
+def test_the_trigger_fires_no_sooner_than_its_min_event_age(sqs_client, make_queue, sqs_endpoint, monkeypatch):
+    """The live race (tests/deployment/test_alerts_live.py): the deferring process's "success" reached
+    the scheduler 6 s after the deferral, after a trigger had already fired and queued the task again.
+    A wait's trigger holds any event until ``[batchq] trigger_min_event_age_s`` after its start."""
+    from batchq.airflow.triggers import QueueDrainedTrigger
+    from batchq.monitor.alerts import AlertPolicy, BacklogAlerts
+
+    monkeypatch.setenv("AIRFLOW__BATCHQ__TRIGGER_MIN_EVENT_AGE_S", "3")
+    set_aws_connection(monkeypatch, CONN_ID, sqs_endpoint)
+    empty, stalled = make_queue(), make_queue()
+    send_message(sqs_client, stalled, "m")
+    drained = QueueDrainedTrigger(queue_url=empty, stable_for_s=0.0, poll_interval_s=0.2, deadline=time.time() + 60, aws_conn_id=CONN_ID)
+    t0 = time.monotonic()
+    assert asyncio.run(_first_event(drained))["reason"] == "drained"
+    assert time.monotonic() - t0 >= 3.0
+    # An alert hand-over waits too (the detector fires at once: stall_after_s is tiny).
+    alerts = BacklogAlerts(policy=AlertPolicy(stall_after_s=0.1, resolve_after_s=600.0)).to_dict()
+    handing = QueueDrainedTrigger(queue_url=stalled, stable_for_s=1.0, poll_interval_s=0.2, deadline=time.time() + 60, alerts=alerts, alert_events=True, aws_conn_id=CONN_ID)
+    t0 = time.monotonic()
+    event = asyncio.run(_first_event(handing))
+    assert event["reason"] == "backlog_alert" and [c["kind"] for c in event["alert_changes"]] == ["stalled"]
+    assert time.monotonic() - t0 >= 3.0

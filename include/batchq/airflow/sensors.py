@@ -64,7 +64,7 @@ _DEFER_BACKSTOP_S = 60.0
 #: When the stability window would end within this many seconds, the task finishes the wait itself
 #: instead of deferring on a trigger that fires right away (Airflow 3.3's re-deferral race; see
 #: :meth:`QueueDrainedSensor._wait_then_defer`).
-REDEFER_GUARD_S = 15.0
+REDEFER_GUARD_S = 30.0
 
 
 class QueueDrainedSensor(AwsBaseSensor[BatchqSqsHook]):

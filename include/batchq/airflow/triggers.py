@@ -63,6 +63,8 @@ ERROR_BACKOFF_CAP_S = 60.0
 
 #: The event ``reason`` enum (kept under its old name: operators and DAG code import it from here).
 TriggerReason = WaitReason
+#: Default of ``[batchq] trigger_min_event_age_s``: seconds after its start before a wait's trigger fires.
+MIN_EVENT_AGE_S = 30.0
 #: ``reason`` of the interim event that hands backlog-alert changes to the task (the wait goes on).
 BACKLOG_ALERT_REASON = "backlog_alert"
 
@@ -131,6 +133,10 @@ class _SqsTrigger(BaseTrigger):
         """Another queue's counts taken on the same poll, for the record only (``None``: none)."""
         return None
 
+    async def _hold(self) -> None:
+        """Wait, before the final event, until the trigger is old enough to fire (see
+        :class:`QueueDrainedTrigger`); by default no wait."""
+
     # -- shared --------------------------------------------------------------------------------------
     def serialize(self) -> tuple[str, dict[str, Any]]:
         aws = {"aws_conn_id": self.aws_conn_id, "region_name": self.region_name, "verify": self.verify, "botocore_config": self.botocore_config}
@@ -159,6 +165,7 @@ class _SqsTrigger(BaseTrigger):
                     if snap is not None:
                         self._observed(wait)
                     if outcome is not None:
+                        await self._hold()
                         yield self._event(outcome, **self._closing(outcome, now))
                         return
                     interim = None if snap is None else self._interim(wait, snap, now)
@@ -289,6 +296,25 @@ class QueueDrainedTrigger(_SqsTrigger):
         self._alerts = None if self.alerts is None else BacklogAlerts.from_dict(self.alerts)
         self._pending = []
         self._progress = WaitProgress.configured()
+        self._run_started = time.time()
+        try:
+            from batchq.airflow import settings
+
+            self._min_event_age_s = settings.trigger_min_event_age_s()
+        except Exception:  # a bad setting must not break the wait: the default holds
+            self._min_event_age_s = MIN_EVENT_AGE_S
+
+    def _young(self, now: float) -> bool:
+        """Too soon after the deferral to fire: Airflow 3.3's scheduler may still hold the deferring
+        process's late "success" event, which fails a task instance queued again by this trigger
+        (apache/airflow#67287, #72716: "finished with state success, but the task instance's state
+        attribute is queued", seen 6 s after a deferral)."""
+        return now - getattr(self, "_run_started", now) < getattr(self, "_min_event_age_s", MIN_EVENT_AGE_S)
+
+    async def _hold(self) -> None:
+        left = getattr(self, "_run_started", 0.0) + getattr(self, "_min_event_age_s", 0.0) - time.time()
+        if left > 0:
+            await asyncio.sleep(left)
 
     def _interim(self, wait: QueueWait, snapshot: QueueSnapshot, now: float) -> TriggerEvent | None:
         if self._alerts is None:
@@ -304,7 +330,7 @@ class QueueDrainedTrigger(_SqsTrigger):
         # a re-deferral whose trigger fires seconds later walks into Airflow 3.3's scheduler race
         # (apache/airflow#67287, #72716: the resumed process's stale "success" fails the task). Held
         # changes go with the next hand-over, or with the final event.
-        if not self._pending or getattr(wait, "empty_since", None) is not None:
+        if not self._pending or getattr(wait, "empty_since", None) is not None or self._young(now):
             return None
         changes, self._pending = self._pending, []
         return TriggerEvent(
