@@ -104,6 +104,8 @@ class QueueSpec(BaseModel):
     :param max_receive_count: deliveries before a message dead-letters; the worker publishes a
         ``failed`` result on the last one, so the run's ledger still closes.
     :param visibility_timeout_s: input queue visibility timeout; workers extend it for long jobs.
+    :param message_retention_s: how long the input and results queues keep a message (SQS's default,
+        4 days; the DLQs keep theirs for the maximum, 14 days).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -114,6 +116,9 @@ class QueueSpec(BaseModel):
     max_receive_count: int = Field(3, ge=limits.MIN_MAX_RECEIVE_COUNT, le=limits.MAX_MAX_RECEIVE_COUNT)
     results_max_receive_count: int = Field(10, ge=limits.MIN_MAX_RECEIVE_COUNT, le=limits.MAX_MAX_RECEIVE_COUNT)
     visibility_timeout_s: int = Field(300, ge=0, le=limits.MAX_VISIBILITY_TIMEOUT_SECONDS)
+    message_retention_s: int = Field(
+        limits.DEFAULT_RETENTION_SECONDS, ge=limits.MIN_RETENTION_SECONDS, le=limits.MAX_RETENTION_SECONDS
+    )
 
     @field_validator("input", "results")
     @classmethod

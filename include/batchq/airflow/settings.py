@@ -18,6 +18,9 @@ Set them in ``airflow.cfg`` under ``[batchq]`` or as ``AIRFLOW__BATCHQ__<KEY>`` 
   view reads a run's current ledger and repairs from — how a run repaired by ``batchq rerun`` shows it.
   Unset, the view reads Airflow alone (XComs, Asset events) and needs no sink credentials.
 
+And one of Airflow's own: ``[operators] default_deferrable`` (``False``) is the default of every batchq
+``deferrable=`` (the sensor, the drain operator, :class:`~batchq.airflow.task_group.BatchTaskGroup`).
+
 Renamed keys are still read, with a :class:`DeprecationWarning`: ``drain_stable_for_s`` →
 ``wait_stable_for_s``, ``drain_poll_interval_s`` → ``wait_poll_interval_s`` ("drain" now names only the
 results drainer). Values are read when called, not at import, so tests and deployments can change them
@@ -79,6 +82,12 @@ def trigger_min_event_age_s() -> float:
 
 def view_ledger_conn_id() -> str | None:
     return _get("view_ledger_conn_id", "").strip() or None
+
+
+def default_deferrable() -> bool:
+    """``[operators] default_deferrable`` (Airflow's own key, default False): whether batchq's sensor and
+    drain operator defer when a DAG does not say, like every provider's deferrable operators."""
+    return _conf().getboolean("operators", "default_deferrable", fallback=False)
 
 
 def default_aws_conn_id() -> str:

@@ -142,6 +142,9 @@ def airflow_env(opts: DevRunOptions, endpoint_url: str, base: dict[str, str] | N
     # Emulator counters are exact: a short stability window keeps a local run quick (AWS: keep 60 s).
     env.setdefault("AIRFLOW__BATCHQ__WAIT_STABLE_FOR_S", f"{opts.stable_for_s:g}")
     env.setdefault("AIRFLOW__BATCHQ__WAIT_POLL_INTERVAL_S", "1")
+    # batchq's sensor and drain operator follow Airflow's [operators] default_deferrable: wait in the
+    # triggerer (which `airflow dags test` runs in-process), as every stack of this project does.
+    env.setdefault("AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE", "True")
     return env
 
 

@@ -14,8 +14,16 @@ from typing import Any
 import sqlalchemy as sa
 
 from batchq.errors import BatchqError
+from batchq.store import schema
 from batchq.store.quarantine import counting
-from batchq.store.schema import quarantine_table, repair_keys_table, repairs_table, results_table, runs_table, utc
+from batchq.store.schema import (
+    quarantine_table,
+    repair_keys_table,
+    repairs_table,
+    results_table,
+    runs_table,
+    utc,
+)
 
 #: The timestamps of :func:`batchq.monitor.lag.run_lag`.
 LAG_COLUMNS = ("status", "enqueued_at", "first_received_at", "started_at", "finished_at", "result_sent_at", "applied_at")
@@ -133,7 +141,7 @@ class RunRecords:
                 values.update(outcome="open", closed_at=None)  # a new plan of the run: counted afresh
             # The insert's own defaults first; ``values`` (which may carry an outcome) overrides them.
             stmt = self._insert(runs_table).values({"batch": batch, "run_id": run_id, "succeeded": 0, "failed": 0, "outcome": "open", **values})
-            conn.execute(stmt.on_conflict_do_update(index_elements=["batch", "run_id"], set_=values))
+            conn.execute(schema.on_conflict_do_update(self.dialect, stmt, ["batch", "run_id"], set_=values))
 
     def get_run(self, batch: str, run_id: str) -> dict[str, Any] | None:
         self._ensure()

@@ -208,13 +208,25 @@ def test_variable_sources_resolve_from_airflow_variables(monkeypatch):
         airflow_source_resolver("variable:bq_missing")
 
 
-def test_plugin_is_exposed():
+def _plugin_file_module():
     import importlib.util
 
     spec = importlib.util.spec_from_file_location("batchq_plugin_file", REPO / "plugins" / "batchq_plugin.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    assert module.BatchqPlugin.name == "batchq"
+    return module
+
+
+def test_plugin_file_exposes_the_plugin_only_without_the_entry_point(monkeypatch):
+    """Issue 20: the plugins/ file and the entry point both registering it printed "Plugin 'batchq' already
+    registered, skipping" on every airflow command. Installed (entry point): the file exposes nothing;
+    not installed (the Astro image imports batchq from include/): the file exposes the plugin."""
+    import importlib.metadata
+
+    assert importlib.metadata.entry_points(group="airflow.plugins", name="batchq")  # the shared venv installs batchq
+    assert not hasattr(_plugin_file_module(), "BatchqPlugin")
+    monkeypatch.setattr(importlib.metadata, "entry_points", lambda **kw: [])
+    assert _plugin_file_module().BatchqPlugin.name == "batchq"
 
 
 def test_every_example_dag_has_the_expected_shape(monkeypatch):

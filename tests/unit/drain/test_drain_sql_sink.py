@@ -141,8 +141,9 @@ def test_ledger_without_expected_and_nothing_recorded_is_an_error(store):
 
 
 def test_rejects_unsupported_database():
-    with pytest.raises(ValueError, match="only sqlite and postgresql"):
-        ResultsStore("mysql://u@h/db")
+    # MySQL/MariaDB joined SQLite and PostgreSQL (issue 20); a dialect the store does not speak is named.
+    with pytest.raises(ValueError, match="SQLite, PostgreSQL and MySQL/MariaDB, not oracle"):
+        ResultsStore("oracle://u@h/db")
 
 
 def test_concurrent_first_writes_create_the_tables_once(tmp_path):
