@@ -104,13 +104,15 @@ def test_the_resumed_sensor_emits_the_gauges_of_the_final_event(gauges):
 def test_dead_letters_on_an_empty_queue_is_not_handed_over_mid_window(sqs_client, make_queue, sqs_endpoint, monkeypatch, gauges):
     """The reported case: the DLQ already holds a message when the wait starts and the workers kept up
     (the input reads empty). The alert goes with the final event; nothing re-defers."""
+    from batchq.airflow import sensors
     from batchq.airflow.sensors import QueueDrainedSensor
 
+    monkeypatch.setattr(sensors, "REDEFER_GUARD_S", 2.0)  # the window is longer: the task defers, the trigger decides
     set_aws_connection(monkeypatch, CONN_ID, sqs_endpoint)
     url, dlq = make_queue(), make_queue()
     send_message(sqs_client, dlq, "dead")
     notifier = RecordingNotifier("{{ batchq_alert.kind }} {{ batchq_alert.state }}")
-    sensor = QueueDrainedSensor(task_id="wait_input_drained", queue_name=url, dlq_name=dlq, aws_conn_id=CONN_ID, stable_for=20.0,
+    sensor = QueueDrainedSensor(task_id="wait_input_drained", queue_name=url, dlq_name=dlq, aws_conn_id=CONN_ID, stable_for=8.0,
                                 poll_interval=0.3, timeout=60, on_backlog_alert=[notifier])
     ti = FakeTI()
     result, deferrals = play_triggerer(sensor, {"ti": ti, "dag": None})
