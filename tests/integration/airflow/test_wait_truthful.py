@@ -20,7 +20,7 @@ import pytest
 from airflow.sdk.exceptions import TaskDeferred
 from batchq.sqs import send_message
 
-from tests.integration.test_backlog_alerts import (
+from tests.integration.airflow.test_backlog_alerts import (
     FakeTI,
     RecordingNotifier,
     play_triggerer,

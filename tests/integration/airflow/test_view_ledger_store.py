@@ -10,7 +10,7 @@ import pytest
 from batchq.cli import main
 from batchq.monitor.report import run_report
 
-from tests.integration.test_rerun import drain_keys, failed_run, result, setup  # noqa: F401 - the fixture
+from tests.integration.cli.test_rerun import drain_keys, failed_run, result, setup  # noqa: F401 - the fixture
 
 pytestmark = pytest.mark.integration
 
