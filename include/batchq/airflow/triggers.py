@@ -301,7 +301,7 @@ class QueueDrainedTrigger(_SqsTrigger):
             from batchq.airflow import settings
 
             self._min_event_age_s = settings.trigger_min_event_age_s()
-        except Exception:  # a bad setting must not break the wait: the default holds
+        except Exception:  # noqa: BLE001 - a bad setting must not break the wait: the default holds
             self._min_event_age_s = MIN_EVENT_AGE_S
 
     def _young(self, now: float) -> bool:

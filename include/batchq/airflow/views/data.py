@@ -50,7 +50,7 @@ def _xcoms(session: Any, dag_id: str, run_ids: list[str]) -> dict[str, list[tupl
     for run_id, key, value in session.execute(stmt):
         try:
             value = XComModel.deserialize_value(_Row(value))
-        except Exception:  # an undecodable XCom is shown as missing, not a 500
+        except Exception:  # noqa: BLE001 - an undecodable XCom is shown as missing, not a 500
             value = None
         out[run_id].append((key, value))
     return out
