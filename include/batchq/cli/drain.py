@@ -76,6 +76,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--tolerated-failure-count", type=int, default=None, help="default: the spec's, else 0")
     p.add_argument("--tolerated-failure-percentage", type=float, default=None, help="default: the spec's, else 0")
     p.add_argument("--close", action="store_true", help="record the outcome when the ledger is complete")
+    from batchq.cli._ledger_partitions import add_arguments
+
+    add_arguments(p)
     p.set_defaults(func=cmd_ledger)
 
     p = subparsers.add_parser(
@@ -186,6 +189,10 @@ def cmd_drain(args: argparse.Namespace) -> int:
 
 
 def cmd_ledger(args: argparse.Namespace) -> int:
+    if getattr(args, "partitions", False):
+        from batchq.cli._ledger_partitions import cmd_partitions
+
+        return cmd_partitions(args)
     from batchq.store import ResultsStore, RunLedger
     from batchq.monitor.lag import LAG_XCOM_KEY, describe_lag
     from batchq.sqs.cloudwatch import observed_age_s, queue_age

@@ -17,6 +17,8 @@ XCom keys read (any task of the run; the first match wins):
   event's ``extra`` carries the same counts and is used when no XCom has them;
 - ``queue_lag``: ``{"input_wait": {"p50", "p95", "max"}, "processing": {...}, "results_wait": {...},
   "source": "..."}``, seconds;
+- ``partitions``: ``{"fields": [...], "rows": [[...], ...]}`` per-partition counts and dwell (the drain,
+  with ``partition_by``; :class:`batchq.monitor.partition_table.PartitionTable` reads it);
 - ``alert_episodes``: ``[{"kind", "started_at", "resolved_at", "message"}, ...]``;
 - ``first_failures``: ``[{"key", "error", "dims"?}, ...]`` when the ledger does not carry them (a failure's
   key is shown by its dimensions when it carries them: :func:`batchq.messages.describe_key`);
@@ -46,6 +48,7 @@ RESULTS_SERIES_KEY = xcom_keys.RESULTS_SERIES
 PLAN_KEY = xcom_keys.PLAN
 LEDGER_KEYS = (xcom_keys.LEDGER, xcom_keys.RETURN_VALUE)
 LAG_KEY = xcom_keys.QUEUE_LAG
+PARTITIONS_KEY = xcom_keys.PARTITIONS
 ALERTS_KEY = xcom_keys.ALERT_EPISODES
 FAILURES_KEY = xcom_keys.FIRST_FAILURES
 #: ``rerun_failed`` returns its repair report; ``plan_shards`` etc. return other things under this key.
@@ -267,12 +270,23 @@ class RunReport(_Model):
     ledger_recorded: LedgerCounts | None = None
     #: Where the current ``ledger`` comes from when it is not the run's own record (a repair run's id).
     ledger_source: str | None = None
+    #: the raw partitions XCom (read it through :attr:`partition_table`)
+    partitions: dict[str, Any] | None = None
     problems: list[str] = Field(default_factory=list)
+
+    @property
+    def partition_table(self) -> Any:
+        """The run's partitions (:class:`~batchq.monitor.partition_table.PartitionTable`), or ``None``."""
+        if not self.partitions:
+            return None
+        from batchq.monitor.partition_table import PartitionTable
+
+        return PartitionTable(self.partitions)
 
     @property
     def has_batch(self) -> bool:
         """Whether this run left any batchq data at all (otherwise the DAG probably runs no batch)."""
-        return any(x is not None for x in (self.series, self.ledger, self.lag)) or bool(self.alerts or self.batch or self.repairs.any)
+        return any(x is not None for x in (self.series, self.ledger, self.lag, self.partitions)) or bool(self.alerts or self.batch or self.repairs.any)
 
     @property
     def peak_depth(self) -> int | None:
@@ -444,6 +458,7 @@ def run_report(
         repairs=repairs,
         ledger_recorded=ledger_recorded,
         ledger_source=ledger_source,
+        partitions=_first(found, [PARTITIONS_KEY], lambda v: isinstance(v, Mapping) and "rows" in v),
         problems=problems,
     )
 

@@ -142,15 +142,18 @@ def test_every_airflow_command_registers_the_plugin_once(tmp_path):
         ("batchq://customer_batch/results/", None),
         ("batchq:///results", "batch name"),
         ("batchq://bad name/results", "batch name"),
-        ("batchq://customer_batch/resluts", "only batchq Asset"),
-        ("batchq://customer_batch/results?x=1", "only batchq Asset"),
+        ("batchq://customer_batch/resluts", "only batchq Assets"),
+        ("batchq://customer_batch/results?x=1", "only batchq Assets"),
+        ("batchq://customer_batch/partitions", None),
+        ("batchq://customer_batch/partitions/", None),
+        ("batchq://customer_batch/partition", "only batchq Assets"),
     ],
 )
 def test_batchq_uris_are_normalised_and_validated(uri, problem):
     from batchq.airflow.assets import sanitize_uri
 
     if problem is None:
-        assert sanitize_uri(urlsplit(uri)).geturl() == "batchq://customer_batch/results"
+        assert sanitize_uri(urlsplit(uri)).geturl() == uri.rstrip("/")
     else:
         with pytest.raises(ValueError, match=problem):
             sanitize_uri(urlsplit(uri))

@@ -16,6 +16,7 @@ from batchq.monitor.report import (
     FAILURES_KEY,
     LAG_KEY,
     LEDGER_KEYS,
+    PARTITIONS_KEY,
     PLAN_KEY,
     REPAIR_KEYS,
     REPAIR_RUN_PARAM,
@@ -31,19 +32,21 @@ log = logging.getLogger(__name__)
 
 #: Only these XCom keys are loaded: a fan-out's return values are not the view's business.
 REPORT_XCOM_KEYS = tuple(dict.fromkeys((PLAN_KEY, *SERIES_KEYS, RESULTS_SERIES_KEY, *LEDGER_KEYS, LAG_KEY, ALERTS_KEY, FAILURES_KEY, *REPAIR_KEYS)))
+#: Loaded for one run's page only: a run's partitions table may hold 10,000 rows.
+RUN_PAGE_XCOM_KEYS = (*REPORT_XCOM_KEYS, PARTITIONS_KEY)
 #: Repair runs listed per repaired run (a run repaired more often than this has other problems).
 MAX_REPAIR_RUNS = 20
 #: Runs shown on a DAG's page (newest first).
 DAG_PAGE_RUNS = 25
 
 
-def _xcoms(session: Any, dag_id: str, run_ids: list[str]) -> dict[str, list[tuple[str, Any]]]:
+def _xcoms(session: Any, dag_id: str, run_ids: list[str], keys: tuple[str, ...] = REPORT_XCOM_KEYS) -> dict[str, list[tuple[str, Any]]]:
     from airflow.models.xcom import XComModel
     from sqlalchemy import select
 
     stmt = (
         select(XComModel.run_id, XComModel.key, XComModel.value)
-        .where(XComModel.dag_id == dag_id, XComModel.run_id.in_(run_ids), XComModel.key.in_(REPORT_XCOM_KEYS))
+        .where(XComModel.dag_id == dag_id, XComModel.run_id.in_(run_ids), XComModel.key.in_(keys))
         .order_by(XComModel.timestamp)
     )
     out: dict[str, list[tuple[str, Any]]] = defaultdict(list)
@@ -180,7 +183,8 @@ def run_reports(dag_id: str, run_id: str | None = None, limit: int = DAG_PAGE_RU
         ids = [rid for rid, *_ in runs]
         if not ids:
             return []
-        xcoms, extras = _xcoms(session, dag_id, ids), _asset_extras(session, dag_id, ids)
+        keys = RUN_PAGE_XCOM_KEYS if run_id is not None else REPORT_XCOM_KEYS
+        xcoms, extras = _xcoms(session, dag_id, ids, keys), _asset_extras(session, dag_id, ids)
         repairs = _repair_runs(session, dag_id, ids)
     reports = [
         run_report(

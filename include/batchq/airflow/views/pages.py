@@ -132,11 +132,24 @@ def create_router() -> APIRouter:
         return render(request, "dag.html", title=dag_id, dag_id=dag_id, reports=reports, batch_reports=batch_reports, drain_chart=drain, depth_chart=depth)
 
     @router.get("/dags/{dag_id}/runs/{run_id}", response_class=HTMLResponse, dependencies=_READ_RUNS)
-    def run_page(request: Request, dag_id: str = DagId, run_id: str = RunId) -> HTMLResponse:
+    def run_page(
+        request: Request,
+        dag_id: str = DagId,
+        run_id: str = RunId,
+        psort: str | None = None,
+        pdir: str | None = None,
+        ppage: int = 1,
+    ) -> HTMLResponse:
         found = run_reports(dag_id, run_id)
         if not found:
             raise HTTPException(404, f"DAG {dag_id!r} has no run {run_id!r}")
         report = found[0]
-        return render(request, "run.html", title=f"{dag_id} {run_id}", r=report, drain_chart=drain_chart(report))
+        # The partitions table is sorted and paged here from query parameters (no script under the CSP).
+        table = report.partition_table
+        page = table.page(psort, {"asc": False, "desc": True}.get(pdir or ""), ppage) if table else None
+        return render(
+            request, "run.html", title=f"{dag_id} {run_id}", r=report, drain_chart=drain_chart(report),
+            ptable=table, ppage=page,
+        )
 
     return router
