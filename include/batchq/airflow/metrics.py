@@ -136,6 +136,11 @@ def _emit(kind: str, component: str, values: Mapping[str, Any], tags: Mapping[st
         _safe(fn, metric_name(component, name), float(value) if kind == "gauge" else int(value), tags=bounded)
 
 
+def emit_gauges(component: str, values: Mapping[str, float], tags: Mapping[str, Any]) -> None:
+    """``batchq.<component>.<name>`` gauges (e.g. the alert gauges of :mod:`batchq.airflow.notifiers`)."""
+    _emit("gauge", component, values, tags)
+
+
 def emit_queue_gauges(queue: str, values: Mapping[str, float]) -> None:
     """``batchq.queue.<name>`` gauges tagged with the queue name; ``values`` come from
     :meth:`batchq.monitor.waits.InputWait.gauges`."""
@@ -168,4 +173,4 @@ def emit_lag(batch: str, lag: Mapping[str, Any]) -> None:
     _emit("gauge", "run", values, {"batch": batch})
 
 
-__all__ = ["LIMITER", "cloudwatch_oldest_age_s", "emit_drain_report", "emit_lag", "emit_ledger", "emit_queue_gauges", "ensure_stats_initialized", "oldest_age_probe", "queue_tag"]
+__all__ = ["LIMITER", "cloudwatch_oldest_age_s", "emit_drain_report", "emit_gauges", "emit_lag", "emit_ledger", "emit_queue_gauges", "ensure_stats_initialized", "oldest_age_probe", "queue_tag"]

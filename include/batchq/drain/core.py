@@ -405,11 +405,12 @@ class Drainer:
                 # and the ledger's local commit is not the sink's pace.
                 if results and self.sink is not self.store and getattr(self.sink, "store", None) is not self.store:
                     self._timed(lambda: self.sink.write(results), stop)
-                    self.store.apply(results, entries)
-                elif results:
-                    self._timed(lambda: self.store.apply(results, entries), stop)
+                # The time left before the deadline bounds the transaction's statements and lock waits.
+                left = None if deadline is None else max(0.001, deadline - time.monotonic())
+                if results and (self.sink is self.store or getattr(self.sink, "store", None) is self.store):
+                    self._timed(lambda: self.store.apply(results, entries, timeout_s=left), stop)
                 else:
-                    self.store.apply(results, entries)  # quarantine rows only: not the sink's pace
+                    self.store.apply(results, entries, timeout_s=left)  # the ledger's local commit: not the sink's pace
                 self.limiter.accepted()
                 return
             except SinkMisconfigured:

@@ -116,6 +116,9 @@ def make_batch_dag(dag_id: str, batch: str, expected: int, failed: int, partitio
                 "input_wait": {"p50": 21.5, "p95": 58.0, "max": 64.2},
                 "processing": {"p50": 0.8, "p95": 2.4, "max": 3.1},
                 "results_wait": {"p50": 4.0, "p95": 9.5, "max": 11.0},
+                # The run's figures as run_lag defines them: first enqueue → last applied, and the
+                # most payloads waiting at once (more than any poll of the wait saw).
+                "time_to_drain_s": 95.0, "peak_depth": expected, "results": expected,
                 "source": "SQS SentTimestamp / ApproximateFirstReceiveTimestamp",
             })
             ti.xcom_push(key="alert_episodes", value=[

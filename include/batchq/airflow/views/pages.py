@@ -103,7 +103,7 @@ def trend_charts(reports: list[RunReport]) -> tuple[str, str]:
     runs = [r for r in reversed(reports) if r.has_batch]
     labels = [run_label(r) for r in runs]
     drain = svg.bar_chart(
-        list(zip(labels, [r.drain_time_s for r in runs])), title="Drain time per run", y_label="seconds", format_value=svg.format_duration
+        list(zip(labels, [r.drain_time_s for r in runs])), title="Time to drain per run", y_label="seconds", format_value=svg.format_duration
     )
     depth = svg.bar_chart(list(zip(labels, [r.peak_depth for r in runs])), title="Peak input depth per run", y_label="messages", color=svg.PALETTE[1])
     return drain, depth
