@@ -102,7 +102,7 @@ class LedgerModel(RuleBasedStateMachine):
         self.batch = f"m{uuid.uuid4().hex[:10]}"
         self.store = ResultsStore(self.store_url)
         self.plans = {
-            "old": Plan(spec(self.batch, ["c0", "c1"]), RUN, dag_id="older_dag"),  # never recorded: stale
+            "old": Plan(spec(self.batch, ["c0", "c1"]), RUN, dag_id=DAG),  # an earlier plan of the run (same keys), never recorded
             "a": Plan(spec(self.batch, CUSTOMERS), RUN, dag_id=DAG),
             "b": Plan(spec(self.batch, [*CUSTOMERS, "c3"]), RUN, dag_id=DAG),
         }
