@@ -128,8 +128,12 @@ class ResultsStore(RunRecords, QuarantineReads, RepairRecords):
     def _upsert(self) -> Any:
         stmt = self._insert(results_table)
         new, old = stmt.excluded, results_table.c
+        # The run's plan, looked up for the incoming row. ``excluded`` is named as text: as a column of
+        # the alias, SQLAlchemy would list it in the subquery's FROM (a join with the whole table).
         current = (
-            sa.select(runs_table.c.plan).where(runs_table.c.batch == new.batch, runs_table.c.run_id == new.run_id).scalar_subquery()
+            sa.select(runs_table.c.plan)
+            .where(runs_table.c.batch == sa.literal_column("excluded.batch"), runs_table.c.run_id == sa.literal_column("excluded.run_id"))
+            .scalar_subquery()
         )
         same_plan = sa.not_(old.plan.is_distinct_from(new.plan))
         never_worse = sa.not_(sa.and_(old.status == "succeeded", new.status == "failed"))
@@ -141,9 +145,11 @@ class ResultsStore(RunRecords, QuarantineReads, RepairRecords):
                 sa.and_(same_plan, old.status == "failed", new.status == "succeeded"),
                 sa.and_(
                     sa.not_(same_plan),
-                    sa.or_(
-                        sa.and_(new.plan.is_not(None), new.plan == current),
-                        sa.and_(old.plan.is_distinct_from(current), never_worse),
+                    sa.case(
+                        (current.is_(None), never_worse),
+                        (new.plan == current, sa.true()),
+                        (old.plan == current, sa.false()),
+                        else_=never_worse,
                     ),
                 ),
             ),
