@@ -16,7 +16,7 @@ After every step: the counts equal the model's; the run is complete iff every pl
 status; ``succeeded`` never reverts; nothing outside the plan counts; an open repair key is not
 resolved by a result older than the repair.
 
-``BATCHQ_MODEL_EXAMPLES`` / ``BATCHQ_MODEL_STEPS`` scale the run (default 30 x 30);
+``BATCHQ_MODEL_EXAMPLES`` / ``BATCHQ_MODEL_STEPS`` scale the run (default 20 examples x 30 steps);
 ``BATCHQ_MODEL_SKIP`` (comma-separated: ``stale``, ``stray``, ``crash``, ``replan``, ``repair``, and
 ``counts`` for the count and completeness checks) switches rules off to look for one bug at a time.
 """
@@ -43,7 +43,7 @@ from batchq.store import ResultsStore, RunLedger
 from batchq.store.repairs import rerun
 from batchq.store.schema import repair_keys_table
 
-EXAMPLES = int(os.environ.get("BATCHQ_MODEL_EXAMPLES", "30"))
+EXAMPLES = int(os.environ.get("BATCHQ_MODEL_EXAMPLES", "20"))
 STEPS = int(os.environ.get("BATCHQ_MODEL_STEPS", "30"))
 SKIP = {s.strip() for s in os.environ.get("BATCHQ_MODEL_SKIP", "").split(",") if s.strip()}
 DAG = "model_dag"
