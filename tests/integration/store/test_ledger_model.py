@@ -17,7 +17,8 @@ status; ``succeeded`` never reverts; nothing outside the plan counts; an open re
 resolved by a result older than the repair.
 
 ``BATCHQ_MODEL_EXAMPLES`` / ``BATCHQ_MODEL_STEPS`` scale the run (default 20 examples x 30 steps);
-``BATCHQ_MODEL_SKIP`` (comma-separated: ``stale``, ``stray``, ``crash``, ``replan``, ``repair``, and
+``BATCHQ_MODEL_SKIP`` (comma-separated: ``stale``, ``stray``, ``crash``, ``replan``, ``repair``, ``queue`` (results applied as they
+finish: no reordering), and
 ``counts`` for the count and completeness checks) switches rules off to look for one bug at a time.
 """
 
@@ -138,6 +139,14 @@ class LedgerModel(RuleBasedStateMachine):
         )
         return Msg(r, finished)
 
+    def send(self, msg: Msg) -> None:
+        """A result message goes on the results queue (or, with ``queue`` skipped, is applied at once)."""
+        if "queue" in SKIP:
+            self.store.apply([msg.result], ())
+            self.apply_model(msg)
+        else:
+            self.queue.append(msg)
+
     @property
     def plan(self) -> Plan:
         return self.plans[self.cur]
@@ -162,7 +171,7 @@ class LedgerModel(RuleBasedStateMachine):
     def work_done(self, i, status, attempts):
         """A worker finishes a payload of the run's current plan."""
         key = self.ordered[self.cur][i % len(self.ordered[self.cur])]
-        self.queue.append(self.make(self.plan, key, self.keys[self.cur][key], status, attempts))
+        self.send(self.make(self.plan, key, self.keys[self.cur][key], status, attempts))
 
     @precondition(lambda self: "stale" not in SKIP)
     @rule(i=st.integers(0, 20), status=st.sampled_from(["succeeded", "failed"]), which=st.sampled_from(["old", "a"]))
@@ -172,7 +181,7 @@ class LedgerModel(RuleBasedStateMachine):
             which = "old"
         plan = self.plans[which]
         key = self.ordered[which][i % len(self.ordered[which])]
-        self.queue.append(self.make(plan, key, self.keys[which][key], status))
+        self.send(self.make(plan, key, self.keys[which][key], status))
 
     @precondition(lambda self: "stray" not in SKIP)
     @rule(status=st.sampled_from(["succeeded", "failed"]), how=st.sampled_from(["unknown_value", "excluded", "other_dag"]), dims=st.booleans())
@@ -185,7 +194,7 @@ class LedgerModel(RuleBasedStateMachine):
         else:
             d, dag = {"customer": "c1", "period": "w"}, "someone_else"
         key = idempotency_key(self.batch, RUN, d, dag)
-        self.queue.append(self.make(self.plan, key, d if dims else None, status))
+        self.send(self.make(self.plan, key, d if dims else None, status))
 
     @precondition(lambda self: self.queue)
     @rule(i=st.integers(0, 50), crash=st.booleans(), copies=st.integers(1, 2))
