@@ -45,8 +45,11 @@ class ResultsStore(RunRecords, QuarantineReads, RepairRecords):
     def __init__(self, url: str | sa.engine.URL, **engine_kwargs: Any):
         url_obj = sa.engine.make_url(url)
         self.dialect = url_obj.get_backend_name()
-        if self.dialect not in ("sqlite", "postgresql"):
-            raise ValueError(f"store URL {url_obj.render_as_string(hide_password=True)}: only sqlite and postgresql are supported")
+        if self.dialect not in schema.SUPPORTED_DIALECTS:
+            raise ValueError(
+                f"store URL {url_obj.render_as_string(hide_password=True)}: the results store runs on SQLite, PostgreSQL "
+                f"and MySQL/MariaDB, not {self.dialect}"
+            )
         kwargs: dict[str, Any] = {"pool_pre_ping": True}
         if self.dialect == "sqlite":
             # Drain threads share the file; wait on its lock instead of failing at once.
@@ -123,26 +126,32 @@ class ResultsStore(RunRecords, QuarantineReads, RepairRecords):
             if counted:
                 resolve_repaired(conn, counted, now)
             if qrows:
-                conn.execute(self._insert(schema.quarantine_table).on_conflict_do_nothing(index_elements=["message_id"]), list(qrows.values()))
+                stmt = schema.on_conflict_do_nothing(self.dialect, self._insert(schema.quarantine_table), ["message_id"])
+                conn.execute(stmt, list(qrows.values()))
 
     def _upsert(self) -> Any:
         stmt = self._insert(results_table)
-        new, old = stmt.excluded, results_table.c
-        # The run's plan, looked up for the incoming row. ``excluded`` is named as text: as a column of
-        # the alias, SQLAlchemy would list it in the subquery's FROM (a join with the whole table).
-        current = (
-            sa.select(runs_table.c.plan)
-            .where(runs_table.c.batch == sa.literal_column("excluded.batch"), runs_table.c.run_id == sa.literal_column("excluded.run_id"))
-            .scalar_subquery()
-        )
+        new, old = schema.inserted(self.dialect, stmt), results_table.c
+        # A key belongs to one (batch, run_id) (it hashes them), so on a conflict the old row names the same
+        # run: look the run up from it on every dialect (MySQL/MariaDB allow no VALUES() inside a subquery,
+        # and naming the ``excluded`` alias would put it in the subquery's FROM: a join with the whole
+        # table, "more than one row returned by a subquery" on PostgreSQL, an arbitrary row on SQLite).
+        # The old row's columns are named as text: as Column objects SQLAlchemy would list the table in
+        # the subquery's FROM (correlation does not reach into an INSERT's conflict clause).
+        row_batch, row_run = (sa.literal_column(f"{results_table.name}.{c}") for c in ("batch", "run_id"))
+        current = sa.select(runs_table.c.plan).where(runs_table.c.batch == row_batch, runs_table.c.run_id == row_run).scalar_subquery()
+        # Constants inline, not bound: MySQLdb's executemany binds only the VALUES row, not the update clause.
+        succeeded, failed = sa.literal_column("'succeeded'"), sa.literal_column("'failed'")
         same_plan = sa.not_(old.plan.is_distinct_from(new.plan))
-        never_worse = sa.not_(sa.and_(old.status == "succeeded", new.status == "failed"))
+        never_worse = sa.not_(sa.and_(old.status == succeeded, new.status == failed))
         # The SQL twin of rules.replaces, so two drainers racing on one key agree with the rule.
-        return stmt.on_conflict_do_update(
-            index_elements=[old.key],
+        return schema.on_conflict_do_update(
+            self.dialect,
+            stmt,
+            ["key"],
             set_={c: new[c] for c in _UPSERTED},
             where=sa.or_(
-                sa.and_(same_plan, old.status == "failed", new.status == "succeeded"),
+                sa.and_(same_plan, old.status == failed, new.status == succeeded),
                 sa.and_(
                     sa.not_(same_plan),
                     sa.case(

@@ -1,6 +1,6 @@
 """The winner rule exists twice — :func:`batchq.store.rules.replaces` (decided in the apply transaction)
 and the upsert's ``WHERE`` (so two drainers racing on one key agree). This proves they agree on every
-combination of stored row, incoming result and the run's current plan, on SQLite and PostgreSQL."""
+combination of stored row, incoming result and the run's current plan, on SQLite, PostgreSQL and MariaDB."""
 
 from __future__ import annotations
 
@@ -57,6 +57,14 @@ def test_sql_guard_agrees_with_the_rule_sqlite(tmp_path):
 @pytest.mark.postgres
 def test_sql_guard_agrees_with_the_rule_postgres(pg_url):
     store = ResultsStore(pg_url)
+    store.create_tables()
+    assert check_agreement(store) == 4 * 2 * 4 * 2 * 3
+    store.close()
+
+
+@pytest.mark.mariadb
+def test_sql_guard_agrees_with_the_rule_mariadb(mariadb_url):
+    store = ResultsStore(mariadb_url)
     store.create_tables()
     assert check_agreement(store) == 4 * 2 * 4 * 2 * 3
     store.close()
