@@ -92,7 +92,7 @@ def _clip_utf8(text: str, max_bytes: int) -> str:
 
 def fit_failed_result(result: WorkResult, max_bytes: int) -> WorkResult:
     """``result`` (a ``failed`` one) cut to serialise within ``max_bytes``: the error message first,
-    then the copied identity fields, each with :data:`TRUNCATED_MARKER`. A failed result must always
+    then the copied dims (dropped), then the identity fields, each with :data:`TRUNCATED_MARKER`. A failed result must always
     be publishable, or its run's ledger could never close."""
     over = len(result.model_dump_json().encode()) - max_bytes
     if over <= 0 or result.error is None:
@@ -100,6 +100,10 @@ def fit_failed_result(result: WorkResult, max_bytes: int) -> WorkResult:
     message = result.error.message
     keep = max(0, len(message.encode()) - over - len(TRUNCATED_MARKER.encode()) - 8)
     result = result.model_copy(update={"error": result.error.model_copy(update={"message": _clip_utf8(message, keep)})})
+    if result.dims is not None and len(result.model_dump_json().encode()) > max_bytes:
+        # The dims are a convenience (the store falls back to the plan's key set without them); the
+        # identity fields are not: the dims go before any of those is cut.
+        result = result.model_copy(update={"dims": None})
     for name in _CUTTABLE_FIELDS:
         over = len(result.model_dump_json().encode()) - max_bytes
         if over <= 0:
