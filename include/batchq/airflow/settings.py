@@ -9,6 +9,10 @@ Set them in ``airflow.cfg`` under ``[batchq]`` or as ``AIRFLOW__BATCHQ__<KEY>`` 
 - ``spec_dir`` (``<include>/specs``): where named specs (``customer_batch`` → ``customer_batch.yaml``) live.
 - ``wait_stable_for_s`` (``60``): seconds the input queue must read empty before the wait for it ends.
 - ``wait_poll_interval_s`` (``10``): seconds between polls while waiting for the input queue.
+- ``api_queue_deadline_s`` (``3``): the most a Batches page or ``/queues`` request waits for SQS in
+  total; queues that have not answered by then show as unavailable.
+- ``api_queue_cache_s`` (``10``): how long one probe of a spec's queues (answer or failure) serves every
+  request of the API server process.
 
 Renamed keys are still read, with a :class:`DeprecationWarning`: ``drain_stable_for_s`` →
 ``wait_stable_for_s``, ``drain_poll_interval_s`` → ``wait_poll_interval_s`` ("drain" now names only the
@@ -28,6 +32,8 @@ SECTION = "batchq"
 DEFAULT_AWS_CONN_ID = "aws_default"
 DEFAULT_FANOUT_MAX_IN_FLIGHT = 8
 DEFAULT_WAIT_POLL_INTERVAL_S = 10.0
+DEFAULT_API_QUEUE_DEADLINE_S = 3.0
+DEFAULT_API_QUEUE_CACHE_S = 10.0
 #: current key → the retired key it replaces (still read, with a DeprecationWarning)
 RENAMED_KEYS = {"wait_stable_for_s": "drain_stable_for_s", "wait_poll_interval_s": "drain_poll_interval_s"}
 #: ``include/specs`` beside the package (the Astro project layout: include/batchq, include/specs).
@@ -89,6 +95,16 @@ def wait_stable_for_s() -> float:
 def wait_poll_interval_s() -> float:
     """Seconds between polls while waiting for the input queue."""
     return _seconds("wait_poll_interval_s", DEFAULT_WAIT_POLL_INTERVAL_S, allow_zero=False)
+
+
+def api_queue_deadline_s() -> float:
+    """Seconds a plugin request waits for SQS in total (the Batches page, ``/queues``)."""
+    return _seconds("api_queue_deadline_s", DEFAULT_API_QUEUE_DEADLINE_S, allow_zero=False)
+
+
+def api_queue_cache_s() -> float:
+    """Seconds one probe of a spec's queues serves every request (0: no cache, single flight only)."""
+    return _seconds("api_queue_cache_s", DEFAULT_API_QUEUE_CACHE_S, allow_zero=True)
 
 
 def spec_dir() -> Path:
