@@ -48,7 +48,7 @@ LAG_KEY = xcom_keys.QUEUE_LAG
 ALERTS_KEY = xcom_keys.ALERT_EPISODES
 FAILURES_KEY = xcom_keys.FIRST_FAILURES
 #: ``rerun_failed`` returns its repair report; ``plan_shards`` etc. return other things under this key.
-REPAIR_KEYS = (xcom_keys.RETURN_VALUE,)
+REPAIR_KEYS = (xcom_keys.REPAIR, xcom_keys.RETURN_VALUE)
 #: The DAG run conf naming the failed run a repair run repairs, and the optional conf saying why.
 REPAIR_RUN_PARAM = "repair_run_id"
 REPAIR_REASON_PARAM = "repair_reason"

@@ -200,8 +200,9 @@ async def batch_rows(user: Any) -> list[dict[str, Any]]:
     from batchq.airflow.views.access import BatchAccess
 
     def visible_entries() -> tuple[Any, list[SpecEntry]]:
-        access = BatchAccess(user)
-        return access, [e for e in load_specs() if access.may_see(e.name)]
+        entries = load_specs()
+        access = BatchAccess(user, owners={e.spec.name: e.spec.owners for e in entries if e.spec is not None})
+        return access, [e for e in entries if access.may_see(e.name)]
 
     access, entries = await run_in_threadpool(visible_entries)
     states = await live_states([e.spec for e in entries if e.spec is not None])
