@@ -79,7 +79,7 @@ def dags_by_batch(outlets: Iterable[tuple[str, str]], owners: Mapping[str, Seque
 
 def spec_owners() -> dict[str, tuple[str, ...] | None]:
     """batch → its spec's ``owners`` (``None`` when it names none), over the valid specs of ``spec_dir``."""
-    from batchq.airflow.views.gauges import load_specs
+    from batchq.airflow.views.specs import load_specs
 
     return {e.spec.name: e.spec.owners for e in load_specs() if e.spec is not None}
 
