@@ -74,10 +74,10 @@ def safe_error_text(text: object, limit: int = MAX_ERROR_TEXT) -> str:
 def _masked(value: str) -> str:
     import importlib
 
+    # Both copies: a task process registers secrets with the Task SDK's, the API server with core's.
     for name in _MASKER_MODULES:
         try:
-            redacted = importlib.import_module(name).redact(value)
-        except Exception:  # noqa: BLE001 - a masker that is missing or fails: try the next, else keep the text capped
+            value = str(importlib.import_module(name).redact(value))
+        except Exception:  # noqa: BLE001 - a masker that is missing or fails: the text is still capped
             continue
-        return str(redacted)
     return value

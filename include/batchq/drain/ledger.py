@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from batchq import xcom_keys
+from batchq.errors import safe_error_text
 from batchq.drain.sql_sink import SqlSink
 from batchq.monitor.lag import run_lag
 
@@ -79,7 +80,9 @@ class LedgerStatus:
         }
 
     def to_dict(self) -> dict[str, Any]:
-        return {**self.counts(), xcom_keys.FIRST_FAILURES: self.first_failures}
+        """Counts and first failures; each failure's error text passes :func:`batchq.errors.safe_error_text`
+        (Airflow's masker inside Airflow, capped everywhere) before it reaches an XCom or a page."""
+        return {**self.counts(), xcom_keys.FIRST_FAILURES: [_safe_failure(f) for f in self.first_failures]}
 
     def describe(self) -> str:
         text = (
@@ -92,6 +95,17 @@ class LedgerStatus:
             shown = "; ".join(f"{f['key']}: {_error_text(f.get('error'))}" for f in self.first_failures)
             text += f". First failed keys: {shown}"
         return text
+
+
+def _safe_failure(failure: Any) -> Any:
+    if not isinstance(failure, dict):
+        return safe_error_text(failure)
+    error = failure.get("error")
+    if isinstance(error, dict):
+        error = {**error, "message": safe_error_text(error.get("message", ""))}
+    elif error is not None:
+        error = safe_error_text(error)
+    return {**failure, "error": error}
 
 
 def _error_text(error: Any) -> str:
