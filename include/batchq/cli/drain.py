@@ -16,6 +16,7 @@ import sys
 import threading
 from typing import Any
 
+from batchq.cli._urls import add_url_option
 from batchq.metrics import Metrics
 from batchq.sqs import get_queue_url
 
@@ -42,12 +43,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     _common(p)
     p.add_argument("--queue", required=True, help="results queue name or URL")
-    p.add_argument(
-        "--sink",
-        required=True,
-        help="SQLAlchemy URL (sqlite:///results.db, postgresql+psycopg://user@host/db) or http(s):// endpoint",
-    )
-    p.add_argument("--ledger-url", help="SQLAlchemy URL of the ledger store for an HTTP sink (default sqlite:///batchq-ledger.db)")
+    add_url_option(p, "sink", env="BATCHQ_SINK_URL", help="SQLAlchemy URL (sqlite:///results.db, postgresql+psycopg://user@host/db) or http(s):// endpoint")
+    add_url_option(p, "ledger-url", env="BATCHQ_LEDGER_URL", required=False, help="SQLAlchemy URL of the ledger store for an HTTP sink (default sqlite:///batchq-ledger.db)")
     p.add_argument("--max-rate", type=float, default=None, help="results per second (default: no cap)")
     p.add_argument("--max-in-flight", type=int, default=2, help="batches written concurrently (default 2)")
     p.add_argument("--lease", type=int, default=60, help="visibility timeout taken on receive, seconds (default 60)")
@@ -68,7 +65,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_drain)
 
     p = subparsers.add_parser("ledger", help="show (and optionally close) a run's ledger from the sink database")
-    p.add_argument("--store", required=True, help="SQLAlchemy URL of the results store")
+    add_url_option(p, "store", env="BATCHQ_STORE_URL", help="SQLAlchemy URL of the results store")
     p.add_argument("--spec", help="BatchSpec YAML: batch name and failure tolerance from it")
     p.add_argument("--batch", help="batch name (or --spec)")
     p.add_argument("--run-id", required=True)
