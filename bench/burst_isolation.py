@@ -216,9 +216,10 @@ def scenario_sync(service: Service, bodies: list[tuple[str, str]], jobs: int) ->
 
 def run_drainer(client, url: str, sink_url: str, *, max_rate: float | None, max_in_flight: int, n: int, ledger_dir: str):
     """Drain ``n`` results into the HTTP sink; return (report, commit times)."""
-    from batchq.drain import Drainer, HttpSink, SqlSink
+    from batchq.drain import Drainer, HttpSink
+    from batchq.store import ResultsStore
 
-    store = SqlSink(f"sqlite:///{ledger_dir}/ledger-{uuid.uuid4().hex[:6]}.db")
+    store = ResultsStore(f"sqlite:///{ledger_dir}/ledger-{uuid.uuid4().hex[:6]}.db")
     store.create_tables()
     commits: list[tuple[float, int]] = []
     drainer = Drainer(

@@ -45,6 +45,21 @@ class QueueNotFound(BatchqError, LookupError):
     """A queue named by a spec does not exist (create it with ``batchq queues create``)."""
 
 
+class SinkUnavailable(BatchqError):
+    """Transient: the sink (or the results store) is down, overloaded or pushing back. The drainer keeps
+    the batch and retries.
+
+    :param retry_after_s: how long the sink asked us to wait (HTTP ``Retry-After``), if it said.
+    :param backpressure: True when the sink is alive but asked us to slow down (429/503): the limiter
+        lowers its rate, instead of treating it as an outage.
+    """
+
+    def __init__(self, message: str, retry_after_s: float | None = None, backpressure: bool = False):
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+        self.backpressure = backpressure
+
+
 #: The longest error text batchq passes on (results, XCom, logs, pages): enough for a message and a
 #: line of context, never a whole response body or traceback.
 MAX_ERROR_TEXT = 500

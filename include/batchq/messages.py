@@ -81,6 +81,9 @@ class WorkResult(BaseModel):
     finished_at: datetime = Field(default_factory=lambda: datetime.now(timezone.utc))
     #: Copied from the payload's ``plan`` (None for payloads without one).
     plan: str | None = None
+    #: Copied from the payload's ``dims`` by the worker runtime (None from older workers): the store
+    #: decides plan membership from them in O(1) and keeps them with the result.
+    dims: dict[str, Scalar] | None = None
     #: Queue lag of the input message (SQS ``SentTimestamp`` and ``ApproximateFirstReceiveTimestamp``),
     #: stamped by the worker: together with started/finished_at they give the payload's wait and
     #: processing time (:mod:`batchq.monitor.lag`). Optional: results from older workers still parse.

@@ -22,9 +22,9 @@ WRITES_TABLE = "deploy_sink_writes"
 def install_write_counter(sink_url: str) -> None:
     """Create the sink tables and a trigger that records every write to ``batchq_results``."""
     import psycopg
-    from batchq.drain import SqlSink
+    from batchq.store import ResultsStore
 
-    sink = SqlSink(sink_url.replace("postgresql://", "postgresql+psycopg://"))
+    sink = ResultsStore(sink_url.replace("postgresql://", "postgresql+psycopg://"))
     try:
         sink.create_tables()
     finally:

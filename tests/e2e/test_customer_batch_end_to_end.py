@@ -16,8 +16,8 @@ import sys
 
 import pytest
 import sqlalchemy as sa
-from batchq.drain import SqlSink
-from batchq.drain.sql_sink import results_table
+from batchq.store import ResultsStore
+from batchq.store.schema import results_table
 from batchq.plan import Plan
 from batchq.spec import BatchSpec
 from batchq.sqs import get_snapshot
@@ -77,7 +77,7 @@ def test_customer_batch_end_to_end(airflow_home, e2e_spec, workers, sqs_client, 
     planned = {key for shard in plan.shards() for key, _ in plan.iter_bodies(shard)}
     assert len(planned) == plan.expected == 96
 
-    store = SqlSink(pg_url)
+    store = ResultsStore(pg_url)
     try:
         with store.engine.connect() as conn:
             rows = conn.execute(

@@ -28,8 +28,8 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from batchq.drain import SqlSink
-from batchq.drain.sql_sink import results_table
+from batchq.store import ResultsStore
+from batchq.store.schema import results_table
 from batchq.plan import Plan
 from batchq.spec import BatchSpec
 from batchq.sqs import get_snapshot
@@ -109,7 +109,7 @@ def test_failed_run_is_repaired_in_place(airflow_home, repair_spec, broken_worke
     planned = {key: json.loads(body)["dims"]["customer"] for shard in plan.shards() for key, body in plan.iter_bodies(shard)}
     broken = {k for k, customer in planned.items() if customer == BROKEN_CUSTOMER}
     assert len(planned) == 96 and len(broken) == 8
-    store = SqlSink(pg_url)
+    store = ResultsStore(pg_url)
     try:
         run = store.get_run(spec.name, run_id)
         assert (run["outcome"], run["failed"]) == ("failed", 8)

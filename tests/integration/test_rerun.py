@@ -12,7 +12,7 @@ import time
 
 import pytest
 from batchq.cli import main
-from batchq.drain import RunLedger, SqlSink
+from batchq.store import ResultsStore, RunLedger
 from batchq.messages import ErrorInfo, WorkResult, parse_payload
 from batchq.plan import Plan
 from batchq.spec import BatchSpec
@@ -38,7 +38,7 @@ target_payloads_per_shard: 5
     )
     spec = BatchSpec.from_yaml(path)
     plan = Plan(spec, "scheduled__2026-11-30", dag_id="rerun_dag")
-    store = SqlSink(f"sqlite:///{tmp_path / 'store.db'}")
+    store = ResultsStore(f"sqlite:///{tmp_path / 'store.db'}")
     monkeypatch.setenv("BATCHQ_SQS_ENDPOINT", sqs_endpoint)
     yield path, spec, plan, store, urls
     store.close()

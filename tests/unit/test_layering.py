@@ -45,18 +45,14 @@ FOLDER_RANKS = {
 #: Modules outside the rank order: the package facade (``batchq.job`` imports the worker's registry lazily).
 UNRANKED = frozenset({"__init__.py"})
 #: Top-level modules that are not kernel (not yet moved into their folder): relpath → rank.
-MODULE_RANKS = {"repair.py": 2}
+MODULE_RANKS: dict[str, int] = {}
 #: Receivers whose private attributes are the module's own business.
 OWN_RECEIVERS = frozenset({"self", "cls"})
 #: Violations known and being removed by work in flight elsewhere: ``(path, rule, detail)`` → why.
 #: Strict: an entry that no longer matches anything fails the suite, so the list only shrinks.
-PENDING: dict[tuple[str, str, str], str] = {
-    ("repair.py", "rank", "imports batchq.drain.sql_sink (rank 3) from rank 2"): "repairs move into batchq/store/ with the results store",
-}
+PENDING: dict[tuple[str, str, str], str] = {}
 #: Import cycles known and being broken by work in flight (strict, like PENDING).
-PENDING_CYCLES: list[list[str]] = [
-    ["batchq.drain.checks", "batchq.drain.sql_sink"],  # the results store split (batchq/store/) breaks it
-]
+PENDING_CYCLES: list[list[str]] = []
 
 
 @functools.cache

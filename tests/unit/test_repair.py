@@ -4,10 +4,10 @@ a SQLite store (reopen, pending while repairing, closed by the new result, super
 from __future__ import annotations
 
 import pytest
-from batchq.drain import RunLedger, SqlSink
+from batchq.store import ResultsStore, RunLedger
 from batchq.messages import ErrorInfo, WorkResult, parse_payload
 from batchq.plan import Plan
-from batchq.repair import RepairError, missing_keys, rebuild_bodies, select_keys
+from batchq.store.repairs import RepairError, missing_keys, rebuild_bodies, select_keys
 from batchq.spec import BatchSpec
 
 
@@ -28,7 +28,7 @@ def plan() -> Plan:
 
 @pytest.fixture
 def store(tmp_path):
-    s = SqlSink(f"sqlite:///{tmp_path / 'store.db'}")
+    s = ResultsStore(f"sqlite:///{tmp_path / 'store.db'}")
     yield s
     s.close()
 

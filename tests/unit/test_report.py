@@ -159,7 +159,7 @@ def test_report_with_repairs_round_trips_as_json():
 
 def test_the_view_reads_what_rerun_failed_returns():
     """Contract: RerunFailedOperator returns RepairReport.to_dict(); the report builder reads every part."""
-    from batchq.repair import RepairReport
+    from batchq.store.repairs import RepairReport
 
     made = RepairReport(
         "demo", "r1", "failed", 2, sent=2, by_status={"failed": 2}, keys=["k1", "k2"], repair_id=3, outcome_before="failed",

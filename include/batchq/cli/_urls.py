@@ -74,20 +74,33 @@ def warn_if_password(url: str, option: str, env: str) -> bool:
 
 def airflow_connection_url(conn_id: str) -> str:
     """The URL an Airflow connection holds: its ``url`` extra, else its URI (``postgres`` scheme mapped to
-    SQLAlchemy's ``postgresql+psycopg``)."""
+    SQLAlchemy's ``postgresql+psycopg``).
+
+    Read with ``airflow connections get ID -o json`` in a subprocess: the CLI never imports Airflow (it
+    runs in Airflow-free installs), any secrets backend Airflow is configured with answers, and the
+    password travels through a pipe, never an argument list.
+    """
+    import json
+    import shutil
+    import subprocess
+    from pathlib import Path
+
+    airflow = shutil.which("airflow") or str(Path(sys.executable).with_name("airflow"))
+    if not Path(airflow).exists():
+        raise BatchqError(f"connection {conn_id!r}: the airflow command is not installed here; use the environment variable instead")
     try:
-        from airflow.sdk import Connection
-    except ImportError:
-        raise BatchqError(f"--*-conn-id {conn_id}: Airflow is not installed here; use the environment variable instead") from None
-    try:
-        conn = Connection.get(conn_id)
-    except Exception as exc:  # noqa: BLE001 - not found, secrets backend down: one clear line
-        raise BatchqError(f"Airflow connection {conn_id!r} not readable ({type(exc).__name__})") from None
-    extra = conn.extra_dejson if isinstance(conn.extra_dejson, dict) else {}
+        proc = subprocess.run([airflow, "connections", "get", conn_id, "-o", "json"], capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL, check=False)
+        found = json.loads(proc.stdout[proc.stdout.index("["):]) if proc.returncode == 0 and "[" in proc.stdout else []
+    except (subprocess.TimeoutExpired, ValueError):
+        found = []
+    if not found:
+        raise BatchqError(f"Airflow connection {conn_id!r} not readable (airflow connections get {conn_id})")
+    conn = found[0]
+    extra = conn.get("extra_dejson") if isinstance(conn.get("extra_dejson"), dict) else {}
     if extra.get("url"):
         return str(extra["url"])
-    uri = conn.get_uri()
-    scheme, sep, rest = uri.partition("://")
+    uri = str(conn.get("get_uri") or "")
+    scheme, _, rest = uri.partition("://")
     if scheme in ("postgres", "postgresql"):
         return f"postgresql+psycopg://{rest}"
     return uri

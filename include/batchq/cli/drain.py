@@ -183,7 +183,7 @@ def cmd_drain(args: argparse.Namespace) -> int:
 
 
 def cmd_ledger(args: argparse.Namespace) -> int:
-    from batchq.drain import RunLedger, SqlSink
+    from batchq.store import ResultsStore, RunLedger
     from batchq.monitor.lag import LAG_XCOM_KEY, describe_lag
     from batchq.sqs.cloudwatch import observed_age_s, queue_age
 
@@ -196,7 +196,7 @@ def cmd_ledger(args: argparse.Namespace) -> int:
         raise SystemExit("batchq ledger: give --batch or --spec")
     count = args.tolerated_failure_count if args.tolerated_failure_count is not None else (spec.tolerated_failure_count if spec else 0)
     pct = args.tolerated_failure_percentage if args.tolerated_failure_percentage is not None else (spec.tolerated_failure_percentage if spec else 0.0)
-    store = SqlSink(args.store)
+    store = ResultsStore(args.store)
     try:
         ledger = RunLedger(store, batch, args.run_id, args.expected, tolerated_failure_count=count, tolerated_failure_percentage=pct)
         status = ledger.status()

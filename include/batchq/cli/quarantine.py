@@ -43,9 +43,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    from batchq.drain import SqlSink
+    from batchq.store import ResultsStore
 
-    store = SqlSink(args.store)
+    store = ResultsStore(args.store)
     try:
         rows = store.quarantined(args.batch, args.run_id, include_replayed=args.all, limit=args.limit)
     finally:
@@ -60,10 +60,11 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 def cmd_replay(args: argparse.Namespace) -> int:
     from batchq.cli.drain import sink_headers_from_env
-    from batchq.drain import SqlSink, open_sink
+    from batchq.drain import open_sink
+    from batchq.store import ResultsStore
     from batchq.drain.quarantine import replay_quarantine
 
-    store = SqlSink(args.store)
+    store = ResultsStore(args.store)
     sink = None
     try:
         if args.sink:

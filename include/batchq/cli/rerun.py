@@ -55,15 +55,10 @@ def _read_keys(path: str) -> list[str]:
 
 
 def cmd_rerun(args: argparse.Namespace) -> int:
-    from batchq.drain import SqlSink
+    from batchq.store import ResultsStore
     from batchq.plan import Plan
-    from batchq.repair import (
-        RepairError,
-        check_plan,
-        purge_repaired_dlq,
-        rerun,
-        wait_repaired,
-    )
+    from batchq.store.purge import purge_repaired_dlq
+    from batchq.store.repairs import RepairError, check_plan, rerun, wait_repaired
     from batchq.spec import BatchSpec
     from batchq.sqs import get_queue_url
     from batchq.sqs.client import sqs_client
@@ -72,7 +67,7 @@ def cmd_rerun(args: argparse.Namespace) -> int:
     if not spec.is_resolved:
         raise RepairError(f"{args.spec}: a dimension names a source; give a spec file with the run's values (batchq rerun cannot resolve sources)")
     mode = "keys" if args.keys else args.mode
-    store = SqlSink(args.store)
+    store = ResultsStore(args.store)
     try:
         run = store.get_run(spec.name, args.run_id)
         if mode == "history":

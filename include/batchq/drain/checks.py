@@ -14,21 +14,14 @@ from typing import Any
 
 from batchq.errors import InvalidMessage
 from batchq.messages import WorkResult
+from batchq.store.quarantine import fits
+from batchq.store.schema import column_lengths
 
 #: Range of the SQL ``INTEGER`` column (``attempts``): 32-bit signed on PostgreSQL.
 MAX_INT_COLUMN = 2**31 - 1
 #: Deepest JSON nesting accepted in ``output``/``error``; far beyond any real result, far below the
 #: recursion limits of the JSON serialisers and of PostgreSQL's json parser.
 MAX_JSON_DEPTH = 100
-#: Longest raw body kept in the quarantine (the SQS maximum: every real message fits).
-MAX_QUARANTINE_BODY_CHARS = 1_048_576
-
-
-def column_lengths() -> dict[str, int]:
-    """Longest value of each string column of ``batchq_results`` (read from the table: one truth)."""
-    from batchq.drain.sql_sink import results_table
-
-    return {c.name: c.type.length for c in results_table.columns if getattr(c.type, "length", None)}
 
 
 def check_result(r: WorkResult) -> None:
@@ -73,23 +66,4 @@ def json_problem(value: Any, max_depth: int = MAX_JSON_DEPTH) -> str | None:
                 if isinstance(k, str) and "\x00" in k:
                     return f"{path} has a key with a NUL character (\\u0000)"
                 stack.append((child, depth + 1, f"{path}.{k}" if isinstance(v, dict) else f"{path}[{k}]"))
-    return None
-
-
-def printable_body(body: str | bytes) -> str:
-    """A raw body as text any database stores: NULs escaped, bounded to
-    :data:`MAX_QUARANTINE_BODY_CHARS` (a truncated body says so at its end)."""
-    text = body.decode("utf-8", errors="replace") if isinstance(body, bytes) else body
-    text = text.replace("\x00", "\\u0000")
-    # Lone surrogates cannot be encoded by any driver: replace them.
-    text = text.encode("utf-8", errors="replace").decode("utf-8")
-    if len(text) > MAX_QUARANTINE_BODY_CHARS:
-        text = text[:MAX_QUARANTINE_BODY_CHARS] + f"…[truncated from {len(text)} characters]"
-    return text
-
-
-def fits(value: Any, limit: int) -> str | None:
-    """``value`` if it is a string that fits a column of ``limit`` characters without NULs, else None."""
-    if isinstance(value, str) and len(value) <= limit and "\x00" not in value:
-        return value
     return None

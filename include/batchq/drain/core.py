@@ -39,12 +39,12 @@ from batchq import limits
 from batchq.drain.checks import check_result
 from batchq.drain.limiter import TokenBucket
 from batchq.drain.sink import Sink, SinkMisconfigured, SinkRejected, SinkUnavailable
-from batchq.drain.sql_sink import QuarantineEntry, SqlSink
 from batchq.errors import InvalidMessage
 from batchq.messages import WorkResult, parse_result
 from batchq.monitor.lag import sqs_times
 from batchq.sqs import change_visibility, delete_messages, receive_messages
 from batchq.sqs.retry import backoff_delay
+from batchq.store import QuarantineEntry, Store
 
 log = logging.getLogger(__name__)
 
@@ -89,10 +89,10 @@ class Drainer:
 
     :param client: boto3 SQS client (thread-safe).
     :param queue_url: the results queue.
-    :param sink: where results go (:class:`~batchq.drain.sql_sink.SqlSink` for SQL, or
-        :class:`~batchq.drain.http_sink.HttpSink`).
-    :param store: the results store holding the run ledger and the quarantine; defaults to ``sink``
-        when the sink is a SqlSink (one transaction for both).
+    :param sink: where results go (:class:`~batchq.drain.sql_sink.SqlSink` or a
+        :class:`~batchq.store.ResultsStore` for SQL, or :class:`~batchq.drain.http_sink.HttpSink`).
+    :param store: the results store (:class:`~batchq.store.Store`) holding the run ledger and the
+        quarantine; defaults to the SQL sink's own store (then one transaction writes both).
     :param max_rate: results per second for the whole drainer; ``None`` = no cap.
     :param max_in_flight: batches written concurrently (one thread each).
     :param receive_wait_s: long-poll wait per ReceiveMessage; an empty poll means "empty" for
@@ -110,7 +110,7 @@ class Drainer:
         client: Any,
         queue_url: str,
         sink: Sink,
-        store: SqlSink | None = None,
+        store: Store | None = None,
         *,
         max_rate: float | None = None,
         max_in_flight: int = 1,
@@ -122,9 +122,10 @@ class Drainer:
         limiter: TokenBucket | None = None,
     ):
         if store is None:
-            if not isinstance(sink, SqlSink):
-                raise ValueError("a non-SQL sink needs store= (a SqlSink) for the run ledger and the quarantine")
-            store = sink
+            # A results store given as the sink: its results table is the destination.
+            store = sink if hasattr(sink, "apply") else getattr(sink, "store", None)
+            if store is None:
+                raise ValueError("a non-SQL sink needs store= (a ResultsStore) for the run ledger and the quarantine")
         if max_in_flight < 1:
             raise ValueError(f"max_in_flight must be >= 1, got {max_in_flight}")
         if lease_s < 2:
@@ -332,7 +333,8 @@ class Drainer:
         attempt = 0
         while True:
             try:
-                if results and self.sink is not self.store:
+                # A sink writing through this very store is written by the store's apply (one transaction).
+                if results and self.sink is not self.store and getattr(self.sink, "store", None) is not self.store:
                     self.sink.write(results)
                 self.store.apply(results, entries)
                 self.limiter.accepted()

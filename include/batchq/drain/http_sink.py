@@ -33,13 +33,9 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from batchq.drain.sink import (
-    SinkMisconfigured,
-    SinkRejected,
-    SinkUnavailable,
-    merge_duplicates,
-)
+from batchq.drain.sink import SinkMisconfigured, SinkRejected, SinkUnavailable
 from batchq.messages import WorkResult
+from batchq.store.rules import merge_duplicates
 
 _BACKPRESSURE = {429, 503}
 _TRANSIENT = {408, 500, 502, 504}
@@ -96,6 +92,20 @@ def auth_headers(login: str | None = None, password: str | None = None, extra: M
     return headers
 
 
+def clean_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    """Header values without surrounding whitespace (a token pasted or mounted from a secret ends with a
+    newline). A value still holding a control character (CR, LF, NUL, ...) would be a header injection
+    and ``http.client`` refuses it with the value (a credential) in the message: refuse it here, naming
+    the header only, before any result is involved."""
+    out: dict[str, str] = {}
+    for name, value in headers.items():
+        value = str(value).strip()
+        if any(ord(ch) < 32 and ch != "\t" or ord(ch) == 127 for ch in value) or any(ord(ch) <= 32 or ord(ch) == 127 for ch in str(name)):
+            raise ValueError(f"HTTP sink header {str(name)[:64]!r}: the value (or the name) contains a control character (CR/LF?); fix the connection")
+        out[str(name)] = value
+    return out
+
+
 class HttpSink:
     """POST result batches to ``url``.
 
@@ -124,7 +134,7 @@ class HttpSink:
         self._port = parts.port
         self._path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         url_auth = auth_headers(unquote(parts.username), unquote(parts.password or "")) if parts.username else {}
-        self._headers = {"Content-Type": "application/json", **url_auth, **(headers or {})}
+        self._headers = clean_headers({"Content-Type": "application/json", **url_auth, **(headers or {})})
         self.timeout_s = timeout_s
         self.retry_after_cap_s = retry_after_cap_s
         self.description = f"http:{parts.scheme}://{parts.hostname}{'' if parts.port is None else f':{parts.port}'}{parts.path}"
@@ -156,6 +166,9 @@ class HttpSink:
         except (OSError, http.client.HTTPException) as exc:
             self._drop_conn()
             raise SinkUnavailable(f"{self.description}: {type(exc).__name__}: {exc}") from exc
+        except BaseException:
+            self._drop_conn()  # never leave the connection mid-request for the next batch
+            raise
         if resp.will_close:
             self._drop_conn()
         status = resp.status

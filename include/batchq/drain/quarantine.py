@@ -14,9 +14,9 @@ from typing import Any
 
 from batchq.drain.checks import check_result
 from batchq.drain.sink import Sink, SinkMisconfigured, SinkUnavailable
-from batchq.drain.sql_sink import SqlSink
 from batchq.errors import InvalidMessage
 from batchq.messages import WorkResult, parse_result
+from batchq.store import Store
 
 #: Results written per sink call during a replay (one receive batch's worth).
 REPLAY_CHUNK = 10
@@ -34,7 +34,7 @@ class ReplayReport:
 
 
 def replay_quarantine(
-    store: SqlSink,
+    store: Store,
     sink: Sink | None = None,
     *,
     batch: str | None = None,
@@ -42,10 +42,9 @@ def replay_quarantine(
     message_ids: Sequence[str] | None = None,
     limit: int | None = None,
 ) -> ReplayReport:
-    """Re-apply not-yet-replayed quarantine rows through ``sink`` (default: the store itself) and record
+    """Re-apply not-yet-replayed quarantine rows through ``sink`` (default: none, the store's results table is the sink) and record
     them in the store, then mark them replayed. Transient sink errors and a misconfigured sink raise
     (nothing of the failing chunk is marked, so a later replay retries it)."""
-    sink = sink or store
     report = ReplayReport()
     ready: list[tuple[str, WorkResult]] = []
     for row in store.quarantined(batch, run_id, include_replayed=False, message_ids=message_ids, limit=limit):
@@ -80,7 +79,7 @@ def replay_quarantine(
     return report
 
 
-def _apply(store: SqlSink, sink: Sink, results: list[WorkResult]) -> None:
-    if sink is not store:
+def _apply(store: Store, sink: Sink | None, results: list[WorkResult]) -> None:
+    if sink is not None and getattr(sink, "store", None) is not store:
         sink.write(results)
     store.apply(results, ())

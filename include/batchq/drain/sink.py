@@ -2,7 +2,8 @@
 
 A sink is the real-time system's side of the pattern. It must be idempotent on ``key`` (results are
 delivered at least once) and must have *committed* a write when :meth:`Sink.write` returns, because the
-drainer deletes the results messages right after.
+drainer deletes the results messages right after. :class:`~batchq.errors.SinkUnavailable` (transient)
+lives in the kernel because the results store raises it too.
 """
 
 from __future__ import annotations
@@ -10,22 +11,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
-from batchq.errors import BatchqError
+from batchq.errors import BatchqError, SinkUnavailable
 from batchq.messages import WorkResult
-
-
-class SinkUnavailable(BatchqError):
-    """Transient: the sink is down, overloaded or pushing back. The drainer keeps the batch and retries.
-
-    :param retry_after_s: how long the sink asked us to wait (HTTP ``Retry-After``), if it said.
-    :param backpressure: True when the sink is alive but asked us to slow down (429/503): the limiter
-        lowers its rate, instead of treating it as an outage.
-    """
-
-    def __init__(self, message: str, retry_after_s: float | None = None, backpressure: bool = False):
-        super().__init__(message)
-        self.retry_after_s = retry_after_s
-        self.backpressure = backpressure
 
 
 class SinkRejected(BatchqError):
@@ -51,14 +38,4 @@ class Sink(Protocol):
     def close(self) -> None: ...
 
 
-def merge_duplicates(results: Sequence[WorkResult]) -> list[WorkResult]:
-    """Collapse results for the same key into the one that must win: a ``succeeded`` result beats a
-    ``failed`` one whatever the order they arrived in (at-least-once delivery has no order), and among
-    equals the first is kept. This is the rule every sink applies, so the outcome never depends on
-    which duplicate was delivered first."""
-    chosen: dict[str, WorkResult] = {}
-    for r in results:
-        prev = chosen.get(r.key)
-        if prev is None or (prev.status == "failed" and r.status == "succeeded"):
-            chosen[r.key] = r
-    return list(chosen.values())
+__all__ = ["Sink", "SinkMisconfigured", "SinkRejected", "SinkUnavailable"]

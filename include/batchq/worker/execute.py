@@ -140,7 +140,7 @@ def failed_outcome(
 ) -> Outcome:
     """Give up on ``payload``: a ``failed`` result (cut to fit ``max_result_bytes``), then the DLQ."""
     result = WorkResult(
-        batch=payload.batch, run_id=payload.run_id, key=payload.key, job_type=payload.job_type, plan=payload.plan,
+        batch=payload.batch, run_id=payload.run_id, key=payload.key, job_type=payload.job_type, plan=payload.plan, dims=payload.dims,
         status="failed", error=ErrorInfo(type=error_type, message=safe_error_text(message), permanent=permanent),
         attempts=attempts, worker=worker, started_at=started,
     )
@@ -236,7 +236,7 @@ def execute(
         return failed("InvalidHandlerOutput", f"handler returned {type(output).__name__}, expected a dict", True, started, duration)
     try:
         result = WorkResult(
-            batch=payload.batch, run_id=payload.run_id, key=payload.key, job_type=payload.job_type, plan=payload.plan,
+            batch=payload.batch, run_id=payload.run_id, key=payload.key, job_type=payload.job_type, plan=payload.plan, dims=payload.dims,
             status="succeeded", output=output, attempts=receive_count, worker=worker, started_at=started,
         )
         size = len(result.model_dump_json().encode())

@@ -7,7 +7,7 @@ import uuid
 from collections import Counter
 
 import sqlalchemy as sa
-from batchq.drain.sql_sink import results_table
+from batchq.store.schema import results_table
 from batchq.messages import ErrorInfo, WorkResult
 from batchq.sqs import get_snapshot, send_bodies
 

@@ -8,7 +8,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from batchq.drain import SqlSink
+from batchq.store import ResultsStore
 from tests.integration.drain._helpers import backlog, make_results, put
 
 pytestmark = pytest.mark.integration
@@ -147,7 +147,7 @@ def test_drain_operator_defers_then_finishes_with_an_asset_event(sqs_client, mak
     assert isinstance(trigger, ResultsAvailableTrigger) and deferred.value.method_name == "resume"
     kwargs = deferred.value.kwargs
     assert kwargs["totals"]["applied"] >= 20
-    assert SqlSink(sink).counts(batch, "run-1").succeeded == 18  # keys 0 and 15 failed
+    assert ResultsStore(sink).counts(batch, "run-1").succeeded == 18  # keys 0 and 15 failed
 
     put(sqs_client, url, results[20:], copies=2)
     out = op.resume(ctx, {"reason": "available", "status": "success"}, **kwargs)
@@ -155,7 +155,7 @@ def test_drain_operator_defers_then_finishes_with_an_asset_event(sqs_client, mak
     assert out["drain"]["applied"] >= 40
     event = ctx["outlet_events"][Asset(f"batchq://{batch}/results")]
     assert event.extra["succeeded"] == 28 and event.extra["outcome"] == "succeeded"
-    assert SqlSink(sink).get_run(batch, "run-1")["outcome"] == "succeeded"
+    assert ResultsStore(sink).get_run(batch, "run-1")["outcome"] == "succeeded"
     assert backlog(sqs_client, url) == 0
 
 

@@ -10,7 +10,8 @@ from types import SimpleNamespace
 
 import pytest
 import sqlalchemy as sa
-from batchq.drain import SinkUnavailable, SqlSink
+from batchq.drain import SinkUnavailable
+from batchq.store import ResultsStore
 
 from tests.integration.drain._helpers import make_results, put
 from tests.integration.drain.test_drain_airflow import (  # noqa: F401
@@ -48,7 +49,7 @@ def test_the_tls_setting_reaches_the_driver(pg_url):
 
     u = sa.engine.make_url(pg_url)
     conn = _conn(conn_type="postgres", host=u.host, port=u.port, schema=u.database, login=u.username, extra_dejson={"sslmode": "require"})
-    store = SqlSink(sink_target_from_connection(conn))
+    store = ResultsStore(sink_target_from_connection(conn))
     with pytest.raises(SinkUnavailable, match="SSL"):
         store.create_tables()
     store.close()
@@ -98,6 +99,6 @@ def test_operator_fails_fast_on_a_rejected_token_and_keeps_the_results(sqs_clien
         with pytest.raises(AirflowFailException, match="HTTP 401.*credentials"):
             op.execute(context("run-1"))
         assert rx.rows == {}
-    assert SqlSink(f"sqlite:///{tmp_path}/l.db").quarantined() == []
+    assert ResultsStore(f"sqlite:///{tmp_path}/l.db").quarantined() == []
     snap = get_snapshot(sqs_client, url)
     assert snap.visible + snap.in_flight == 12 and snap.visible >= 10  # handed back, not held for 60 s

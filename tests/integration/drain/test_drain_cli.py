@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 import pytest
-from batchq.drain import SqlSink
+from batchq.store import ResultsStore
 
 from tests.integration.drain._helpers import backlog, make_results, put, sink_rows
 
@@ -30,7 +30,7 @@ def test_drain_until_empty_then_ledger(sqs_client, sqs_endpoint, make_queue, tmp
     report = json.loads(done.stdout.strip().splitlines()[-1])
     assert report["received"] >= 81 and report["quarantined"] >= 1
     assert backlog(sqs_client, url) == 0
-    assert len(sink_rows(SqlSink(sink), batch)) == 40
+    assert len(sink_rows(ResultsStore(sink), batch)) == 40
 
     # 2 failures: fails with 0 tolerated (exit 1), passes with 5% tolerated (exit 0) and closes the run.
     strict = _cli("ledger", "--store", sink, "--batch", batch, "--run-id", "run-1", "--expected", "40")
@@ -39,7 +39,7 @@ def test_drain_until_empty_then_ledger(sqs_client, sqs_endpoint, make_queue, tmp
     ok = _cli("ledger", "--store", sink, "--batch", batch, "--run-id", "run-1", "--tolerated-failure-percentage", "5", "--close")
     assert ok.returncode == 0, ok.stderr
     assert json.loads(ok.stdout)["outcome"] == "succeeded"
-    assert SqlSink(sink).get_run(batch, "run-1")["outcome"] == "succeeded"
+    assert ResultsStore(sink).get_run(batch, "run-1")["outcome"] == "succeeded"
     # A run with keys still missing is "open" (exit 3).
     open_ = _cli("ledger", "--store", sink, "--batch", batch, "--run-id", "run-1", "--expected", "41")
     assert open_.returncode == 3 and json.loads(open_.stdout)["pending"] == 1

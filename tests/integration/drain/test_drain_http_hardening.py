@@ -12,7 +12,8 @@ import sys
 import time
 
 import pytest
-from batchq.drain import Drainer, HttpSink, SqlSink
+from batchq.drain import Drainer, HttpSink
+from batchq.store import ResultsStore
 from batchq.sqs import get_snapshot
 
 from tests.integration.drain._helpers import backlog, make_results, put
@@ -38,7 +39,7 @@ def test_rejected_credentials_stop_the_drain_and_keep_the_results(sqs_client, ma
     url = make_queue()
     results = make_results(25)
     put(sqs_client, url, results)
-    store = SqlSink(f"sqlite:///{tmp_path}/ledger.db")
+    store = ResultsStore(f"sqlite:///{tmp_path}/ledger.db")
     with Receiver() as rx:
         rx.fail_for(600, status=status, retry_after=None)
         started = time.monotonic()
@@ -57,7 +58,7 @@ def test_server_errors_are_retried_with_backoff(sqs_client, make_queue, tmp_path
     url = make_queue()
     results = make_results(30)
     put(sqs_client, url, results)
-    store = SqlSink(f"sqlite:///{tmp_path}/ledger.db")
+    store = ResultsStore(f"sqlite:///{tmp_path}/ledger.db")
     with Receiver() as rx:
         rx.fail_for(2.0, status=status, retry_after=None)
         report = Drainer(sqs_client, url, HttpSink(f"{rx.url}/results"), store, receive_wait_s=1, backoff_base_s=0.2, backoff_cap_s=1).run()
@@ -75,7 +76,7 @@ def test_absurd_retry_after_is_capped(sqs_client, make_queue, tmp_path, retry_af
     url = make_queue()
     results = make_results(20)
     put(sqs_client, url, results)
-    store = SqlSink(f"sqlite:///{tmp_path}/ledger.db")
+    store = ResultsStore(f"sqlite:///{tmp_path}/ledger.db")
     with Receiver() as rx:
         rx.fail_for(1.5, status=503, retry_after=retry_after)
         sink = HttpSink(f"{rx.url}/results", retry_after_cap_s=0.5)
@@ -89,7 +90,7 @@ def test_absurd_retry_after_is_capped(sqs_client, make_queue, tmp_path, retry_af
 def test_an_outage_never_outlives_the_deadline(sqs_client, make_queue, tmp_path):
     url = make_queue()
     put(sqs_client, url, make_results(20))
-    store = SqlSink(f"sqlite:///{tmp_path}/ledger.db")
+    store = ResultsStore(f"sqlite:///{tmp_path}/ledger.db")
     with Receiver() as rx:
         rx.fail_for(600, status=503, retry_after="30")
         started = time.monotonic()
@@ -129,6 +130,6 @@ def test_sigterm_mid_outage_exits_cleanly_and_loses_nothing(sqs_client, sqs_endp
         assert rx.rows == {}
     # Everything is back on the queue at once (a 60 s lease would otherwise hide it).
     assert _visible_again(sqs_client, url, 30) == 30
-    ledger = SqlSink(f"sqlite:///{tmp_path}/ledger.db")
+    ledger = ResultsStore(f"sqlite:///{tmp_path}/ledger.db")
     assert ledger.quarantined() == []
     ledger.close()

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 from batchq.messages import ErrorInfo
-from batchq.drain import Drainer, HttpSink, SqlSink, RunLedger
+from batchq.drain import Drainer, HttpSink
+from batchq.store import ResultsStore, RunLedger
 
 from tests.integration.drain._helpers import backlog, make_results, put, sink_rows
 from tests.support.http_receiver import Receiver
@@ -38,13 +39,13 @@ def _drain_and_check(sqs_client, url, store):
 
 
 def test_drain_to_sqlite(sqs_client, make_queue, tmp_path):
-    store = SqlSink(f"sqlite:///{tmp_path}/sink.db")
+    store = ResultsStore(f"sqlite:///{tmp_path}/sink.db")
     _drain_and_check(sqs_client, make_queue(), store)
 
 
 @pytest.mark.postgres
 def test_drain_to_postgres(sqs_client, make_queue, pg_url):
-    store = SqlSink(pg_url)
+    store = ResultsStore(pg_url)
     try:
         _drain_and_check(sqs_client, make_queue(), store)
     finally:
@@ -54,7 +55,7 @@ def test_drain_to_postgres(sqs_client, make_queue, pg_url):
 def test_rate_is_capped(sqs_client, make_queue, tmp_path):
     url = make_queue()
     put(sqs_client, url, make_results(70))
-    store = SqlSink(f"sqlite:///{tmp_path}/sink.db")
+    store = ResultsStore(f"sqlite:///{tmp_path}/sink.db")
     report = Drainer(sqs_client, url, store, max_rate=40, max_in_flight=3, receive_wait_s=1).run()
     assert report.applied >= 70
     # 10 tokens of burst, then 60 more at 40/s: at least 1.5 s whatever the thread count.
@@ -66,7 +67,7 @@ def test_drain_to_http_with_sql_ledger(sqs_client, make_queue, tmp_path):
     url = make_queue()
     results = make_results(30, failed_every=10)
     put(sqs_client, url, results, copies=2)
-    store = SqlSink(f"sqlite:///{tmp_path}/ledger.db")
+    store = ResultsStore(f"sqlite:///{tmp_path}/ledger.db")
     with Receiver() as rx:
         sink = HttpSink(f"{rx.url}/results")
         ledger = RunLedger(store, results[0].batch, "run-1", expected=30, tolerated_failure_count=3)
@@ -82,7 +83,7 @@ def test_http_rejection_is_quarantined_not_retried(sqs_client, make_queue, tmp_p
     url = make_queue()
     results = make_results(5)
     put(sqs_client, url, results)
-    store = SqlSink(f"sqlite:///{tmp_path}/ledger.db")
+    store = ResultsStore(f"sqlite:///{tmp_path}/ledger.db")
     with Receiver() as rx:
         rx.fail_for(60, status=422, retry_after=None)
         report = Drainer(sqs_client, url, HttpSink(f"{rx.url}/results"), store, receive_wait_s=1).run()

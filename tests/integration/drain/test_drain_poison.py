@@ -11,7 +11,8 @@ import uuid
 
 import pytest
 import sqlalchemy as sa
-from batchq.drain import Drainer, HttpSink, RunLedger, SqlSink
+from batchq.drain import Drainer, HttpSink
+from batchq.store import ResultsStore, RunLedger
 
 from tests.integration.drain._helpers import backlog, make_results, put, sink_rows
 from tests.support.http_receiver import Receiver
@@ -43,7 +44,7 @@ def _poison(batch: str, run_id: str) -> dict[str, str]:
     }
 
 
-def _check(sqs_client, url: str, store: SqlSink) -> None:
+def _check(sqs_client, url: str, store: ResultsStore) -> None:
     good = make_results(30)
     batch = good[0].batch
     poison = _poison(batch, "run-1")
@@ -70,7 +71,7 @@ def _check(sqs_client, url: str, store: SqlSink) -> None:
 
 
 def test_poison_results_are_isolated_on_sqlite(sqs_client, make_queue, tmp_path):
-    store = SqlSink(f"sqlite:///{tmp_path}/sink.db")
+    store = ResultsStore(f"sqlite:///{tmp_path}/sink.db")
     try:
         _check(sqs_client, make_queue(), store)
     finally:
@@ -79,7 +80,7 @@ def test_poison_results_are_isolated_on_sqlite(sqs_client, make_queue, tmp_path)
 
 @pytest.mark.postgres
 def test_poison_results_are_isolated_on_postgres(sqs_client, make_queue, pg_url):
-    store = SqlSink(pg_url)
+    store = ResultsStore(pg_url)
     try:
         _check(sqs_client, make_queue(), store)
     finally:
@@ -89,7 +90,7 @@ def test_poison_results_are_isolated_on_postgres(sqs_client, make_queue, pg_url)
 def test_a_database_refusal_is_bisected_to_the_poison_row(sqs_client, make_queue, tmp_path):
     """A refusal the checks cannot foresee (here a trigger): the batch is bisected, only the refused row
     is quarantined (with the database's reason), its neighbours commit."""
-    store = SqlSink(f"sqlite:///{tmp_path}/sink.db")
+    store = ResultsStore(f"sqlite:///{tmp_path}/sink.db")
     store.create_tables()
     with store.engine.begin() as conn:
         conn.execute(sa.text(
@@ -115,7 +116,7 @@ def test_an_http_sink_refusing_one_entry_is_bisected(sqs_client, make_queue, tmp
     bad = {results[5].key, results[22].key}
     url = make_queue()
     put(sqs_client, url, results)
-    store = SqlSink(f"sqlite:///{tmp_path}/ledger.db")
+    store = ResultsStore(f"sqlite:///{tmp_path}/ledger.db")
     with Receiver() as rx:
         rx.refuse_keys = bad
         report = Drainer(sqs_client, url, HttpSink(f"{rx.url}/results"), store, receive_wait_s=1).run()

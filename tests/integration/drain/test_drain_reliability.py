@@ -13,7 +13,8 @@ import time
 
 import pytest
 import sqlalchemy as sa
-from batchq.drain import Drainer, HttpSink, SqlSink
+from batchq.drain import Drainer, HttpSink
+from batchq.store import ResultsStore
 from batchq.sqs import get_snapshot
 
 from tests.integration.drain._helpers import WriteCounter, backlog, make_results, put, sink_rows
@@ -40,11 +41,11 @@ def test_postgres_outage_mid_drain(sqs_client, make_queue, pg_url):
     results = make_results(150)
     batch = results[0].batch
     put(sqs_client, url, results, copies=2)
-    direct = SqlSink(pg_url)
+    direct = ResultsStore(pg_url)
     direct.create_tables()
     u = sa.engine.make_url(pg_url)
     with TcpProxy(u.host or "127.0.0.1", u.port or 5432) as proxy:
-        store = SqlSink(u.set(host="127.0.0.1", port=proxy.port))
+        store = ResultsStore(u.set(host="127.0.0.1", port=proxy.port))
         counter = WriteCounter(store.engine)
         drainer = Drainer(sqs_client, url, store, max_rate=40, max_in_flight=2, receive_wait_s=1, lease_s=6, backoff_base_s=0.2, backoff_cap_s=2)
         box: dict = {}
@@ -80,7 +81,7 @@ def test_http_503_for_ten_seconds(sqs_client, make_queue, tmp_path):
     url = make_queue()
     results = make_results(120)
     put(sqs_client, url, results, copies=2)
-    store = SqlSink(f"sqlite:///{tmp_path}/ledger.db")
+    store = ResultsStore(f"sqlite:///{tmp_path}/ledger.db")
     with Receiver() as rx:
         drainer = Drainer(sqs_client, url, HttpSink(f"{rx.url}/results"), store, max_rate=40, max_in_flight=2, receive_wait_s=1, lease_s=6, backoff_cap_s=2)
         box: dict = {}
@@ -111,7 +112,7 @@ def test_drainer_killed_mid_batch(sqs_client, sqs_endpoint, make_queue, pg_url):
     results = make_results(120, failed_every=9)
     batch = results[0].batch
     put(sqs_client, url, results, copies=2)
-    store = SqlSink(pg_url)
+    store = ResultsStore(pg_url)
     store.create_tables()
     # Slow pacing (20/s) means every received batch waits ~0.5 s for tokens before it commits: a kill
     # lands between receive and commit (or between commit and delete).

@@ -9,7 +9,8 @@ import subprocess
 import sys
 
 import pytest
-from batchq.drain import Drainer, HttpSink, RunLedger, SqlSink
+from batchq.drain import Drainer, HttpSink
+from batchq.store import ResultsStore, RunLedger
 
 from tests.integration.drain._helpers import make_results, put
 from tests.support.http_receiver import Receiver
@@ -30,7 +31,7 @@ def test_quarantine_list_and_replay(sqs_client, make_queue, tmp_path):
     refused = {results[4].key, results[13].key}
     put(sqs_client, url, results, extra_bodies=["[" * 100_000])
     ledger_url = f"sqlite:///{tmp_path}/ledger.db"
-    store = SqlSink(ledger_url)
+    store = ResultsStore(ledger_url)
     ledger = RunLedger(store, batch, "run-1", expected=20)
     with Receiver() as rx:
         rx.refuse_keys = set(refused)

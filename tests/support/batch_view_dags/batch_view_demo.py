@@ -51,7 +51,7 @@ def make_batch_dag(dag_id: str, batch: str, expected: int, failed: int):
 
         @task
         def rerun_failed(dag_run=None, ti=None):
-            # The shape of RerunFailedOperator's return value (batchq.repair.RepairReport.to_dict).
+            # The shape of RerunFailedOperator's return value (batchq.store.repairs.RepairReport.to_dict).
             target = (dag_run.conf or {}).get("repair_run_id")
             if not target:
                 return {"selected": 0, "sent": 0, "outcome_before": None}

@@ -4,7 +4,7 @@ everywhere; AWS errors are reduced to their code and operation."""
 from __future__ import annotations
 
 import pytest
-from batchq.drain.ledger import evaluate
+from batchq.store.ledger import evaluate
 from batchq.errors import MAX_ERROR_TEXT, safe_error_text
 from batchq.monitor.report import run_report
 

@@ -137,3 +137,27 @@ def test_credentials_are_sent_and_never_described():
         for s in (sink, basic):
             assert "s3cret" not in s.description + repr(s) and "pa@ss" not in s.description + repr(s)
             assert "pa%40ss" not in s.description + repr(s)
+
+
+@pytest.mark.parametrize("how", ["headers", "token_extra"])
+def test_a_trailing_newline_in_a_header_value_is_not_sent_nor_leaked(how):
+    """A token pasted or mounted from a secret ends with a newline: ``http.client`` raised
+    ``ValueError("Invalid header value b'Bearer <token>\\n'")``, which became every result's quarantine
+    reason (the token with it) and left the connection mid-request."""
+    from batchq.drain.http_sink import auth_headers
+
+    headers = {"Authorization": "Bearer s3cret-token\n"} if how == "headers" else auth_headers(extra={"token": "s3cret-token\r\n"})
+    with Receiver() as rx:
+        rx.require_headers = {"Authorization": "Bearer s3cret-token"}
+        sink = HttpSink(f"{rx.url}/results", headers=headers)
+        sink.write([res("a")])
+        sink.write([res("b")])  # the same keep-alive connection still works
+        sink.close()
+        assert set(rx.rows) == {"a", "b"}
+        assert rx.last_headers["Authorization"] == "Bearer s3cret-token"
+
+
+def test_a_header_value_with_an_inner_newline_is_refused_up_front_without_the_value():
+    with pytest.raises(ValueError, match="Authorization") as info:
+        HttpSink("http://127.0.0.1:9/results", headers={"Authorization": "Bearer s3cret\nX-Injected: 1"})
+    assert "s3cret" not in str(info.value)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from batchq.drain.ledger import evaluate, tolerated_failures
+from batchq.store import evaluate, tolerated_failures
 
 
 @pytest.mark.parametrize(

@@ -5,8 +5,8 @@ DAGs with the same batch name and run id shared keys and one ledger row."""
 from __future__ import annotations
 
 import pytest
-from batchq.drain.ledger import RunLedger
-from batchq.drain.sql_sink import QuarantineEntry, RunConflict, SqlSink
+from batchq.store import RunLedger
+from batchq.store import QuarantineEntry, ResultsStore, RunConflict
 from batchq.messages import ErrorInfo, WorkPayload, WorkResult, parse_payload
 from batchq.plan import Plan
 from batchq.spec import BatchSpec
@@ -14,7 +14,7 @@ from batchq.spec import BatchSpec
 
 @pytest.fixture
 def store(tmp_path):
-    s = SqlSink(f"sqlite:///{tmp_path}/results.db")
+    s = ResultsStore(f"sqlite:///{tmp_path}/results.db")
     yield s
     s.close()
 
@@ -45,13 +45,13 @@ def test_a_replan_after_the_values_changed_cannot_close_on_old_keys(store):
     old = Plan(_spec([1, 2, 3, 4]), "r1")
     new = Plan(_spec([3, 4, 5, 6, 7]), "r1")  # a `variable:` list edited, the run cleared and re-run
     assert old.fingerprint != new.fingerprint
-    store.write(_results(old))
+    store.apply(_results(old))
     ledger = RunLedger(store, "plans", "r1", new.expected, plan=new.fingerprint)
     assert ledger.status().succeeded == 0 and not ledger.status().complete  # 4 old rows, none of this plan
     new_results = _results(new)
-    store.write(new_results[:4])
+    store.apply(new_results[:4])
     assert ledger.status().succeeded == 4 and not ledger.status().complete
-    store.write(new_results[4:])
+    store.apply(new_results[4:])
     assert ledger.status().complete and ledger.status().succeeded == 5
     # The plan is recorded: a later look without it (e.g. `batchq ledger`) counts the same way.
     assert RunLedger(store, "plans", "r1").status().succeeded == 5
@@ -82,10 +82,10 @@ def test_two_dags_never_share_keys_or_a_ledger_row(store):
 def test_a_result_of_the_new_plan_takes_over_a_shared_key(store):
     # Same run id and dims in both plans → same key; the new plan's result must own the row.
     old, new = Plan(_spec([1, 2]), "r1"), Plan(_spec([1, 2, 3]), "r1")
-    store.write(_results(old))
-    store.write(_results(new))
+    store.apply(_results(old))
+    store.apply(_results(new))
     ledger = RunLedger(store, "plans", "r1", new.expected, plan=new.fingerprint)
     assert ledger.status().complete and ledger.status().succeeded == 3
     # A late duplicate without a plan (an old body) never takes a row over.
-    store.write([r.model_copy(update={"plan": None, "status": "failed", "output": None, "error": ErrorInfo(type="E", message="x")}) for r in _results(old)][:1])
+    store.apply([r.model_copy(update={"plan": None, "status": "failed", "output": None, "error": ErrorInfo(type="E", message="x")}) for r in _results(old)][:1])
     assert ledger.status().succeeded == 3

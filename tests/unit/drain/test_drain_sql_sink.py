@@ -7,9 +7,9 @@ import itertools
 
 import pytest
 from batchq.messages import ErrorInfo, WorkResult
-from batchq.drain.ledger import RunLedger
-from batchq.drain.sink import merge_duplicates
-from batchq.drain.sql_sink import QuarantineEntry, SqlSink
+from batchq.store import RunLedger
+from batchq.store.rules import merge_duplicates
+from batchq.store import QuarantineEntry, ResultsStore
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -24,22 +24,22 @@ def result(key: str, status: str = "succeeded", run_id: str = "r1", batch: str =
 
 @pytest.fixture
 def store(tmp_path):
-    s = SqlSink(f"sqlite:///{tmp_path}/results.db")
+    s = ResultsStore(f"sqlite:///{tmp_path}/results.db")
     yield s
     s.close()
 
 
-def rows(store: SqlSink) -> dict[str, str]:
+def rows(store: ResultsStore) -> dict[str, str]:
     import sqlalchemy as sa
-    from batchq.drain.sql_sink import results_table
+    from batchq.store.schema import results_table
 
     with store.engine.connect() as conn:
         return dict(conn.execute(sa.select(results_table.c.key, results_table.c.status)).all())
 
 
 def test_duplicates_make_one_row(store):
-    store.write([result("a"), result("a"), result("b")])
-    store.write([result("a"), result("b")])
+    store.apply([result("a"), result("a"), result("b")])
+    store.apply([result("a"), result("b")])
     assert rows(store) == {"a": "succeeded", "b": "succeeded"}
     assert store.counts("b", "r1").succeeded == 2
 
@@ -47,20 +47,20 @@ def test_duplicates_make_one_row(store):
 @pytest.mark.parametrize("order", list(itertools.permutations(["failed", "succeeded", "failed"])))
 def test_success_wins_whatever_the_order_across_batches(store, order):
     for status in order:
-        store.write([result("k", status)])
+        store.apply([result("k", status)])
     assert rows(store) == {"k": "succeeded"}
 
 
 def test_success_wins_within_one_batch(store):
-    store.write([result("k", "failed"), result("k", "succeeded"), result("k", "failed")])
+    store.apply([result("k", "failed"), result("k", "succeeded"), result("k", "failed")])
     assert rows(store) == {"k": "succeeded"}
     c = store.counts("b", "r1")
     assert (c.succeeded, c.failed) == (1, 0)
 
 
 def test_failed_then_failed_keeps_the_first_error(store):
-    store.write([result("k", "failed", error=ErrorInfo(type="First", message="1"))])
-    store.write([result("k", "failed", error=ErrorInfo(type="Second", message="2"))])
+    store.apply([result("k", "failed", error=ErrorInfo(type="First", message="1"))])
+    store.apply([result("k", "failed", error=ErrorInfo(type="Second", message="2"))])
     assert store.first_failures("b", "r1") == [{"key": "k", "error": {"type": "First", "message": "1", "permanent": False}}]
 
 
@@ -68,12 +68,12 @@ def test_failed_then_failed_keeps_the_first_error(store):
 @given(st.lists(st.tuples(st.sampled_from("abcd"), st.sampled_from(["failed", "succeeded"])), max_size=12), st.integers(1, 4))
 def test_outcome_is_order_independent(tmp_path_factory, events, chunk):
     """Any delivery order and batching of any duplicates: each key ends succeeded iff any success arrived."""
-    s = SqlSink(f"sqlite:///{tmp_path_factory.mktemp('h')}/h.db")
+    s = ResultsStore(f"sqlite:///{tmp_path_factory.mktemp('h')}/h.db")
     s.create_tables()
     try:
         items = [result(k, st_) for k, st_ in events]
         for i in range(0, len(items), chunk):
-            s.write(items[i : i + chunk])
+            s.apply(items[i : i + chunk])
         want = {}
         for k, st_ in events:
             want[k] = "succeeded" if st_ == "succeeded" or want.get(k) == "succeeded" else "failed"
@@ -93,7 +93,7 @@ def test_merge_duplicates_keeps_first_of_equals_and_success_over_failure():
 
 
 def test_counts_are_per_run(store):
-    store.write([result("a", run_id="r1"), result("b", run_id="r2"), result("c", "failed", run_id="r1")])
+    store.apply([result("a", run_id="r1"), result("b", run_id="r2"), result("c", "failed", run_id="r1")])
     assert store.counts("b", "r1").succeeded == 1 and store.counts("b", "r1").failed == 1
     assert store.counts("b", "r2").succeeded == 1 and store.counts("b", "r2").failed == 0
 
@@ -107,26 +107,26 @@ def test_quarantine_is_idempotent_and_counts_keys_without_a_result(store):
     assert len(store.quarantined()) == 2
     assert store.counts("b", "r1").quarantined == 1
     # A real result for the same key later: the key is closed by it, not double-counted.
-    store.write([result("x")])
+    store.apply([result("x")])
     c = store.counts("b", "r1")
     assert (c.succeeded, c.quarantined) == (1, 0)
 
 
 def test_ledger_survives_a_new_store_and_closes(tmp_path):
     url = f"sqlite:///{tmp_path}/ledger.db"
-    s1 = SqlSink(url)
+    s1 = ResultsStore(url)
     RunLedger(s1, "b", "r1", 3, tolerated_failure_count=1)
-    s1.write([result("a"), result("b", "failed")])
+    s1.apply([result("a"), result("b", "failed")])
     s1.close()
 
-    s2 = SqlSink(url)  # e.g. the drain task's retry, in a new process
+    s2 = ResultsStore(url)  # e.g. the drain task's retry, in a new process
     ledger = RunLedger(s2, "b", "r1", tolerated_failure_count=1)  # expected read back from the store
     assert ledger.expected == 3
     st1 = ledger.status()
     assert (st1.succeeded, st1.failed, st1.pending, st1.complete) == (1, 1, 1, False)
     with pytest.raises(ValueError, match="incomplete"):
         ledger.close()
-    s2.write([result("c")])
+    s2.apply([result("c")])
     closed = ledger.close()
     assert closed.outcome == "succeeded"
     run = s2.get_run("b", "r1")
@@ -142,7 +142,7 @@ def test_ledger_without_expected_and_nothing_recorded_is_an_error(store):
 
 def test_rejects_unsupported_database():
     with pytest.raises(ValueError, match="only sqlite and postgresql"):
-        SqlSink("mysql://u@h/db")
+        ResultsStore("mysql://u@h/db")
 
 
 def test_concurrent_first_writes_create_the_tables_once(tmp_path):
@@ -151,14 +151,14 @@ def test_concurrent_first_writes_create_the_tables_once(tmp_path):
     import threading
 
     for trial in range(10):
-        store = SqlSink(f"sqlite:///{tmp_path}/race-{trial}.db")
+        store = ResultsStore(f"sqlite:///{tmp_path}/race-{trial}.db")
         barrier = threading.Barrier(4)
         errors: list[BaseException] = []
 
         def first_write(i: int) -> None:
             barrier.wait()
             try:
-                store.write([result(f"k{trial}-{i}")])
+                store.apply([result(f"k{trial}-{i}")])
             except BaseException as exc:  # noqa: BLE001 - collected and asserted below
                 errors.append(exc)
 

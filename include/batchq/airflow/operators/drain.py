@@ -146,6 +146,9 @@ class ResultsDrainOperator(AwsBaseOperator[BatchqSqsHook]):
     :param plan_fingerprint: the plan this run's ledger counts (default: ``plan`` from the planner's
         XCom); results of another plan of the same run id never close it.
     :param deferrable: defer while waiting for results (default True); else sleep in the worker slot.
+    :param prune_older_than: after the run's ledger closed, delete results, quarantine rows, settled
+        repairs and closed runs older than this (``30d``, ``12h``; :func:`batchq.store.retention.prune`,
+        in batches, safe beside other drains). ``None`` (default) keeps everything.
     :param curve_interval_s: least seconds between two samples of the results curve (XCom
         ``results_series``; one GetQueueAttributes each).
     """
@@ -180,12 +183,13 @@ class ResultsDrainOperator(AwsBaseOperator[BatchqSqsHook]):
         plan_fingerprint: str | None = None,
         deferrable: bool = True,
         curve_interval_s: float = DRAIN_SAMPLE_INTERVAL_S,
+        prune_older_than: str | None = None,
         **kwargs: Any,
     ):
         kwargs.setdefault("aws_conn_id", settings.default_aws_conn_id())
         loaded: BatchSpec | None = None
         if spec is not None:
-            from batchq.airflow.spec_sources import load_spec
+            from batchq.airflow.spec_sources import load_spec, spec_reference
 
             loaded = load_spec(spec)
         batch = batch or (loaded.name if loaded else None)
@@ -219,6 +223,13 @@ class ResultsDrainOperator(AwsBaseOperator[BatchqSqsHook]):
         self.deferrable = deferrable
         DrainCurve(interval_s=curve_interval_s)  # a bad interval fails at parse time
         self.curve_interval_s = curve_interval_s
+        # The spec as given (a name or path is resolved at run time): the plan membership of results.
+        self.spec_ref = spec_reference(spec) if spec is not None else None
+        if prune_older_than is not None:
+            from batchq.store.retention import parse_age
+
+            parse_age(prune_older_than)  # a typo fails at parse time, not after a drain
+        self.prune_older_than = prune_older_than
 
     # -- entry points ----------------------------------------------------------------------------------
     def execute(self, context: Any) -> dict[str, Any]:
@@ -243,6 +254,23 @@ class ResultsDrainOperator(AwsBaseOperator[BatchqSqsHook]):
         return self._drain(context, deadline=deadline, totals=dict(totals or {}), curve=DrainCurve.from_dict(curve) if curve else DrainCurve(interval_s=self.curve_interval_s))
 
     # -- the work --------------------------------------------------------------------------------------
+    def _membership_spec(self, context: Any) -> str | None:
+        """The run's resolved spec as JSON when it rebuilds the planned fingerprint (the store then
+        quarantines results whose key the plan cannot produce); None when it cannot be known here."""
+        if self.spec_ref is None:
+            return None
+        from batchq.airflow.spec_sources import resolve_spec
+        from batchq.plan import Plan
+
+        try:
+            spec = resolve_spec(self.spec_ref)
+            planned = self.plan_fingerprint or self._plan(context).get("plan")
+            plan = Plan(spec, self.run_id, dag_id=self.dag_id if self.has_dag() else None)
+        except Exception as exc:  # noqa: BLE001 - membership is a guard; the ledger still counts by plan
+            self.log.warning("plan membership unknown (results are counted by plan fingerprint only): %s", exc)
+            return None
+        return spec.model_dump_json() if plan.fingerprint == planned else None
+
     def _plan(self, context: Any) -> dict[str, Any]:
         return context["ti"].xcom_pull(task_ids=self.plan_task_id, key=PLAN_XCOM_KEY) or {}
 
@@ -288,8 +316,8 @@ class ResultsDrainOperator(AwsBaseOperator[BatchqSqsHook]):
         return sample
 
     def _drain(self, context: Any, *, deadline: float, totals: dict[str, int], curve: DrainCurve) -> dict[str, Any]:
-        from batchq.drain import Drainer, RunLedger, SinkMisconfigured
-        from batchq.drain.sql_sink import RunConflict
+        from batchq.drain import Drainer, SinkMisconfigured
+        from batchq.store import RunConflict, RunLedger
 
         client = self.hook.get_conn()
         url = get_queue_url(client, self.results_queue)
@@ -305,6 +333,7 @@ class ResultsDrainOperator(AwsBaseOperator[BatchqSqsHook]):
                     tolerated_failure_percentage=self.tolerated_failure_percentage,
                     plan=self.plan_fingerprint or self._plan(context).get("plan"),
                     dag_id=self.dag_id if self.has_dag() else None,
+                    spec=self._membership_spec(context),
                 )
             except RunConflict as exc:
                 raise AirflowFailException(f"{self.task_id}: {exc}") from exc
@@ -365,6 +394,11 @@ class ResultsDrainOperator(AwsBaseOperator[BatchqSqsHook]):
 
     def _finish(self, context: Any, ledger: Any, status: Any, totals: dict[str, int]) -> dict[str, Any]:
         ledger.close(status)
+        if self.prune_older_than:
+            from batchq.store.retention import parse_age, prune
+
+            pruned = prune(ledger.store, parse_age(self.prune_older_than))
+            self.log.info("pruned rows older than %s: %s", self.prune_older_than, pruned.to_dict())
         counts = status.counts()
         self._metrics(None, status)
         lag = self._lag(context, ledger)

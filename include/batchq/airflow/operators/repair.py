@@ -5,7 +5,7 @@ wait_input_drained >> drain_results >> purge_repaired_dlq``. On a normal run ``r
 does nothing, and ``purge_repaired_dlq`` finds no repaired key. When a run failed (more failures than
 tolerated), the operator fixes the handler and **clears ``rerun_failed`` with its downstream tasks** in
 that DAG run: ``rerun_failed`` re-sends exactly the failed keys of *that* run (rebuilt from its plan,
-recorded in the ledger, :func:`batchq.repair.rerun`), the sensor waits, the drain applies the new
+recorded in the ledger, :func:`batchq.store.repairs.rerun`), the sensor waits, the drain applies the new
 results and closes the ledger again (``succeeded`` when within tolerance), and ``purge_repaired_dlq``
 deletes the DLQ copies of the repaired keys. The run's history stays in one place: the Airflow run,
 and the ledger's repair records (who, when, how many, the outcome before and after).
@@ -100,13 +100,13 @@ class _RepairBase(AwsBaseOperator[BatchqSqsHook]):
         from airflow.sdk import BaseHook
 
         from batchq.airflow.operators.drain import sink_target_from_connection
-        from batchq.drain import SqlSink
+        from batchq.store import ResultsStore
 
         url = self.ledger or (sink_target_from_connection(BaseHook.get_connection(self.ledger_conn_id)) if self.ledger_conn_id else None)
         url = url or self.sink or sink_target_from_connection(BaseHook.get_connection(self.sink_conn_id))
         if url.startswith(("http://", "https://")):
             raise ValueError(f"{self.task_id}: an HTTP sink keeps its ledger elsewhere: give ledger= or ledger_conn_id=")
-        return SqlSink(url)
+        return ResultsStore(url)
 
     def _queue_url(self, context: Any, role: str, name: str) -> str:
         queues = (context["ti"].xcom_pull(task_ids=self.plan_task_id, key=PLAN_XCOM_KEY) or {}).get("queues") or {}
@@ -137,13 +137,16 @@ class RerunFailedOperator(_RepairBase):
 
     def execute(self, context: Any) -> dict[str, Any]:
         from batchq.plan import Plan
-        from batchq.repair import rerun
+        from batchq.store.repairs import rerun
 
         spec = resolve_spec(self.spec)
         store = self._store()
         try:
             run = store.get_run(spec.name, self.run_id)
-            if run is None or run.get("outcome") != "failed":
+            # --failed repairs a closed, failed run; --pending a run that is not done: lost keys keep
+            # the ledger open (a timed-out drain), so it can never close as failed.
+            wanted = ("failed",) if self.mode == "failed" else ("open", "failed")
+            if run is None or run.get("outcome") not in wanted:
                 self.log.info("run %s: ledger %s: nothing to repair", self.run_id, (run or {}).get("outcome", "not recorded yet"))
                 return {"selected": 0, "sent": 0, "outcome_before": (run or {}).get("outcome")}
             reason, requested_by = self._who_and_why(context)
@@ -197,7 +200,7 @@ class PurgeRepairedDlqOperator(_RepairBase):
         self.timeout_s = timeout_s
 
     def execute(self, context: Any) -> dict[str, Any]:
-        from batchq.repair import purge_repaired_dlq
+        from batchq.store.purge import purge_repaired_dlq
 
         spec = resolve_spec(self.spec)
         store = self._store()

@@ -15,7 +15,8 @@ from typing import Any
 
 from batchq import xcom_keys
 from batchq.errors import safe_error_text
-from batchq.drain.sql_sink import SqlSink
+from batchq.plan import Plan
+from batchq.store.protocol import Store
 from batchq.monitor.lag import run_lag
 
 
@@ -150,7 +151,7 @@ def evaluate(
 
 
 class RunLedger:
-    """The ledger of one run over a :class:`SqlSink`.
+    """The ledger of one run over a results store (:class:`~batchq.store.protocol.Store`).
 
     :param store: the results store (the sink database).
     :param batch: batch name.
@@ -165,12 +166,14 @@ class RunLedger:
         the old plan's keys. ``None`` (no plan known) counts every result of the run id; recorded in the
         store and read back like ``expected``.
     :param dag_id: the DAG that owns the run; another DAG recording the same batch and run id is
-        refused (:class:`~batchq.drain.sql_sink.RunConflict`).
+        refused (:class:`~batchq.store.runs.RunConflict`).
+    :param spec: the plan's resolved spec as JSON (:meth:`for_plan` passes it): recorded so results
+        whose key the plan cannot produce are quarantined "not in plan" instead of counting.
     """
 
     def __init__(
         self,
-        store: SqlSink,
+        store: Store,
         batch: str,
         run_id: str,
         expected: int | None = None,
@@ -180,6 +183,7 @@ class RunLedger:
         failures_shown: int = 10,
         plan: str | None = None,
         dag_id: str | None = None,
+        spec: str | None = None,
     ):
         self.store, self.batch, self.run_id = store, batch, run_id
         self.tolerated_failure_count = tolerated_failure_count
@@ -195,9 +199,18 @@ class RunLedger:
         elif expected < 0:
             raise ValueError(f"expected must be >= 0, got {expected}")
         else:
-            store.set_expected(batch, run_id, expected, plan=plan, dag_id=dag_id)
+            store.set_expected(batch, run_id, expected, plan=plan, dag_id=dag_id, spec=spec)
         self.expected = expected
         self.plan = plan
+
+    @classmethod
+    def for_plan(cls, store: Store, plan: Plan, **kwargs: Any) -> RunLedger:
+        """The ledger of ``plan``'s run, recording its expected count, fingerprint, DAG and resolved spec
+        (so every drainer can quarantine a key the plan cannot produce as "not in plan")."""
+        return cls(
+            store, plan.spec.name, plan.run_id, plan.expected, plan=plan.fingerprint, dag_id=plan.dag_id,
+            spec=plan.spec.model_dump_json(), **kwargs,
+        )
 
     def status(self) -> LedgerStatus:
         c = self.store.counts(self.batch, self.run_id, plan=self.plan)

@@ -9,24 +9,25 @@ the ledger again and the repair gets its outcome after. Re-sent payloads carry t
 sink keeps one row per key and a success replaces the earlier failure (the upsert rule).
 
 Once a repaired key's new result succeeded, its DLQ copies are stale: :func:`purge_repaired_dlq`
-deletes them (unless the repair asked to keep the DLQ), so "DLQ > 0" alerts resolve.
+(:mod:`batchq.store.purge`) deletes them (unless the repair asked to keep the DLQ), so "DLQ > 0" alerts resolve.
 
 No Airflow here; every SQS call goes through :mod:`batchq.sqs`.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from batchq.drain.sql_sink import SqlSink
 from batchq.errors import BatchqError
 from batchq.plan import Plan
-from batchq.sqs import change_visibility, delete_messages, receive_messages, send_bodies
+from batchq.sqs import send_bodies
+
+if TYPE_CHECKING:
+    from batchq.store.results import ResultsStore
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +110,7 @@ def missing_keys(plan: Plan, keys: Iterable[str]) -> set[str]:
     return wanted
 
 
-def planned_keys_without_result(store: SqlSink, plan: Plan, chunk: int = 500) -> Iterator[str]:
+def planned_keys_without_result(store: ResultsStore, plan: Plan, chunk: int = 500) -> Iterator[str]:
     """Keys of the plan the store has no result (nor quarantined copy) for: lost work. Streams the plan
     and asks the store ``chunk`` keys at a time, so memory stays flat."""
     batch_keys: list[str] = []
@@ -125,7 +126,7 @@ def planned_keys_without_result(store: SqlSink, plan: Plan, chunk: int = 500) ->
         yield from (k for k in batch_keys if k not in known)
 
 
-def check_plan(store: SqlSink, plan: Plan) -> dict[str, Any]:
+def check_plan(store: ResultsStore, plan: Plan) -> dict[str, Any]:
     """The run as the ledger recorded it; refuse when the plan rebuilt now is not the run's plan (the
     spec's values changed since, or another DAG id): its keys would not be the run's keys."""
     run = store.get_run(plan.spec.name, plan.run_id)
@@ -139,7 +140,7 @@ def check_plan(store: SqlSink, plan: Plan) -> dict[str, Any]:
     return run
 
 
-def select_keys(store: SqlSink, plan: Plan, mode: str, keys: Sequence[str] | None = None) -> list[dict[str, Any]]:
+def select_keys(store: ResultsStore, plan: Plan, mode: str, keys: Sequence[str] | None = None) -> list[dict[str, Any]]:
     """The keys a repair re-sends, each ``{"key", "status", "attempts"}`` (status before the repair)."""
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
@@ -161,7 +162,7 @@ def select_keys(store: SqlSink, plan: Plan, mode: str, keys: Sequence[str] | Non
 def rerun(
     client: Any,
     input_url: str,
-    store: SqlSink,
+    store: ResultsStore,
     plan: Plan,
     mode: str,
     *,
@@ -180,6 +181,13 @@ def rerun(
     """
     run = check_plan(store, plan)
     selected = select_keys(store, plan, mode, keys)
+    if mode == "failed" and selected:
+        # Never record a key that cannot be rebuilt: the repair would be recorded, nothing sent, and
+        # the keys left open. (The store quarantines keys outside the plan; this is the last guard.)
+        outside = missing_keys(plan, [k["key"] for k in selected])
+        if outside:
+            log.warning("rerun: %d selected key(s) are not in the plan and are left out: %s", len(outside), sorted(outside)[:_KEYS_SHOWN])
+            selected = [k for k in selected if k["key"] not in outside]
     report = RepairReport(
         plan.spec.name, plan.run_id, mode, len(selected), dry_run=dry_run, outcome_before=run.get("outcome"),
         reason=reason, requested_by=requested_by,
@@ -203,86 +211,7 @@ def rerun(
     return report
 
 
-@dataclass
-class PurgeReport:
-    """DLQ copies of repaired keys that were deleted; messages looked at and left alone."""
-
-    deleted: int = 0
-    examined: int = 0
-    kept: int = 0
-    keys: int = 0
-    failed: dict[str, str] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"deleted": self.deleted, "examined": self.examined, "kept": self.kept, "keys": self.keys, "failed": len(self.failed)}
-
-
-def _identity(body: str) -> tuple[Any, Any, Any]:
-    try:
-        raw = json.loads(body)
-    except Exception:  # noqa: BLE001 - not JSON: not a copy of one of our payloads
-        return None, None, None
-    if not isinstance(raw, dict):
-        return None, None, None
-    return raw.get("batch"), raw.get("run_id"), raw.get("key")
-
-
-def purge_repaired_dlq(
-    client: Any,
-    dlq_url: str,
-    store: SqlSink,
-    batch: str,
-    run_id: str,
-    *,
-    timeout_s: float = 300.0,
-) -> PurgeReport:
-    """Delete the DLQ copies of this run's repaired keys whose new result succeeded (repairs made with
-    ``keep_dlq`` excepted), then record them purged.
-
-    Every message is received, matched on (batch, run id, key) and either deleted or handed back at once
-    (visibility 0) after the pass, so other DLQ messages are untouched. Makes no SQS call when there is
-    nothing to purge.
-    """
-    candidates = store.dlq_purge_candidates(batch, run_id)
-    report = PurgeReport(keys=len(candidates))
-    if not candidates:
-        return report
-    repair_of = {key: repair_id for repair_id, key in candidates}
-    wanted = {(batch, run_id, key) for key in repair_of}
-    held: list[dict[str, Any]] = []
-    deleted_by_repair: dict[int, int] = {}
-    seen: set[str] = set()
-    deadline = time.monotonic() + timeout_s
-    # Other messages stay hidden for the whole pass (so each is looked at once), then are handed back.
-    lease_s = int(min(timeout_s + 30, 12 * 3600))
-    try:
-        while time.monotonic() < deadline:
-            msgs = [m for m in receive_messages(client, dlq_url, max_messages=10, wait_seconds=1, visibility_timeout=lease_s) if m["MessageId"] not in seen]
-            if not msgs:
-                break
-            seen.update(m["MessageId"] for m in msgs)
-            report.examined += len(msgs)
-            stale = [m for m in msgs if _identity(m.get("Body", "")) in wanted]
-            held += [m for m in msgs if m not in stale]
-            if stale:
-                failed = delete_messages(client, dlq_url, stale)
-                report.failed.update(failed)
-                for m in stale:
-                    if m["MessageId"] not in failed:
-                        report.deleted += 1
-                        rid = repair_of[_identity(m["Body"])[2]]
-                        deleted_by_repair[rid] = deleted_by_repair.get(rid, 0) + 1
-    finally:
-        if held:
-            change_visibility(client, dlq_url, held, 0)  # hand the other messages back at once
-        report.kept = len(held)
-    # Every candidate is recorded purged: a key with no DLQ copy (a repair of a lost key) has nothing left.
-    if not report.failed:
-        store.mark_dlq_purged(candidates, deleted_by_repair)
-    return report
-
-
-def wait_repaired(store: SqlSink, batch: str, run_id: str, repair_id: int, *, timeout_s: float, poll_s: float = 2.0) -> dict[str, int]:
+def wait_repaired(store: ResultsStore, batch: str, run_id: str, repair_id: int, *, timeout_s: float, poll_s: float = 2.0) -> dict[str, int]:
     """Wait until every key of ``repair_id`` has its new result applied (a drain runs elsewhere), or the
     timeout; returns the repair's keys by status after (``open`` for those still waiting)."""
     deadline = time.monotonic() + timeout_s
@@ -295,6 +224,6 @@ def wait_repaired(store: SqlSink, batch: str, run_id: str, repair_id: int, *, ti
 
 
 __all__ = [
-    "MODES", "PurgeReport", "RepairError", "RepairReport", "check_plan", "missing_keys", "planned_keys_without_result",
-    "purge_repaired_dlq", "rebuild_bodies", "rerun", "select_keys", "wait_repaired",
+    "MODES", "RepairError", "RepairReport", "check_plan", "missing_keys", "planned_keys_without_result",
+    "rebuild_bodies", "rerun", "select_keys", "wait_repaired",
 ]
