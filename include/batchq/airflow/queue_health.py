@@ -16,7 +16,6 @@ from dataclasses import replace
 from typing import Any
 
 from airflow.providers.amazon.aws.operators.base_aws import AwsBaseOperator
-from botocore.exceptions import BotoCoreError, ClientError
 
 from batchq.airflow import settings
 from batchq.airflow.hook import BatchqSqsHook
@@ -26,7 +25,7 @@ from batchq.errors import QueueNotFound, safe_error_text
 from batchq.monitor.alerts import AlertChange, AlertPolicy, BacklogAlerts
 from batchq.monitor.trend import queue_gauges
 from batchq.spec import BatchSpec
-from batchq.sqs.client import describe_aws_error
+from batchq.sqs.client import describe_error
 
 #: Between runs, on the input queue: a fan-out legitimately grows the backlog faster than workers take it,
 #: and there is no run deadline, so ``growing`` and ``late`` are left to the sensor that waits on a run.
@@ -189,6 +188,4 @@ class QueueHealthOperator(AwsBaseOperator[BatchqSqsHook]):
 
 def _error(exc: BaseException) -> str:
     """An AWS error as its code and operation, anything else as its type and capped, masked text."""
-    if isinstance(exc, (ClientError, BotoCoreError)):
-        return describe_aws_error(exc)
-    return safe_error_text(f"{type(exc).__name__}: {exc}")
+    return describe_error(exc)

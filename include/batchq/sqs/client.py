@@ -99,3 +99,14 @@ def describe_aws_error(exc: BaseException) -> str:
         operation = getattr(exc, "operation_name", None)
         return f"{code[:64]} on {operation}" if operation else code[:64]
     return type(exc).__name__
+
+
+def describe_error(exc: BaseException) -> str:
+    """Any error as it may be shown or stored (an event, an XCom, a summary): an AWS/botocore error by
+    :func:`describe_aws_error`, anything else as its type and its text through
+    :func:`batchq.errors.safe_error_text` (masked inside Airflow, capped)."""
+    from batchq.errors import safe_error_text
+
+    if isinstance(getattr(exc, "response", None), dict) or type(exc).__module__.startswith(("botocore", "aiobotocore")):
+        return describe_aws_error(exc)
+    return safe_error_text(f"{type(exc).__name__}: {exc}")
