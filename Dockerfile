@@ -1,6 +1,6 @@
 # syntax=docker/dockerfile:1
 # The Astro project's image (`astro dev start`, `astro dev pytest`, `astro deploy`): Astro Runtime 3.3-2
-# ships Airflow 3.3, inside batchq's supported range (pyproject: apache-airflow>=3.1,<4). The runtime
+# ships Airflow 3.3, inside batchq's supported range (pyproject: apache-airflow>=3.2,<4). The runtime
 # image's ONBUILD steps install packages.txt (apt) and requirements.txt (pip) and copy this project to
 # AIRFLOW_HOME=/usr/local/airflow (dags/, plugins/, include/).
 #
@@ -12,6 +12,9 @@ FROM astrocrpublic.azurecr.io/runtime:3.3-2
 # Named specs resolve to include/specs (batchq's default spec_dir beside the package).
 ENV PYTHONPATH=/usr/local/airflow/include
 
-# `astro dev pytest`: the DAG tests start their own SQS endpoint (moto) and need nothing from the host.
-# Drop this line to keep the test tools out of a deployed image.
-RUN pip install --no-cache-dir -r requirements-dev.txt
+# batchq's sensor and drain operator follow Airflow's [operators] default_deferrable: wait in the triggerer.
+ENV AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE=True
+
+# The deployable image carries no test tools. `astro dev pytest` runs the DAG tests (tests/dags) in a
+# container of this image: they install what they need themselves (requirements-dev.txt, see
+# tests/dags/conftest.py and docs/deploy.md), so nothing for testing is ever deployed.

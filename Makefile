@@ -6,6 +6,9 @@
 #   make test-deployment  a live Airflow (api-server, scheduler, dag-processor, triggerer; LocalExecutor and
 #                         Celery) on PostgreSQL + Redis, runs triggered through the REST API (~6 min)
 #   make test-localstack  integration + e2e tests against LocalStack (started and stopped here)
+#   make test-aws         the AWS stack (deploy/aws): synth, cfn-lint, checkov, least privilege from the code
+#                         (in .venv-iac), then deployed into LocalStack by CloudFormation and a batch run on it
+#   make aws-lambda-package  deploy/aws/build/lambda: the Lambda worker's package (cdk -c lambda_package=...)
 #   make localstack       LocalStack in the foreground; localstack-start / localstack-stop / localstack-status
 #   make demo             the example DAG end to end with a live view (BIG=1: an 8,000-payload burst)
 #   make test-airflow-oldest  DAG/task-group tests + the fan-out DAG test on the oldest supported Airflow
@@ -36,7 +39,7 @@ export LOCALSTACK_PORT LOCALSTACK_VENV
 # This machine's pip config lists local index folders that may be absent; keep pip's output readable.
 PIP_NOISE := { grep -v '^WARNING: Location .* is ignored' || true; }
 
-.PHONY: help venv test test-deployment test-localstack localstack localstack-install localstack-start \
+.PHONY: help venv test test-deployment test-localstack test-aws iac-venv aws-lambda-package localstack localstack-install localstack-start \
         localstack-stop localstack-status demo bench lint clean test-airflow-oldest
 
 help:
@@ -53,13 +56,17 @@ $(VENV)/.stamp: pyproject.toml
 	fi; \
 	"$(VPY)" -m pip install -q --upgrade pip 2>&1 | $(PIP_NOISE); \
 	"$(VPY)" -m pip install -q -e '.[$(EXTRAS)]' 2>&1 | $(PIP_NOISE); \
+	: "The editable build leaves include/batchq.egg-info, and include/ is on the path (the editable .pth, \
+	   PYTHONPATH=include): a second batchq distribution whose entry points Airflow loads again (Plugin \
+	   'batchq' already registered). The venv's dist-info is the installed metadata; drop the copy."; \
+	find include -maxdepth 1 -name '*.egg-info' -type d -prune -exec rm -rf {} +; \
 	"$(VPY)" -c 'import importlib.metadata as m; print("venv ok:", *(f"{d} {m.version(d)}" for d in ("batchq", "apache-airflow", "moto", "pytest")))'; \
 	touch "$@"; \
 	echo "make venv: $$(( $$(date +%s) - start ))s"
 
 # ---------------------------------------------------------------------------------------------- tests
 test: venv
-	$(VPY) -m pytest tests -m "not deployment" $(PYTEST_ARGS)
+	$(VPY) -m pytest tests -m "not deployment and not aws" $(PYTEST_ARGS)
 
 # Needs PostgreSQL on 127.0.0.1:5432 (a database of its own is created and dropped) and Redis on
 # 127.0.0.1:6379 (the Celery broker); .ci/run starts both where they are not answering.
@@ -82,6 +89,60 @@ test-localstack: venv localstack-install
 	$(LOCALSTACK) start; \
 	BATCHQ_TEST_SQS_ENDPOINT=http://127.0.0.1:$$port \
 	  $(VPY) -m pytest tests -m "integration or e2e" $(PYTEST_ARGS)
+
+# ---------------------------------------------------------------------------------------------- AWS stack
+# The IaC tools (CDK, cfn-lint, checkov) in a venv of their own: their pins conflict with the project's.
+# The CDK app imports batchq from include/ (its queue plan is the stack's), so no install of batchq here.
+IAC_VENV ?= .venv-iac
+IAC_PY   := $(IAC_VENV)/bin/python
+# LocalStack's free edition runs these; ECS and Application Auto Scaling are not in it, and Lambda
+# needs Docker to run a function: those parts are checked from the synthesised template instead.
+AWS_LOCALSTACK_SERVICES ?= cloudformation,sqs,sns,iam,cloudwatch,sts
+# Node 20 (this machine's) is past jsii's support window: it works, and says so at every start.
+export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION ?= 20
+
+$(IAC_VENV)/.stamp: deploy/aws/requirements.txt
+	@start=$$(date +%s); \
+	[ -x "$(IAC_PY)" ] || "$(PYTHON311)" -m venv "$(IAC_VENV)"; \
+	"$(IAC_PY)" -m pip install -q --upgrade pip 2>&1 | $(PIP_NOISE); \
+	"$(IAC_PY)" -m pip install -q -r deploy/aws/requirements.txt 2>&1 | $(PIP_NOISE); \
+	command -v node >/dev/null || { echo "the CDK needs Node.js (apt-get install nodejs)"; exit 1; }; \
+	touch "$@"; \
+	echo "iac venv: $$(( $$(date +%s) - start ))s"
+
+# 1. the stack's own tests (synth of every worker kind, cfn-lint, checkov, least privilege, template checks);
+# 2. the stack for tests/aws/aws_batch.yaml created in LocalStack by CloudFormation (credentials are
+#    LocalStack's dummies, never real ones); 3. tests/aws against it (project venv): outputs, no drift, a
+#    batch end to end with each component's calls checked against its role.
+iac-venv: $(IAC_VENV)/.stamp
+
+test-aws: venv localstack-install $(IAC_VENV)/.stamp
+	@t0=$$(date +%s); \
+	$(IAC_PY) -m pytest deploy/aws/tests -p no:cacheprovider $(PYTEST_ARGS); \
+	echo "test-aws: stack tests $$(( $$(date +%s) - t0 ))s"; \
+	port=$(LOCALSTACK_PORT); \
+	if ! $(VPY) -c '$(PORT_FREE)' "$$port" 2>/dev/null; then port=$$($(VPY) -c '$(FREE_PORT)'); fi; \
+	mkdir -p .localstack; \
+	export LOCALSTACK_PORT=$$port LOCALSTACK_SERVICES=$(AWS_LOCALSTACK_SERVICES) \
+	  LOCALSTACK_STATE_DIR="$$(mktemp -d $(CURDIR)/.localstack/aws-XXXXXX)"; \
+	trap '$(LOCALSTACK) stop; cp "$$LOCALSTACK_STATE_DIR/localstack.log" .localstack/test-aws.log 2>/dev/null; rm -rf "$$LOCALSTACK_STATE_DIR"' EXIT; \
+	$(LOCALSTACK) start; \
+	export AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test AWS_REGION=us-east-1 AWS_DEFAULT_REGION=us-east-1; \
+	t0=$$(date +%s); \
+	$(IAC_PY) deploy/aws/synth.py --spec tests/aws/aws_batch.yaml --workers none --deploy \
+	  --endpoint-url http://127.0.0.1:$$port --out "$$LOCALSTACK_STATE_DIR/template.json" \
+	  --outputs "$$LOCALSTACK_STATE_DIR/outputs.json" >/dev/null; \
+	echo "test-aws: synth + deploy into LocalStack $$(( $$(date +%s) - t0 ))s"; \
+	BATCHQ_TEST_SQS_ENDPOINT=http://127.0.0.1:$$port BATCHQ_AWS_STACK_OUTPUTS="$$LOCALSTACK_STATE_DIR/outputs.json" \
+	  BATCHQ_AWS_STACK_TEMPLATE="$$LOCALSTACK_STATE_DIR/template.json" \
+	  $(VPY) -m pytest tests/aws -m aws $(PYTEST_ARGS)
+
+# The Lambda worker's package: batchq[worker] and its dependencies, for the Lambda runtime (python3.11,
+# x86_64: build it on Linux x86_64 with Python 3.11 so compiled wheels match). Add your handler package.
+aws-lambda-package: venv
+	rm -rf deploy/aws/build/lambda
+	$(VPY) -m pip install -q --target deploy/aws/build/lambda '.[worker]' 2>&1 | $(PIP_NOISE)
+	@echo "deploy/aws/build/lambda: cdk deploy -c lambda_package=build/lambda"
 
 # ---------------------------------------------------------------------------------------------- oldest Airflow
 # The bottom of the supported range (pyproject: apache-airflow>=3.2,<4) in its own venv, constrained to the
@@ -140,6 +201,6 @@ lint: venv
 
 clean:
 	-@[ -f .localstack/localstack.pid ] && $(LOCALSTACK) stop || true
-	rm -rf $(VENV) $(LOCALSTACK_VENV) $(OLDEST_VENV) .localstack .pytest_cache .hypothesis .ruff_cache build
+	rm -rf $(VENV) $(LOCALSTACK_VENV) $(OLDEST_VENV) $(IAC_VENV) deploy/aws/build deploy/aws/cdk.out .localstack .pytest_cache .hypothesis .ruff_cache build
 	find . -name __pycache__ -type d -prune -not -path './.git/*' -exec rm -rf {} +
 	find include -maxdepth 2 -name '*.egg-info' -type d -prune -exec rm -rf {} +

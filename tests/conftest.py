@@ -22,9 +22,13 @@ os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
 os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
 # Never let a test reach for an instance-metadata endpoint.
 os.environ.setdefault("AWS_EC2_METADATA_DISABLED", "true")
+# Every stack this project ships defers by default (Airflow's own [operators] default_deferrable, which
+# batchq's deferrable= follows); the in-process operator tests run with the same configuration.
+os.environ.setdefault("AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE", "True")
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 DEFAULT_PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+DEFAULT_MARIADB_URL = "mysql://root@127.0.0.1:3306/test"
 
 
 def free_port() -> int:
@@ -120,5 +124,25 @@ def pg_url() -> str:
         reason = f"PostgreSQL not reachable at {url}: {exc}"
         if IN_CI:
             pytest.fail(f"{reason} (CI=true: PostgreSQL is required, not optional)")
+        pytest.skip(reason)
+    return url
+
+
+@pytest.fixture(scope="session")
+def mariadb_url() -> str:
+    """URL of the test MariaDB (.ci/run's ensure_mariadb: 127.0.0.1:3306, root, database ``test``;
+    override with ``BATCHQ_TEST_MARIADB_URL``); skip (laptop) or fail (CI) when it is not reachable."""
+    url = os.environ.get("BATCHQ_TEST_MARIADB_URL", DEFAULT_MARIADB_URL)
+    try:
+        import MySQLdb
+        from sqlalchemy.engine import make_url
+
+        u = make_url(url)
+        conn = MySQLdb.connect(host=u.host, port=u.port or 3306, user=u.username, passwd=u.password or "", db=u.database, connect_timeout=3)
+        conn.close()
+    except Exception as exc:  # noqa: BLE001
+        reason = f"MariaDB not reachable at {url}: {exc}"
+        if IN_CI:
+            pytest.fail(f"{reason} (CI=true: MariaDB is required, not optional)")
         pytest.skip(reason)
     return url

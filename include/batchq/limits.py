@@ -26,3 +26,7 @@ MAX_MAX_RECEIVE_COUNT = 1000
 MAX_QUEUE_NAME_LENGTH = 80
 #: AWS advises watching the approximate counters for about a minute before treating a queue as empty.
 RECOMMENDED_EMPTY_STABILITY_SECONDS = 60
+#: MessageRetentionPeriod range, and SQS's default (4 days).
+MIN_RETENTION_SECONDS = 60
+MAX_RETENTION_SECONDS = 1_209_600
+DEFAULT_RETENTION_SECONDS = 345_600

@@ -153,6 +153,24 @@ def _short(value: object, limit: int = 500) -> str:
     return text if len(text) <= limit else f"{text[:limit]}…[{len(text) - limit} more chars]"
 
 
+# -- keys as people read them ------------------------------------------------------------------------
+
+
+def describe_key(key: str, dims: Mapping[str, Any] | None = None, *, key_chars: int = 8) -> str:
+    """A key as a person should read it: by its dimensions, the hash shortened beside them.
+
+    ``describe_key("4730f5ee91…", {"region": "ap-south", "model": "xgb", "day": "wed"})`` →
+    ``"region=ap-south, model=xgb, day=wed (4730f5ee…)"``; the full key alone when the dimensions are not
+    known. The one formatting of a key wherever one is shown: logs, the CLI, the drain task's error and
+    the Batch view.
+    """
+    if not dims:
+        return str(key)
+    shown = ", ".join(f"{name}={value}" for name, value in dims.items())
+    short = key if len(key) <= key_chars else f"{key[:key_chars]}…"
+    return f"{shown} ({short})"
+
+
 # -- the one payload serialiser ---------------------------------------------------------------------
 
 

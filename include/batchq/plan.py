@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import math
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
@@ -197,6 +197,24 @@ class Plan:
             key = idempotency_key(batch, run_id, dims, dag_id)
             job_json = fixed_job if job_dim is None else dumps_json(str(values[job_dim][digits[job_dim]]))
             yield key, self._encoder.encode(key, job_json, [vj[d][i] for d, i in enumerate(digits)])
+
+    def dims_of(self, keys: Iterable[str]) -> dict[str, dict[str, Any]]:
+        """The dims of each of ``keys`` this plan produces (keys it does not produce are left out), to
+        show a key to a person by what it stands for when a stored row does not carry its dims. Streams
+        the plan, without encoding bodies, and stops once every key was found."""
+        wanted, found = set(keys), {}
+        values, names = self.values, self.names
+        batch, run_id, dag_id = self.spec.name, self.run_id, self.dag_id
+        if wanted:
+            for digits in self._iter_digits(0, self.size):
+                dims = {names[d]: values[d][i] for d, i in enumerate(digits)}
+                key = idempotency_key(batch, run_id, dims, dag_id)
+                if key in wanted:
+                    found[key] = dims
+                    wanted.discard(key)
+                    if not wanted:
+                        break
+        return found
 
     def count_in(self, shard: Shard) -> int:
         """Payloads in ``shard`` after exclusions (streams the range)."""

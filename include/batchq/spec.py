@@ -104,6 +104,8 @@ class QueueSpec(BaseModel):
     :param max_receive_count: deliveries before a message dead-letters; the worker publishes a
         ``failed`` result on the last one, so the run's ledger still closes.
     :param visibility_timeout_s: input queue visibility timeout; workers extend it for long jobs.
+    :param message_retention_s: how long the input and results queues keep a message (SQS's default,
+        4 days; the DLQs keep theirs for the maximum, 14 days).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -114,6 +116,9 @@ class QueueSpec(BaseModel):
     max_receive_count: int = Field(3, ge=limits.MIN_MAX_RECEIVE_COUNT, le=limits.MAX_MAX_RECEIVE_COUNT)
     results_max_receive_count: int = Field(10, ge=limits.MIN_MAX_RECEIVE_COUNT, le=limits.MAX_MAX_RECEIVE_COUNT)
     visibility_timeout_s: int = Field(300, ge=0, le=limits.MAX_VISIBILITY_TIMEOUT_SECONDS)
+    message_retention_s: int = Field(
+        limits.DEFAULT_RETENTION_SECONDS, ge=limits.MIN_RETENTION_SECONDS, le=limits.MAX_RETENTION_SECONDS
+    )
 
     @field_validator("input", "results")
     @classmethod
@@ -273,6 +278,22 @@ class BatchSpec(BaseModel):
     @property
     def is_resolved(self) -> bool:
         return all(d.resolved for d in self.dimensions)
+
+    def job_types(self) -> list[str] | None:
+        """The job types this spec's payloads carry, sorted; ``None`` when they come from a dimension
+        whose values are not known yet (a ``source`` not resolved). A job type every one of whose
+        combinations an exclusion rule on the job type dimension alone removes is not listed."""
+        if self.job_type is not None:
+            return [self.job_type]
+        dim = next(d for d in self.dimensions if d.name == self.job_type_dimension)
+        if dim.values is None:
+            return None
+        excluded: set[str] = set()
+        for rule in self.exclude:
+            if set(rule) == {self.job_type_dimension}:
+                val = rule[self.job_type_dimension]
+                excluded |= {str(x) for x in (val if isinstance(val, (list, tuple)) else [val])}
+        return sorted({str(v) for v in dim.values} - excluded)
 
     # -- loading -------------------------------------------------------------------------------------
     @classmethod

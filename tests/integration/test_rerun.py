@@ -77,12 +77,19 @@ def failed_run(plan, store, client, urls, failing: int = 4):
 
 def test_rerun_failed_sends_only_failed_keys_and_closes_green(setup, sqs_client, capsys):
     path, spec, plan, store, urls = setup
-    ledger, failed, _ = failed_run(plan, store, sqs_client, urls)
+    ledger, failed, bodies = failed_run(plan, store, sqs_client, urls)
     send_message(sqs_client, urls.input_dlq, '{"not": "ours"}')  # another message on the DLQ stays
     base = ["rerun", "--spec", str(path), "--run-id", plan.run_id, "--store", str(store.engine.url)]
 
     assert main([*base, "--failed", "--dry-run"]) == 0
-    assert json.loads(capsys.readouterr().out)["repair"]["selected"] == 4
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["repair"]["selected"] == 4
+    # Issue 20: the keys are named by their dimensions, the hash shortened beside them.
+    from batchq.messages import describe_key, parse_payload
+
+    for key in failed:
+        shown = describe_key(key, parse_payload(bodies[key]).dims)
+        assert f"  {shown}" in captured.err and "=" in shown and f"({key[:8]}…)" in shown
     assert drain_keys(sqs_client, urls.input) == [], "a dry run sends nothing"
     assert store.repairs(spec.name, plan.run_id) == []
 
@@ -174,3 +181,19 @@ def test_rerun_refuses_another_plan(setup, sqs_client, tmp_path):
     changed.write_text(path.read_text().replace("c6]", "c6, c7]"))
     assert main(["rerun", "--spec", str(changed), "--run-id", plan.run_id, "--store", str(store.engine.url), "--failed"]) == 2
     assert drain_keys(sqs_client, urls.input) == []
+
+
+def test_ledger_cli_names_the_failed_keys_by_their_dimensions(setup, sqs_client, capsys):
+    # Issue 20: `batchq ledger` showed "4730f5ee…: RuntimeError…"; rows without dims get them from the plan.
+    from batchq.messages import describe_key
+
+    path, _spec, plan, store, urls = setup
+    _, failed, bodies = failed_run(plan, store, sqs_client, urls, failing=2)
+    rc = main(["ledger", "--store", str(store.engine.url), "--spec", str(path), "--run-id", plan.run_id])
+    captured = capsys.readouterr()
+    assert rc == 1
+    for key in failed:
+        dims = parse_payload(bodies[key]).dims
+        assert describe_key(key, dims) in captured.err
+        assert {"key": key, "dims": dims} in [{k: f[k] for k in ("key", "dims")} for f in json.loads(captured.out)["first_failures"]]
+    assert "customer=" in captured.err and "period=" in captured.err

@@ -63,6 +63,7 @@ def view_home(tmp_path_factory, airflow_home, sqs_client) -> ViewHome:
         "AIRFLOW_HOME": str(path),
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{path / 'airflow.db'}",
         "AIRFLOW__CORE__DAGS_FOLDER": str(DEMO_DAGS),
+        "AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE": "True",
         "AIRFLOW__CORE__AUTH_MANAGER": "tests.support.dag_scoped_auth.DagScopedAuthManager",
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin,scoped:viewer",
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(path / "passwords.json"),

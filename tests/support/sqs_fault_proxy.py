@@ -67,6 +67,9 @@ class ProxyLog:
     injected_entry_failures: Counter = field(default_factory=Counter)
     injected_call_errors: int = 0
     events: list[tuple[str, str, str]] = field(default_factory=list)  # (op, queue_url, key), in order
+    #: every request, in order: ``(operation, queue)`` — the X-Amz-Target's operation and the body's
+    #: ``QueueUrl`` (or ``QueueName`` for GetQueueUrl); what a least-privilege check compares with a role.
+    calls: list = field(default_factory=list)
     receipts: dict[str, str] = field(default_factory=dict)  # receipt handle -> key
 
 
@@ -174,6 +177,15 @@ class SqsFaultProxy:
         with self.lock:
             return url.rstrip("/").rsplit("/", 1)[-1] in self.plan.denied_attributes
 
+    def _record_call(self, target: str | None, body: bytes) -> None:
+        try:
+            request = json.loads(body or b"{}")
+        except ValueError:
+            request = {}
+        queue = request.get("QueueUrl") or request.get("QueueName") or ""
+        with self.lock:
+            self.log.calls.append(((target or "?").rpartition(".")[2], queue))
+
     def _record_receipts(self, resp_body: bytes) -> None:
         with self.lock:
             for m in json.loads(resp_body or b"{}").get("Messages", []):
@@ -200,6 +212,7 @@ class SqsFaultProxy:
                 body = self.rfile.read(length) if length else b""
                 headers = dict(self.headers.items())
                 target = headers.get("X-Amz-Target")
+                proxy._record_call(target, body)
                 if target == _TARGET:
                     status, resp_headers, resp_body = proxy._send_message_batch(self.path, headers, body)
                 elif target == "AmazonSQS.GetQueueAttributes" and proxy._denied(body):

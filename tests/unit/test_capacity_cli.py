@@ -51,7 +51,7 @@ def test_text_report_and_durations_file(capsys, tmp_path):
     [
         (["--payloads", "10", "--p50", "2"], "--p50 needs --p95"),
         (["--payloads", "10", "--p50", "5", "--p95", "2"], "p50 <= p95"),
-        (["--payloads", "10", "--seconds-per-payload", "1", "--deadline", "08:00"], "go together"),
+        (["--payloads", "10", "--seconds-per-payload", "1", "--deadline", "08:00"], "goes with --start"),
         (["--payloads", "10", "--seconds-per-payload", "1", "--schedule", "0 7 * *"], "five-field"),
         (["--payloads", "10", "--seconds-per-payload", "1", "--min", "5", "--max", "2"], "above --max"),
         (["--payloads", "10", "--from-run", "b", "r"], "--sink-url"),
@@ -113,3 +113,32 @@ def test_sink_without_started_at_says_what_to_give_instead(capsys, tmp_path):
     engine.dispose()
     rc, _, err = run(capsys, "--payloads", "30", "--from-run", "b", "r1", "--sink-url", url)
     assert rc == 2 and "no started_at column" in err and "--seconds-per-payload" in err
+
+
+def test_deadline_as_a_duration_names_the_setting_and_reports_progress(capsys):
+    # Issue 20: `--deadline 1h` was refused; the answer did not name the setting; 40 s of silence.
+    rc, out, err = run(capsys, "--payloads", "400", "--seconds-per-payload", "2", "--policy", "local",
+                       "--concurrency", "4", "--deadline", "1h", "--runs", "3")
+    assert rc == 0, err
+    assert "deadline     1h00m00s after start" in out
+    assert "smallest max workers (batchq workers --max) meeting it: " in out
+    assert "plan-capacity: simulating 3 runs of 400 payloads under local" in err
+    assert "plan-capacity: searching the smallest max workers" in err
+    assert "plan-capacity" not in out  # stdout is the plan alone
+    rc, out, err = run(capsys, "--payloads", "400", "--seconds-per-payload", "2", "--policy", "lambda",
+                       "--deadline", "90m", "--runs", "2", "--json", "--quiet")
+    plan = json.loads(out)
+    assert rc == 0 and plan["deadline_s"] == 5400 and err == ""
+    assert plan["max_setting"].startswith("maximum concurrency") and "reserved concurrency" in plan["max_setting"]
+
+
+def test_durations_parse_in_the_one_clock_module():
+    from batchq.clock import parse_deadline, parse_duration
+
+    assert [parse_duration(v) for v in ("1h", "90m", "1h30m", "45s", "2h15m30s", "600")] == [3600, 5400, 5400, 45, 8130, 600]
+    assert parse_deadline("08:00") == ("clock", 480) and parse_deadline("1h") == ("duration", 3600)
+    for bad in ("", "h", "0m", "1d", "-5", "nan"):
+        with pytest.raises(ValueError, match="must look like"):
+            parse_duration(bad)
+    with pytest.raises(ValueError, match="time of day 'HH:MM'.*or a duration"):
+        parse_deadline("tomorrow")

@@ -4,16 +4,11 @@ pixels show the series)."""
 from __future__ import annotations
 
 import struct
-import sys
 import zlib
-from pathlib import Path
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
-
-import demo_progress
-import tiny_png
+from batchq.dev import progress as demo_progress
+from batchq.dev import tiny_png
 
 
 def sample(t, visible=0, in_flight=0, drained=0, workers=1, results=0):
@@ -125,3 +120,20 @@ def test_queue_reader_snapshots_a_specs_queues(sqs_endpoint, sqs_client, queue_s
     # Queues that do not exist yet read as "unknown", not an error.
     spec.write_text("name: s\ndimensions:\n  customer: [a]\n  job_type: [classification]\nqueues: {input: nope-in, results: nope-out}\n")
     assert demo_progress.QueueReader(str(spec)).snapshots() == (None, None)
+
+
+def test_summary_shows_the_pictures_path_whole_on_a_narrow_terminal(tmp_path, monkeypatch, capsys):
+    # Issue 20: the summary table cut the drain curve's path short ("/work/…/.airflow-demo/so…").
+    import json
+
+    monkeypatch.setenv("COLUMNS", "60")
+    spec = tmp_path / "s.yaml"
+    spec.write_text("name: s\ndimensions: {n: [1, 2]}\njob_type: x\nqueues: {input: s-in, results: s-out}\n")
+    series = tmp_path / "series.json"
+    series.write_text(json.dumps({"samples": [sample(0, visible=2), sample(1, drained=2)], "statsd": {}}))
+    png = tmp_path / "a-rather-long-directory-name-for-pictures" / "the-drain-curve-of-this-run.png"
+    figures = demo_progress.summary(str(spec), tmp_path / "no-sink.db", series, png=png)
+    out = capsys.readouterr().out
+    assert str(png) in out.splitlines() or f"drain curve: {png}" in out
+    assert "…" not in out
+    assert figures["png"] == str(png) and png.read_bytes().startswith(b"\x89PNG")

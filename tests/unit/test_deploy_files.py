@@ -64,18 +64,41 @@ def test_k8s_deployment_and_keda_scaler_agree():
     assert pod["terminationGracePeriodSeconds"] > args.grace_period + args.wait_seconds
 
 
-def test_worker_iam_policy_is_least_privilege():
-    policy = json.loads((REPO / "deploy" / "iam-worker-policy.json").read_text())
-    actions = {}
-    for statement in policy["Statement"]:
-        assert statement["Effect"] == "Allow"
-        assert "*" not in statement["Resource"], statement
-        for action in statement["Action"]:
-            assert action.startswith("sqs:") and "*" not in action, action
-            actions.setdefault(statement["Resource"].rsplit(":", 1)[1], set()).add(action)
-    # Consume the input queue, publish results, dead-letter permanent failures — nothing else.
-    assert actions["customer-batch-input"] == {
-        "sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility", "sqs:GetQueueAttributes", "sqs:GetQueueUrl",
-    }
-    assert actions["customer-batch-results"] == {"sqs:SendMessage", "sqs:GetQueueUrl"}
-    assert actions["customer-batch-input-dlq"] == {"sqs:SendMessage", "sqs:GetQueueUrl"}
+def test_k8s_worker_takes_its_role_and_queue_from_the_aws_stack():
+    """The worker's IAM policy is no longer a hand-written file: the AWS stack (deploy/aws) makes the role,
+    and its least privilege is proven from the code there (deploy/aws/tests/test_least_privilege.py)."""
+    assert not (REPO / "deploy" / "iam-worker-policy.json").exists()
+    text = (REPO / "deploy" / "k8s-worker.yaml").read_text()
+    assert "eks.amazonaws.com/role-arn" in text and "stack output WorkerRoleArn" in text
+    assert "stack output InputQueueUrl" in text
+    # That the stack has these outputs is checked on the synthesised template (deploy/aws/tests/test_template.py).
+
+
+# -- conventions of an Airflow project (issue 20) -----------------------------------------------------------
+
+
+def test_astro_project_has_the_cli_dag_integrity_files():
+    """What `astro dev init` writes and `astro dev parse` runs: .astro/test_dag_integrity_default.py and
+    its exceptions list."""
+    test = REPO / ".astro" / "test_dag_integrity_default.py"
+    assert "def test_file_imports" in test.read_text() and "dag_integrity_exceptions.txt" in test.read_text()
+    compile(test.read_text(), str(test), "exec")
+    assert (REPO / ".astro" / "dag_integrity_exceptions.txt").is_file()
+
+
+def test_images_never_bake_local_connections_or_test_tools():
+    ignored = {line.strip() for line in (REPO / ".dockerignore").read_text().splitlines()}
+    assert "airflow_settings.yaml" in ignored  # the local connections' secrets stay out of every image
+    for dockerfile in [REPO / "Dockerfile", *sorted((REPO / "deploy").glob("*.Dockerfile"))]:
+        text = dockerfile.read_text()
+        runs = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("#"))
+        assert "requirements-dev" not in runs, f"{dockerfile.name} installs the test tools"
+        assert not re.search(r"pip install[^\n]*(\[[^\]]*test|pytest|moto)", runs), f"{dockerfile.name} installs test tools"
+
+
+def test_the_airflow_images_and_stacks_defer_by_airflows_own_switch():
+    """batchq's deferrable= follows [operators] default_deferrable; every stack the project ships sets it."""
+    assert "AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE=True" in (REPO / "Dockerfile").read_text()
+    assert 'AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE: "True"' in (REPO / "docker-compose.yaml").read_text()
+    # `make demo` / `batchq dev run`
+    assert '"AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE", "True"' in (REPO / "include" / "batchq" / "dev" / "run.py").read_text()

@@ -11,7 +11,7 @@ Walks the AST of every module under ``include/batchq`` and fails on:
 (d) an import of ``airflow`` (or of ``batchq.airflow``) outside ``batchq/airflow/``: workers, the
     drainer, the CLI and the core run in an Airflow-free install;
 (e) an import that points up a rank: kernel (top-level modules) ← ``sqs/`` ← ``monitor/``, ``store/`` ←
-    ``worker/``, ``drain/``, ``capacity/`` ← ``examples/`` ← ``airflow/``, ``cli/``;
+    ``worker/``, ``drain/``, ``capacity/`` ← ``examples/`` ← ``airflow/``, ``cli/``, ``dev/``;
 (f) an import cycle between batchq modules (module- or function-level imports alike).
 
 Each rule has a small synthetic-source test proving it can fail.
@@ -41,6 +41,7 @@ FOLDER_RANKS = {
     "examples": 4,
     "airflow": 5,
     "cli": 5,
+    "dev": 5,
 }
 #: Modules outside the rank order: the package facade (``batchq.job`` imports the worker's registry lazily).
 UNRANKED = frozenset({"__init__.py"})

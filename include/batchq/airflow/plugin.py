@@ -41,6 +41,18 @@ class LazyASGIApp:
         await self.app(scope, receive, send)
 
 
+#: The ``airflow.plugins`` entry point name (pyproject.toml) and the plugin's name.
+PLUGIN_NAME = "batchq"
+
+
+def registered_by_entry_point() -> bool:
+    """Whether an installed distribution registers :class:`BatchqPlugin` as an ``airflow.plugins`` entry
+    point (then ``plugins/batchq_plugin.py`` must not expose it a second time)."""
+    from importlib.metadata import entry_points
+
+    return any(ep.value.startswith("batchq.airflow.plugin:") for ep in entry_points(group="airflow.plugins", name=PLUGIN_NAME))
+
+
 #: Where the plugin app is mounted on the API server; the views' hrefs start with it.
 URL_PREFIX = "/batchq"
 
@@ -48,7 +60,7 @@ URL_PREFIX = "/batchq"
 class BatchqPlugin(AirflowPlugin):
     """Registers batchq with Airflow: the authenticated API and Batch views at ``/batchq``, and the UI tabs."""
 
-    name = "batchq"
+    name = PLUGIN_NAME
     fastapi_apps: ClassVar[list[dict[str, Any]]] = [
         {"app": LazyASGIApp("batchq.airflow.api:create_app"), "url_prefix": URL_PREFIX, "name": "batchq queue lag"}
     ]

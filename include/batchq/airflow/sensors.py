@@ -77,7 +77,7 @@ class QueueDrainedSensor(AwsBaseSensor[BatchqSqsHook]):
         poke mode it is also the sensor's ``poke_interval``.
     :param dlq_threshold: fail as soon as the DLQ holds this many messages (default: never).
     :param max_points: bound of the backlog series pushed to XCom.
-    :param deferrable: wait in the triggerer (default True).
+    :param deferrable: wait in the triggerer (default ``[operators] default_deferrable``, as for every provider's operators).
     :param timeout: seconds to wait before failing with the last snapshot (sensor ``timeout``).
     :param on_backlog_alert: notifiers (any :class:`airflow.sdk.BaseNotifier`, e.g.
         ``SlackNotifier(...)``, or a callable taking the context) called when a backlog alert fires or
@@ -105,7 +105,7 @@ class QueueDrainedSensor(AwsBaseSensor[BatchqSqsHook]):
         poll_interval: float | None = None,
         dlq_threshold: int | None = None,
         max_points: int = 500,
-        deferrable: bool = True,
+        deferrable: bool | None = None,
         on_backlog_alert: Sequence[Any] | None = None,
         alert_policy: AlertPolicy | dict[str, Any] | None = None,
         alert_deadline: str | None = None,
@@ -128,6 +128,7 @@ class QueueDrainedSensor(AwsBaseSensor[BatchqSqsHook]):
             alert_deadline = alert_deadline or loaded.deadline
         if not queue_name:
             raise ValueError(f"{self.task_id}: give spec= or queue_name=")
+        deferrable = settings.default_deferrable() if deferrable is None else deferrable
         if not deferrable and self.mode == "reschedule":
             raise ValueError(f"{self.task_id}: mode='reschedule' would restart the stability window on every poke; use deferrable=True or mode='poke'")
         self.queue_name, self.dlq_name = queue_name, dlq_name

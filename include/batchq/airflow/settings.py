@@ -6,13 +6,18 @@ Set them in ``airflow.cfg`` under ``[batchq]`` or as ``AIRFLOW__BATCHQ__<KEY>`` 
 - ``api_aws_conn_id`` (``default_aws_conn_id``): the connection the API server's plugin (queue API, Batch
   views) reads queue depths with; a server-side choice, never a request parameter.
 - ``fanout_max_in_flight`` (``8``): SendMessageBatch calls in flight per fan-out task.
-- ``spec_dir`` (``<include>/specs``): where named specs (``customer_batch`` → ``customer_batch.yaml``) live.
+- ``spec_dir``: where named specs (``customer_batch`` → ``customer_batch.yaml``) live. Default: the
+  ``include/specs`` beside the package in the ``include/`` layout (Astro, this repository); for an
+  installed package (``pip install .[airflow]``), ``include/specs`` beside the DAGs folder.
 - ``wait_stable_for_s`` (``60``): seconds the input queue must read empty before the wait for it ends.
 - ``wait_poll_interval_s`` (``10``): seconds between polls while waiting for the input queue.
 - ``api_queue_deadline_s`` (``3``): the most a Batches page or ``/queues`` request waits for SQS in
   total; queues that have not answered by then show as unavailable.
 - ``api_queue_cache_s`` (``10``): how long one probe of a spec's queues (answer or failure) serves every
   request of the API server process.
+
+And one of Airflow's own: ``[operators] default_deferrable`` (``False``) is the default of every batchq
+``deferrable=`` (the sensor, the drain operator, :class:`~batchq.airflow.task_group.BatchTaskGroup`).
 
 Renamed keys are still read, with a :class:`DeprecationWarning`: ``drain_stable_for_s`` →
 ``wait_stable_for_s``, ``drain_poll_interval_s`` → ``wait_poll_interval_s`` ("drain" now names only the
@@ -36,8 +41,8 @@ DEFAULT_API_QUEUE_DEADLINE_S = 3.0
 DEFAULT_API_QUEUE_CACHE_S = 10.0
 #: current key → the retired key it replaces (still read, with a DeprecationWarning)
 RENAMED_KEYS = {"wait_stable_for_s": "drain_stable_for_s", "wait_poll_interval_s": "drain_poll_interval_s"}
-#: ``include/specs`` beside the package (the Astro project layout: include/batchq, include/specs).
-DEFAULT_SPEC_DIR = Path(__file__).resolve().parents[2] / "specs"
+#: The package's directory (``include/batchq`` in the Astro layout, ``site-packages/batchq`` installed).
+PACKAGE_DIR = Path(__file__).resolve().parents[1]
 
 
 def _conf():
@@ -66,6 +71,12 @@ def _seconds(key: str, fallback: float, *, allow_zero: bool) -> float:
     if value < 0 or (value == 0 and not allow_zero):
         raise ValueError(f"[{SECTION}] {key} must be {'>= 0' if allow_zero else '> 0'}, got {value}")
     return value
+
+
+def default_deferrable() -> bool:
+    """``[operators] default_deferrable`` (Airflow's own key, default False): whether batchq's sensor and
+    drain operator defer when a DAG does not say, like every provider's deferrable operators."""
+    return _conf().getboolean("operators", "default_deferrable", fallback=False)
 
 
 def default_aws_conn_id() -> str:
@@ -107,8 +118,20 @@ def api_queue_cache_s() -> float:
     return _seconds("api_queue_cache_s", DEFAULT_API_QUEUE_CACHE_S, allow_zero=True)
 
 
+def default_spec_dir(package_dir: Path = PACKAGE_DIR, dags_folder: str | None = None) -> Path:
+    """``include/specs`` beside the package when it runs from an ``include/`` folder (the Astro layout:
+    include/batchq, include/specs); for an installed package, never a folder inside site-packages, but
+    ``include/specs`` beside the DAGs folder (``[core] dags_folder``)."""
+    if package_dir.parent.name not in ("site-packages", "dist-packages"):
+        return package_dir.parent / "specs"
+    if dags_folder is None:
+        dags_folder = str(_conf().get("core", "dags_folder", fallback="dags"))
+    return Path(dags_folder).expanduser().resolve().parent / "include" / "specs"
+
+
 def spec_dir() -> Path:
-    return Path(_get("spec_dir", str(DEFAULT_SPEC_DIR)))
+    configured = _get("spec_dir", "")
+    return Path(configured).expanduser() if configured else default_spec_dir()
 
 
 def spec_path(name_or_path: str | os.PathLike[str]) -> Path:

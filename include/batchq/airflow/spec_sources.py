@@ -42,7 +42,12 @@ def load_spec(spec: BatchSpec | str | os.PathLike[str]) -> BatchSpec:
         return spec
     path = settings.spec_path(spec)
     if not path.exists():
-        raise SpecError(f"spec file {str(path)!r} does not exist")
+        hint = ""
+        if str(spec) != str(path):  # a name, looked up in the spec directory
+            hint = (f" (spec {str(spec)!r} is looked up as <[batchq] spec_dir>/{spec}.yaml with [batchq] spec_dir = "
+                    f"{str(settings.spec_dir())!r}; set spec_dir in airflow.cfg or AIRFLOW__BATCHQ__SPEC_DIR, or "
+                    f"give the YAML file's path)")
+        raise SpecError(f"spec file {str(path)!r} does not exist{hint}")
     return BatchSpec.from_yaml(path)
 
 

@@ -59,7 +59,7 @@ class BatchTaskGroup(TaskGroup):
     :param stable_for: seconds the input queue must read empty before draining.
     :param poll_interval: seconds between queue polls of the wait.
     :param dlq_threshold: fail the wait as soon as the input DLQ holds this many messages.
-    :param deferrable: wait and drain in the triggerer (default True).
+    :param deferrable: wait and drain in the triggerer (default ``[operators] default_deferrable``, as for every provider's operators).
     :param fan_out_kwargs: further :class:`FanOutOperator` arguments (e.g. ``retries``, ``pool``,
         ``max_active_tis_per_dag``).
     :param wait_kwargs: further :class:`QueueDrainedSensor` arguments (e.g. ``timeout``).
@@ -90,7 +90,7 @@ class BatchTaskGroup(TaskGroup):
         stable_for: float | None = None,
         poll_interval: float | None = None,
         dlq_threshold: int | None = None,
-        deferrable: bool = True,
+        deferrable: bool | None = None,
         fan_out_kwargs: Mapping[str, Any] | None = None,
         wait_kwargs: Mapping[str, Any] | None = None,
         drain_kwargs: Mapping[str, Any] | None = None,

@@ -4,7 +4,8 @@ smallest maximum that meets a deadline."""
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -49,6 +50,8 @@ class Plan:
     deadline_s: float | None = None
     deadline_met: bool | None = None
     smallest_max_meeting_deadline: int | None = None
+    #: the setting the searched maximum is (``max workers``, ``maximum concurrency``, ...)
+    max_setting: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -56,21 +59,49 @@ class Plan:
         return out
 
 
-def simulate(workload: Workload, policy: Any, runs: int = 50, seed: int = 0) -> list[RunResult]:
-    """``runs`` seeded runs (seeds ``seed .. seed + runs - 1``)."""
+#: ``progress(message)``: told what the planner is doing, at most every few seconds (the CLI prints it).
+Progress = Callable[[str], None]
+
+
+class _Ticker:
+    """Calls ``progress`` with a message at most every ``every_s`` (a long simulation is never silent,
+    and a short one prints almost nothing)."""
+
+    def __init__(self, progress: Progress | None, every_s: float = 2.0):
+        self.progress, self.every_s, self._last = progress, every_s, time.monotonic()
+
+    def __call__(self, message: Callable[[], str], *, force: bool = False) -> None:
+        now = time.monotonic()
+        if self.progress is not None and (force or now - self._last >= self.every_s):
+            self._last = now
+            self.progress(message())
+
+
+def simulate(workload: Workload, policy: Any, runs: int = 50, seed: int = 0,
+             tick: Callable[[int], None] | None = None) -> list[RunResult]:
+    """``runs`` seeded runs (seeds ``seed .. seed + runs - 1``); ``tick(done)`` after each."""
     if runs < 1:
         raise ValueError(f"runs must be >= 1, got {runs}")
-    return [simulate_run(workload, policy, seed + i) for i in range(runs)]
+    out = []
+    for i in range(runs):
+        out.append(simulate_run(workload, policy, seed + i))
+        if tick is not None:
+            tick(i + 1)
+    return out
 
 
 def smallest_max_meeting(workload: Workload, policy: Any, deadline_s: float, runs: int = 20, seed: int = 0,
-                         upper: int | None = None) -> int | None:
+                         upper: int | None = None, progress: Progress | None = None) -> int | None:
     """The smallest maximum (workers / replicas / tasks / concurrency / pollers) whose p95 drain time
     meets ``deadline_s``; ``None`` if even ``upper`` (default: the policy's current max × 4, at least
     64) does not. Bisection: more consumers never drain later in this model."""
 
+    ticker = _Ticker(progress)
+
     def meets(m: int) -> bool:
-        drains = [r.drain_s for r in simulate(workload, policy.with_max(m), runs, seed)]
+        ticker(lambda: f"searching the smallest {policy.max_setting}: trying {m}", force=True)
+        drains = [r.drain_s for r in simulate(workload, policy.with_max(m), runs, seed,
+                                              lambda done: ticker(lambda: f"  {m}: {done}/{runs} runs"))]
         return _pct(drains, 95) <= deadline_s
 
     hi = upper or max(64, policy.max_knob * 4)
@@ -97,13 +128,21 @@ def plan_capacity(
     prices: Prices | None = None,
     overheads: Overheads | None = None,
     search: bool = True,
+    progress: Progress | None = None,
 ) -> Plan:
     """Simulate ``runs`` runs and summarise: drain p50/p95, peaks, the median run's curve, requests and
     cost per run (and per month when ``runs_per_month_`` is given), the deadline verdict and the
-    smallest maximum that meets it."""
+    smallest maximum that meets it.
+
+    :param progress: told what is being simulated, at most every 2 s (a large plan takes a while).
+    """
     prices = prices or Prices()
     overheads = overheads or Overheads()
-    results = simulate(workload, policy, runs, seed)
+    ticker = _Ticker(progress)
+    ticker(lambda: f"simulating {runs} runs of {workload.payloads} payloads under {policy.name}", force=True)
+    started = time.monotonic()
+    results = simulate(workload, policy, runs, seed,
+                       lambda done: ticker(lambda: f"  {done}/{runs} runs ({time.monotonic() - started:.0f} s)"))
     drains = [r.drain_s for r in results]
     median_run = sorted(results, key=lambda r: r.drain_s)[len(results) // 2]
     requests = run_requests(median_run, workload, overheads)
@@ -128,7 +167,7 @@ def plan_capacity(
     smallest = None
     if deadline_s is not None and search:
         # The same runs and seeds as the verdict above, so the two cannot disagree on the current maximum.
-        smallest = smallest_max_meeting(workload, policy, deadline_s, runs=runs, seed=seed)
+        smallest = smallest_max_meeting(workload, policy, deadline_s, runs=runs, seed=seed, progress=progress)
     inputs = {"payloads": workload.payloads, "service": workload.service.describe(),
               "fanout_rate": None if math.isinf(workload.fanout_rate) else workload.fanout_rate,
               "overhead_s": workload.overhead_s,
@@ -141,4 +180,5 @@ def plan_capacity(
         curve=median_run.curve, requests_per_run=requests,
         requests_per_payload=total_requests / workload.payloads, cost_per_run=cost, cost_per_month=month,
         deadline_s=deadline_s, deadline_met=met, smallest_max_meeting_deadline=smallest,
+        max_setting=policy.max_setting,
     )

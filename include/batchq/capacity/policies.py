@@ -54,6 +54,8 @@ class LocalPolicy(WorkerFleet):
     """
 
     name = "local"
+    #: what the searched maximum is called where a user sets it
+    max_setting = "max workers (batchq workers --max)"
     max_workers: int = 4
     min_workers: int = 0
     backlog_per_worker: int = 100
@@ -93,6 +95,7 @@ class KedaPolicy(WorkerFleet):
     """
 
     name = "keda"
+    max_setting = "max replicas (the ScaledObject's maxReplicaCount)"
     max_replicas: int = 10
     min_replicas: int = 0
     queue_length: int = 100
@@ -164,6 +167,7 @@ class EcsPolicy(WorkerFleet):
     """
 
     name = "ecs"
+    max_setting = "max tasks (the service's scaling MaxCapacity)"
     max_tasks: int = 10
     min_tasks: int = 1
     backlog_per_task: int = 100
@@ -228,6 +232,8 @@ class LambdaPolicy:
     """
 
     name = "lambda"
+    max_setting = ("maximum concurrency (the event source mapping's MaximumConcurrency; reserved "
+                   "concurrency at least this)")
     maximum_concurrency: int | None = None
     reserved_concurrency: int | None = None
     batch_size: int = 10
@@ -265,6 +271,7 @@ class LambdaProvisionedPolicy(LambdaPolicy):
     minute up to ``max_pollers`` × 10 (and the function's limits). Pollers are billed per hour (EPU)."""
 
     name = "lambda-provisioned"
+    max_setting = "max pollers (the event source mapping's MaximumPollers)"
     min_pollers: int = 2
     max_pollers: int = 200
     invocations_per_poller: int = 10

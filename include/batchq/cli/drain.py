@@ -200,6 +200,8 @@ def cmd_ledger(args: argparse.Namespace) -> int:
     try:
         ledger = RunLedger(store, batch, args.run_id, args.expected, tolerated_failure_count=count, tolerated_failure_percentage=pct)
         status = ledger.status()
+        if spec is not None:
+            _name_failures(status, spec, store, args.run_id)
         lag = ledger.lag()
         # No AWS connection here: the queue-level age is the one workers observed (age_source says so).
         lag.update(queue_age(None, observed_age_s(lag)))
@@ -232,3 +234,22 @@ def cmd_redrive(args: argparse.Namespace) -> int:
     for mid, reason in list(report.failed.items())[:20]:
         print(f"not moved: {mid}: {reason}", file=sys.stderr)
     return 0 if not report.failed else 1
+
+
+def _name_failures(status: Any, spec: Any, store: Any, run_id: str) -> None:
+    """Give the first failures their dims where the stored rows lack them (results of older workers),
+    from the run's plan: the ledger shows ``region=ap-south, model=xgb, day=wed (4730f5ee…)``, not a hash."""
+    missing = [f for f in status.first_failures if not f.get("dims")]
+    if not missing:
+        return
+    from batchq.plan import Plan
+
+    try:
+        run = store.get_run(spec.name, run_id) or {}
+        plan = Plan(spec.resolve(), run_id, dag_id=run.get("dag_id"))
+    except Exception:  # noqa: BLE001 - a variable: source, a spec that changed: the keys stay as they are
+        return
+    dims = plan.dims_of(f["key"] for f in missing)
+    for failure in missing:
+        if failure["key"] in dims:
+            failure["dims"] = dims[failure["key"]]

@@ -33,19 +33,27 @@ from batchq.capacity import (
     render_svg,
     runs_per_month,
 )
+from batchq.clock import parse_clock, parse_deadline
 from batchq.errors import BatchqError
 
 
 def _hhmm(value: str) -> int:
-    """argparse type: ``HH:MM`` → minutes after midnight."""
+    """argparse type: ``HH:MM`` → minutes after midnight (:func:`batchq.clock.parse_clock`)."""
     try:
-        hours, minutes = value.split(":")
-        h, m = int(hours), int(minutes)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a time of day HH:MM") from None
-    if not (0 <= h <= 23 and 0 <= m <= 59):
-        raise argparse.ArgumentTypeError(f"{value!r} is not a time of day HH:MM")
+        h, m = parse_clock(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
     return h * 60 + m
+
+
+def _deadline(value: str) -> int | tuple[str, float]:
+    """argparse type: ``HH:MM`` → minutes after midnight (with ``--start``), or a duration such as
+    ``1h`` / ``90m`` → ``("duration", seconds)`` from the run's start (:func:`batchq.clock.parse_deadline`)."""
+    try:
+        kind, amount = parse_deadline(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return int(amount) if kind == "clock" else (kind, amount)
 
 
 def _positive(kind: type) -> Any:
@@ -86,7 +94,9 @@ def register(subparsers: Any) -> None:
                    help="per-message SQS overhead a consumer spends besides the handler (default 0)")
     w.add_argument("--payload-bytes", type=int, default=600, help="average payload size (default 600)")
     w.add_argument("--start", type=_hhmm, metavar="HH:MM", help="when the run starts (with --deadline)")
-    w.add_argument("--deadline", type=_hhmm, metavar="HH:MM", help="when it must be drained (with --start)")
+    w.add_argument("--deadline", type=_deadline, metavar="HH:MM|DURATION",
+                   help="when it must be drained: a time of day (with --start) or a duration from the start "
+                        "such as 1h, 90m, 1h30m")
     w.add_argument("--schedule", help="the DAG's cron schedule or preset (e.g. '0 7 * * *', @daily): cost per month")
 
     pol = p.add_argument_group("scaling policy")
@@ -122,6 +132,7 @@ def register(subparsers: Any) -> None:
     o.add_argument("--seed", type=int, default=0)
     o.add_argument("--no-search", action="store_true", help="skip the smallest-maximum search")
     o.add_argument("--json", action="store_true", help="print the plan as JSON")
+    o.add_argument("--quiet", action="store_true", help="no progress lines on stderr while simulating")
     o.add_argument("--svg", metavar="PATH", help="write the median run's depth curve as SVG")
     p.set_defaults(func=_run)
 
@@ -263,11 +274,14 @@ def policy_from_args(args: argparse.Namespace) -> Any:
     return policy
 
 
-def deadline_seconds(start: int | None, deadline: int | None) -> float | None:
-    """Seconds from ``--start`` to ``--deadline`` (minutes after midnight; a deadline at or before the
-    start is the next day)."""
+def deadline_seconds(start: int | None, deadline: int | tuple[str, float] | None) -> float | None:
+    """Seconds the run has: a duration deadline as given; a clock deadline from ``--start`` (minutes
+    after midnight; a deadline at or before the start is the next day)."""
+    if isinstance(deadline, tuple):
+        return deadline[1]
     if (start is None) != (deadline is None):
-        raise BatchqError("--deadline and --start go together (the run's start time and when it must be done)")
+        raise BatchqError("a time-of-day --deadline goes with --start (the run's start time); or give the "
+                          "deadline as a duration, e.g. --deadline 1h")
     if start is None or deadline is None:
         return None
     minutes = (deadline - start) % (24 * 60) or 24 * 60
@@ -297,7 +311,8 @@ def format_plan(plan: Any) -> str:
         verdict = "MET" if d["deadline_met"] else "MISSED"
         lines.append(f"deadline     {_fmt_s(d['deadline_s'])} after start: {verdict} (p95)")
         sm = d["smallest_max_meeting_deadline"]
-        lines.append("smallest maximum meeting it: " + (str(sm) if sm is not None else "none within the search range"))
+        lines.append(f"smallest {d['max_setting']} meeting it: "
+                     + (str(sm) if sm is not None else "none within the search range"))
     req = d["requests_per_run"]
     lines.append(f"SQS requests {sum(req.values())} per run ({d['requests_per_payload']:.2f} per payload): "
                  + ", ".join(f"{k} {v}" for k, v in req.items()))
@@ -312,6 +327,11 @@ def format_plan(plan: Any) -> str:
     return "\n".join(lines)
 
 
+def _progress(message: str) -> None:
+    # stderr: stdout stays the plan alone (--json is parsed by machines).
+    print(f"plan-capacity: {message}", file=sys.stderr, flush=True)
+
+
 def _run(args: argparse.Namespace) -> int:
     service = service_time_from_args(args)
     payloads = payloads_from_args(args)
@@ -324,7 +344,8 @@ def _run(args: argparse.Namespace) -> int:
         prices = Prices(args.price_sqs_per_million, args.price_lambda_gb_second, args.price_lambda_per_million,
                         args.price_epu_hour, args.price_consumer_hour)
         plan = plan_capacity(workload, policy, runs=args.runs, seed=args.seed, deadline_s=deadline_s,
-                             runs_per_month_=per_month, prices=prices, search=not args.no_search)
+                             runs_per_month_=per_month, prices=prices, search=not args.no_search,
+                             progress=None if args.quiet else _progress)
     except ValueError as exc:
         raise BatchqError(str(exc)) from None
     if args.svg:

@@ -90,8 +90,8 @@ def cmd_rerun(args: argparse.Namespace) -> int:
         verb = "would re-send" if args.dry_run else "re-sent"
         print(f"{verb} {report.sent if not args.dry_run else report.selected} of {report.selected} key(s) of run {args.run_id} "
               f"({', '.join(f'{n} {s}' for s, n in report.by_status.items()) or 'nothing to repair'})", file=sys.stderr)
-        for key in report.keys[:20]:
-            print(f"  {key}", file=sys.stderr)
+        for shown in _described(plan, report.keys[:20]):
+            print(f"  {shown}", file=sys.stderr)
         if args.wait and report.repair_id is not None:
             out["after"] = wait_repaired(store, spec.name, args.run_id, report.repair_id, timeout_s=args.wait)
             if not args.keep_dlq:
@@ -100,3 +100,11 @@ def cmd_rerun(args: argparse.Namespace) -> int:
         return 0 if not report.not_sent else 1
     finally:
         store.close()
+
+
+def _described(plan: Any, keys: list[str]) -> list[str]:
+    """The keys as people read them, by their dimensions (from the plan, which produced them)."""
+    from batchq.messages import describe_key
+
+    dims = plan.dims_of(keys)
+    return [describe_key(key, dims.get(key)) for key in keys]

@@ -65,6 +65,9 @@ def add_worker_arguments(p: argparse.ArgumentParser) -> None:
          help="module to import so its @batchq.job handlers register (repeatable)")
     _add(h, "--no-entry-points", action="store_true", default=False,
          help="do not load handlers from the batchq.handlers entry-point group")
+    _add(h, "--allow-missing-handlers", action="store_true", default=False,
+         help="start even when no handler is loaded for some of --spec's job types (by default the worker "
+              "refuses, naming them: their payloads would all fail)")
     r = p.add_argument_group("runtime")
     _add(r, "--concurrency", type=int, default=4, help="handler threads (default 4)")
     _add(r, "--prefetch", type=int, default=None,
@@ -144,11 +147,34 @@ def _queue_names(args: argparse.Namespace) -> tuple[str, str]:
     return queue, results
 
 
+def load_checked_handlers(args: argparse.Namespace) -> Any:
+    """Load the handlers ``args`` name; with ``--spec``, refuse (:class:`MissingHandlers`) when some of
+    the spec's job types have none, unless ``--allow-missing-handlers``. Returns the registry."""
+    from batchq.worker import load_handlers
+    from batchq.worker.registry import check_handlers_for
+
+    registry = load_handlers(args.handlers or [], entry_points=not args.no_entry_points)
+    if args.spec and not args.allow_missing_handlers:
+        from batchq.errors import SpecError
+        from batchq.spec import BatchSpec
+
+        spec = BatchSpec.from_yaml(args.spec)
+        job_types = spec.job_types()
+        if job_types is None:
+            try:  # callable: sources resolve outside Airflow; variable: ones do not
+                job_types = spec.resolve().job_types()
+            except SpecError as exc:
+                log.warning("cannot check the handlers against %s's job types (%s); starting anyway", spec.name, exc)
+        if job_types is not None:
+            check_handlers_for(registry, job_types, batch=spec.name, modules=args.handlers or [])
+    return registry
+
+
 def build_worker(args: argparse.Namespace) -> Any:
     """A :class:`~batchq.worker.Worker` from parsed ``batchq worker`` options (handlers loaded)."""
     from batchq.metrics import Metrics
     from batchq.sqs import get_queue_url
-    from batchq.worker import Worker, WorkerConfig, load_handlers
+    from batchq.worker import Worker, WorkerConfig
     from batchq.worker.config import default_worker_id
 
     # Handler threads wake from I/O waits while receiver/flusher threads run botocore (pure Python):
@@ -157,7 +183,7 @@ def build_worker(args: argparse.Namespace) -> Any:
     sys.setswitchinterval(args.switch_interval_ms / 1000.0)
     client = _client(args, pool=max(32, args.concurrency + 8))
     queue, results = _queue_names(args)
-    registry = load_handlers(args.handlers or [], entry_points=not args.no_entry_points)
+    registry = load_checked_handlers(args)
     worker_id = args.worker_id or default_worker_id()
     config = WorkerConfig(
         queue_url=get_queue_url(client, queue),
@@ -192,16 +218,20 @@ def run_worker(args: argparse.Namespace) -> int:
 
 def run_supervisor(args: argparse.Namespace) -> int:
     from batchq.metrics import Metrics
-    from batchq.sqs import get_queue_url
     from batchq.worker.supervisor import Supervisor, worker_command
 
+    # Refuse before anything is spawned: every worker would refuse the same way, over and over.
+    load_checked_handlers(args)
     client = _client(args, pool=4)
     queue, _ = _queue_names(args)
+    queue_url = _wait_for_queue(client, queue)
+    if queue_url is None:  # stopped while waiting
+        return 0
     forwarded = worker_argv(args)
     stop_timeout = args.stop_timeout if args.stop_timeout is not None else args.grace_period + args.wait_seconds + 10
     supervisor = Supervisor(
         client,
-        get_queue_url(client, queue),
+        queue_url,
         worker_command(forwarded),
         min_workers=args.min_workers,
         max_workers=args.max_workers,
@@ -216,3 +246,21 @@ def run_supervisor(args: argparse.Namespace) -> int:
     stats = supervisor.run()
     print(json.dumps({k: v for k, v in stats.__dict__.items() if k != "history"}), file=sys.stderr)
     return 0
+
+
+def _wait_for_queue(client: Any, queue: str) -> str | None:
+    """The input queue's URL, waiting (and saying so) until it exists: the supervisor is often started
+    before the DAG whose ``ensure_queues`` task creates the queues. ``None`` if stopped while waiting.
+    (A single ``batchq worker`` does not wait: it keeps its clear "does not exist" error.)"""
+    import signal
+    import threading
+
+    from batchq.worker.supervisor import wait_for_queue_url
+
+    stop = threading.Event()
+    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        return wait_for_queue_url(client, queue, stop=stop)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

@@ -40,7 +40,7 @@ from batchq.drain.checks import check_result
 from batchq.drain.limiter import TokenBucket
 from batchq.drain.sink import Sink, SinkMisconfigured, SinkRejected, SinkUnavailable
 from batchq.errors import InvalidMessage
-from batchq.messages import WorkResult, parse_result
+from batchq.messages import WorkResult, describe_key, parse_result
 from batchq.monitor.lag import sqs_times
 from batchq.sqs import change_visibility, delete_messages, receive_messages
 from batchq.sqs.retry import backoff_delay
@@ -312,7 +312,7 @@ class Drainer:
                 raise  # the store refuses even a bounded, escaped quarantine row: nothing sane is left
             first = str(exc).splitlines()[0][:1000] if str(exc) else ""
             reason = f"sink rejected: {first}" if isinstance(exc, SinkRejected) else f"store refused: {type(exc).__name__}: {first}"
-            log.error("quarantining result %s: %s", item.result.key, reason)
+            log.error("quarantining result %s: %s", describe_key(item.result.key, item.result.dims), reason)
             entry = QuarantineEntry.from_body(item.msg.get("MessageId", "?"), item.msg.get("Body", ""), reason, item.result.key)
             self._write(msgs, [_Item(item.msg, None, entry)], report, stop, lease, deadline)
             return 0, 1

@@ -18,7 +18,8 @@ XCom keys read (any task of the run; the first match wins):
 - ``queue_lag``: ``{"input_wait": {"p50", "p95", "max"}, "processing": {...}, "results_wait": {...},
   "source": "..."}``, seconds;
 - ``alert_episodes``: ``[{"kind", "started_at", "resolved_at", "message"}, ...]``;
-- ``first_failures``: ``[{"key", "error"}, ...]`` when the ledger does not carry them;
+- ``first_failures``: ``[{"key", "error", "dims"?}, ...]`` when the ledger does not carry them (a failure's
+  key is shown by its dimensions when it carries them: :func:`batchq.messages.describe_key`);
 - ``return_value`` of ``rerun_failed`` (recognised by its shape): the repair this run made (``repair_id``,
   ``run_id`` repaired, ``mode``, ``selected``, ``sent``, ``keys``, ``reason``, ``requested_by``,
   ``requested_at``, ``outcome_before``); the outcome after is the run's ledger ``outcome``.
@@ -36,6 +37,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from batchq import xcom_keys
 from batchq.errors import MAX_ERROR_TEXT, safe_error_text
+from batchq.messages import describe_key
 
 #: XCom keys of the depth series, newest name first (``drain_series`` was its first name).
 SERIES_KEYS = (xcom_keys.BACKLOG_SERIES, xcom_keys.LEGACY_DRAIN_SERIES)
@@ -386,7 +388,10 @@ def run_report(
             problems.append(f"first failures: unreadable (a {type(raw_failures).__name__}, not a list)")
             return []
         return [
-            Failure(key=safe_error_text(f.get("key", "?"), MAX_KEY_CHARS), error=_error_text(f.get("error", "")))
+            Failure(
+                key=safe_error_text(describe_key(str(f.get("key", "?")), f.get("dims") if isinstance(f.get("dims"), Mapping) else None), MAX_KEY_CHARS),
+                error=_error_text(f.get("error", "")),
+            )
             for f in raw_failures[:MAX_FAILURES]
             if isinstance(f, Mapping)
         ]

@@ -18,7 +18,7 @@ from batchq.sqs import get_queue_url
 from batchq.sqs.retry import MISSING_QUEUE_CODES, error_code
 
 #: DLQs keep messages for the longest SQS allows (14 days), so there is time to inspect and redrive.
-MAX_RETENTION_SECONDS = 1_209_600
+MAX_RETENTION_SECONDS = limits.MAX_RETENTION_SECONDS
 #: Visibility timeout of the results queues: the drainer holds a result only while it writes the sink.
 RESULTS_VISIBILITY_TIMEOUT_S = 60
 #: What SQS answers when a queue of that name exists with other attributes.
@@ -173,24 +173,71 @@ def delete_queue(client: Any, queue_url: str) -> None:
             raise
 
 
-def ensure_queues(client: Any, queues: QueueSpec) -> QueueUrls:
-    """Create (or converge) the input and results queues, each with a DLQ and a redrive policy.
-    Server-side encryption (SSE-SQS) on. Idempotent: safe to run on every deploy or DAG run."""
+@dataclass(frozen=True)
+class PlannedQueue:
+    """One of a spec's four queues as :func:`ensure_queues` converges it — also what the AWS stack
+    (``deploy/aws``) declares, so the two cannot drift.
 
-    def pair(name: str, dlq_name: str, max_receive: int, visibility: int) -> tuple[str, str]:
-        common = {"SqsManagedSseEnabled": "true"}
-        dlq_url = ensure_queue(client, dlq_name, {**common, "MessageRetentionPeriod": str(MAX_RETENTION_SECONDS)})
-        policy = RedrivePolicy(get_queue_arn(client, dlq_url), max_receive)
-        url = ensure_queue(
-            client, name, {**common, "VisibilityTimeout": str(visibility), "RedrivePolicy": policy.to_attribute()}
-        )
-        return url, dlq_url
+    :param role: ``input``, ``input_dlq``, ``results`` or ``results_dlq`` (the :class:`QueueUrls` field).
+    :param name: the queue's name.
+    :param attributes: SQS attributes (strings, as SetQueueAttributes takes them), without the redrive policy.
+    :param dead_letter_role: role of the DLQ this queue redrives to (None for a DLQ).
+    :param max_receive_count: receives before SQS moves a message to that DLQ (None for a DLQ).
+    """
 
-    input_url, input_dlq = pair(queues.input, queues.input_dlq, queues.max_receive_count, queues.visibility_timeout_s)
-    results_url, results_dlq = pair(
-        queues.results, queues.results_dlq, queues.results_max_receive_count, RESULTS_VISIBILITY_TIMEOUT_S
+    role: str
+    name: str
+    attributes: dict[str, str]
+    dead_letter_role: str | None = None
+    max_receive_count: int | None = None
+
+    def attributes_with_redrive(self, dead_letter_arn: str | None) -> dict[str, str]:
+        """The attributes plus the ``RedrivePolicy`` pointing at ``dead_letter_arn`` (a source queue)."""
+        if self.dead_letter_role is None or self.max_receive_count is None:
+            return dict(self.attributes)
+        if not dead_letter_arn:
+            raise BatchqError(f"queue {self.name} needs the ARN of its DLQ ({self.dead_letter_role})")
+        return {**self.attributes, "RedrivePolicy": RedrivePolicy(dead_letter_arn, self.max_receive_count).to_attribute()}
+
+
+def planned_queues(queues: QueueSpec) -> tuple[PlannedQueue, ...]:
+    """The four queues of ``queues`` with the attributes :func:`ensure_queues` sets, DLQs first (a source
+    queue's redrive policy needs its DLQ's ARN). Pure: no client."""
+    # SSE-SQS on every queue; the largest message SQS takes (WorkPayload/WorkResult stay under it).
+    common = {"SqsManagedSseEnabled": "true", "MaximumMessageSize": str(limits.MAX_MESSAGE_BYTES)}
+    dlq = {**common, "MessageRetentionPeriod": str(MAX_RETENTION_SECONDS)}
+    source = {**common, "MessageRetentionPeriod": str(queues.message_retention_s)}
+    return (
+        PlannedQueue("input_dlq", queues.input_dlq, dict(dlq)),
+        PlannedQueue("results_dlq", queues.results_dlq, dict(dlq)),
+        PlannedQueue(
+            "input",
+            queues.input,
+            {**source, "VisibilityTimeout": str(queues.visibility_timeout_s)},
+            dead_letter_role="input_dlq",
+            max_receive_count=queues.max_receive_count,
+        ),
+        PlannedQueue(
+            "results",
+            queues.results,
+            {**source, "VisibilityTimeout": str(RESULTS_VISIBILITY_TIMEOUT_S)},
+            dead_letter_role="results_dlq",
+            max_receive_count=queues.results_max_receive_count,
+        ),
     )
-    return QueueUrls(input_url, input_dlq, results_url, results_dlq)
+
+
+def ensure_queues(client: Any, queues: QueueSpec) -> QueueUrls:
+    """Create (or converge) the input and results queues, each with a DLQ and a redrive policy, with the
+    attributes of :func:`planned_queues` (SSE-SQS on). Idempotent: safe to run on every deploy or DAG run."""
+    urls: dict[str, str] = {}
+    arns: dict[str, str] = {}
+    for planned in planned_queues(queues):
+        dlq_arn = arns.get(planned.dead_letter_role) if planned.dead_letter_role else None
+        urls[planned.role] = ensure_queue(client, planned.name, planned.attributes_with_redrive(dlq_arn))
+        if planned.dead_letter_role is None:
+            arns[planned.role] = get_queue_arn(client, urls[planned.role])
+    return QueueUrls(**urls)
 
 
 def resolve_queue_urls(client: Any, queues: QueueSpec) -> QueueUrls:

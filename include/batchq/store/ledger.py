@@ -15,9 +15,10 @@ from typing import Any
 
 from batchq import xcom_keys
 from batchq.errors import safe_error_text
+from batchq.messages import describe_key
+from batchq.monitor.lag import run_lag
 from batchq.plan import Plan
 from batchq.store.protocol import Store
-from batchq.monitor.lag import run_lag
 
 
 @dataclass(frozen=True)
@@ -93,7 +94,8 @@ class LedgerStatus:
             f"tolerated failures {self.tolerated_failures}"
         )
         if self.first_failures:
-            shown = "; ".join(f"{f['key']}: {_error_text(f.get('error'))}" for f in self.first_failures)
+            shown = "; ".join(f"{describe_key(f['key'], f.get('dims'))}: {_error_text(f.get('error'))}"
+                              for f in self.first_failures)
             text += f". First failed keys: {shown}"
         return text
 

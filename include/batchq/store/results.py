@@ -45,8 +45,11 @@ class ResultsStore(RunRecords, QuarantineReads, RepairRecords):
     def __init__(self, url: str | sa.engine.URL, **engine_kwargs: Any):
         url_obj = sa.engine.make_url(url)
         self.dialect = url_obj.get_backend_name()
-        if self.dialect not in ("sqlite", "postgresql"):
-            raise ValueError(f"store URL {url_obj.render_as_string(hide_password=True)}: only sqlite and postgresql are supported")
+        if self.dialect not in schema.SUPPORTED_DIALECTS:
+            raise ValueError(
+                f"store URL {url_obj.render_as_string(hide_password=True)}: the results store runs on SQLite, PostgreSQL "
+                f"and MySQL/MariaDB, not {self.dialect}"
+            )
         kwargs: dict[str, Any] = {"pool_pre_ping": True}
         if self.dialect == "sqlite":
             # Drain threads share the file; wait on its lock instead of failing at once.
@@ -123,22 +126,33 @@ class ResultsStore(RunRecords, QuarantineReads, RepairRecords):
             if counted:
                 resolve_repaired(conn, counted, now)
             if qrows:
-                conn.execute(self._insert(schema.quarantine_table).on_conflict_do_nothing(index_elements=["message_id"]), list(qrows.values()))
+                stmt = schema.on_conflict_do_nothing(self.dialect, self._insert(schema.quarantine_table), ["message_id"])
+                conn.execute(stmt, list(qrows.values()))
 
     def _upsert(self) -> Any:
         stmt = self._insert(results_table)
-        new, old = stmt.excluded, results_table.c
+        new, old = schema.inserted(self.dialect, stmt), results_table.c
+        # A key belongs to one (batch, run_id) (it hashes them), so on a conflict the old row names the same
+        # run; MySQL/MariaDB allow no VALUES() inside a subquery, so they look the run up from it.
+        run = old if self.dialect in schema.MYSQL_FAMILY else new
         current = (
-            sa.select(runs_table.c.plan).where(runs_table.c.batch == new.batch, runs_table.c.run_id == new.run_id).scalar_subquery()
+            sa.select(runs_table.c.plan)
+            .where(runs_table.c.batch == run.batch, runs_table.c.run_id == run.run_id)
+            .correlate_except(runs_table)
+            .scalar_subquery()
         )
+        # Constants inline, not bound: MySQLdb's executemany binds only the VALUES row, not the update clause.
+        succeeded, failed = sa.literal_column("'succeeded'"), sa.literal_column("'failed'")
         same_plan = sa.not_(old.plan.is_distinct_from(new.plan))
-        never_worse = sa.not_(sa.and_(old.status == "succeeded", new.status == "failed"))
+        never_worse = sa.not_(sa.and_(old.status == succeeded, new.status == failed))
         # The SQL twin of rules.replaces, so two drainers racing on one key agree with the rule.
-        return stmt.on_conflict_do_update(
-            index_elements=[old.key],
+        return schema.on_conflict_do_update(
+            self.dialect,
+            stmt,
+            ["key"],
             set_={c: new[c] for c in _UPSERTED},
             where=sa.or_(
-                sa.and_(same_plan, old.status == "failed", new.status == "succeeded"),
+                sa.and_(same_plan, old.status == failed, new.status == succeeded),
                 sa.and_(
                     sa.not_(same_plan),
                     sa.or_(

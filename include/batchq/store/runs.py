@@ -14,8 +14,16 @@ from typing import Any
 import sqlalchemy as sa
 
 from batchq.errors import BatchqError
+from batchq.store import schema
 from batchq.store.quarantine import counting
-from batchq.store.schema import quarantine_table, repair_keys_table, repairs_table, results_table, runs_table, utc
+from batchq.store.schema import (
+    quarantine_table,
+    repair_keys_table,
+    repairs_table,
+    results_table,
+    runs_table,
+    utc,
+)
 
 #: The timestamps of :func:`batchq.monitor.lag.run_lag`.
 LAG_COLUMNS = ("status", "enqueued_at", "first_received_at", "started_at", "finished_at", "result_sent_at", "applied_at")
@@ -90,13 +98,15 @@ class RunRecords:
         return [{c: utc(v) for c, v in zip(LAG_COLUMNS, row)} for row in rows]
 
     def first_failures(self, batch: str, run_id: str, limit: int = 10, plan: str | None = None) -> list[dict[str, Any]]:
-        """Up to ``limit`` failed (or quarantined) keys of the run with their errors, oldest first."""
+        """Up to ``limit`` failed (or quarantined) keys of the run with their errors and dims (``None`` for
+        results of older workers and for quarantined rows), oldest first. The dims are how a person reads
+        a key (:func:`batchq.messages.describe_key`)."""
         self._ensure()
         r, q = results_table.c, quarantine_table.c
         own_r, own_q = self._own(batch, run_id, plan)
         with self._guard("read failures"), self.engine.connect() as conn:
-            failed = conn.execute(sa.select(r.key, r.error).where(*own_r, r.status == "failed").order_by(r.updated_at, r.key).limit(limit)).all()
-            out = [{"key": k, "error": e} for k, e in failed]
+            failed = conn.execute(sa.select(r.key, r.error, r.dims).where(*own_r, r.status == "failed").order_by(r.updated_at, r.key).limit(limit)).all()
+            out = [{"key": k, "error": e, "dims": d} for k, e, d in failed]
             if len(out) < limit:
                 rows = conn.execute(
                     sa.select(q.key, q.reason).where(*own_q, q.key.is_not(None)).order_by(q.quarantined_at, q.key).limit(limit - len(out))
@@ -131,7 +141,7 @@ class RunRecords:
                 values.update(outcome="open", closed_at=None)  # a new plan of the run: counted afresh
             # The insert's own defaults first; ``values`` (which may carry an outcome) overrides them.
             stmt = self._insert(runs_table).values({"batch": batch, "run_id": run_id, "succeeded": 0, "failed": 0, "outcome": "open", **values})
-            conn.execute(stmt.on_conflict_do_update(index_elements=["batch", "run_id"], set_=values))
+            conn.execute(schema.on_conflict_do_update(self.dialect, stmt, ["batch", "run_id"], set_=values))
 
     def get_run(self, batch: str, run_id: str) -> dict[str, Any] | None:
         self._ensure()

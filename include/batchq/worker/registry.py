@@ -129,6 +129,38 @@ def job(job_type: str, *, timeout_s: float | None = None) -> Callable[[Handler],
     return REGISTRY.job(job_type, timeout_s=timeout_s)
 
 
+class MissingHandlers(HandlerError):
+    """A worker given a spec lacks handlers for some of the spec's job types: started, it would fail
+    (and dead-letter) every payload of those types within seconds, so it refuses to start instead.
+
+    :param missing: the job types without a handler, sorted.
+    """
+
+    def __init__(self, message: str, missing: list[str]):
+        super().__init__(message)
+        self.missing = missing
+
+
+def check_handlers_for(registry: Registry, job_types: Iterable[str], *, batch: str, modules: Iterable[str] = ()) -> None:
+    """Raise :class:`MissingHandlers` naming every job type of ``job_types`` that ``registry`` has no
+    handler for. The one check ``batchq worker`` and ``batchq workers`` make before they start.
+
+    :param batch: the spec's name (for the message).
+    :param modules: the ``--handlers`` modules loaded (for the message).
+    """
+    missing = sorted(set(job_types) - set(registry.job_types))
+    if not missing:
+        return
+    loaded = ", ".join(modules) or "none"
+    raise MissingHandlers(
+        f"no handler for job type(s) {', '.join(repr(m) for m in missing)} of spec {batch!r}: every such payload "
+        f"would fail. This worker handles {registry.job_types or 'nothing'} (--handlers: {loaded}). Import a "
+        f"module that registers @batchq.job({missing[0]!r}) with --handlers MODULE, or pass "
+        f"--allow-missing-handlers to start anyway (another worker pool handles them).",
+        missing,
+    )
+
+
 def load_handlers(modules: Iterable[str] = (), *, entry_points: bool = True, registry: Registry | None = None) -> Registry:
     """Fill ``registry`` (default :data:`REGISTRY`) from modules and, optionally, entry points."""
     reg = registry or REGISTRY

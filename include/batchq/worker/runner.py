@@ -444,7 +444,7 @@ class Worker:
         )
         self.metrics.incr("handler_timed_out", 1, outcome.tags)
         log_event(log, logging.WARNING, "handler_timed_out", message_id=lease.message_id, key=lease.payload.key,
-                  timeout_s=lease.timeout_s, attempt=lease.receive_count, thread=getattr(lease.thread, "name", None))
+                  dims=lease.payload.dims, timeout_s=lease.timeout_s, attempt=lease.receive_count, thread=getattr(lease.thread, "name", None))
         try:
             self._route(lease, outcome, lease.receive_count)
         except Exception:
@@ -466,14 +466,16 @@ class Worker:
                 self.stats.retried += 1
             self.metrics.incr("retried", 1, tags)
             log_event(log, logging.WARNING, "message_retry", message_id=lease.message_id,
-                      key=outcome.payload.key if outcome.payload else None, attempt=receive_count,
+                      key=outcome.payload.key if outcome.payload else None,
+                      dims=outcome.payload.dims if outcome.payload else None, attempt=receive_count,
                       max_attempts=self.settings.max_attempts, retry_in_s=delay, error=outcome.reason)
             self.retries.put((lease, delay))
             return
         body = outcome.result_body
         if outcome.action is Action.DEAD_LETTER:
             log_event(log, logging.WARNING, "message_failed", message_id=lease.message_id,
-                      key=outcome.result.key if outcome.result else None, attempt=receive_count,
+                      key=outcome.result.key if outcome.result else None,
+                      dims=outcome.payload.dims if outcome.payload else None, attempt=receive_count,
                       reason=outcome.reason, result_published=outcome.result is not None)
         else:
             log_event(log, logging.DEBUG, "message_processed", message_id=lease.message_id,

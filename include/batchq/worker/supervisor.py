@@ -221,6 +221,37 @@ class Supervisor:
                 self.stats.killed += 1
 
 
+def wait_for_queue_url(
+    client: Any,
+    name: str,
+    *,
+    stop: threading.Event | None = None,
+    poll_interval_s: float = 2.0,
+    log_every_s: float = 30.0,
+) -> str | None:
+    """The URL of queue ``name`` once it exists, polling every ``poll_interval_s``; logs that it is
+    waiting at once and then every ``log_every_s``. ``None`` if ``stop`` is set first. Other errors
+    (credentials, endpoint down) are raised: waiting cannot fix them."""
+    from batchq.errors import QueueNotFound
+    from batchq.sqs import get_queue_url
+
+    stop = stop or threading.Event()
+    last_log = -float("inf")
+    started = time.monotonic()
+    while not stop.is_set():
+        try:
+            return get_queue_url(client, name)
+        except QueueNotFound:
+            now = time.monotonic()
+            if now - last_log >= log_every_s:
+                log_event(log, logging.INFO, "waiting_for_queue", queue=name, waited_s=round(now - started),
+                          hint="no worker starts until it exists (the DAG's ensure_queues task or "
+                               "`batchq queues create` creates it)")
+                last_log = now
+        stop.wait(poll_interval_s)
+    return None
+
+
 def _pdeathsig_preexec() -> Callable[[], None] | None:
     """A ``preexec_fn`` that asks Linux to SIGTERM the child if the supervisor dies (even by SIGKILL),
     so a crashed supervisor does not leave orphan workers polling forever; ``None`` elsewhere.

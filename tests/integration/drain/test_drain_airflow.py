@@ -4,11 +4,10 @@ drain operator's defer / finish / fail paths with the Asset event extra, and sin
 from __future__ import annotations
 
 import json
-from types import SimpleNamespace
 
 import pytest
-
 from batchq.store import ResultsStore
+
 from tests.integration.drain._helpers import backlog, make_results, put
 
 pytestmark = pytest.mark.integration
@@ -46,7 +45,11 @@ def sensor(**kw):
 
 
 def test_sensor_resume_is_the_one_place_that_raises():
-    from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSensorTimeout
+    from airflow.sdk.exceptions import (
+        AirflowException,
+        AirflowFailException,
+        AirflowSensorTimeout,
+    )
 
     s = sensor(queue_name="http://h/1/q")
     snap = {"taken_at": 1.0, "visible": 3, "in_flight": 1, "delayed": 0, "dlq_visible": 2}
@@ -130,7 +133,6 @@ def context(run_id: str, ti=None):
 def test_drain_operator_defers_then_finishes_with_an_asset_event(sqs_client, make_queue, aws_conn, tmp_path):
     from airflow.sdk import Asset
     from airflow.sdk.exceptions import TaskDeferred
-
     from batchq.airflow.triggers import ResultsAvailableTrigger
 
     url = make_queue()
@@ -217,12 +219,17 @@ def test_drain_operator_timeout_reports_the_open_ledger(sqs_client, make_queue, 
         op.resume(context("run-1"), {"reason": "timeout"}, deadline=0.0, totals={})
 
 
-def test_sink_targets_from_connections():
+def test_sink_targets_from_connections(monkeypatch):
     from batchq.airflow.operators.drain import sink_target_from_connection
+    from batchq.airflow.sinks import get_connection
 
     def conn(**kw):
-        base = {"conn_id": "c", "conn_type": None, "host": None, "port": None, "schema": None, "login": None, "password": None, "extra_dejson": {}}
-        return SimpleNamespace(**{**base, **kw})
+        # A real connection (an env var): SQL ones resolve through their own hook.
+        kw = {k: v for k, v in kw.items() if v is not None}
+        if "extra_dejson" in kw:
+            kw["extra"] = kw.pop("extra_dejson")
+        monkeypatch.setenv("AIRFLOW_CONN_BATCHQ_TARGET_TEST", json.dumps(kw))
+        return get_connection("batchq_target_test")
 
     import sqlalchemy as sa
 
@@ -231,8 +238,10 @@ def test_sink_targets_from_connections():
     assert sink_target_from_connection(conn(conn_type="sqlite", schema="/tmp/x.db")) == "sqlite:////tmp/x.db"
     assert sink_target_from_connection(conn(conn_type="http", host="rt", port=8080, schema="results")) == "http://rt:8080/results"
     assert sink_target_from_connection(conn(conn_type="generic", extra_dejson={"sqlalchemy_url": "sqlite:///y.db"})) == "sqlite:///y.db"
-    with pytest.raises(ValueError, match="conn_type 'mysql'"):
-        sink_target_from_connection(conn(conn_type="mysql"))
+    # Any DbApiHook's connection is a sink now (issue 20); a type without one is named.
+    assert sink_target_from_connection(conn(conn_type="mysql", host="db", schema="res", login="app")).startswith("mysql://app@db")
+    with pytest.raises(ValueError, match="conn_type 'aws'"):
+        sink_target_from_connection(conn(conn_type="aws"))
 
 
 def test_redrive_operator(sqs_client, queue_spec_factory, aws_conn):

@@ -33,22 +33,31 @@ def _conn(**kw):
     return SimpleNamespace(**{**base, **kw})
 
 
-def test_postgres_connection_keeps_tls_settings_from_the_extra():
+def _airflow_conn(monkeypatch, **fields):
+    """A real Airflow connection (an env var, as a deployment would define it): its hook resolves the sink."""
+    from batchq.airflow.sinks import get_connection
+
+    monkeypatch.setenv("AIRFLOW_CONN_BATCHQ_SINK_TEST", json.dumps(fields))
+    return get_connection("batchq_sink_test")
+
+
+def test_postgres_connection_keeps_tls_settings_from_the_extra(monkeypatch):
     from batchq.airflow.operators.drain import sink_target_from_connection
 
     extra = {"sslmode": "verify-full", "sslrootcert": "/etc/ssl/ca.pem", "sslcert": "/c.pem", "sslkey": "/k.pem", "unrelated": "x"}
-    url = sa.engine.make_url(sink_target_from_connection(_conn(conn_type="postgres", host="db", schema="res", login="app", extra_dejson=extra)))
+    conn = _airflow_conn(monkeypatch, conn_type="postgres", host="db", schema="res", login="app", extra=extra)
+    url = sa.engine.make_url(sink_target_from_connection(conn))
     assert dict(url.query) == {"sslmode": "verify-full", "sslrootcert": "/etc/ssl/ca.pem", "sslcert": "/c.pem", "sslkey": "/k.pem"}
 
 
 @pytest.mark.postgres
-def test_the_tls_setting_reaches_the_driver(pg_url):
+def test_the_tls_setting_reaches_the_driver(pg_url, monkeypatch):
     """The test server has no TLS: sslmode=require from the connection's extra must make the connect fail
     (before issue 8 the setting was dropped and the sink silently connected in clear text)."""
     from batchq.airflow.operators.drain import sink_target_from_connection
 
     u = sa.engine.make_url(pg_url)
-    conn = _conn(conn_type="postgres", host=u.host, port=u.port, schema=u.database, login=u.username, extra_dejson={"sslmode": "require"})
+    conn = _airflow_conn(monkeypatch, conn_type="postgres", host=u.host, port=u.port, schema=u.database, login=u.username, extra={"sslmode": "require"})
     store = ResultsStore(sink_target_from_connection(conn))
     with pytest.raises(SinkUnavailable, match="SSL"):
         store.create_tables()
@@ -102,3 +111,24 @@ def test_operator_fails_fast_on_a_rejected_token_and_keeps_the_results(sqs_clien
     assert ResultsStore(f"sqlite:///{tmp_path}/l.db").quarantined() == []
     snap = get_snapshot(sqs_client, url)
     assert snap.visible + snap.in_flight == 12 and snap.visible >= 10  # handed back, not held for 60 s
+
+
+def test_batchq_http_connection_type(monkeypatch):
+    """The provider's own connection type (issue 20): the form's fields make the URL and the headers."""
+    from batchq.airflow.sinks import (
+        sink_headers_from_connection,
+        sink_target_from_connection,
+    )
+
+    conn = _airflow_conn(monkeypatch, conn_type="batchq_http", host="rt.internal", port=8443, schema="/v1/results",
+                         extra={"token": SECRET + "\n", "headers": '{"X-Tenant": "t1"}'})
+    assert sink_target_from_connection(conn) == "https://rt.internal:8443/v1/results"
+    assert sink_headers_from_connection(conn) == {"Authorization": f"Bearer {SECRET}\n", "X-Tenant": "t1"}
+    plain = _airflow_conn(monkeypatch, conn_type="batchq_http", host="rt", schema="r", extra={"use_https": False})
+    assert sink_target_from_connection(plain) == "http://rt/r"
+    # The sink cleans the token's newline (a secret file's) before anything is sent.
+    from batchq.drain.http_sink import HttpSink
+
+    sink = HttpSink(sink_target_from_connection(conn), headers=sink_headers_from_connection(conn))
+    assert sink._headers["Authorization"] == f"Bearer {SECRET}"
+    sink.close()

@@ -308,3 +308,11 @@ def test_ledger_model_sqlite(tmp_path, sqs_client, make_queue, capsys):
 @pytest.mark.postgres
 def test_ledger_model_postgres(pg_url, sqs_client, make_queue, capsys):
     run_model(pg_url, sqs_client, make_queue(), capsys, "postgresql")
+
+
+@pytest.mark.integration
+@pytest.mark.mariadb
+def test_ledger_model_mariadb(mariadb_url, sqs_client, make_queue, capsys):
+    """The third engine (issue 20: any SQL connection is a sink): the same rules hold on MySQL/MariaDB,
+    whose upsert has no WHERE (batchq.store.schema.on_conflict_do_update)."""
+    run_model(mariadb_url, sqs_client, make_queue(), capsys, "mariadb")

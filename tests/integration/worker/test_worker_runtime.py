@@ -94,12 +94,16 @@ def test_success_path_results_before_deletes_and_statsd(sqs_endpoint, sqs_client
     assert len(ages) == 40 and all(float(a.split(":")[1].split("|")[0]) >= 0 for a in ages)
 
 
-def test_transient_failure_retries_then_failed_result_and_dlq(sqs_client, queue_spec_factory):
+def test_transient_failure_retries_then_failed_result_and_dlq(sqs_client, queue_spec_factory, caplog):
     _, urls = queue_spec_factory(visibility_timeout_s=30, max_receive_count=3)
     keys = send_payloads(sqs_client, urls.input, 3, "t-echo", params={"fail": True})
     worker = make_worker(sqs_client, urls, retry_base_s=0.5)
-    with running_worker(worker):
+    with caplog.at_level("WARNING", logger="batchq.worker.runner"), running_worker(worker):
         wait_for(lambda: worker.stats.dead_lettered >= 3, 60, what="3 messages dead-lettered")
+    # Issue 20: the failure log lines name each payload by its dims beside the key.
+    failed_events = [json.loads(r.getMessage()) for r in caplog.records if '"event":"message_failed"' in r.getMessage()]
+    assert sorted(e["key"] for e in failed_events) == sorted(keys)
+    assert all(set(e["dims"]) == {"customer"} for e in failed_events)
     assert worker.settings.max_attempts == 3  # read from the queue's redrive policy
     results = read_results(sqs_client, urls.results, expect=3)
     assert sorted(r.key for r in results) == sorted(keys)

@@ -104,3 +104,47 @@ def test_supervisor_sigterm_stops_every_worker_gracefully_holding_nothing(sqs_en
 
     assert done | {parse_payload(b).key for b in left} == set(keys)
     assert snap.visible == len(left)
+
+
+def test_supervisor_waits_for_the_queue_saying_so_and_starts_workers_once_it_exists(sqs_endpoint, sqs_client, tmp_path):
+    # Issue 20, item 3: `batchq workers` started before the DAG's ensure_queues waits instead of exiting.
+    import uuid
+
+    from batchq.spec import QueueSpec
+    from batchq.sqs.queues import ensure_queues
+
+    base = f"bqwait-{uuid.uuid4().hex[:10]}"
+    queues = QueueSpec(input=f"{base}-in", results=f"{base}-out")
+    log = tmp_path / "supervisor.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "batchq.cli", "--log-level", "INFO", "workers", "--min", "1", "--max", "1",
+             "--poll-interval", "0.5", "--queue", queues.input, "--results-queue", queues.results, "--handlers",
+             "worker_testjobs", "--no-entry-points", "--wait-seconds", "1", "--grace-period", "5"],
+            env=subprocess_env(sqs_endpoint), stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        )
+        urls = None
+        try:
+            wait_for(lambda: log_events(log, "waiting_for_queue"), 60, what="the supervisor saying it waits")
+            assert proc.poll() is None, log.read_text(errors="replace")
+            assert log_events(log, "waiting_for_queue")[0]["queue"] == queues.input
+            assert not log_events(log, "worker_process_started")
+            urls = ensure_queues(sqs_client, queues)
+            wait_for(lambda: log_events(log, "worker_process_started"), 60, what="a worker once the queue exists")
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(60) == 0, log.read_text(errors="replace")[-3000:]
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            for url in (urls.to_dict().values() if urls else ()):
+                sqs_client.delete_queue(QueueUrl=url)
+
+
+def test_a_single_worker_keeps_its_clear_error_when_the_queue_does_not_exist(sqs_endpoint, tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "batchq.cli", "worker", "--queue", "bq-never-created-in", "--results-queue",
+         "bq-never-created-out", "--handlers", "worker_testjobs", "--no-entry-points"],
+        env=subprocess_env(sqs_endpoint), capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL, check=False,
+    )
+    assert proc.returncode == 2
+    assert "queue 'bq-never-created-in' does not exist" in proc.stderr

@@ -35,6 +35,15 @@ def test_run_page_escapes_recorded_text():
     assert "<img" not in html and "&lt;img src=x" in html and "&lt;k&gt;" in html
 
 
+def test_run_page_names_first_failures_by_their_dimensions():
+    # Issue 20: the Batch tab showed "4730f5ee91c2…" for a failure; the ledger's failures carry their dims.
+    failure = {"key": "4730f5ee91c2b7d0", "dims": {"region": "ap-south", "model": "xgb", "day": "wed"},
+               "error": {"type": "RuntimeError", "message": "model diverged"}}
+    ledger = {"expected": 42, "succeeded": 41, "failed": 1, "quarantined": 0, "pending": 0, "first_failures": [failure]}
+    html = _render_run(run_report("dag", "r1", [("return_value", ledger)]))
+    assert "region=ap-south, model=xgb, day=wed (4730f5ee…)" in html and "RuntimeError: model diverged" in html
+
+
 def test_problems_are_shown():
     html = _render_run(run_report("dag", "r1", [("drain_series", {"fields": "bad"}), ("plan", {"expected": 3})]))
     assert 'class="problem notice">depth series: unreadable' in html

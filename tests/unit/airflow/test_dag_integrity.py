@@ -10,10 +10,9 @@ import time
 from pathlib import Path
 
 import pytest
-
-from batchq.spec import BatchSpec
 from batchq.errors import SpecError
 from batchq.plan import Plan
+from batchq.spec import BatchSpec
 
 REPO = Path(__file__).resolve().parents[3]
 DAGS = REPO / "dags"
@@ -209,13 +208,25 @@ def test_variable_sources_resolve_from_airflow_variables(monkeypatch):
         airflow_source_resolver("variable:bq_missing")
 
 
-def test_plugin_is_exposed():
+def _plugin_file_module():
     import importlib.util
 
     spec = importlib.util.spec_from_file_location("batchq_plugin_file", REPO / "plugins" / "batchq_plugin.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    assert module.BatchqPlugin.name == "batchq"
+    return module
+
+
+def test_plugin_file_exposes_the_plugin_only_without_the_entry_point(monkeypatch):
+    """Issue 20: the plugins/ file and the entry point both registering it printed "Plugin 'batchq' already
+    registered, skipping" on every airflow command. Installed (entry point): the file exposes nothing;
+    not installed (the Astro image imports batchq from include/): the file exposes the plugin."""
+    import importlib.metadata
+
+    assert importlib.metadata.entry_points(group="airflow.plugins", name="batchq")  # the shared venv installs batchq
+    assert not hasattr(_plugin_file_module(), "BatchqPlugin")
+    monkeypatch.setattr(importlib.metadata, "entry_points", lambda **kw: [])
+    assert _plugin_file_module().BatchqPlugin.name == "batchq"
 
 
 def test_every_example_dag_has_the_expected_shape(monkeypatch):
@@ -244,3 +255,27 @@ def test_every_example_dag_has_the_expected_shape(monkeypatch):
     consumed = {a.uri for a in report.timetable.asset_condition.objects}
     assert produced == {"batchq://customer_batch/results"}
     assert consumed == produced
+
+
+def test_default_spec_dir_never_points_into_site_packages(tmp_path):
+    # Issue 20: after `pip install .[airflow]` the default was <site-packages>/specs, which nobody fills.
+    from batchq.airflow import settings
+
+    assert settings.default_spec_dir() == REPO / "include" / "specs"  # the include/ layout (this repo, Astro)
+    installed = tmp_path / "venv" / "lib" / "python3.11" / "site-packages" / "batchq"
+    project = tmp_path / "project"
+    chosen = settings.default_spec_dir(installed, dags_folder=str(project / "dags"))
+    assert chosen == project / "include" / "specs"
+    assert "site-packages" not in str(chosen)
+
+
+def test_a_missing_named_spec_says_where_it_was_looked_up(monkeypatch, tmp_path):
+    from batchq.airflow.spec_sources import load_spec
+    from batchq.errors import SpecError
+
+    monkeypatch.setenv("AIRFLOW__BATCHQ__SPEC_DIR", str(tmp_path))
+    with pytest.raises(SpecError) as info:
+        load_spec("my_batch")
+    message = str(info.value)
+    assert f"{tmp_path / 'my_batch.yaml'}" in message and "[batchq] spec_dir" in message
+    assert "AIRFLOW__BATCHQ__SPEC_DIR" in message

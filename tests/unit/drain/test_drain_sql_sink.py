@@ -61,7 +61,7 @@ def test_success_wins_within_one_batch(store):
 def test_failed_then_failed_keeps_the_first_error(store):
     store.apply([result("k", "failed", error=ErrorInfo(type="First", message="1"))])
     store.apply([result("k", "failed", error=ErrorInfo(type="Second", message="2"))])
-    assert store.first_failures("b", "r1") == [{"key": "k", "error": {"type": "First", "message": "1", "permanent": False}}]
+    assert store.first_failures("b", "r1") == [{"key": "k", "error": {"type": "First", "message": "1", "permanent": False}, "dims": None}]
 
 
 @settings(max_examples=60, deadline=None)
@@ -141,8 +141,9 @@ def test_ledger_without_expected_and_nothing_recorded_is_an_error(store):
 
 
 def test_rejects_unsupported_database():
-    with pytest.raises(ValueError, match="only sqlite and postgresql"):
-        ResultsStore("mysql://u@h/db")
+    # MySQL/MariaDB joined SQLite and PostgreSQL (issue 20); a dialect the store does not speak is named.
+    with pytest.raises(ValueError, match="SQLite, PostgreSQL and MySQL/MariaDB, not oracle"):
+        ResultsStore("oracle://u@h/db")
 
 
 def test_concurrent_first_writes_create_the_tables_once(tmp_path):

@@ -34,6 +34,11 @@ from airflow.sdk.exceptions import AirflowException, AirflowFailException
 from batchq import xcom_keys
 from batchq.airflow import settings
 from batchq.airflow.hook import BatchqSqsHook
+from batchq.airflow.sinks import (
+    get_connection,
+    sink_headers_from_connection,
+    sink_target_from_connection,
+)
 from batchq.airflow.triggers import ResultsAvailableTrigger, TriggerReason
 from batchq.monitor.lag import LAG_XCOM_KEY, describe_lag
 from batchq.monitor.waits import DRAIN_SAMPLE_INTERVAL_S, DrainCurve
@@ -54,65 +59,13 @@ _TOTALS = ("received", "applied", "quarantined", "deleted", "delete_failed", "si
 
 def results_asset(batch: str) -> Asset:
     """The Asset a run's drained results update: ``batchq://<batch>/results``."""
-    return Asset(f"batchq://{batch}/results")
+    from batchq.airflow.assets import create_asset
 
-
-#: libpq connection parameters kept from a postgres connection's extra (TLS and friends).
-_PG_EXTRA_PARAMS = (
-    "sslmode", "sslrootcert", "sslcert", "sslkey", "sslcrl", "sslpassword", "sslcompression", "sslsni",
-    "ssl_min_protocol_version", "ssl_max_protocol_version", "requiressl", "gssencmode", "channel_binding",
-    "target_session_attrs", "application_name", "connect_timeout", "options", "keepalives", "keepalives_idle",
-)
-
-
-def sink_target_from_connection(conn: Any) -> str:
-    """A sink target string (SQLAlchemy URL or http(s) URL) from an Airflow connection.
-
-    The extra ``sqlalchemy_url`` (or ``url``) wins; otherwise ``postgres``/``postgresql`` connections
-    become ``postgresql+psycopg://`` (TLS settings such as ``sslmode``/``sslrootcert`` from the extra are
-    kept), ``sqlite`` ones ``sqlite:///<path>``, ``http``/``https`` ones the endpoint URL (host, port and
-    path from the connection's schema field; credentials go in headers, see
-    :func:`sink_headers_from_connection`).
-    """
-    extra = conn.extra_dejson if hasattr(conn, "extra_dejson") else {}
-    for key in ("sqlalchemy_url", "url"):
-        if extra.get(key):
-            return str(extra[key])
-    ctype = (conn.conn_type or "").lower()
-    if ctype in ("postgres", "postgresql", "postgresql+psycopg"):
-        from sqlalchemy.engine import URL
-
-        query = {k: str(extra[k]) for k in _PG_EXTRA_PARAMS if extra.get(k) not in (None, "")}
-        url = URL.create(
-            "postgresql+psycopg", username=conn.login or None, password=conn.password or None,
-            host=conn.host or None, port=conn.port or None, database=conn.schema or None, query=query,
-        )
-        return url.render_as_string(hide_password=False)
-    if ctype == "sqlite":
-        path = conn.host or conn.schema or ""
-        return f"sqlite:///{path}"
-    if ctype in ("http", "https"):
-        port = f":{conn.port}" if conn.port else ""
-        path = (conn.schema or "").lstrip("/")
-        return f"{ctype}://{conn.host}{port}/{path}"
-    raise ValueError(f"connection {conn.conn_id!r}: cannot make a sink from conn_type {conn.conn_type!r} (use postgres, sqlite, http, or the extra 'sqlalchemy_url')")
-
-
-def sink_headers_from_connection(conn: Any) -> dict[str, str]:
-    """Request headers for an HTTP sink from an Airflow connection: basic auth from login/password, a
-    bearer token from the password (no login) or the extra ``token``, more headers from the extra
-    ``headers`` (:func:`batchq.drain.http_sink.auth_headers`). Only for http/https connections."""
-    from batchq.drain.http_sink import auth_headers
-
-    if (conn.conn_type or "").lower() not in ("http", "https"):
-        return {}
-    return auth_headers(conn.login or None, conn.password or None, conn.extra_dejson if hasattr(conn, "extra_dejson") else {})
+    return create_asset(batch=batch)
 
 
 def _connection(conn_id: str) -> Any:
-    from airflow.sdk import BaseHook
-
-    return BaseHook.get_connection(conn_id)
+    return get_connection(conn_id)
 
 
 class ResultsDrainOperator(AwsBaseOperator[BatchqSqsHook]):
@@ -122,8 +75,9 @@ class ResultsDrainOperator(AwsBaseOperator[BatchqSqsHook]):
         tolerance come from it (each can be overridden below).
     :param sink: sink target: a SQLAlchemy URL (``sqlite:///…``, ``postgresql+psycopg://…``) or an
         ``http(s)://`` endpoint of the real-time system.
-    :param sink_conn_id: or an Airflow connection for the sink (postgres, sqlite, http; or the extra
-        ``sqlalchemy_url``). An http(s) connection's login/password (basic), password alone or extra
+    :param sink_conn_id: or an Airflow connection for the sink: any SQL connection (its own
+        ``DbApiHook`` gives the URL: postgres, sqlite, mysql, …), an http/https/``batchq_http`` one, or any
+        with the extra ``sqlalchemy_url`` (:mod:`batchq.airflow.sinks`). An http(s) connection's login/password (basic), password alone or extra
         ``token`` (bearer) and extra ``headers`` authenticate the POSTs; they are never logged nor
         rendered (put credentials here, never in ``sink``, which is a template field).
     :param ledger: for an HTTP sink, where the run ledger and quarantine live (SQLAlchemy URL);
@@ -145,7 +99,7 @@ class ResultsDrainOperator(AwsBaseOperator[BatchqSqsHook]):
     :param retry_after_cap_s: longest ``Retry-After`` an HTTP sink may impose (default 60 s).
     :param plan_fingerprint: the plan this run's ledger counts (default: ``plan`` from the planner's
         XCom); results of another plan of the same run id never close it.
-    :param deferrable: defer while waiting for results (default True); else sleep in the worker slot.
+    :param deferrable: defer while waiting for results, else sleep in the worker slot (default ``[operators] default_deferrable``, as for every provider's operators).
     :param prune_older_than: after the run's ledger closed, delete results, quarantine rows, settled
         repairs and closed runs older than this (``30d``, ``12h``; :func:`batchq.store.retention.prune`,
         in batches, safe beside other drains). ``None`` (default) keeps everything.
@@ -181,7 +135,7 @@ class ResultsDrainOperator(AwsBaseOperator[BatchqSqsHook]):
         tolerated_failure_percentage: float | None = None,
         retry_after_cap_s: float | None = None,
         plan_fingerprint: str | None = None,
-        deferrable: bool = True,
+        deferrable: bool | None = None,
         curve_interval_s: float = DRAIN_SAMPLE_INTERVAL_S,
         prune_older_than: str | None = None,
         **kwargs: Any,
@@ -220,7 +174,7 @@ class ResultsDrainOperator(AwsBaseOperator[BatchqSqsHook]):
         )
         self.retry_after_cap_s = retry_after_cap_s
         self.plan_fingerprint = plan_fingerprint
-        self.deferrable = deferrable
+        self.deferrable = settings.default_deferrable() if deferrable is None else deferrable
         DrainCurve(interval_s=curve_interval_s)  # a bad interval fails at parse time
         self.curve_interval_s = curve_interval_s
         # The spec as given (a name or path is resolved at run time): the plan membership of results.
@@ -295,6 +249,7 @@ class ResultsDrainOperator(AwsBaseOperator[BatchqSqsHook]):
             conn = _connection(self.sink_conn_id)
             target, headers = sink_target_from_connection(conn), sink_headers_from_connection(conn)
         ledger = self.ledger or (sink_target_from_connection(_connection(self.ledger_conn_id)) if self.ledger_conn_id else None)
+        self._lineage_sink_target = target
         if target.startswith(("http://", "https://")) and not ledger:
             raise ValueError(f"{self.task_id}: an HTTP sink needs ledger= or ledger_conn_id= (a SQL database for the run ledger)")
         return open_sink(target, ledger_url=ledger, headers=headers, retry_after_cap_s=self.retry_after_cap_s)
@@ -321,6 +276,7 @@ class ResultsDrainOperator(AwsBaseOperator[BatchqSqsHook]):
 
         client = self.hook.get_conn()
         url = get_queue_url(client, self.results_queue)
+        self._lineage_results_url = url
         sink, store = self._open()
         try:
             try:
@@ -414,6 +370,20 @@ class ResultsDrainOperator(AwsBaseOperator[BatchqSqsHook]):
                 if isinstance(outlet, Asset):
                     events[outlet].extra = {**counts, "drain": totals}
         return {**counts, "drain": totals, LAG_XCOM_KEY: lag}
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
+        """OpenLineage: the results queue in, the sink's results table or HTTP endpoint out
+        (:mod:`batchq.airflow.lineage`; no credentials in either)."""
+        from batchq.airflow import lineage
+
+        inputs, outputs = [], []
+        url = getattr(self, "_lineage_results_url", None)
+        if url:
+            inputs.append(lineage.sqs_dataset_names(url, arn=lineage.queue_arn(self.hook.get_conn(), url), region=self.region_name))
+        target = getattr(self, "_lineage_sink_target", None)
+        if target:
+            outputs.append(lineage.sink_dataset_names(target))
+        return lineage.operator_lineage(inputs, outputs)
 
     def _lag(self, context: Any, ledger: Any) -> dict[str, Any] | None:
         """The run's queue lag (:func:`batchq.monitor.lag.run_lag`) to XCom ``queue_lag`` (the Batch view reads

@@ -203,6 +203,7 @@ class FanOutOperator(AwsBaseOperator[BatchqSqsHook]):
             self.hook.get_conn(), spec.queues.input
         )
         self.log.info("%s of %s run %s → %s (%d in flight)", shard.label, spec.name, self.run_id, url, self.max_in_flight)
+        self._lineage_queue_url = url
 
         produced = 0
 
@@ -240,3 +241,16 @@ class FanOutOperator(AwsBaseOperator[BatchqSqsHook]):
         rate = report.sent / report.duration_s if report.duration_s else 0.0
         self.log.info("%s: sent %d/%d in %.2fs (%.0f msg/s, %d calls)", shard.label, report.sent, produced, report.duration_s, rate, report.calls)
         return result
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
+        """OpenLineage: the spec's sources in, the SQS input queue out (:mod:`batchq.airflow.lineage`)."""
+        from batchq.airflow import lineage
+        from batchq.airflow.spec_sources import load_spec
+
+        spec = load_spec(self.spec)
+        inputs = lineage.spec_source_names(spec, self.spec if isinstance(self.spec, str) else None)
+        url = getattr(self, "_lineage_queue_url", None)
+        outputs = []
+        if url:
+            outputs.append(lineage.sqs_dataset_names(url, arn=lineage.queue_arn(self.hook.get_conn(), url), region=self.region_name))
+        return lineage.operator_lineage(inputs, outputs)

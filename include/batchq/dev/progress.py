@@ -1,24 +1,22 @@
-"""`make demo`'s live view and closing summary (Airflow-free: boto3 through batchq.sqs, SQLite, StatsD).
+"""``batchq dev run``'s live view and closing summary (Airflow-free: boto3 through batchq.sqs, SQLite, StatsD).
 
-  demo_progress.py watch   --spec S --sink-db DB --statsd-port P --pid PID --log LOG --series OUT.json
-      While process PID (`airflow dags test`) runs: every second, the input queue (visible, in flight,
-      delayed, DLQ), the results queue, the workers (the supervisor's `batchq.supervisor.workers` gauge),
-      results processed (`batchq.worker.processed`) and drained (rows in the sink), and the DAG's current
-      step (from its log). A live table on a terminal, a line every 5 s otherwise. Writes the samples.
-  demo_progress.py summary --spec S --sink-db DB --series OUT.json --png OUT.png [--run-id R]
-      Payloads, results, duplicates absorbed, failures, peak depth, time to drain, queue lag p95 (message
-      age at receive, from the workers' `batchq.worker.message_age_ms`), and the drain curve as a PNG.
+:func:`watch` — while the DAG run goes on: every second, the input queue (visible, in flight, delayed,
+DLQ), the results queue, the workers (the supervisor's ``batchq.supervisor.workers`` gauge), results
+processed (``batchq.worker.processed``) and drained (rows in the SQLite sink), and the DAG's current step
+(from its log). A live table on a terminal, a line every 5 s otherwise. Writes the samples.
+
+:func:`summary` — payloads, results, duplicates absorbed, failures, peak depth, time to drain, queue lag
+p95 (message age at receive, from the workers' ``batchq.worker.message_age_ms``), and the drain curve as
+a PNG.
 
 The workers report to this process over StatsD (UDP on loopback): the same metrics a Prometheus/Grafana
-stack would receive (docker-compose.yaml), so the demo shows what production monitoring would.
+stack would receive (docker-compose.yaml), so the view shows what production monitoring would.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
-import os
 import re
 import socket
 import sqlite3
@@ -28,8 +26,6 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 STEPS = ("ensure_queues", "plan_shards", "fan_out", "wait_input_drained", "drain_results")
 
@@ -148,12 +144,12 @@ class LogFollower:
 
 
 class QueueReader:
-    def __init__(self, spec_path: str):
+    def __init__(self, spec_path: str, endpoint_url: str | None = None):
         from batchq.spec import BatchSpec
         from batchq.sqs.client import sqs_client
 
         self.queues = BatchSpec.from_yaml(spec_path).queues
-        self.client = sqs_client()
+        self.client = sqs_client(endpoint_url=endpoint_url)
         self.urls: Any = None
 
     def snapshots(self) -> tuple[Any, Any]:
@@ -168,20 +164,6 @@ class QueueReader:
         except Exception:  # noqa: BLE001 - queues not there yet, endpoint busy: show "-" this second
             self.urls = None
             return None, None
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A zombie (finished, not yet reaped by the shell) counts as finished.
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split(") ")[-1][0] != "Z"
-    except OSError:
-        return True
 
 
 def fmt(value: int | None) -> str:
@@ -207,12 +189,16 @@ def line(sample: Sample, expected: int | None) -> str:
             f"results queue={fmt(sample.results_visible)} drained={sample.drained:,}" + (f"/{expected:,}" if expected else ""))
 
 
-def watch(args: argparse.Namespace) -> int:
-    listener = StatsdListener(args.statsd_port)
+def watch(spec: str, sink_db: Path, statsd_port: int, log: Path, series: Path, *, running: Any,
+          expected: int | None = None, interval: float = 1.0, plain: bool = False,
+          endpoint_url: str | None = None) -> list[Sample]:
+    """Sample the run every ``interval`` seconds while ``running()`` is true (and once after), showing
+    each sample; write the samples and the StatsD figures to ``series`` (JSON). Returns the samples."""
+    listener = StatsdListener(statsd_port)
     listener.start()
-    reader, follower = QueueReader(args.spec), LogFollower(Path(args.log))
+    reader, follower = QueueReader(spec, endpoint_url), LogFollower(Path(log))
     started, samples = time.monotonic(), []
-    tty = sys.stdout.isatty() and not args.plain
+    tty = sys.stdout.isatty() and not plain
     last_line = -math.inf
 
     def take() -> Sample:
@@ -226,7 +212,7 @@ def watch(args: argparse.Namespace) -> int:
             input_dlq=inp.dlq_visible if inp else None,
             results_visible=res and res.visible, results_in_flight=res and res.in_flight,
             workers=None if workers is None else int(workers), processed=processed,
-            drained=count_rows(Path(args.sink_db), "batchq_results"),
+            drained=count_rows(Path(sink_db), "batchq_results"),
         )
 
     live = None
@@ -237,25 +223,25 @@ def watch(args: argparse.Namespace) -> int:
         live.start()
     try:
         while True:
-            running = pid_alive(args.pid)
+            still = running()
             sample = take()
             samples.append(sample)
             if live is not None:
-                live.update(render(sample, args.expected), refresh=True)
-            elif sample.t - last_line >= 5 or not running:
-                print(line(sample, args.expected), flush=True)
+                live.update(render(sample, expected), refresh=True)
+            elif sample.t - last_line >= 5 or not still:
+                print(line(sample, expected), flush=True)
                 last_line = sample.t
-            if not running:
+            if not still:
                 break
-            time.sleep(args.interval)
+            time.sleep(interval)
     finally:
         if live is not None:
             live.stop()
         listener.stop()
         with listener.lock:
             state = asdict(listener.state)
-        Path(args.series).write_text(json.dumps({"samples": [asdict(s) for s in samples], "statsd": state}))
-    return 0
+        Path(series).write_text(json.dumps({"samples": [asdict(s) for s in samples], "statsd": state}))
+    return samples
 
 
 # -- summary --------------------------------------------------------------------------------------------
@@ -319,7 +305,7 @@ def summarize(samples: list[dict[str, Any]], statsd: dict[str, Any], run: dict[s
 
 
 def drain_curve_png(samples: list[dict[str, Any]], title: str) -> bytes:
-    from tiny_png import line_chart
+    from batchq.dev.tiny_png import line_chart
 
     def pts(key) -> list[tuple[float, float]]:
         return [(s["t"], float(v)) for s in samples if (v := key(s)) is not None]
@@ -333,26 +319,32 @@ def drain_curve_png(samples: list[dict[str, Any]], title: str) -> bytes:
     return line_chart(series, title=title, x_label="seconds since the DAG started", y_label="messages")
 
 
-def summary(args: argparse.Namespace) -> int:
+def summary(spec_path: str, sink_db: Path, series: Path, *, run_id: str | None = None, png: Path | None = None,
+            title: str = "batchq dev run: summary") -> dict[str, Any]:
+    """Print the closing table (and the figures as one JSON line); write the drain curve to ``png``.
+    Returns the figures (``outcome`` is the run ledger's)."""
     from batchq.spec import BatchSpec
 
-    data = json.loads(Path(args.series).read_text())
+    data = json.loads(Path(series).read_text())
     samples, statsd = data["samples"], data["statsd"]
-    spec = BatchSpec.from_yaml(args.spec)
-    sink = Path(args.sink_db)
-    run = ledger(sink, spec.name, args.run_id)
+    spec = BatchSpec.from_yaml(spec_path)
+    sink = Path(sink_db)
+    run = ledger(sink, spec.name, run_id)
     rows = count_rows(sink, "batchq_results", run["run_id"] if run else None)
     figures = summarize(samples, statsd, run, rows, count_rows(sink, "batchq_quarantine"))
-    if args.png:
-        Path(args.png).parent.mkdir(parents=True, exist_ok=True)
-        title = f"{spec.name}: {figures['payloads'] or rows:,} payloads"
-        Path(args.png).write_bytes(drain_curve_png(samples, title))
-        figures["png"] = args.png
+    if png:
+        Path(png).parent.mkdir(parents=True, exist_ok=True)
+        chart_title = f"{spec.name}: {figures['payloads'] or rows:,} payloads"
+        Path(png).write_bytes(drain_curve_png(samples, chart_title))
+        figures["png"] = str(png)
 
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title="batchq demo: summary", title_justify="left", show_header=False)
+    table = Table(title=title, title_justify="left", show_header=False)
+    # A value too wide for the terminal wraps onto more lines; it is never cut short (a path must stay whole).
+    table.add_column(overflow="fold")
+    table.add_column(overflow="fold")
     shown = {
         "payloads": figures["payloads"], "results in the sink": figures["results"],
         "succeeded / failed": f"{figures['succeeded']} / {figures['failed']}", "ledger": figures["outcome"],
@@ -360,41 +352,13 @@ def summary(args: argparse.Namespace) -> int:
         "peak input depth": figures["peak_depth"], "most workers": figures["max_workers"],
         "time to drain": f"{figures['time_to_drain_s']} s", "DAG wall time": f"{figures['wall_s']} s",
         "queue lag p95 (message age at receive)": "n/a" if figures["lag_p95_s"] is None else f"{figures['lag_p95_s']} s",
-        "drain curve": figures.get("png", "-"),
     }
     for k, v in shown.items():
         text = f"{v:,}" if isinstance(v, int) else str(v)
         table.add_row(k, "n/a" if v is None or text.startswith("None") else text)
     Console().print(table)
+    if png:
+        # Outside the table, on a line of its own: whole and copyable whatever the terminal's width.
+        print(f"drain curve: {png}")
     print(json.dumps(figures))
-    ok = run is not None and run["outcome"] == "succeeded"
-    return 0 if ok else 1
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="command", required=True)
-    w = sub.add_parser("watch")
-    w.add_argument("--spec", required=True)
-    w.add_argument("--sink-db", required=True)
-    w.add_argument("--statsd-port", type=int, required=True)
-    w.add_argument("--pid", type=int, required=True, help="watch until this process exits")
-    w.add_argument("--log", required=True, help="the process's log (for the current step)")
-    w.add_argument("--series", required=True, help="write the samples here (JSON)")
-    w.add_argument("--expected", type=int, default=None)
-    w.add_argument("--interval", type=float, default=1.0)
-    w.add_argument("--plain", action="store_true", help="a line every 5 s even on a terminal")
-    w.set_defaults(func=watch)
-    s = sub.add_parser("summary")
-    s.add_argument("--spec", required=True)
-    s.add_argument("--sink-db", required=True)
-    s.add_argument("--series", required=True)
-    s.add_argument("--png", default=None)
-    s.add_argument("--run-id", default=None)
-    s.set_defaults(func=summary)
-    args = parser.parse_args(argv)
-    return args.func(args)
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    return figures
