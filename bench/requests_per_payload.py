@@ -12,8 +12,9 @@ Cases, for each ``--payloads`` size:
 * ``deep``: workers start after the fan-out (a deep queue: receives of ten);
 * ``shallow``: workers run during the fan-out (receives return what is there).
 
-Then ``--idle-seconds`` with nothing to do: requests per hour per idle consumer (workers, drainer)
-and per month at the default SQS price. Requests are also billed per 64 KiB chunk (``billed``).
+Then ``--idle-seconds`` with nothing to do: requests per hour per idle consumer (workers, drainer),
+the drainer's and one worker's apart, and per month at the default SQS price. ``--idle-only`` measures
+just that (idle workers and one idle ``batchq drain`` on empty queues). Requests are also billed per 64 KiB chunk (``billed``).
 
 Endpoint: LocalStack when available (bench/_endpoint.py; set ``LOCALSTACK_VENV``), else moto (slow:
 keep ``--payloads`` small). Last line: one JSON object.
@@ -243,6 +244,44 @@ def wait_ready(proxy: CountingProxy, phase: str, n: int, timeout: float = 60) ->
     raise RuntimeError("consumers did not start")
 
 
+def idle_per_role(proxy: CountingProxy, phase: str, idle_s: float, workers: int) -> dict[str, float]:
+    """Idle requests per hour of the drainer (it alone calls the results queue while idle) and of one
+    worker (the input queue's calls, shared by ``workers``)."""
+    roles: Counter = Counter()
+    for key, n in proxy.by_queue[phase].items():
+        roles[key.rsplit("@", 1)[-1]] += n
+    return {
+        "idle_drainer_requests_per_hour": round(roles["results"] * 3600 / idle_s, 1),
+        "idle_worker_requests_per_hour": round(roles["input"] / max(workers, 1) * 3600 / idle_s, 1),
+    }
+
+
+def idle_only(ep_url: str, direct: Any, args: argparse.Namespace) -> dict[str, Any]:
+    """``--idle-only``: workers and a ``batchq drain`` on empty queues for ``--idle-seconds`` (after their
+    first receive), nothing else: what each costs per hour doing nothing."""
+    proxy = CountingProxy(ep_url)
+    tag = uuid.uuid4().hex[:6]
+    urls = ensure_queues(direct, QueueSpec(input=f"rpp-{tag}-in", results=f"rpp-{tag}-out", visibility_timeout_s=120, max_receive_count=5))
+    sink = f"sqlite:///{tempfile.mkdtemp(prefix='batchq-rpp-')}/sink.db"
+    procs: list[subprocess.Popen] = []
+    try:
+        proxy.phase = "start"
+        procs = start_workers(proxy.url, urls, args.workers, args.concurrency, args.handler_ms)
+        procs.append(start_drainer(proxy.url, urls, sink))
+        wait_ready(proxy, "start", len(procs))
+        time.sleep(2)  # every thread's first receive is out
+        proxy.phase = "idle"
+        time.sleep(args.idle_seconds)
+        proxy.phase = "stopping"
+    finally:
+        stop(procs)
+        proxy.close()
+        for url in urls.to_dict().values():
+            with contextlib.suppress(Exception):
+                delete_queue(direct, url)
+    return {**idle_per_role(proxy, "idle", args.idle_seconds, args.workers), "idle_by_action": dict(proxy.by_queue["idle"]), "idle_seconds": args.idle_seconds}
+
+
 def one_run(ep_url: str, direct: Any, n: int, mode: str, args: argparse.Namespace, idle_s: float) -> dict[str, Any]:
     proxy = CountingProxy(ep_url)
     counted = boto3_client(proxy.url)
@@ -311,6 +350,7 @@ def one_run(ep_url: str, direct: Any, n: int, mode: str, args: argparse.Namespac
         "idle_requests_per_hour_per_consumer": None if idle_per_hour is None else round(idle_per_hour, 1),
         "idle_by_action": dict(proxy.by_queue["idle"]),
         "idle_seconds": idle_s,
+        **(idle_per_role(proxy, "idle", idle_s, args.workers) if idle_s else {}),
     }
 
 
@@ -327,6 +367,7 @@ def main() -> int:
     ap.add_argument("--prefer", default="localstack", choices=["localstack", "moto"])
     ap.add_argument("--worker-arg", action="append", default=[],
                     help="extra option for every worker process, e.g. --worker-arg=--batch-wait-ms=200")
+    ap.add_argument("--idle-only", action="store_true", help="measure only idle consumers (workers and one batchq drain) for --idle-seconds")
     args = ap.parse_args()
     EXTRA_WORKER_ARGS.extend(args.worker_arg)
     os.environ.setdefault("BATCHQ_BENCH_HANDLER_MS", str(args.handler_ms))
@@ -336,6 +377,13 @@ def main() -> int:
     with sqs_endpoint(prefer=args.prefer) as ep:
         direct = boto3_client(ep)
         out.update(endpoint=ep.kind, worker_args=args.worker_arg, workers=args.workers, concurrency=args.concurrency, handler_ms=args.handler_ms)
+        if args.idle_only:
+            r = idle_only(ep.url, direct, args)
+            print(f"idle: batchq drain {r['idle_drainer_requests_per_hour']:.0f} requests/hour, a worker "
+                  f"{r['idle_worker_requests_per_hour']:.0f} requests/hour ({r['idle_by_action']} in {args.idle_seconds:.0f}s)", flush=True)
+            out.update(r)
+            print(json.dumps(out))
+            return 0
         idle_done = False
         for n in sizes:
             for mode in modes:
@@ -352,6 +400,8 @@ def main() -> int:
                     per_hour = r["idle_requests_per_hour_per_consumer"]
                     out["idle_requests_per_hour_per_consumer"] = per_hour
                     out["idle_by_action"] = r["idle_by_action"]
+                    out["idle_drainer_requests_per_hour"] = r.get("idle_drainer_requests_per_hour")
+                    out["idle_worker_requests_per_hour"] = r.get("idle_worker_requests_per_hour")
                     out["idle_usd_per_month_per_consumer"] = round(per_hour * MONTH_HOURS * Prices().sqs_per_million / 1e6, 4)
                     print(f"idle: {per_hour:.1f} requests/hour per consumer = "
                           f"{per_hour * MONTH_HOURS:.0f}/month = ${out['idle_usd_per_month_per_consumer']}/month", flush=True)

@@ -17,19 +17,25 @@ sends nothing new and repairs the named run (docs/runbook.md).
 
 The same DAG wired by hand is dags/customer_batch_explicit.py; a DAG scheduled on the results Asset is
 dags/customer_batch_report.py. Nothing here touches AWS or Airflow Variables until a task runs.
-BATCHQ_CUSTOMER_BATCH_SPEC overrides the spec file.
+BATCHQ_CUSTOMER_BATCH_SPEC overrides the spec file; BATCHQ_CUSTOMER_BATCH_NOTIFIERS names backlog-alert
+notifiers (``"my_company.alerts:slack_on_call,..."``, as for the queue-health DAG) and
+BATCHQ_CUSTOMER_BATCH_ALERT_POLICY their thresholds as JSON (``{"stall_after_s": 600}``).
 """
 
 from __future__ import annotations
 
+import json
 import os
 
 import pendulum
 from airflow.sdk import dag
+from batchq.airflow.notifiers import load_notifiers
 from batchq.airflow.operators.repair import repair_params
 from batchq.airflow.task_group import BatchTaskGroup
 
 SPEC = os.environ.get("BATCHQ_CUSTOMER_BATCH_SPEC") or "customer_batch"
+ON_BACKLOG_ALERT = load_notifiers(os.environ.get("BATCHQ_CUSTOMER_BATCH_NOTIFIERS"))
+ALERT_POLICY = json.loads(os.environ.get("BATCHQ_CUSTOMER_BATCH_ALERT_POLICY") or "null")
 
 
 @dag(
@@ -44,7 +50,14 @@ SPEC = os.environ.get("BATCHQ_CUSTOMER_BATCH_SPEC") or "customer_batch"
 def customer_batch():
     # prefix_group_id=False keeps the task ids plain (plan_shards, fan_out, ...): the REST API, the
     # plugin and dashboards refer to them.
-    BatchTaskGroup(spec=SPEC, sink_conn_id="batchq_sink", max_rate=200, repair=True, prefix_group_id=False)
+    BatchTaskGroup(
+        spec=SPEC,
+        sink_conn_id="batchq_sink",
+        max_rate=200,
+        repair=True,
+        prefix_group_id=False,
+        wait_kwargs={"on_backlog_alert": ON_BACKLOG_ALERT, "alert_policy": ALERT_POLICY},
+    )
 
 
 customer_batch()

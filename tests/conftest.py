@@ -22,6 +22,9 @@ os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
 os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
 # Never let a test reach for an instance-metadata endpoint.
 os.environ.setdefault("AWS_EC2_METADATA_DISABLED", "true")
+# In-process tests play the triggerer themselves: no scheduler race to keep a wait's trigger from (see
+# [batchq] trigger_min_event_age_s). The live deployment (tests/deployment) drops this and runs the default.
+os.environ.setdefault("AIRFLOW__BATCHQ__TRIGGER_MIN_EVENT_AGE_S", "0")
 # Every stack this project ships defers by default (Airflow's own [operators] default_deferrable, which
 # batchq's deferrable= follows); the in-process operator tests run with the same configuration.
 os.environ.setdefault("AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE", "True")

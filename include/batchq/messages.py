@@ -132,7 +132,8 @@ def _parse(model: type[BaseModel], body: str | bytes, what: str) -> Any:
         raise InvalidMessage(f"{what} body must be a JSON object, got {type(raw).__name__}")
     key = raw.get("key") if isinstance(raw.get("key"), str) else None
     version = raw.get("schema_version")
-    if version != SCHEMA_VERSION:
+    # ``true == 1`` in Python: a boolean is not a version, whatever it compares equal to.
+    if type(version) is not int or version != SCHEMA_VERSION:
         raise InvalidMessage(
             f"unsupported schema_version {_short(version)} (this worker understands {SCHEMA_VERSION})", key=key
         )

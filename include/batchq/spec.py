@@ -11,7 +11,7 @@ import re
 from collections.abc import Callable, Mapping
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -159,6 +159,14 @@ class BatchSpec(BaseModel):
     :param owners: optional DAG ids that own this batch: only they grant access to its data in the Batch
         views and API (:mod:`batchq.airflow.views.access`), and a results outlet any other DAG declares
         is ignored. Without it, every DAG producing ``batchq://<name>/results`` grants access.
+    :param partition_by: dimensions whose values name a partition (a tenant, e.g. ``[customer]``); the
+        partition key joins their values with ``|`` (:func:`batchq.partitions.partition_key`). Each
+        partition gets its own ledger counts, lag and partitioned results event.
+    :param order: the order a fan-out shard sends its payloads in (needs ``partition_by``):
+        ``dimension-major`` sends one partition after another, ``interleave`` round-robins the
+        partitions. Unset: product order (the last dimension varies fastest).
+    :param fair_queue: set ``MessageGroupId`` to the partition key on a standard input queue, so SQS
+        fair queues deliver quiet tenants' messages first while one tenant dominates (needs ``partition_by``).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -187,6 +195,15 @@ class BatchSpec(BaseModel):
         if v is not None and (not v or any(not isinstance(d, str) or not d or len(d) > 250 for d in v)):
             raise ValueError("owners must be a non-empty list of DAG ids (1-250 characters each)")
         return v
+    partition_by: tuple[str, ...] = ()
+    order: Literal["interleave", "dimension-major"] | None = None
+    fair_queue: bool = False
+
+    @field_validator("partition_by", mode="before")
+    @classmethod
+    def _partition_by_list(cls, v: Any) -> Any:
+        # YAML convenience: ``partition_by: customer`` means ``[customer]``.
+        return [v] if isinstance(v, str) else v
 
     @field_validator("name")
     @classmethod
@@ -251,6 +268,7 @@ class BatchSpec(BaseModel):
                     missing = [x for x in vals if not _contains(known, x)]
                     if missing:
                         raise ValueError(f"exclude[{i}]: value(s) {missing} not in dimension {dim!r}")
+        self._check_partitioning(names, by_name)
         if self.job_type is None and self.job_type_dimension not in by_name:
             raise ValueError(
                 f"job_type: set 'job_type' or add a dimension named {self.job_type_dimension!r}"
@@ -258,6 +276,26 @@ class BatchSpec(BaseModel):
         if self.is_resolved:
             self._check_resolved_limits()
         return self
+
+    def _check_partitioning(self, names: list[str], by_name: dict[str, Dimension]) -> None:
+        from batchq.partitions import KEY_SEPARATOR, check_partition_values
+
+        seen: set[str] = set()
+        for i, dim in enumerate(self.partition_by):
+            if dim not in by_name:
+                raise ValueError(f"partition_by[{i}]: unknown dimension {dim!r} (known: {names})")
+            if dim in seen:
+                raise ValueError(f"partition_by[{i}]: dimension {dim!r} is listed twice")
+            seen.add(dim)
+            if by_name[dim].values is not None:
+                check_partition_values(dim, by_name[dim].values)
+        if not self.partition_by:
+            for option, value in (("order", self.order), ("fair_queue", self.fair_queue or None)):
+                if value is not None:
+                    raise ValueError(
+                        f"{option}: needs partition_by (the dimensions that name a partition, e.g. [customer]); "
+                        f"partition keys join their values with {KEY_SEPARATOR!r}"
+                    )
 
     def _check_resolved_limits(self) -> None:
         size = 1
@@ -268,6 +306,16 @@ class BatchSpec(BaseModel):
                 f"max_payloads: product of dimensions is {size} "
                 f"({' x '.join(str(len(d.values or ())) for d in self.dimensions)}), above max_payloads={self.max_payloads}"
             )
+        if self.partition_by:
+            from batchq.partitions import MAX_KEY_LENGTH, key_part
+
+            by_name = {d.name: d for d in self.dimensions}
+            longest = sum(max(len(key_part(v)) for v in by_name[n].values or ("",)) for n in self.partition_by)
+            longest += len(self.partition_by) - 1
+            if longest > MAX_KEY_LENGTH:
+                raise ValueError(
+                    f"partition_by: the longest partition key would be {longest} characters, above {MAX_KEY_LENGTH}"
+                )
         worst = worst_case_payload_bytes(self)
         if worst > limits.MAX_MESSAGE_BYTES:
             raise ValueError(

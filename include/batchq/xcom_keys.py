@@ -24,3 +24,6 @@ QUEUE_LAG = "queue_lag"
 ALERT_EPISODES = "alert_episodes"
 #: The first failed keys of a run (inside the ledger).
 FIRST_FAILURES = "first_failures"
+#: The run's partitions (spec ``partition_by``): per-partition counts, closed at and dwell
+#: (:func:`batchq.store.partitions.partition_rows_xcom`), pushed by the drain after each pass.
+PARTITIONS = "partitions"

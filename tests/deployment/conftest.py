@@ -315,7 +315,8 @@ def airflow_base(tmp_path_factory, deploy_db) -> dict[str, str]:
         "AIRFLOW_CONN_BATCHQ_SINK": sql_alchemy_conn,
         "AWS_EC2_METADATA_DISABLED": "true",
     }
-    for name in ("BATCHQ_CUSTOMER_BATCH_SPEC", "AIRFLOW_CONFIG", "AIRFLOW__CORE__EXECUTOR", "BATCHQ_SQS_ENDPOINT"):
+    for name in ("BATCHQ_CUSTOMER_BATCH_SPEC", "AIRFLOW_CONFIG", "AIRFLOW__CORE__EXECUTOR", "BATCHQ_SQS_ENDPOINT",
+                 "AIRFLOW__BATCHQ__TRIGGER_MIN_EVENT_AGE_S"):  # the real scheduler: the default hold applies
         env.pop(name, None)
     proc = subprocess.run([str(AIRFLOW_BIN), "db", "migrate"], env=env, cwd=home, capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL, check=False)
     assert proc.returncode == 0, f"airflow db migrate exited {proc.returncode}:\n{(proc.stdout + proc.stderr)[-4000:]}"

@@ -61,6 +61,48 @@ def test_dag_run_batch_tab_in_airflow_ui(view_home, view_server, browser, tmp_pa
     context.close()
 
 
+def test_partitions_table_matches_the_partition_ledger(view_home, view_server, browser, tmp_path):
+    """The run's partitions table, as the browser shows it, against the partition ledger in the store
+    (``batchq_partitions``, written by the stand-in drain); sorting by a column header is a plain link
+    (server-side, no script)."""
+    import sqlite3
+
+    dag, run_id = ALPHA["dag_id"], view_home.run_ids[ALPHA["dag_id"]]
+    with sqlite3.connect(Path(view_home.env["AIRFLOW_HOME"]) / "partitions.db") as db:
+        ledger = {p: (o, s, e - s - f, f) for p, o, e, s, f in db.execute(
+            "select partition, outcome, expected, succeeded, failed from batchq_partitions where run_id = ?", (run_id,))}
+    assert len(ledger) == 12 and ledger["c03"] == ("failed", 7, 0, 3)  # 3 failures, none tolerated
+    context = browser.new_context(viewport={"width": 1360, "height": 2200}, device_scale_factor=1)
+    context.add_cookies([{"name": "_token", "value": view_server.token("admin"), "url": view_server.url}])
+    page = context.new_page()
+    page.set_default_timeout(120_000)
+    page.goto(f"{view_server.url}/dags/{dag}/runs/{quote(run_id, safe='')}/plugin/batchq-run")
+    frame = page.frame_locator("iframe[title='Batch']")
+    table = frame.locator("#partition-table")
+    table.wait_for()
+
+    def shown() -> dict:
+        rows = table.locator("tbody tr")
+        out = {}
+        for i in range(rows.count()):
+            row = rows.nth(i)
+            out[row.get_attribute("data-partition")] = (
+                row.get_attribute("data-outcome"),
+                *(int(row.locator(f'[data-col="{c}"]').inner_text().replace(",", "")) for c in ("succeeded", "pending", "failed")),
+            )
+        return out
+
+    assert shown() == ledger
+    counts = {name: int(frame.locator(f'#partition-counts [data-pcount="{name}"] .n').inner_text()) for name in ("partitions", "done", "failed", "pending")}
+    assert counts == {"partitions": 12, "done": sum(o == "succeeded" for o, *_ in ledger.values()),
+                      "failed": sum(o == "failed" for o, *_ in ledger.values()), "pending": 0}
+    # Sort by "Failed", descending: a link to the same page with ?psort=failed, rendered by the server.
+    frame.locator("#partition-table thead a", has_text="Failed").click()
+    frame.locator('#partition-table[data-sort="failed"]').wait_for()
+    assert table.locator("tbody tr").first.get_attribute("data-partition") == "c03"
+    _screenshot(page, tmp_path / "batch-run-partitions.png")
+
+
 def test_batches_nav_page_links_to_the_dag_and_its_runs(view_home, view_server, browser, tmp_path):
     """Sidekiq-style: Batches (nav) → the DAG's runs → one run, each a link inside Airflow's iframe."""
     run_id = view_home.run_ids[ALPHA["dag_id"]]

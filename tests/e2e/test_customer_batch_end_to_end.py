@@ -107,6 +107,10 @@ def test_customer_batch_end_to_end(airflow_home, e2e_spec, workers, sqs_client, 
     assert json.loads(series[0][0])["fields"][-2:] == ["results_visible", "results_in_flight"]
     curve = airflow_home.query("select value from xcom where run_id = ? and task_id = 'drain_results' and key = 'results_series'", run_id)
     assert curve and json.loads(curve[0][0])["points"][-1][3] == drained["applied"]
+    # ... with the drain's pace on it (the Batch view's "pace" line): a limit, the sink's round trip, its baseline
+    fields, last = json.loads(curve[0][0])["fields"], json.loads(curve[0][0])["points"][-1]
+    pace = dict(zip(fields, last))
+    assert pace["pace_limit"] >= 1, pace
     events = airflow_home.query(
         "select e.extra from asset_event e join asset a on a.id = e.asset_id where a.uri = 'batchq://customer_batch/results' and e.source_run_id = ?", run_id
     )

@@ -6,6 +6,11 @@
 * ``GET /fg`` is a foreground request (the latency the benchmark measures).
 * Fixed capacity: at most ``capacity`` requests are served at once, each taking ``service_ms`` (+
   ``per_item_ms`` per result posted); the rest queue, which is how an overloaded service gets slow.
+  With ``sharing="cpu"`` the ``capacity`` is cores instead: every request is served at once, but beyond
+  ``capacity`` requests in service each one takes ``in service / capacity`` times longer (a CPU-bound
+  service or a database: everyone slows together). :meth:`co_tenant` lets another tenant take a
+  fraction of the capacity (held slots, or that many requests' worth of load on the cores);
+  ``peak_active`` is the most POSTs seen in service at once.
 * :meth:`fail_for` makes it answer ``503`` (with ``Retry-After``) for a while: an outage / back-pressure.
 * ``writes`` counts every delivery of every key (the dedup in ``rows`` hides duplicates; tests bound
   duplicates with this), ``refuse_keys`` makes a POST containing one of them answer 400, and
@@ -25,8 +30,15 @@ from typing import Any
 class Receiver:
     """Start with ``with Receiver() as rx:``; ``rx.url`` is the base URL."""
 
-    def __init__(self, *, capacity: int = 64, service_ms: float = 0.0, per_item_ms: float = 0.0):
-        self.capacity = capacity
+    def __init__(self, *, capacity: int = 64, service_ms: float = 0.0, per_item_ms: float = 0.0, sharing: str = "slots"):
+        if sharing not in ("slots", "cpu"):
+            raise ValueError(f"sharing must be 'slots' or 'cpu', got {sharing!r}")
+        self.capacity, self.sharing = capacity, sharing
+        self.active = 0
+        self.active_posts = 0
+        self.peak_active = 0
+        self._co_load = 0.0
+        self._co_held: list[threading.Event] = []
         self.service_ms, self.per_item_ms = service_ms, per_item_ms
         self._slots = threading.BoundedSemaphore(capacity)
         self._lock = threading.Lock()
@@ -62,8 +74,7 @@ class Receiver:
                 self.wfile.write(body)
 
             def do_GET(self) -> None:
-                with receiver._slots:
-                    receiver._work(receiver.service_ms)
+                receiver._serve(receiver.service_ms)
                 self._reply(200, b'{"ok":true}')
 
             def do_POST(self) -> None:
@@ -90,9 +101,15 @@ class Receiver:
                 if refused:
                     self._reply(400, json.dumps({"error": f"refused keys {refused}"}).encode())
                     return
-                with receiver._slots:
-                    receiver._work(receiver.service_ms + receiver.per_item_ms * len(results))
+                with receiver._lock:
+                    receiver.active_posts += 1
+                    receiver.peak_active = max(receiver.peak_active, receiver.active_posts)
+                try:
+                    receiver._serve(receiver.service_ms + receiver.per_item_ms * len(results))
                     receiver._store(results)
+                finally:
+                    with receiver._lock:
+                        receiver.active_posts -= 1
                 self._reply(200, json.dumps({"accepted": len(results)}).encode())
 
         class Server(ThreadingHTTPServer):
@@ -104,6 +121,42 @@ class Receiver:
         self.port = self._server.server_address[1]
         self.url = f"http://127.0.0.1:{self.port}"
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
+
+    def _serve(self, ms: float) -> None:
+        """Do ``ms`` of work under the capacity model: a slot, or a share of the cores."""
+        if self.sharing == "slots":
+            with self._slots:
+                self._work(ms)
+            return
+        with self._lock:
+            self.active += 1
+            load = self.active + self._co_load
+        try:
+            # Processor sharing, judged when the request arrives: the work stretches by the load then.
+            self._work(ms * max(1.0, load / self.capacity))
+        finally:
+            with self._lock:
+                self.active -= 1
+
+    def co_tenant(self, fraction: float) -> None:
+        """Another tenant takes ``fraction`` of the capacity from now on (0 gives it back)."""
+        for ev in self._co_held:
+            ev.set()
+        self._co_held = []
+        if self.sharing == "cpu":
+            self._co_load = fraction * self.capacity
+            return
+        for _ in range(round(fraction * self.capacity)):
+            got, release = threading.Event(), threading.Event()
+
+            def hold(got: threading.Event = got, release: threading.Event = release) -> None:
+                with self._slots:
+                    got.set()
+                    release.wait()
+
+            threading.Thread(target=hold, daemon=True).start()
+            got.wait()
+            self._co_held.append(release)
 
     @staticmethod
     def _work(ms: float) -> None:

@@ -51,6 +51,9 @@ class FaultPlan:
     #: queue names whose GetQueueAttributes answers 400 ``AccessDenied`` (with AWS's kind of message:
     #: an account id and a role ARN, which batchq must never pass on).
     denied_attributes: set[str] = field(default_factory=set)
+    #: fail every entry that carries a ``MessageGroupId`` the way AWS did before fair queues (a
+    #: standard queue refused the parameter), SenderFault true.
+    refuse_group_ids: bool = False
 
 
 #: The message of an injected AccessDenied, with the details a real one carries.
@@ -146,7 +149,12 @@ class SqsFaultProxy:
             for entry in entries:
                 key = _entry_key(entry)
                 self.log.attempts[key] += 1
-                if key in self.plan.permanent:
+                if self.plan.refuse_group_ids and "MessageGroupId" in entry:
+                    failed.append({"Id": entry["Id"], "SenderFault": True, "Code": "InvalidParameterValue",
+                                   "Message": f"Value {entry['MessageGroupId']} for parameter MessageGroupId is invalid. "
+                                   "Reason: The request include parameter that is not valid for this queue type."})
+                    self.log.injected_entry_failures[key] += 1
+                elif key in self.plan.permanent:
                     failed.append({"Id": entry["Id"], "SenderFault": True, "Code": "InvalidParameterValue",
                                    "Message": "injected permanent failure"})
                     self.log.injected_entry_failures[key] += 1

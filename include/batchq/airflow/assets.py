@@ -1,7 +1,9 @@
 """The ``batchq://`` asset URI scheme, registered through the provider info like any provider's own.
 
 ``batchq://<batch>/results`` names the results a batch's drain task delivers (the Asset its outlet
-updates, the one downstream DAGs schedule on). Registering the scheme gives Airflow a normaliser that
+updates, the one downstream DAGs schedule on); ``batchq://<batch>/partitions`` is the same results
+announced per partition (one event per partition key, spec ``partition_by``: docs/partitions.md), the
+Asset a ``PartitionedAssetTimetable`` consumer schedules on. Registering the scheme gives Airflow a normaliser that
 refuses a malformed URI at DAG parse time (a typo in a consumer DAG would otherwise wait forever on an
 Asset nobody produces), a factory, and the OpenLineage dataset the Asset stands for.
 
@@ -18,8 +20,11 @@ if TYPE_CHECKING:
     from airflow.sdk import Asset
 
 SCHEME = "batchq"
-#: The only kind of batchq Asset: a batch's delivered results.
+#: A batch's delivered results (one event per run).
 RESULTS_PATH = "/results"
+#: The same results, one event per partition as each partition closes.
+PARTITIONS_PATH = "/partitions"
+_PATHS = (RESULTS_PATH, PARTITIONS_PATH)
 #: A batch name as :class:`batchq.spec.BatchSpec` accepts it.
 _BATCH_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
@@ -29,8 +34,13 @@ def results_uri(batch: str) -> str:
     return f"{SCHEME}://{batch}{RESULTS_PATH}"
 
 
+def partitions_uri(batch: str) -> str:
+    """``batchq://<batch>/partitions``."""
+    return f"{SCHEME}://{batch}{PARTITIONS_PATH}"
+
+
 def sanitize_uri(uri: SplitResult) -> SplitResult:
-    """Airflow's normaliser for ``batchq://`` URIs: ``batchq://<batch>/results`` only.
+    """Airflow's normaliser for ``batchq://`` URIs: ``batchq://<batch>/results`` or ``/partitions``.
 
     :raises ValueError: naming what is wrong (Airflow reports it as a DAG import error).
     """
@@ -40,9 +50,11 @@ def sanitize_uri(uri: SplitResult) -> SplitResult:
             " as in batchq://customer_batch/results"
         )
     path = uri.path.rstrip("/") or ""
-    if path != RESULTS_PATH or uri.query or uri.fragment:
-        raise ValueError(f"batchq:// URI {uri.geturl()!r}: the only batchq Asset is batchq://<batch>/results")
-    return uri._replace(path=RESULTS_PATH)
+    if path not in _PATHS or uri.query or uri.fragment:
+        raise ValueError(
+            f"batchq:// URI {uri.geturl()!r}: the only batchq Assets are batchq://<batch>/results and batchq://<batch>/partitions"
+        )
+    return uri._replace(path=path)
 
 
 def create_asset(*, batch: str, extra: dict[str, Any] | None = None) -> Asset:
@@ -53,7 +65,8 @@ def create_asset(*, batch: str, extra: dict[str, Any] | None = None) -> Asset:
 
 
 def convert_asset_to_openlineage(asset: Any, lineage_context: Any = None) -> Any:
-    """The OpenLineage dataset of a ``batchq://`` Asset: namespace ``batchq://<batch>``, name ``results``."""
+    """The OpenLineage dataset of a ``batchq://`` Asset: namespace ``batchq://<batch>``, name ``results``
+    (the partitions Asset announces the same data, partition by partition)."""
     from airflow.providers.common.compat.openlineage.facet import Dataset
 
     parts = sanitize_uri(urlsplit(asset.uri))

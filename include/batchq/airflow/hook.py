@@ -74,7 +74,7 @@ class BatchqSqsHook(SqsHook):
         """URLs of the spec's existing queues (:class:`~batchq.errors.QueueNotFound` names a missing one)."""
         return queue_ops.resolve_queue_urls(self.get_conn(), queues)
 
-    def send_bodies(self, queue_url: str, items: Iterable[tuple[str, str]], **kwargs: Any) -> sqs.SendReport:
+    def send_bodies(self, queue_url: str, items: Iterable[tuple[str, ...]], **kwargs: Any) -> sqs.SendReport:
         """:func:`batchq.sqs.send_bodies` over this hook's client (same arguments)."""
         return sqs.send_bodies(self.get_conn(), queue_url, items, **kwargs)
 

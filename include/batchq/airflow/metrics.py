@@ -136,6 +136,11 @@ def _emit(kind: str, component: str, values: Mapping[str, Any], tags: Mapping[st
         _safe(fn, metric_name(component, name), float(value) if kind == "gauge" else int(value), tags=bounded)
 
 
+def emit_gauges(component: str, values: Mapping[str, float], tags: Mapping[str, Any]) -> None:
+    """``batchq.<component>.<name>`` gauges (e.g. the alert gauges of :mod:`batchq.airflow.notifiers`)."""
+    _emit("gauge", component, values, tags)
+
+
 def emit_queue_gauges(queue: str, values: Mapping[str, float]) -> None:
     """``batchq.queue.<name>`` gauges tagged with the queue name; ``values`` come from
     :meth:`batchq.monitor.waits.InputWait.gauges`."""
@@ -143,11 +148,17 @@ def emit_queue_gauges(queue: str, values: Mapping[str, float]) -> None:
 
 
 def emit_drain_report(batch: str, report: Mapping[str, Any], queue: str | None = None) -> None:
-    """``batchq.drain.applied`` / ``quarantined`` / ``sink_retries`` (counters) and ``rate`` (gauge)
-    of one drain pass (:meth:`batchq.drain.DrainReport.to_dict`)."""
+    """``batchq.drain.applied`` / ``quarantined`` / ``sink_retries`` (counters), ``rate`` and the pace
+    (``pace_limit``, ``rtt_ms``, ``baseline_ms``: gauges, when the drain paced itself) of one drain pass
+    (:meth:`batchq.drain.DrainReport.to_dict`)."""
     tags = {"batch": batch, "queue": queue}
     _emit("incr", "drain", {n: report.get(n) or None for n in ("applied", "quarantined", "sink_retries")}, tags)
-    _emit("gauge", "drain", {"rate": report.get("rate_per_s")}, tags)
+    _emit(
+        "gauge",
+        "drain",
+        {"rate": report.get("rate_per_s"), "pace_limit": report.get("pace_limit"), "rtt_ms": report.get("pace_rtt_ms"), "baseline_ms": report.get("pace_baseline_ms")},
+        tags,
+    )
 
 
 def emit_ledger(batch: str, counts: Mapping[str, Any]) -> None:
@@ -162,4 +173,4 @@ def emit_lag(batch: str, lag: Mapping[str, Any]) -> None:
     _emit("gauge", "run", values, {"batch": batch})
 
 
-__all__ = ["LIMITER", "cloudwatch_oldest_age_s", "emit_drain_report", "emit_lag", "emit_ledger", "emit_queue_gauges", "ensure_stats_initialized", "oldest_age_probe", "queue_tag"]
+__all__ = ["LIMITER", "cloudwatch_oldest_age_s", "emit_drain_report", "emit_gauges", "emit_lag", "emit_ledger", "emit_queue_gauges", "ensure_stats_initialized", "oldest_age_probe", "queue_tag"]

@@ -21,7 +21,6 @@ from typing import Any
 from batchq import xcom_keys
 from batchq.clock import resolve_deadline
 from batchq.importing import import_object
-from batchq.metrics import metric_name
 from batchq.monitor.alerts import ALL_KINDS, AlertChange
 
 log = logging.getLogger(__name__)
@@ -85,15 +84,12 @@ def run_deadline(context: Mapping[str, Any], clock: str | None) -> float | None:
 
 def emit_alert_gauges(queue: str, open_kinds: Iterable[str]) -> None:
     """``batchq.alert.<kind>`` gauges (1 open, 0 not), tagged ``queue``: kinds are a fixed set, so the
-    cardinality is bounded by the queues. Never raises."""
-    try:
-        from airflow.sdk.observability import stats
+    cardinality is bounded by the queues. Through the same emitter as every batchq gauge (its stats
+    backend guard included). Never raises."""
+    from batchq.airflow.metrics import emit_gauges
 
-        open_set = set(open_kinds)
-        for kind in ALL_KINDS:
-            stats.gauge(metric_name("alert", kind), 1 if kind in open_set else 0, tags={"queue": queue})
-    except Exception:  # noqa: BLE001 - metrics never fail a wait
-        log.debug("alert gauges not emitted", exc_info=True)
+    open_set = set(open_kinds)
+    emit_gauges("alert", {kind: 1 if kind in open_set else 0 for kind in ALL_KINDS}, {"queue": queue})
 
 
 def load_notifiers(paths: str | None) -> list[Any]:

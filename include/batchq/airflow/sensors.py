@@ -12,6 +12,10 @@ given as ``on_backlog_alert`` are called in the task: on the poke path as the al
 deferrable path from :meth:`QueueDrainedSensor.execute_complete` when the trigger hands over a
 ``backlog_alert`` event, after which the sensor defers again with the carried state. The alert history
 goes to XCom as ``alert_episodes``. See docs/alerts.md.
+
+Before every deferral the task polls once itself and, when the stability window would end within
+:data:`REDEFER_GUARD_S`, finishes the wait in the task: a trigger that fires seconds after its deferral
+meets Airflow 3.3's scheduler race and fails a healthy wait (:meth:`QueueDrainedSensor._wait_then_defer`).
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ from batchq.airflow.notifiers import (
 from batchq.airflow.triggers import BACKLOG_ALERT_REASON, QueueDrainedTrigger
 from batchq.clock import parse_clock
 from batchq.monitor.alerts import AlertChange, AlertPolicy, BacklogAlerts
+from batchq.monitor.progress import WaitProgress
 from batchq.monitor.waits import SERIES_FIELDS, InputWait, WaitOutcome, WaitReason
 from batchq.spec import BatchSpec
 from batchq.sqs import get_queue_url
@@ -56,6 +61,10 @@ SERIES_XCOM_KEY = xcom_keys.BACKLOG_SERIES
 #: Slack on top of the trigger's own deadline for Airflow's defer timeout: the trigger reports the last
 #: snapshot at its deadline; Airflow's timeout is only a backstop if the triggerer itself is gone.
 _DEFER_BACKSTOP_S = 60.0
+#: When the stability window would end within this many seconds, the task finishes the wait itself
+#: instead of deferring on a trigger that fires right away (Airflow 3.3's re-deferral race; see
+#: :meth:`QueueDrainedSensor._wait_then_defer`).
+REDEFER_GUARD_S = 30.0
 
 
 class QueueDrainedSensor(AwsBaseSensor[BatchqSqsHook]):
@@ -149,6 +158,7 @@ class QueueDrainedSensor(AwsBaseSensor[BatchqSqsHook]):
         self._alerts: BacklogAlerts | None = None  # poke path: the alert detector in progress
         self._urls: tuple[str, str | None] = ("", None)
         self._results_url: str | None = None  # poke path: resolved once
+        self._progress = WaitProgress.configured()  # poke path: the progress lines of the task log
 
     def _results_queue_url(self) -> str | None:
         """The results queue's URL, or None (not given, or not resolvable: the series just lacks it)."""
@@ -160,13 +170,13 @@ class QueueDrainedSensor(AwsBaseSensor[BatchqSqsHook]):
             self.log.warning("not recording results queue %s: %s", self.results_queue_name, exc)
             return None
 
-    def _results_snapshot(self) -> Any:
-        if not self._results_url:
+    def _results_snapshot(self, results_url: str | None) -> Any:
+        if not results_url:
             return None
         try:
-            return self.hook.get_snapshot(self._results_url)
+            return self.hook.get_snapshot(results_url)
         except Exception as exc:  # noqa: BLE001 - as above
-            self.log.warning("polling results queue %s failed: %s", self._results_url, exc)
+            self.log.warning("polling results queue %s failed: %s", results_url, exc)
             return None
 
     def _url(self, name_or_url: str | None) -> str | None:
@@ -181,7 +191,51 @@ class QueueDrainedSensor(AwsBaseSensor[BatchqSqsHook]):
         alerts = self._new_alerts(context)
         self.log.info("waiting for %s to drain (stable for %ss, polling every %ss)", queue_url, self.stable_for, self.poll_interval)
         results_url = self._results_queue_url()
-        self._defer(queue_url, dlq_url, deadline=now + float(self.timeout), started_at=now, alerts=None if alerts is None else alerts.to_dict(), results_url=results_url)
+        wait = InputWait(
+            started_at=now,
+            deadline=now + float(self.timeout),
+            stable_for_s=self.stable_for,
+            dlq_threshold=self.dlq_threshold,
+            max_points=self.max_points,
+            results_watched=bool(results_url),
+        )
+        return self._wait_then_defer(context, wait, alerts, queue_url, dlq_url, results_url)
+
+    def _wait_then_defer(
+        self, context: Any, wait: InputWait, alerts: BacklogAlerts | None, queue_url: str, dlq_url: str | None, results_url: str | None
+    ) -> dict[str, Any]:
+        """Decide here, in the task, whether the wait is over (or about to be) before deferring.
+
+        A trigger that fires within seconds of its deferral meets Airflow 3.3's scheduler race
+        (apache/airflow#67287, #72716, #71580): the deferring process's late "success" arrives while the
+        task instance is already queued again, and the scheduler fails the task. So while the queue reads
+        empty and the stability window would end within :data:`REDEFER_GUARD_S`, the task polls the
+        window out itself (the same :class:`InputWait`, the same alert detector); otherwise it defers
+        with the wait's state. Returns the task's result when the wait ended here.
+        """
+        while True:
+            snapshot = self.hook.get_snapshot(queue_url, dlq_url)
+            results = self._results_snapshot(results_url)
+            now = time.time()
+            outcome = wait.step(snapshot, now, results)
+            emit_queue_gauges(queue_tag(queue_url), wait.gauges())
+            self._step_alerts(context, alerts, snapshot, outcome, now, queue_url)
+            if outcome is not None:
+                return self._finish(context, outcome, queue_url)
+            left = None if wait.empty_since is None else wait.stable_for_s - (snapshot.taken_at - wait.empty_since)
+            if left is None or left > REDEFER_GUARD_S:
+                break
+            time.sleep(max(0.05, min(self.poll_interval, left)))
+        self._defer(
+            queue_url,
+            dlq_url,
+            deadline=wait.deadline if wait.deadline is not None else time.time() + float(self.timeout),
+            started_at=wait.started_at,
+            alerts=None if alerts is None else alerts.to_dict(),
+            wait_state=wait.to_dict(),
+            results_url=results_url,
+        )
+        raise AssertionError("unreachable: defer() raises")  # pragma: no cover
 
     def _defer(
         self,
@@ -224,16 +278,11 @@ class QueueDrainedSensor(AwsBaseSensor[BatchqSqsHook]):
         queue_url = event.get("queue_url")
         self._deliver_alerts(context, event.get("alert_changes") or [], event.get("alerts"), queue_url)
         if event.get("reason") == BACKLOG_ALERT_REASON:
-            wait_state = event["wait_state"]
-            self._defer(
-                queue_url,
-                event.get("dlq_url"),
-                deadline=wait_state["deadline"],
-                started_at=wait_state["started_at"],
-                alerts=event["alerts"],
-                wait_state=wait_state,
-                results_url=event.get("results_url"),
-            )
+            # The wait goes on from the carried state — unless it is over (or about to be) by now:
+            # then it ends here rather than on a trigger that would fire seconds after the deferral.
+            wait = InputWait.from_dict(event["wait_state"])
+            alerts = None if event.get("alerts") is None else BacklogAlerts.from_dict(event["alerts"])
+            return self._wait_then_defer(context, wait, alerts, queue_url, event.get("dlq_url"), event.get("results_url"))
         return self._finish(context, WaitOutcome.from_dict(event), queue_url)
 
     # -- alerts (both paths) ---------------------------------------------------------------------------
@@ -253,8 +302,23 @@ class QueueDrainedSensor(AwsBaseSensor[BatchqSqsHook]):
         queue = queue_tag(queue_url or self.queue_name)
         if changes:
             notify_changes(self.on_backlog_alert, context, [AlertChange.from_dict(c) for c in changes], queue=queue)
-        if state is not None and (changes or state.get("episodes")):
-            push_episodes(context, state.get("episodes", []))
+        if state is not None:
+            # The gauges follow the state the task just learnt (0 for a resolved alert), whichever
+            # process emitted them last.
+            emit_alert_gauges(queue, (state.get("open") or {}).keys())
+            if changes or state.get("episodes"):
+                push_episodes(context, state.get("episodes", []))
+
+    def _step_alerts(self, context: Any, alerts: BacklogAlerts | None, snapshot: Any, outcome: WaitOutcome | None, now: float, queue_url: str) -> None:
+        """Feed one in-task snapshot to the detector (poke path, or the task deciding before it defers)
+        and deliver what changed; a ``drained`` outcome settles the backlog alerts."""
+        if alerts is None:
+            return
+        if outcome is None:
+            changes = alerts.observe(snapshot, now, getattr(snapshot, "oldest_age_s", None))
+        else:
+            changes = alerts.settle(now) if outcome.reason is WaitReason.DRAINED else []
+        self._deliver_alerts(context, [c.to_dict() for c in changes], alerts.to_dict() if changes or outcome else None, queue_url)
 
     # -- poke path (deferrable=False) ------------------------------------------------------------------
     def poke(self, context: Any) -> bool | PokeReturnValue:
@@ -275,18 +339,13 @@ class QueueDrainedSensor(AwsBaseSensor[BatchqSqsHook]):
             )
             self._alerts = self._new_alerts(context)
         snapshot = self.hook.get_snapshot(*self._urls)
-        results = self._results_snapshot()
+        results = self._results_snapshot(self._results_url)
         now = time.time()
         outcome = self._wait.step(snapshot, now, results)
         emit_queue_gauges(queue_tag(self._urls[0]), self._wait.gauges())
-        if self._alerts is not None:
-            if outcome is None:
-                changes = self._alerts.observe(snapshot, now, getattr(snapshot, "oldest_age_s", None))
-            else:
-                changes = self._alerts.settle(now) if outcome.reason is WaitReason.DRAINED else []
-            if changes:
-                emit_alert_gauges(queue_tag(self._urls[0]), self._alerts.open_kinds)
-            self._deliver_alerts(context, [c.to_dict() for c in changes], self._alerts.to_dict() if changes or outcome else None, self._urls[0])
+        for line in self._progress.observe(snapshot, now, self._wait.recent):
+            (self.log.warning if line.warning else self.log.info)("%s: %s", queue_tag(self._urls[0]), line.text)
+        self._step_alerts(context, self._alerts, snapshot, outcome, now, self._urls[0])
         if outcome is None:
             return False
         return PokeReturnValue(is_done=True, xcom_value=self._finish(context, outcome, self._urls[0]))

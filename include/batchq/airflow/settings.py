@@ -15,6 +15,12 @@ Set them in ``airflow.cfg`` under ``[batchq]`` or as ``AIRFLOW__BATCHQ__<KEY>`` 
   total; queues that have not answered by then show as unavailable.
 - ``api_queue_cache_s`` (``10``): how long one probe of a spec's queues (answer or failure) serves every
   request of the API server process.
+- ``trigger_min_event_age_s`` (``30``): a wait's trigger holds any event until it has run this long
+  after its deferral (Airflow 3.3's scheduler can take the deferring process's late "success" for a
+  state mismatch and fail a task whose trigger fired seconds after it deferred).
+- ``view_ledger_conn_id`` (unset): the connection of the ledger store (the drain's SQL sink) the Batch
+  view reads a run's current ledger and repairs from — how a run repaired by ``batchq rerun`` shows it.
+  Unset, the view reads Airflow alone (XComs, Asset events) and needs no sink credentials.
 
 And one of Airflow's own: ``[operators] default_deferrable`` (``False``) is the default of every batchq
 ``deferrable=`` (the sensor, the drain operator, :class:`~batchq.airflow.task_group.BatchTaskGroup`).
@@ -71,6 +77,17 @@ def _seconds(key: str, fallback: float, *, allow_zero: bool) -> float:
     if value < 0 or (value == 0 and not allow_zero):
         raise ValueError(f"[{SECTION}] {key} must be {'>= 0' if allow_zero else '> 0'}, got {value}")
     return value
+
+
+DEFAULT_TRIGGER_MIN_EVENT_AGE_S = 30.0
+
+
+def trigger_min_event_age_s() -> float:
+    return _seconds("trigger_min_event_age_s", DEFAULT_TRIGGER_MIN_EVENT_AGE_S, allow_zero=True)
+
+
+def view_ledger_conn_id() -> str | None:
+    return _get("view_ledger_conn_id", "").strip() or None
 
 
 def default_deferrable() -> bool:

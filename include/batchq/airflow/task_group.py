@@ -15,6 +15,8 @@ of the underlying operators passes through: the common ones as arguments, the re
 
 from __future__ import annotations
 
+import logging
+
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -24,6 +26,13 @@ from airflow.sdk import TaskGroup
 from batchq.airflow.operators import EnsureQueuesOperator, FanOutOperator, plan_shards
 from batchq.airflow.operators.drain import ResultsDrainOperator
 from batchq.airflow.operators.fanout import SHARD_MAP_INDEX_TEMPLATE
+from batchq.airflow.operators.partitions import (
+    DEFAULT_WAVES,
+    NEEDS,
+    PartitionWaveSensor,
+    partition_events_supported,
+    partitions_asset,
+)
 from batchq.airflow.operators.repair import (
     RUN_ID_TEMPLATE,
     PurgeRepairedDlqOperator,
@@ -38,6 +47,8 @@ from batchq.spec import BatchSpec
 TASK_IDS = ("ensure_queues", "plan_shards", "fan_out", "wait_input_drained", "drain_results")
 
 
+log = logging.getLogger(__name__)
+
 def _spec_arg(spec: BatchSpec | str | os.PathLike[str]) -> BatchSpec | str:
     # Paths become strings: task arguments must serialise.
     return spec if isinstance(spec, BatchSpec) else os.fspath(spec)
@@ -50,7 +61,9 @@ class BatchTaskGroup(TaskGroup):
         (a bad spec is a DAG import error naming the field); its sources resolve only when tasks run.
     :param sink: where ``drain_results`` writes: a SQLAlchemy URL or an ``http(s)://`` endpoint.
     :param sink_conn_id: or an Airflow connection for the sink (one of ``sink``/``sink_conn_id`` is required).
-    :param max_rate: results per second the drain writes to the sink (``None``: no cap).
+    :param max_rate: a hard ceiling on the results per second the drain writes to the sink (``None``: no
+        cap; the drain's pace adapts to the sink's latency either way: ``drain_kwargs={"latency_tolerance":
+        1.1}`` to tune it, docs/drain.md).
     :param group_id: the group's id (default: the spec's name).
     :param aws_conn_id: AWS connection for every task (default ``[batchq] default_aws_conn_id``).
     :param provision: add the ``ensure_queues`` task (:class:`EnsureQueuesOperator`, default True);
@@ -70,6 +83,10 @@ class BatchTaskGroup(TaskGroup):
         every step works on ``params.repair_run_id`` when a run names one. Clearing ``rerun_failed``
         with its downstream tasks in a failed run re-sends only that run's failed keys (docs/runbook.md).
         Needs a SQL ledger store (the SQL sink, or ``drain_kwargs`` ``ledger``/``ledger_conn_id``).
+    :param partition_waves: with a spec that has ``partition_by``: how many
+        :class:`~batchq.airflow.operators.partitions.PartitionWaveSensor` tasks announce the run's
+        partitions (``announce_partitions``, mapped), and the drain starts right after the fan-out,
+        beside the wait, so partitions close (and are announced) while workers still process others.
     :param task_group_kwargs: passed to :class:`TaskGroup` (``prefix_group_id``, ``tooltip``, ...).
 
     The tasks are attributes too: ``provision``, ``plan``, ``fan_out``, ``wait``, ``drain`` (and with
@@ -95,6 +112,7 @@ class BatchTaskGroup(TaskGroup):
         wait_kwargs: Mapping[str, Any] | None = None,
         drain_kwargs: Mapping[str, Any] | None = None,
         repair: bool = False,
+        partition_waves: int | None = None,
         **task_group_kwargs: Any,
     ) -> None:
         loaded = load_spec(spec)  # parse-time validation: no network, no Variables
@@ -143,8 +161,27 @@ class BatchTaskGroup(TaskGroup):
                 **run,
                 **dict(drain_kwargs or {}),
             )
+            self.announce = None
+            if loaded.partition_by and not partition_events_supported():
+                log.warning("%s: partitioned results events need %s: no announce_partitions tasks", loaded.name, NEEDS)
+            elif loaded.partition_by:
+
+                drain_args = dict(drain_kwargs or {})
+                waves = partition_waves or DEFAULT_WAVES
+                self.announce = PartitionWaveSensor.partial(
+                    task_id="announce_partitions", spec=spec_arg, waves=waves, sink=sink, sink_conn_id=sink_conn_id,
+                    ledger=drain_args.get("ledger"), ledger_conn_id=drain_args.get("ledger_conn_id"), **run,
+                    # Given here, not by the operator's defaults: a mapped task's __init__ runs only at run
+                    # time, and the scheduler must know the outlet (and the mode) from the DAG itself.
+                    outlets=[partitions_asset(loaded.name)], mode="reschedule", poke_interval=10,
+                ).expand(wave=list(range(waves)))
+                self.fan_out >> self.announce
             if not repair:
-                self.fan_out >> self.wait >> self.drain
+                if loaded.partition_by:
+                    # The drain runs beside the wait: partitions close as their results arrive.
+                    self.fan_out >> [self.wait, self.drain]
+                else:
+                    self.fan_out >> self.wait >> self.drain
                 return
             drain_args = dict(drain_kwargs or {})
             store = {

@@ -18,8 +18,11 @@ Backlog alerts (:mod:`batchq.monitor.alerts`) are evaluated next to the wait by 
 on the same snapshots. A trigger cannot call notifiers, so when an alert fires or resolves (and
 ``alert_events`` is on) it ends with a ``backlog_alert`` event carrying the changes and both states
 (``wait_state``, ``alerts``); the sensor notifies and defers again on a trigger rebuilt from them, so
-neither the stability window nor the alert episodes are lost. The final event carries the alert state
-too (and resolves backlog alerts when the queue drained).
+neither the stability window nor the alert episodes are lost. No change is handed over while the queue
+reads empty (the wait may be about to end; see :meth:`QueueDrainedTrigger._interim`): held changes go
+with the next hand-over or the final event. The final event carries the alert state too (and resolves
+backlog alerts when the queue drained, emitting the alert gauges). Every poll may log a progress line
+(:class:`batchq.monitor.progress.WaitProgress`: depth, rate, ETA, and "no consumer").
 
 The wait object's state is not carried across a triggerer restart: Airflow rebuilds a trigger from the
 kwargs stored when the task deferred. What matters survives: ``deadline`` and ``started_at`` are
@@ -37,7 +40,8 @@ from typing import Any, ClassVar
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-from batchq.monitor.alerts import BacklogAlerts
+from batchq.monitor.alerts import AlertChange, BacklogAlerts
+from batchq.monitor.progress import WaitProgress
 from batchq.monitor.waits import (
     DEFAULT_STABLE_FOR_S,
     SERIES_FIELDS,
@@ -60,6 +64,8 @@ ERROR_BACKOFF_CAP_S = 60.0
 
 #: The event ``reason`` enum (kept under its old name: operators and DAG code import it from here).
 TriggerReason = WaitReason
+#: Default of ``[batchq] trigger_min_event_age_s``: seconds after its start before a wait's trigger fires.
+MIN_EVENT_AGE_S = 30.0
 #: ``reason`` of the interim event that hands backlog-alert changes to the task (the wait goes on).
 BACKLOG_ALERT_REASON = "backlog_alert"
 
@@ -128,6 +134,10 @@ class _SqsTrigger(BaseTrigger):
         """Another queue's counts taken on the same poll, for the record only (``None``: none)."""
         return None
 
+    async def _hold(self) -> None:
+        """Wait, before the final event, until the trigger is old enough to fire (see
+        :class:`QueueDrainedTrigger`); by default no wait."""
+
     # -- shared --------------------------------------------------------------------------------------
     def serialize(self) -> tuple[str, dict[str, Any]]:
         aws = {"aws_conn_id": self.aws_conn_id, "region_name": self.region_name, "verify": self.verify, "botocore_config": self.botocore_config}
@@ -156,6 +166,7 @@ class _SqsTrigger(BaseTrigger):
                     if snap is not None:
                         self._observed(wait)
                     if outcome is not None:
+                        await self._hold()
                         yield self._event(outcome, **self._closing(outcome, now))
                         return
                     interim = None if snap is None else self._interim(wait, snap, now)
@@ -253,6 +264,9 @@ class QueueDrainedTrigger(_SqsTrigger):
         self.alerts = alerts
         self.alert_events = bool(alert_events)
         self._alerts: BacklogAlerts | None = None
+        #: Alert changes not handed over yet (held while the queue reads empty: see :meth:`_interim`).
+        self._pending: list[AlertChange] = []
+        self._progress = WaitProgress.configured()
         if self.poll_interval_s <= 0:
             raise ValueError(f"need poll_interval_s > 0, got {self.poll_interval_s}")
         self._new_wait()  # validates the rest (stable_for_s, dlq_threshold, max_points) now, not in the triggerer
@@ -282,18 +296,45 @@ class QueueDrainedTrigger(_SqsTrigger):
 
     def _begin(self) -> None:
         self._alerts = None if self.alerts is None else BacklogAlerts.from_dict(self.alerts)
+        self._pending = []
+        self._progress = WaitProgress.configured()
+        self._run_started = time.time()
+        try:
+            from batchq.airflow import settings
+
+            self._min_event_age_s = settings.trigger_min_event_age_s()
+        except Exception:  # noqa: BLE001 - a bad setting must not break the wait: the default holds
+            self._min_event_age_s = MIN_EVENT_AGE_S
+
+    def _young(self, now: float) -> bool:
+        """Too soon after the deferral to fire: Airflow 3.3's scheduler may still hold the deferring
+        process's late "success" event, which fails a task instance queued again by this trigger
+        (apache/airflow#67287, #72716: "finished with state success, but the task instance's state
+        attribute is queued", seen 6 s after a deferral)."""
+        return now - getattr(self, "_run_started", now) < getattr(self, "_min_event_age_s", MIN_EVENT_AGE_S)
+
+    async def _hold(self) -> None:
+        left = getattr(self, "_run_started", 0.0) + getattr(self, "_min_event_age_s", 0.0) - time.time()
+        if left > 0:
+            await asyncio.sleep(left)
 
     def _interim(self, wait: QueueWait, snapshot: QueueSnapshot, now: float) -> TriggerEvent | None:
         if self._alerts is None:
             return None
         # A snapshot that knows the oldest message's age (CloudWatch) feeds the ``old`` alert.
         changes = self._alerts.observe(snapshot, now, getattr(snapshot, "oldest_age_s", None))
-        if changes and self.emit_metrics:
-            from batchq.airflow.notifiers import emit_alert_gauges
-
-            emit_alert_gauges(self.queue_name, self._alerts.open_kinds)
-        if not changes or not self.alert_events:
+        if changes:
+            self._emit_alert_gauges()
+        if not self.alert_events:
             return None
+        self._pending.extend(changes)
+        # Never hand over while the queue reads empty: the wait may end within its stability window, and
+        # a re-deferral whose trigger fires seconds later walks into Airflow 3.3's scheduler race
+        # (apache/airflow#67287, #72716: the resumed process's stale "success" fails the task). Held
+        # changes go with the next hand-over, or with the final event.
+        if not self._pending or getattr(wait, "empty_since", None) is not None or self._young(now):
+            return None
+        changes, self._pending = self._pending, []
         return TriggerEvent(
             {
                 "status": "alert",
@@ -311,7 +352,16 @@ class QueueDrainedTrigger(_SqsTrigger):
         if self._alerts is None:
             return {}
         settled = self._alerts.settle(now) if outcome.reason is WaitReason.DRAINED else []
-        return {"alert_changes": [c.to_dict() for c in settled], "alerts": self._alerts.to_dict()}
+        # The gauges follow every change, the closing ones too: a resolved alert reads 0, not 1 forever.
+        self._emit_alert_gauges()
+        changes, self._pending = [*self._pending, *settled], []
+        return {"alert_changes": [c.to_dict() for c in changes], "alerts": self._alerts.to_dict()}
+
+    def _emit_alert_gauges(self) -> None:
+        if self.emit_metrics and self._alerts is not None:
+            from batchq.airflow.notifiers import emit_alert_gauges
+
+            emit_alert_gauges(self.queue_name, self._alerts.open_kinds)
 
     def _own_kwargs(self) -> dict[str, Any]:
         return {
@@ -337,6 +387,11 @@ class QueueDrainedTrigger(_SqsTrigger):
             from batchq.airflow.metrics import emit_queue_gauges
 
             emit_queue_gauges(self.queue_name, wait.gauges())
+        if wait.last is not None:
+            # Depth, rate and ETA about once a minute, and "no consumer" plainly: in the task log,
+            # whether or not a notifier is configured.
+            for line in self._progress.observe(wait.last, time.time(), getattr(wait, "recent", None)):
+                (self.log.warning if line.warning else self.log.info)("%s: %s", self.queue_name, line.text)
 
 
 class ResultsAvailableTrigger(_SqsTrigger):

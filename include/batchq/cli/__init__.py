@@ -25,9 +25,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _command(argv: list[str] | None) -> str | None:
+    """The sub-command named in ``argv`` (without importing the sub-command modules)."""
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--log-level")
+    pre.add_argument("command", nargs="?")
+    known, _ = pre.parse_known_args(argv)
+    return known.command
+
+
 def main(argv: list[str] | None = None) -> int:
+    early_stop = None
+    if _command(argv) == "worker":
+        # Before the sub-command modules (and pydantic, botocore) are imported: see _early_stop.
+        from batchq.cli._early_stop import EarlyStop
+
+        early_stop = EarlyStop.install()
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.early_stop = early_stop
     logging.basicConfig(
         level=getattr(logging, str(args.log_level).upper(), logging.INFO),
         format="%(asctime)s %(levelname)s %(name)s %(message)s",

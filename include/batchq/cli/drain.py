@@ -14,6 +14,7 @@ import logging
 import signal
 import sys
 import threading
+import time
 from typing import Any
 
 from batchq.cli._urls import add_url_option
@@ -38,17 +39,29 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "drain",
         help="drain a results queue into a sink (continuous consumer)",
-        description="Receive results, write them to the sink at --max-rate (commit, then delete). Runs until "
-        "SIGTERM/SIGINT, or until the queue reads empty with --until-empty. Prints a JSON report at the end.",
+        description="Receive results, write them to the sink at the pace it can take (commit, then delete): the "
+        "number of writes in flight adapts to the sink's own latency (--latency-tolerance), --max-rate is an "
+        "optional hard ceiling. Runs until SIGTERM/SIGINT, or until the queue reads empty with --until-empty. "
+        "Prints progress (applied, rate, pace limit, sink round trip and its baseline) to stderr and a JSON "
+        "report at the end.",
     )
     _common(p)
     p.add_argument("--queue", required=True, help="results queue name or URL")
     add_url_option(p, "sink", env="BATCHQ_SINK_URL", help="SQLAlchemy URL (sqlite:///results.db, postgresql+psycopg://user@host/db) or http(s):// endpoint")
     add_url_option(p, "ledger-url", env="BATCHQ_LEDGER_URL", required=False, help="SQLAlchemy URL of the ledger store for an HTTP sink (default sqlite:///batchq-ledger.db)")
-    p.add_argument("--max-rate", type=float, default=None, help="results per second (default: no cap)")
-    p.add_argument("--max-in-flight", type=int, default=2, help="batches written concurrently (default 2)")
+    p.add_argument("--max-rate", type=float, default=None, help="hard ceiling, results per second (default: none; the pace adapts)")
+    p.add_argument("--max-in-flight", type=int, default=8, help="drain threads: most batches ever written at once (default 8)")
+    p.add_argument(
+        "--latency-tolerance",
+        type=float,
+        default=None,
+        help="how far the sink's round trip may rise above its lightly-loaded baseline before the drain writes "
+        "fewer batches at once (default: batchq.drain.pace.DEFAULT_LATENCY_TOLERANCE, 1.2; docs/drain.md)",
+    )
+    p.add_argument("--no-pace", action="store_true", help="no adaptive pace: always --max-in-flight batches at once")
     p.add_argument("--lease", type=int, default=60, help="visibility timeout taken on receive, seconds (default 60)")
-    p.add_argument("--wait", type=int, default=10, help="long-poll wait per receive, seconds (default 10)")
+    p.add_argument("--wait", type=int, default=20, help="long-poll wait per receive, seconds (default 20; idle, one thread polls)")
+    p.add_argument("--progress-interval", type=float, default=10.0, help="seconds between progress lines on stderr (0: none)")
     p.add_argument(
         "--header-env",
         action="append",
@@ -73,6 +86,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--tolerated-failure-count", type=int, default=None, help="default: the spec's, else 0")
     p.add_argument("--tolerated-failure-percentage", type=float, default=None, help="default: the spec's, else 0")
     p.add_argument("--close", action="store_true", help="record the outcome when the ledger is complete")
+    from batchq.cli._ledger_partitions import add_arguments
+
+    add_arguments(p)
     p.set_defaults(func=cmd_ledger)
 
     p = subparsers.add_parser(
@@ -106,16 +122,35 @@ def sink_headers_from_env(items: list[str]) -> dict[str, str]:
 
 class DrainMetrics:
     """``batchq.drain.*`` from a running drain: counters as the deltas of the drain report after each
-    committed batch (:class:`~batchq.drain.Drainer`'s ``on_batch``), the rate gauge at the end.
+    committed batch (:class:`~batchq.drain.Drainer`'s ``on_batch``), the pace gauges (limit, sink round
+    trip, baseline) at most once per ``gauge_interval_s``, the rate gauge at the end; and a progress line
+    on ``progress`` every ``progress_interval_s`` while results flow.
 
     :param metrics: the StatsD client (component ``drain``).
     :param queue: the results queue's name (the ``queue`` tag).
+    :param progress: where progress lines go (``None``: nowhere).
+    :param progress_interval_s: least seconds between two progress lines.
+    :param clock: monotonic clock; injectable for tests.
     """
 
     COUNTERS = ("applied", "quarantined", "sink_retries", "delete_failed")
 
-    def __init__(self, metrics: Any, queue: str):
+    def __init__(
+        self,
+        metrics: Any,
+        queue: str,
+        *,
+        progress: Any = None,
+        progress_interval_s: float = 10.0,
+        gauge_interval_s: float = 1.0,
+        clock: Any = time.monotonic,
+    ):
         self.metrics, self.tags = metrics, {"queue": queue}
+        self.progress, self.progress_interval_s, self.gauge_interval_s = progress, progress_interval_s, gauge_interval_s
+        self._clock = clock
+        self._started = clock()
+        self._next_progress = self._started + progress_interval_s
+        self._next_gauges = self._started
         self._sent: dict[str, int] = dict.fromkeys(self.COUNTERS, 0)
         self._lock = threading.Lock()
 
@@ -127,10 +162,38 @@ class DrainMetrics:
                 if now > self._sent[name]:
                     self.metrics.incr(name, now - self._sent[name], self.tags)
                     self._sent[name] = now
+            now = self._clock()
+            if now >= self._next_gauges:
+                self._next_gauges = now + self.gauge_interval_s
+                self._pace_gauges(report)
+            if self.progress is not None and self.progress_interval_s > 0 and now >= self._next_progress:
+                self._next_progress = now + self.progress_interval_s
+                print(describe_progress(report, now - self._started), file=self.progress, flush=True)
+
+    def _pace_gauges(self, report: Any) -> None:
+        if report.pace_limit is not None:
+            self.metrics.gauge("pace_limit", report.pace_limit, self.tags)
+        if report.pace_rtt_ms is not None:
+            self.metrics.gauge("rtt_ms", report.pace_rtt_ms, self.tags)
+        if report.pace_baseline_ms is not None:
+            self.metrics.gauge("baseline_ms", report.pace_baseline_ms, self.tags)
 
     def finish(self, report: Any) -> None:
         self.on_batch(report)
+        with self._lock:
+            self._pace_gauges(report)
         self.metrics.gauge("rate", round(report.rate_per_s, 3), self.tags)
+
+
+def describe_progress(report: Any, elapsed_s: float) -> str:
+    """One progress line: ``applied 1,200 (96.0/s) · pace 4.0 in flight · sink 12.1 ms (baseline 10.0 ms)``."""
+    rate = report.applied / elapsed_s if elapsed_s > 0 else 0.0
+    line = f"batchq drain: applied {report.applied:,} ({rate:.1f}/s), quarantined {report.quarantined:,}"
+    if report.pace_limit is None:
+        return line + " · pace fixed"
+    rtt = "–" if report.pace_rtt_ms is None else f"{report.pace_rtt_ms:.1f} ms"
+    base = "–" if report.pace_baseline_ms is None else f"{report.pace_baseline_ms:.1f} ms"
+    return f"{line} · pace {report.pace_limit:g} in flight · sink {rtt} (baseline {base})"
 
 
 def cmd_drain(args: argparse.Namespace) -> int:
@@ -148,12 +211,15 @@ def cmd_drain(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    from batchq.drain.pace import DEFAULT_LATENCY_TOLERANCE
+
+    tolerance = None if args.no_pace else (args.latency_tolerance if args.latency_tolerance is not None else DEFAULT_LATENCY_TOLERANCE)
     log.info(
-        "draining %s → %s (max_rate=%s/s, max_in_flight=%d, %s)",
-        url, sink.description, args.max_rate, args.max_in_flight, "until empty" if args.until_empty else "until stopped",
+        "draining %s → %s (max_rate=%s/s, max_in_flight=%d, latency_tolerance=%s, %s)",
+        url, sink.description, args.max_rate, args.max_in_flight, tolerance, "until empty" if args.until_empty else "until stopped",
     )
     metrics = Metrics("drain", statsd_host=args.statsd_host, statsd_port=args.statsd_port)
-    drain_metrics = DrainMetrics(metrics, url.rstrip("/").rsplit("/", 1)[-1])
+    drain_metrics = DrainMetrics(metrics, url.rstrip("/").rsplit("/", 1)[-1], progress=sys.stderr, progress_interval_s=args.progress_interval)
     drainer = Drainer(
         client,
         url,
@@ -163,6 +229,7 @@ def cmd_drain(args: argparse.Namespace) -> int:
         max_in_flight=args.max_in_flight,
         receive_wait_s=args.wait,
         lease_s=args.lease,
+        latency_tolerance=tolerance,
         on_batch=drain_metrics.on_batch,
     )
     try:
@@ -183,6 +250,10 @@ def cmd_drain(args: argparse.Namespace) -> int:
 
 
 def cmd_ledger(args: argparse.Namespace) -> int:
+    if getattr(args, "partitions", False):
+        from batchq.cli._ledger_partitions import cmd_partitions
+
+        return cmd_partitions(args)
     from batchq.store import ResultsStore, RunLedger
     from batchq.monitor.lag import LAG_XCOM_KEY, describe_lag
     from batchq.sqs.cloudwatch import observed_age_s, queue_age

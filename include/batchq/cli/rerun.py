@@ -92,14 +92,37 @@ def cmd_rerun(args: argparse.Namespace) -> int:
               f"({', '.join(f'{n} {s}' for s, n in report.by_status.items()) or 'nothing to repair'})", file=sys.stderr)
         for shown in _described(plan, report.keys[:20]):
             print(f"  {shown}", file=sys.stderr)
+        closed = True
         if args.wait and report.repair_id is not None:
             out["after"] = wait_repaired(store, spec.name, args.run_id, report.repair_id, timeout_s=args.wait)
+            # --wait closes the run again (what `batchq ledger --close` does): the repair gets its outcome
+            # after and settled time, the run its current counts and outcome.
+            status = _close_again(store, spec, plan)
+            out["ledger"] = status.to_dict()
+            closed = status.complete
+            if not closed:
+                print(f"the ledger is not complete after {args.wait:g}s: {status.describe()}", file=sys.stderr)
             if not args.keep_dlq:
                 out["purge"] = purge_repaired_dlq(client, get_queue_url(client, spec.queues.input_dlq), store, spec.name, args.run_id).to_dict()
         print(json.dumps(out, default=str), flush=True)
-        return 0 if not report.not_sent else 1
+        return 0 if not report.not_sent and closed else 1
     finally:
         store.close()
+
+
+def _close_again(store: Any, spec: Any, plan: Any) -> Any:
+    """The run's ledger status after a repair, recorded (closed) when complete."""
+    from batchq.store import RunLedger
+
+    tolerance = {"tolerated_failure_count": spec.tolerated_failure_count, "tolerated_failure_percentage": spec.tolerated_failure_percentage}
+    if store.get_run(spec.name, plan.run_id) is None:
+        ledger = RunLedger.for_plan(store, plan, **tolerance)
+    else:
+        ledger = RunLedger(store, spec.name, plan.run_id, plan=plan.fingerprint, **tolerance)
+    status = ledger.status()
+    if status.complete:
+        ledger.close(status)
+    return status
 
 
 def _described(plan: Any, keys: list[str]) -> list[str]:

@@ -210,7 +210,16 @@ def build_worker(args: argparse.Namespace) -> Any:
 def run_worker(args: argparse.Namespace) -> int:
     worker = build_worker(args)
     worker.install_signal_handlers()
-    stats = worker.run()
+    # Checked after the worker's handlers replace the early one: a signal before is recorded there,
+    # a signal after stops the worker; none is lost.
+    early_stop = getattr(args, "early_stop", None)
+    if early_stop is not None and early_stop.requested:
+        from batchq.metrics import log_event
+
+        log_event(log, logging.INFO, "worker_stopped_before_start", signal=early_stop.signal_name)
+        stats = worker.stats
+    else:
+        stats = worker.run()
     if args.stats_json:
         print(json.dumps(stats.to_dict()), flush=True)
     return 0

@@ -7,7 +7,10 @@ For each received batch (up to 10 messages):
    there — a malformed body, JSON too deep for the parser, a NUL, NaN, an oversize field — quarantines
    that one message with the reason (never retried forever, never stopping the loop);
 2. take tokens from the shared :class:`~batchq.drain.limiter.TokenBucket` (``max_rate`` results/s for the
-   whole drainer, ``max_in_flight`` batches at once);
+   whole drainer: a hard ceiling, off by default) and a slot of the shared
+   :class:`~batchq.drain.pace.ConcurrencyGate`: the :class:`~batchq.drain.pace.PaceController` finds how
+   many writes the sink takes at once from the sink's own latency (``latency_tolerance`` × its baseline),
+   at most ``max_in_flight``;
 3. write to the sink and **commit** (upsert on ``key``), recording the results and quarantine entries in
    the results store (the run ledger) in the same step. A non-transient error (the sink or the database
    refuses the batch) is bisected down to the entries that cause it: those are quarantined with the
@@ -22,6 +25,11 @@ wait that would pass the drain's ``deadline`` hands the batch back to the queue 
 instead. A sink that refuses every write (:class:`~batchq.drain.sink.SinkMisconfigured`: credentials,
 a redirect) hands the batch back and stops the drain with that error.
 The same loop serves the Airflow operator (``until_empty``) and ``batchq drain`` (until stopped).
+
+The round trip the pace controller learns from is the sink's alone: an HTTP sink's POST (the ledger's
+local commit is not timed), a SQL sink's commit (the store's ``apply``, timed here around the call).
+While the queue reads empty, one thread long-polls and the others wait for it to find results, so an
+idle ``batchq drain`` costs one receive per ``receive_wait_s``, like an idle worker.
 """
 
 from __future__ import annotations
@@ -38,6 +46,12 @@ from typing import Any
 from batchq import limits
 from batchq.drain.checks import check_result
 from batchq.drain.limiter import TokenBucket
+from batchq.drain.pace import (
+    DEFAULT_LATENCY_TOLERANCE,
+    ConcurrencyGate,
+    PaceController,
+    PaceState,
+)
 from batchq.drain.sink import Sink, SinkMisconfigured, SinkRejected, SinkUnavailable
 from batchq.errors import InvalidMessage
 from batchq.messages import WorkResult, describe_key, parse_result
@@ -67,6 +81,10 @@ class DrainReport:
     duration_s: float = 0.0
     #: the drain stopped because a sink outage would have outlived its deadline
     deadline_reached: bool = False
+    #: the pace controller after the last committed batch (``None``: fixed concurrency)
+    pace_limit: float | None = None
+    pace_rtt_ms: float | None = None
+    pace_baseline_ms: float | None = None
 
     @property
     def rate_per_s(self) -> float:
@@ -93,8 +111,14 @@ class Drainer:
         :class:`~batchq.store.ResultsStore` for SQL, or :class:`~batchq.drain.http_sink.HttpSink`).
     :param store: the results store (:class:`~batchq.store.Store`) holding the run ledger and the
         quarantine; defaults to the SQL sink's own store (then one transaction writes both).
-    :param max_rate: results per second for the whole drainer; ``None`` = no cap.
-    :param max_in_flight: batches written concurrently (one thread each).
+    :param max_rate: results per second for the whole drainer, a hard ceiling; ``None`` = no cap (the
+        pace controller finds the pace).
+    :param max_in_flight: drain threads: the most batches ever written at once (the pace controller's
+        ceiling; with ``latency_tolerance=None``, exactly this many).
+    :param latency_tolerance: how far the sink's round trip may rise above its lightly-loaded baseline
+        before the drainer writes fewer batches at once (:class:`~batchq.drain.pace.PaceController`;
+        default :data:`~batchq.drain.pace.DEFAULT_LATENCY_TOLERANCE`). ``None``: no adaptive pace.
+    :param pace: a ready :class:`~batchq.drain.pace.PaceController` (overrides ``latency_tolerance``).
     :param receive_wait_s: long-poll wait per ReceiveMessage; an empty poll means "empty" for
         ``until_empty`` runs.
     :param lease_s: visibility timeout taken on receive, and re-taken while a sink outage lasts.
@@ -120,6 +144,8 @@ class Drainer:
         backoff_cap_s: float = 30.0,
         on_batch: Callable[[DrainReport], None] | None = None,
         limiter: TokenBucket | None = None,
+        latency_tolerance: float | None = DEFAULT_LATENCY_TOLERANCE,
+        pace: PaceController | None = None,
     ):
         if store is None:
             # A results store given as the sink: its results table is the destination.
@@ -137,7 +163,14 @@ class Drainer:
         self.lease_s = lease_s
         self.backoff_base_s, self.backoff_cap_s = backoff_base_s, backoff_cap_s
         self.on_batch = on_batch
+        if pace is None and latency_tolerance is not None:
+            pace = PaceController(latency_tolerance=latency_tolerance, max_limit=max_in_flight, initial_limit=min(2, max_in_flight))
+        self.gate = ConcurrencyGate(pace) if pace is not None else None
         self._lock = threading.Lock()
+
+    def pace_state(self) -> PaceState | None:
+        """The pace controller's limit, round trip and baseline now (``None`` without adaptive pace)."""
+        return self.gate.state() if self.gate is not None else None
 
     # -- public ------------------------------------------------------------------------------------------
     def run(
@@ -178,12 +211,23 @@ class Drainer:
                 visibility_timeout=self.lease_s,
             )
 
+        turns = None if until_empty or self.max_in_flight == 1 else _ReceiveTurns()
+
         def loop() -> None:
             pending: Future[None] | None = None
             prefetch: Future[list[dict[str, Any]]] | None = None
             try:
                 while not stopping():
-                    msgs = prefetch.result() if prefetch is not None else receive()
+                    if prefetch is not None:
+                        msgs = prefetch.result()
+                    elif turns is not None:
+                        if not turns.take(stopping):
+                            continue
+                        msgs = receive()
+                    else:
+                        msgs = receive()
+                    if turns is not None:
+                        turns.result(bool(msgs))
                     prefetch = None
                     if not msgs:
                         if until_empty:
@@ -242,6 +286,24 @@ class Drainer:
         lease = [time.monotonic() + self.lease_s]
         return self._commit(msgs, items, report, stop, lease, deadline)
 
+    def _timed(self, write: Callable[[], None], stop: _AnyEvent) -> None:
+        """One sink write inside a pace slot, its round trip fed to the pace controller: a transient
+        failure (push-back, a timeout, a 5xx, an outage) counts as a loss; a refusal is no sample."""
+        if self.gate is None:
+            write()
+            return
+        self.gate.acquire(stop.is_set)
+        started = time.perf_counter()
+        try:
+            write()
+        except SinkUnavailable:
+            self.gate.release(time.perf_counter() - started, loss=True)
+            raise
+        except BaseException:
+            self.gate.release(0.0, sample=False)
+            raise
+        self.gate.release(time.perf_counter() - started)
+
     @staticmethod
     def _parse(m: dict[str, Any]) -> _Item:
         """One message → a result to write, or a quarantine entry with the reason. Never raises: whatever
@@ -275,7 +337,12 @@ class Drainer:
         if failed:
             # Already committed: these come back after their lease and are applied again idempotently.
             log.warning("%d result message(s) not deleted (will be redelivered): %s", len(failed), list(failed.items())[:3])
+        pace = self.pace_state()
         with self._lock:
+            if pace is not None:
+                report.pace_limit = round(pace.limit, 2)
+                report.pace_rtt_ms = None if pace.rtt_s is None else round(pace.rtt_s * 1000, 2)
+                report.pace_baseline_ms = None if pace.baseline_s is None else round(pace.baseline_s * 1000, 2)
             report.batches += 1
             report.applied += applied
             report.quarantined += quarantined
@@ -333,10 +400,17 @@ class Drainer:
         attempt = 0
         while True:
             try:
-                # A sink writing through this very store is written by the store's apply (one transaction).
+                # A sink writing through this very store is written by the store's apply (one transaction):
+                # then the commit is the sink's round trip; else the sink's own write is (an HTTP POST),
+                # and the ledger's local commit is not the sink's pace.
                 if results and self.sink is not self.store and getattr(self.sink, "store", None) is not self.store:
-                    self.sink.write(results)
-                self.store.apply(results, entries)
+                    self._timed(lambda: self.sink.write(results), stop)
+                # The time left before the deadline bounds the transaction's statements and lock waits.
+                left = None if deadline is None else max(0.001, deadline - time.monotonic())
+                if results and (self.sink is self.store or getattr(self.sink, "store", None) is self.store):
+                    self._timed(lambda: self.store.apply(results, entries, timeout_s=left), stop)
+                else:
+                    self.store.apply(results, entries, timeout_s=left)  # the ledger's local commit: not the sink's pace
                 self.limiter.accepted()
                 return
             except SinkMisconfigured:
@@ -403,3 +477,36 @@ class _AnyEvent:
             if left <= 0:
                 return False
             self.events[0].wait(min(left, 0.2))
+
+
+class _ReceiveTurns:
+    """While the queue reads empty, one drain thread long-polls and the others wait for it to find
+    results (then all of them receive again). Idle, the drainer costs what one worker loop costs."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._idle = False
+        self._poller: int | None = None
+
+    def take(self, stopping: Callable[[], bool]) -> bool:
+        """Wait for this thread's turn to receive; False when it should re-check for a stop first."""
+        me = threading.get_ident()
+        with self._cond:
+            while self._idle and self._poller not in (None, me):
+                if stopping():
+                    return False
+                self._cond.wait(0.5)
+            if self._idle:
+                self._poller = me
+            return True
+
+    def result(self, got_messages: bool) -> None:
+        me = threading.get_ident()
+        with self._cond:
+            if got_messages:
+                self._idle, self._poller = False, None
+                self._cond.notify_all()
+            else:
+                self._idle = True
+                if self._poller is None:
+                    self._poller = me

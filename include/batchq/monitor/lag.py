@@ -154,4 +154,44 @@ def describe_lag(lag: Mapping[str, Any]) -> str:
     )
 
 
-__all__ = ["LAG_XCOM_KEY", "SOURCE_SQS_TIMESTAMPS", "describe_lag", "peak_waiting", "percentile", "percentiles", "run_lag", "sqs_times"]
+#: Partitions listed by name in :func:`partition_lag` (the slowest).
+SLOWEST_SHOWN = 10
+
+
+def partition_lag(rows: Iterable[Mapping[str, Any]], slowest: int = SLOWEST_SHOWN) -> dict[str, Any]:
+    """Per-tenant lag across a run's partitions (rows with ``partition``, ``outcome``,
+    ``input_wait_s`` = the partition's median input wait, ``time_to_last_s`` = run's first enqueue →
+    the partition's last result): the distribution of both across partitions, and the ``slowest``
+    partitions, slowest first (open partitions first: they are not done at all)."""
+    rows = list(rows)
+    done = [r for r in rows if r.get("time_to_last_s") is not None and r.get("outcome") != "open"]
+    still_open = [r for r in rows if r.get("outcome") == "open"]
+    ranked = still_open + sorted(done, key=lambda r: r["time_to_last_s"], reverse=True)
+    return {
+        "partitions": len(rows),
+        "closed": len(rows) - len(still_open),
+        "failed": sum(1 for r in rows if r.get("outcome") == "failed"),
+        "time_to_last": percentiles((r["time_to_last_s"] for r in done), (50, 95)),
+        "input_wait": percentiles((r.get("input_wait_s") for r in rows), (50, 95)),
+        "slowest": [
+            {"partition": r["partition"], "outcome": r.get("outcome"), "time_to_last_s": r.get("time_to_last_s"), "input_wait_s": r.get("input_wait_s")}
+            for r in ranked[:slowest]
+        ],
+    }
+
+
+def describe_partition_lag(lag: Mapping[str, Any]) -> str:
+    """One human line of :func:`partition_lag`."""
+    t, w = lag.get("time_to_last") or {}, lag.get("input_wait") or {}
+    def label(s: Mapping[str, Any]) -> str:
+        return "open" if s.get("outcome") == "open" else f"{s.get('time_to_last_s')}s"
+
+    slow = ", ".join(f"{s['partition']} ({label(s)})" for s in lag.get("slowest", [])[:3])
+    return (
+        f"partitions: {lag.get('closed', 0)}/{lag.get('partitions', 0)} closed, {lag.get('failed', 0)} failed; time to last result "
+        f"p50 {t.get('p50')}s p95 {t.get('p95')}s max {t.get('max')}s; input wait p50 {w.get('p50')}s max {w.get('max')}s; "
+        f"slowest: {slow or 'n/a'}"
+    )
+
+
+__all__ = ["LAG_XCOM_KEY", "describe_partition_lag", "partition_lag", "SOURCE_SQS_TIMESTAMPS", "describe_lag", "peak_waiting", "percentile", "percentiles", "run_lag", "sqs_times"]

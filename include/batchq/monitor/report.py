@@ -12,11 +12,16 @@ XCom keys read (any task of the run; the first match wins):
 - ``backlog_series`` (or the older ``drain_series``): ``{"fields": ["t", "visible", "in_flight",
   "delayed", "dlq", ...], "points": [[t, ...], ...]}``; optional fields ``results_visible`` and
   ``results_in_flight`` draw the results queue;
+- ``results_series``: the results queue while the drain task drains it (``t``, ``results_visible``,
+  ``results_in_flight``, ``applied``) and the drain's pace (``pace_limit``: writes in flight, drawn as
+  the "pace" line; ``rtt_ms``, ``baseline_ms``); older runs without the pace fields still render;
 - ``return_value`` of the drain task, or ``ledger``: the ledger counts (``expected``, ``succeeded``,
   ``failed``, ``quarantined``, ``pending``, ``outcome``, optional ``first_failures``); the results Asset
   event's ``extra`` carries the same counts and is used when no XCom has them;
 - ``queue_lag``: ``{"input_wait": {"p50", "p95", "max"}, "processing": {...}, "results_wait": {...},
   "source": "..."}``, seconds;
+- ``partitions``: ``{"fields": [...], "rows": [[...], ...]}`` per-partition counts and dwell (the drain,
+  with ``partition_by``; :class:`batchq.monitor.partition_table.PartitionTable` reads it);
 - ``alert_episodes``: ``[{"kind", "started_at", "resolved_at", "message"}, ...]``;
 - ``first_failures``: ``[{"key", "error", "dims"?}, ...]`` when the ledger does not carry them (a failure's
   key is shown by its dimensions when it carries them: :func:`batchq.messages.describe_key`);
@@ -42,11 +47,13 @@ from batchq.messages import describe_key
 #: XCom keys of the depth series, newest name first (``drain_series`` was its first name).
 SERIES_KEYS = (xcom_keys.BACKLOG_SERIES, xcom_keys.LEGACY_DRAIN_SERIES)
 #: XCom key of the results queue while the drain task drains it: fields t, results_visible,
-#: results_in_flight, applied (``ResultsDrainOperator``).
+#: results_in_flight, applied, and the drain's pace (pace_limit, rtt_ms, baseline_ms; ``None`` before
+#: its first window or without adaptive pace) (``ResultsDrainOperator``).
 RESULTS_SERIES_KEY = xcom_keys.RESULTS_SERIES
 PLAN_KEY = xcom_keys.PLAN
 LEDGER_KEYS = (xcom_keys.LEDGER, xcom_keys.RETURN_VALUE)
 LAG_KEY = xcom_keys.QUEUE_LAG
+PARTITIONS_KEY = xcom_keys.PARTITIONS
 ALERTS_KEY = xcom_keys.ALERT_EPISODES
 FAILURES_KEY = xcom_keys.FIRST_FAILURES
 #: ``rerun_failed`` returns its repair report; ``plan_shards`` etc. return other things under this key.
@@ -127,14 +134,22 @@ class Percentiles(_Model):
 
 
 class LagPercentiles(_Model):
-    """Queue lag of a run in seconds: input wait (consumer lag), processing time, results wait.
+    """Queue lag of a run in seconds: input wait (consumer lag), processing time, results wait — and the
+    run's headline figures, as :func:`batchq.monitor.lag.run_lag` defines them (the one definition the
+    CLI, XCom, metrics and the view share).
 
+    :param time_to_drain_s: first payload enqueued → last result applied.
+    :param peak_depth: most payloads waiting in the input queue at once (from enqueued/first-received).
+    :param results: the results these figures are computed from (the sample).
     :param source: how the lag was measured (e.g. ``sqs-timestamps``), shown beside the numbers.
     """
 
     input_wait: Percentiles | None = None
     processing: Percentiles | None = None
     results_wait: Percentiles | None = None
+    time_to_drain_s: float | None = Field(default=None, ge=0)
+    peak_depth: int | None = Field(default=None, ge=0)
+    results: int | None = Field(default=None, ge=0)
     source: str | None = None
 
 
@@ -186,6 +201,38 @@ class RepairRun(_Model):
     state: str | None = None
     run_after: float | None = None
     repair: RepairRecord | None = None
+    #: The repaired run's ledger as this repair run's drain closed it again (``None`` until it has).
+    ledger: LedgerCounts | None = None
+
+
+class StoredRepair(_Model):
+    """One repair as the ledger store recorded it (``batchq_repairs``), whichever path made it: the
+    Airflow ``rerun_failed`` task or the CLI's ``batchq rerun``.
+
+    :param requested_at: epoch seconds; ``settled_at`` too, once the ledger closed again after it.
+    """
+
+    id: int
+    mode: str | None = None
+    reason: str | None = None
+    requested_by: str | None = None
+    requested_at: float | None = None
+    keys: int = Field(default=0, ge=0)
+    sent: int = Field(default=0, ge=0)
+    outcome_before: str | None = None
+    outcome_after: str | None = None
+    settled_at: float | None = None
+
+
+class StoredRun(_Model):
+    """The run's row in the ledger store (``batchq_runs``) and its repairs: the run's *current* ledger,
+    read by the view only when ``[batchq] view_ledger_conn_id`` names the store."""
+
+    expected: int | None = Field(default=None, ge=0)
+    succeeded: int = Field(default=0, ge=0)
+    failed: int = Field(default=0, ge=0)
+    outcome: str | None = None
+    repairs: list[StoredRepair] = Field(default_factory=list)
 
 
 class Repairs(_Model):
@@ -199,12 +246,15 @@ class Repairs(_Model):
     repair_of: str | None = None
     made: RepairRecord | None = None
     by_runs: list[RepairRun] = Field(default_factory=list)
+    #: Every repair of this run in the ledger store (the CLI's too), when the view reads the store.
+    stored: list[StoredRepair] = Field(default_factory=list)
 
     @property
     def repaired(self) -> bool:
-        """Whether this run was repaired: by later runs, or in place (``rerun_failed`` re-sent keys of it)."""
+        """Whether this run was repaired: by later runs, in place (``rerun_failed`` re-sent keys of it),
+        or by any path the ledger store recorded (``batchq rerun``)."""
         in_place = self.made is not None and self.made.repair_id is not None and self.repair_of is None
-        return bool(self.by_runs) or in_place
+        return bool(self.by_runs) or in_place or any(r.sent for r in self.stored)
 
     @property
     def any(self) -> bool:
@@ -241,6 +291,12 @@ class RunReport(_Model):
     failures: list[Failure] = Field(default_factory=list)
     alerts: list[AlertEpisode] = Field(default_factory=list)
     repairs: Repairs = Field(default_factory=Repairs)
+    #: When a repair closed this run's ledger again: what the run itself recorded (``ledger`` is current).
+    ledger_recorded: LedgerCounts | None = None
+    #: Where the current ``ledger`` comes from when it is not the run's own record (a repair run's id).
+    ledger_source: str | None = None
+    #: the raw partitions XCom (read it through :attr:`partition_table`)
+    partitions: dict[str, Any] | None = None
     problems: list[str] = Field(default_factory=list)
 
     def problems_in(self, *sections: str) -> list[str]:
@@ -249,25 +305,37 @@ class RunReport(_Model):
         return [p for p in self.problems if p.split(":", 1)[0] in sections]
 
     @property
+    def partition_table(self) -> Any:
+        """The run's partitions (:class:`~batchq.monitor.partition_table.PartitionTable`), or ``None``."""
+        if not self.partitions:
+            return None
+        from batchq.monitor.partition_table import PartitionTable
+
+        return PartitionTable(self.partitions)
+
+    @property
     def has_batch(self) -> bool:
         """Whether this run left any batchq data at all (otherwise the DAG probably runs no batch)."""
-        return any(x is not None for x in (self.series, self.ledger, self.lag)) or bool(self.alerts or self.batch or self.repairs.any)
+        return any(x is not None for x in (self.series, self.ledger, self.lag, self.partitions)) or bool(self.alerts or self.batch or self.repairs.any)
 
     @property
     def peak_depth(self) -> int | None:
-        backlog = self.series.backlog() if self.series else []
-        return int(max(backlog)) if backlog else None
+        """Most payloads waiting in the input queue at once (``queue_lag``'s figure; ``None`` without it).
+        Not the wait's polled maximum: workers that keep up with the fan-out empty the queue between
+        polls, so the polls can read 0 while 96 payloads waited."""
+        return self.lag.peak_depth if self.lag else None
 
     @property
     def drain_time_s(self) -> float | None:
-        """Seconds from the first sample until the backlog reached 0 for good; ``None`` if it never did."""
-        if not self.series or not self.series.points:
-            return None
-        times, backlog = self.series.column("t"), self.series.backlog()
-        if times is None or not backlog or backlog[-1] != 0:
-            return None
-        last_busy = max((i for i, b in enumerate(backlog) if b > 0), default=-1)
-        return round(times[last_busy + 1] - times[0], 3)
+        """Time to drain: first payload enqueued → last result applied (``queue_lag``'s figure; ``None``
+        until the drain task computed it). Not the wait's duration, which misses the fan-out before it
+        and the results drain after it."""
+        return self.lag.time_to_drain_s if self.lag else None
+
+    @property
+    def lag_results(self) -> int | None:
+        """How many results the lag figures (time to drain, peak depth, percentiles) come from."""
+        return self.lag.results if self.lag else None
 
     @property
     def failure_rate(self) -> float | None:
@@ -325,6 +393,7 @@ def run_report(
     asset_extras: Iterable[Mapping[str, Any]] = (),
     conf: Mapping[str, Any] | None = None,
     repaired_by: Iterable[RepairRun] = (),
+    stored: Any = None,
 ) -> RunReport:
     """Build a :class:`RunReport` from a run's raw XComs, tolerating any missing or malformed part.
 
@@ -332,6 +401,8 @@ def run_report(
     :param asset_extras: ``extra`` dicts of the run's results Asset events (ledger counts fallback).
     :param conf: the DAG run's conf (``repair_run_id`` makes it a repair run).
     :param repaired_by: later runs whose conf named this run (see :func:`repair_run`).
+    :param stored: the run's row in the ledger store with its repairs (a :class:`StoredRun` or its
+        dict), when the view reads the store: a repaired run's current ledger, whichever path repaired it.
     """
     found: dict[str, list[Any]] = {}
     for key, value in xcoms:
@@ -410,15 +481,33 @@ def run_report(
 
     repair_of = _repair_target(conf)
 
-    def build_repairs() -> Repairs:
+    def build_made() -> RepairRecord | None:
         made = parse(RepairRecord, _first(found, REPAIR_KEYS, _is_repair), "repair")
         if made is not None and made.repair_id is None and repair_of is None:
             made = None  # a normal run's rerun_failed found nothing to repair: not worth a section
         if made is not None and ledger is not None and ledger.closed:
             made = made.model_copy(update={"outcome_after": ledger.outcome, "keys": made.keys[:MAX_REPAIR_KEYS]})
-        return Repairs(repair_of=repair_of, made=made, by_runs=sorted(repaired_by, key=lambda r: (r.run_after or 0, r.run_id)))
+        return made
 
-    repairs = section("repair", build_repairs, None) or Repairs(repair_of=repair_of)
+    made = section("repair", build_made)
+    store_run = parse(StoredRun, stored.model_dump() if isinstance(stored, StoredRun) else stored, "ledger store")
+    repairs = Repairs(
+        repair_of=repair_of, made=made, by_runs=sorted(repaired_by, key=lambda r: (r.run_after or 0, r.run_id)),
+        stored=store_run.repairs if store_run is not None else [],
+    )
+    # A repair closes *this* run's ledger again: the tab shows what the run is now, not what it was
+    # before it was repaired. The store is the ledger itself (any path, the CLI's too); without it, the
+    # newest repair run's drain XCom carries the repaired run's counts.
+    ledger_recorded = ledger_source = None
+    current = next((rr for rr in reversed(repairs.by_runs) if rr.ledger is not None and rr.ledger.closed), None)
+    if store_run is not None and store_run.repairs and store_run.outcome and store_run.expected is not None:
+        stored_ledger = LedgerCounts(
+            expected=store_run.expected, succeeded=store_run.succeeded, failed=store_run.failed,
+            pending=max(0, store_run.expected - store_run.succeeded - store_run.failed), outcome=store_run.outcome,
+        )
+        ledger_recorded, ledger, ledger_source = ledger, stored_ledger, "the ledger store"
+    elif current is not None:
+        ledger_recorded, ledger, ledger_source = ledger, current.ledger, f"repair run {current.run_id}"
 
     batch = None
     for source in (plan, raw_ledger):
@@ -438,6 +527,9 @@ def run_report(
         failures=failures,
         alerts=alerts,
         repairs=repairs,
+        ledger_recorded=ledger_recorded,
+        ledger_source=ledger_source,
+        partitions=_first(found, [PARTITIONS_KEY], lambda v: isinstance(v, Mapping) and "rows" in v),
         problems=problems,
     )
 
@@ -445,4 +537,6 @@ def run_report(
 def repair_run(run_id: str, xcoms: Iterable[tuple[str, Any]], *, state: str | None = None, run_after: float | None = None, conf: Mapping[str, Any] | None = None) -> RepairRun:
     """A repair run as its target's page lists it, from the repair run's own raw XComs (tolerant)."""
     report = run_report("", run_id, xcoms, state=state, run_after=run_after, conf=conf)
-    return RepairRun(run_id=run_id, state=state, run_after=run_after, repair=report.repairs.made)
+    # Its drain works on the repaired run (``run_id`` = the conf's target): that ledger is the target's.
+    ledger = report.ledger if report.ledger is not None and report.ledger.closed and report.repairs.repair_of else None
+    return RepairRun(run_id=run_id, state=state, run_after=run_after, repair=report.repairs.made, ledger=ledger)

@@ -279,7 +279,7 @@ class ResultsWait(QueueWait):
 # -- the drain operator's results curve ------------------------------------------------------------------
 
 #: Field names of one point of :class:`DrainCurve` (the drain operator's XCom ``results_series``).
-DRAIN_SERIES_FIELDS = ("t", "results_visible", "results_in_flight", "applied")
+DRAIN_SERIES_FIELDS = ("t", "results_visible", "results_in_flight", "applied", "pace_limit", "rtt_ms", "baseline_ms")
 #: Seconds between two samples of a :class:`DrainCurve` (one GetQueueAttributes each).
 DRAIN_SAMPLE_INTERVAL_S = 2.0
 
@@ -287,8 +287,10 @@ DRAIN_SAMPLE_INTERVAL_S = 2.0
 @dataclass(kw_only=True)
 class DrainCurve:
     """The second half of the drain curve: the results queue falling to 0 while the drain operator
-    applies results — ``[t, results_visible, results_in_flight, applied]`` points (``applied``: results
-    applied by this task so far, across its deferrals), bounded like the wait's series.
+    applies results — ``[t, results_visible, results_in_flight, applied, pace_limit, rtt_ms,
+    baseline_ms]`` points (``applied``: results applied by this task so far, across its deferrals; the
+    last three: the drainer's pace controller then, ``None`` before its first window or without adaptive
+    pace), bounded like the wait's series.
 
     The caller asks :meth:`due` before paying for a snapshot, so sampling costs at most one
     GetQueueAttributes per ``interval_s``. The state is JSON-serialisable (it rides the deferral).
@@ -313,12 +315,16 @@ class DrainCurve:
     def due(self, now: float) -> bool:
         return self.last_t is None or now - self.last_t >= self.interval_s
 
-    def add(self, snapshot: QueueSnapshot, applied: int) -> None:
+    def add(self, snapshot: QueueSnapshot, applied: int, pace: Mapping[str, Any] | None = None) -> None:
+        """One point; ``pace`` is :meth:`batchq.drain.pace.PaceState.to_dict` (``limit``, ``rtt_ms``,
+        ``baseline_ms``) or ``None``."""
         self.last_t = snapshot.taken_at
-        self.series.add([round(snapshot.taken_at, 3), snapshot.visible, snapshot.in_flight, int(applied)])
+        pace = pace or {}
+        self.series.add([round(snapshot.taken_at, 3), snapshot.visible, snapshot.in_flight, int(applied), pace.get("limit"), pace.get("rtt_ms"), pace.get("baseline_ms")])
 
     def to_xcom(self) -> dict[str, Any]:
-        """``{"fields": [...DRAIN_SERIES_FIELDS], "points": [[t, results_visible, results_in_flight, applied], ...]}``."""
+        """``{"fields": [...DRAIN_SERIES_FIELDS], "points": [[t, results_visible, results_in_flight, applied,
+        pace_limit, rtt_ms, baseline_ms], ...]}``."""
         return {"fields": list(DRAIN_SERIES_FIELDS), "points": self.series.values()}
 
     def to_dict(self) -> dict[str, Any]:

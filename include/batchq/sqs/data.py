@@ -52,9 +52,15 @@ class SendReport:
     call_retries: int = 0
     duration_s: float = 0.0
     failed: dict[str, str] = field(default_factory=dict)
+    #: entries sent with a ``MessageGroupId`` (fair queues on a standard queue).
+    grouped: int = 0
+    #: why the endpoint refused ``MessageGroupId`` on this standard queue (the entries went without it).
+    groups_refused: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
+            "grouped": self.grouped,
+            "groups_refused": self.groups_refused,
             "sent": self.sent,
             "bytes": self.bytes,
             "calls": self.calls,
@@ -66,14 +72,16 @@ class SendReport:
 
 
 def chunk_entries(
-    items: Iterable[tuple[str, str]], report: SendReport, max_message_bytes: int = limits.MAX_MESSAGE_BYTES
-) -> Iterator[list[tuple[str, str]]]:
-    """Group ``(key, body)`` into SendMessageBatch-sized chunks (≤ 10 entries and ≤ 1 MiB in total).
-    A body above ``max_message_bytes`` (the queue's ``MaximumMessageSize``) is recorded as failed here,
-    never sent: one oversize entry would fail its whole batch call."""
-    chunk: list[tuple[str, str]] = []
+    items: Iterable[tuple[str, ...]], report: SendReport, max_message_bytes: int = limits.MAX_MESSAGE_BYTES
+) -> Iterator[list[tuple[str, ...]]]:
+    """Group ``(key, body)`` or ``(key, body, group)`` items into SendMessageBatch-sized chunks (≤ 10
+    entries and ≤ 1 MiB in total). A body above ``max_message_bytes`` (the queue's
+    ``MaximumMessageSize``) is recorded as failed here, never sent: one oversize entry would fail its
+    whole batch call."""
+    chunk: list[tuple[str, ...]] = []
     chunk_bytes = 0
-    for key, body in items:
+    for item in items:
+        key, body = item[0], item[1]
         size = len(body.encode())
         if size > max_message_bytes:
             report.failed[key] = f"MessageTooLarge: {size} bytes > {max_message_bytes}"
@@ -81,7 +89,7 @@ def chunk_entries(
         if chunk and (len(chunk) == limits.MAX_BATCH_ENTRIES or chunk_bytes + size > limits.MAX_BATCH_BYTES):
             yield chunk
             chunk, chunk_bytes = [], 0
-        chunk.append((key, body))
+        chunk.append(item)
         chunk_bytes += size
     if chunk:
         yield chunk
@@ -166,28 +174,81 @@ def _run_batch(
     return outcome
 
 
+class GroupIds:
+    """Whether a fan-out still sets ``MessageGroupId`` on a standard queue, shared by its sending threads.
+
+    SQS fair queues take a ``MessageGroupId`` on a standard queue as the tenant's name; an endpoint
+    that predates them (or an emulator) may refuse it. The first refusal turns grouping off for the
+    rest of the send and is reported once (:attr:`SendReport.groups_refused`); the refused entries are
+    re-sent without it, so fair queueing degrades to a plain queue instead of failing the fan-out.
+    """
+
+    def __init__(self, enabled: bool):
+        self.enabled = enabled
+        self.refused: str | None = None
+        self._lock = threading.Lock()
+
+    def refuse(self, reason: str) -> None:
+        with self._lock:
+            if self.refused is None:
+                self.refused = reason
+                log.warning(
+                    "the endpoint refuses MessageGroupId on this standard queue (%s): fair queueing is off "
+                    "for this send; the payloads go without it", reason,
+                )
+            self.enabled = False
+
+
+def _refuses_group_id(reason: str) -> bool:
+    """A refusal that names ``MessageGroupId`` (AWS before fair queues: ``InvalidParameterValue: The
+    request include parameter that is not valid for this queue type``)."""
+    text = reason.lower()
+    return "messagegroupid" in text or "not valid for this queue type" in text
+
+
 def _send_chunk(
     client: Any,
     queue_url: str,
-    chunk: list[tuple[str, str]],
+    chunk: list[tuple[str, ...]],
     max_attempts: int,
     fifo: bool,
     delay_seconds: int | None,
+    groups: GroupIds | None = None,
 ) -> SendReport:
+    grouped = bool(groups and groups.enabled and not fifo)
     entries: list[dict[str, Any]] = []
-    for entry_id, (key, body) in enumerate(chunk):
+    for entry_id, item in enumerate(chunk):
+        key, body = item[0], item[1]
         entry: dict[str, Any] = {"Id": str(entry_id), "MessageBody": body}
         if fifo:
             entry["MessageDeduplicationId"] = key
             entry["MessageGroupId"] = key
-        elif delay_seconds:
-            entry["DelaySeconds"] = delay_seconds
+        else:
+            if delay_seconds:
+                entry["DelaySeconds"] = delay_seconds
+            if grouped and len(item) > 2:
+                entry["MessageGroupId"] = item[2]
         entries.append(entry)
     outcome = _run_batch(client.send_message_batch, queue_url, entries, max_attempts=max_attempts)
+    if grouped and outcome.failed and groups is not None:
+        refused = {i: r for i, r in outcome.failed.items() if _refuses_group_id(r)}
+        if refused:
+            groups.refuse(next(iter(refused.values())))
+            retry = [{k: v for k, v in entries[int(i)].items() if k != "MessageGroupId"} for i in refused]
+            again = _run_batch(client.send_message_batch, queue_url, retry, max_attempts=max_attempts)
+            for i in refused:
+                del outcome.failed[i]
+            outcome.succeeded.extend(again.succeeded)
+            outcome.failed.update(again.failed)
+            outcome.calls += again.calls
+            outcome.retried_entries += again.retried_entries
+            outcome.call_retries += again.call_retries
     report = SendReport(calls=outcome.calls, retried_entries=outcome.retried_entries, call_retries=outcome.call_retries)
     for entry_id in outcome.succeeded:
         report.sent += 1
         report.bytes += len(chunk[int(entry_id)][1].encode())
+        if "MessageGroupId" in entries[int(entry_id)] and not fifo and groups is not None and groups.refused is None:
+            report.grouped += 1
     for entry_id, reason in outcome.failed.items():
         report.failed[chunk[int(entry_id)][0]] = reason
     return report
@@ -196,7 +257,7 @@ def _send_chunk(
 def send_bodies(
     client: Any,
     queue_url: str,
-    items: Iterable[tuple[str, str]],
+    items: Iterable[tuple[str, ...]],
     *,
     max_in_flight: int = 8,
     max_attempts: int = 6,
@@ -204,8 +265,13 @@ def send_bodies(
     raise_on_failure: bool = True,
     on_progress: Callable[[SendReport], None] | None = None,
     max_message_bytes: int = limits.MAX_MESSAGE_BYTES,
+    group_ids: bool = False,
 ) -> SendReport:
     """Send ``(key, body)`` pairs with SendMessageBatch, ``max_in_flight`` calls at a time.
+
+    With ``group_ids`` the items are ``(key, body, group)`` and each message on a standard queue
+    carries ``MessageGroupId=group`` (SQS fair queues); an endpoint that refuses it gets the messages
+    without it and the report says why, once (:class:`GroupIds`).
 
     Memory stays flat: ``items`` is consumed lazily and at most ``2 × max_in_flight`` chunks are queued.
     Entries SQS fails transiently are re-sent with :func:`~batchq.sqs.retry.backoff_delay` (whole-call faults
@@ -227,6 +293,7 @@ def send_bodies(
     started = time.perf_counter()
     report = SendReport()
     fifo = queue_url.endswith(".fifo")
+    groups = GroupIds(group_ids) if group_ids else None
     lock = threading.Lock()
 
     def merge(part: SendReport) -> None:
@@ -236,6 +303,7 @@ def send_bodies(
             report.calls += part.calls
             report.retried_entries += part.retried_entries
             report.call_retries += part.call_retries
+            report.grouped += part.grouped
             report.failed.update(part.failed)
         if on_progress:
             on_progress(report)
@@ -243,7 +311,7 @@ def send_bodies(
     chunks = chunk_entries(items, report, max_message_bytes)
     if max_in_flight == 1:
         for chunk in chunks:
-            merge(_send_chunk(client, queue_url, chunk, max_attempts, fifo, delay_seconds))
+            merge(_send_chunk(client, queue_url, chunk, max_attempts, fifo, delay_seconds, groups))
     else:
         with ThreadPoolExecutor(max_in_flight, thread_name_prefix="batchq-send") as pool:
             in_flight: set[Future[SendReport]] = set()
@@ -254,7 +322,7 @@ def send_bodies(
                         for fut in done:
                             merge(fut.result())
                     in_flight.add(
-                        pool.submit(_send_chunk, client, queue_url, chunk, max_attempts, fifo, delay_seconds)
+                        pool.submit(_send_chunk, client, queue_url, chunk, max_attempts, fifo, delay_seconds, groups)
                     )
                 for fut in in_flight:
                     merge(fut.result())
@@ -263,6 +331,8 @@ def send_bodies(
                     fut.cancel()
                 raise
     report.duration_s = time.perf_counter() - started
+    if groups is not None:
+        report.groups_refused = groups.refused
     if report.failed and raise_on_failure:
         raise SendFailed(report.failed, sent=report.sent)
     return report

@@ -38,9 +38,11 @@ def is_retryable(exc: BaseException) -> bool:
     code = error_code(exc)
     if code in MISSING_QUEUE_CODES:
         return False
-    status = (getattr(exc, "response", None) or {}).get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
-    # Connection errors, timeouts (no response at all) and 5xx/throttles are transient.
-    return code in RETRYABLE_CODES or status >= 500 or not hasattr(exc, "response")
+    response = getattr(exc, "response", None)
+    status = (response or {}).get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+    # Connection errors, timeouts (no response at all) and 5xx/throttles are transient. botocore's
+    # ReadTimeoutError has a ``response`` attribute that is None: no response, so transient too.
+    return code in RETRYABLE_CODES or status >= 500 or response is None
 
 
 def backoff_delay(attempt: int, base: float = 0.05, cap: float = 5.0, rng: random.Random | None = None) -> float:

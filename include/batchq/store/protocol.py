@@ -23,7 +23,7 @@ class Store(Protocol):
     #: short description for logs (never credentials)
     description: str
 
-    def apply(self, results: Sequence[WorkResult], quarantined: Iterable[QuarantineEntry] = ()) -> None: ...
+    def apply(self, results: Sequence[WorkResult], quarantined: Iterable[QuarantineEntry] = (), *, timeout_s: float | None = None) -> None: ...
 
     def set_expected(
         self, batch: str, run_id: str, expected: int, *, plan: str | None = None, dag_id: str | None = None, spec: str | None = None

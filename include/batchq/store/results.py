@@ -84,6 +84,14 @@ class ResultsStore(RunRecords, QuarantineReads, RepairRecords):
     def close(self) -> None:
         self.engine.dispose()
 
+    def _bound(self, conn: Any, timeout_s: float | None) -> None:
+        """Bound this transaction's statements and lock waits (PostgreSQL; ``SET LOCAL`` ends with it)."""
+        if timeout_s is None or self.dialect != "postgresql":
+            return
+        ms = max(1, int(timeout_s * 1000))
+        conn.exec_driver_sql(f"SET LOCAL statement_timeout = {ms}")
+        conn.exec_driver_sql(f"SET LOCAL lock_timeout = {ms}")
+
     def _guard(self, what: str) -> _Guard:
         return _Guard(self.description, what)
 
@@ -95,14 +103,20 @@ class ResultsStore(RunRecords, QuarantineReads, RepairRecords):
         return datetime.now(timezone.utc)
 
     # -- the one write -----------------------------------------------------------------------------
-    def apply(self, results: Sequence[WorkResult], quarantined: Iterable[QuarantineEntry] = ()) -> None:
-        """Record ``results`` and ``quarantined`` in one transaction (committed on return)."""
+    def apply(self, results: Sequence[WorkResult], quarantined: Iterable[QuarantineEntry] = (), *, timeout_s: float | None = None) -> None:
+        """Record ``results`` and ``quarantined`` in one transaction (committed on return).
+
+        :param timeout_s: on PostgreSQL, the transaction's ``statement_timeout`` and ``lock_timeout`` (the
+            time left before the drain's deadline): a lock held elsewhere cannot hold a drain thread past
+            its deadline; the cancelled write is :class:`~batchq.errors.SinkUnavailable` (handed back).
+        """
         self._ensure()
         now = self._now()
         qrows = {q.message_id: q.row(now) for q in quarantined}
         if not results and not qrows:
             return
         with self._guard("write results"), self.engine.begin() as conn:
+            self._bound(conn, timeout_s)
             plans = self._current_plans(conn, {(r.batch, r.run_id) for r in results})
             state = self._stored(conn, sorted({r.key for r in results}))
             winners: dict[str, WorkResult] = {}

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
-from batchq.store.schema import quarantine_table, repair_keys_table, repairs_table, results_table, runs_table
+from batchq.store.schema import partitions_table, quarantine_table, repair_keys_table, repairs_table, results_table, runs_table
 
 if TYPE_CHECKING:
     from batchq.store.results import ResultsStore
@@ -41,6 +41,7 @@ class PruneReport:
     repairs: int = 0
     repair_keys: int = 0
     runs: int = 0
+    partitions: int = 0
     dry_run: bool = False
     cutoff: str = ""
 
@@ -64,6 +65,9 @@ def prune(store: ResultsStore, older_than: timedelta, *, dry_run: bool = False, 
         ("repair_keys", repair_keys_table, [rk.repair_id, rk.key], old_repair_key),
         ("repairs", repairs_table, [rp.id], settled_repair),
         ("runs", runs_table, [ru.batch, ru.run_id], old_run),
+        # A run's partition rows go once nothing of them changes any more (closed, last updated before it).
+        ("partitions", partitions_table, [partitions_table.c.batch, partitions_table.c.run_id, partitions_table.c.partition],
+         sa.and_(partitions_table.c.updated_at < cutoff, partitions_table.c.outcome != "open")),
     ]
     with store._guard("prune"):
         for name, table, pk, old in plans:

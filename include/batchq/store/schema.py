@@ -10,6 +10,10 @@
 ``batchq_runs``
     per run: expected count, plan fingerprint, the resolved spec (plan membership), the owning DAG, the
     last counts and the outcome once closed.
+``batchq_partitions``
+    per run and partition key (spec ``partition_by``): expected, succeeded, failed, outcome, when it
+    closed, dwell, the wave that announced it; derived from ``batchq_results`` by
+    :mod:`batchq.store.partitions`.
 ``batchq_repairs`` / ``batchq_repair_keys``
     one row per repair of a run and one per re-sent key (status before; status after once a result
     newer than the repair is applied).
@@ -158,6 +162,28 @@ repair_keys_table = sa.Table(
     sa.Index("ix_batchq_repair_keys_key", "key", "resolved_at"),
     sa.Index("ix_batchq_repair_keys_run", "batch", "run_id"),
 )
+
+partitions_table = sa.Table(
+    "batchq_partitions",
+    metadata,
+    sa.Column("batch", sa.String(64), primary_key=True),
+    sa.Column("run_id", sa.String(250), primary_key=True),
+    sa.Column("partition", sa.String(250), primary_key=True),
+    sa.Column("plan", sa.String(64)),
+    sa.Column("expected", sa.Integer, nullable=False),
+    sa.Column("succeeded", sa.Integer, nullable=False, default=0),
+    sa.Column("failed", sa.Integer, nullable=False, default=0),
+    # open | succeeded | failed (failed = final with failures beyond the tolerance)
+    sa.Column("outcome", sa.String(16), nullable=False, default="open"),
+    sa.Column("closed_at", sa.DateTime(timezone=True)),
+    sa.Column("first_enqueued_at", sa.DateTime(timezone=True)),
+    sa.Column("last_result_at", sa.DateTime(timezone=True)),
+    sa.Column("input_wait_p50_s", sa.Float),
+    sa.Column("announced_wave", sa.Integer),
+    sa.Column("announced_at", sa.DateTime(timezone=True)),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+)
+
 
 #: Columns added after the first release (all nullable): created on existing tables by :func:`migrate`.
 ADDED_COLUMNS = {

@@ -29,6 +29,9 @@ from batchq.worker.scaling import LocalScaling
 
 log = logging.getLogger(__name__)
 
+#: the signals that ask a worker to stop (held blocked while a worker starts, see ``hold_stop_signals``)
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
 
 @dataclass
 class _Proc:
@@ -63,6 +66,10 @@ class Supervisor:
     :param stop_timeout_s: after SIGTERM, how long a worker may take before SIGKILL (its grace period
         plus a long poll).
     :param restart_backoff_s: wait before replacing a worker that died within ``min_uptime_s`` of start.
+    :param hold_stop_signals: start each process with SIGTERM/SIGINT blocked, so a stop sent while it is
+        still starting stays pending until its handler is in place (``batchq worker`` unblocks them
+        then, :mod:`batchq.cli._early_stop`) instead of killing it. Default: only for a
+        :func:`worker_command` (another program would never unblock them and end up SIGKILLed).
     """
 
     def __init__(
@@ -82,6 +89,7 @@ class Supervisor:
         env: dict[str, str] | None = None,
         metrics: Metrics | None = None,
         snapshot: Callable[[], QueueSnapshot] | None = None,
+        hold_stop_signals: bool | None = None,
     ):
         self.rule = LocalScaling(backlog_per_worker, min_workers, max_workers, scale_down_cooldown_s)  # validates
         self.client = client
@@ -104,6 +112,7 @@ class Supervisor:
         self._stop = threading.Event()
         self._restart_not_before = 0.0
         self._preexec = _pdeathsig_preexec()
+        self.hold_stop_signals = is_worker_command(self.worker_command) if hold_stop_signals is None else hold_stop_signals
 
     # -- public ------------------------------------------------------------------------------------
     def run(self, until: Callable[[Supervisor], bool] | None = None) -> SupervisorStats:
@@ -178,9 +187,16 @@ class Supervisor:
     # -- internals -----------------------------------------------------------------------------------
     def _start_one(self, now: float) -> None:
         # The preexec_fn only calls prctl (see _pdeathsig_preexec), so it is safe with threads.
-        popen = subprocess.Popen(
-            self.worker_command, env=self.env, stdin=subprocess.DEVNULL, preexec_fn=self._preexec  # noqa: PLW1509
-        )
+        # The child inherits this thread's signal mask across fork and exec: blocking the stop signals
+        # around Popen starts the worker with them blocked (see hold_stop_signals).
+        held = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS) if self.hold_stop_signals else None
+        try:
+            popen = subprocess.Popen(
+                self.worker_command, env=self.env, stdin=subprocess.DEVNULL, preexec_fn=self._preexec  # noqa: PLW1509
+            )
+        finally:
+            if held is not None:
+                signal.pthread_sigmask(signal.SIG_SETMASK, held)
         self.running.append(_Proc(popen, now))
         self.stats.started += 1
         log_event(log, logging.INFO, "worker_process_started", pid=popen.pid, running=len(self.running))
@@ -274,4 +290,12 @@ def _pdeathsig_preexec() -> Callable[[], None] | None:
 
 def worker_command(worker_args: Sequence[str], python: str | None = None) -> list[str]:
     """argv for one worker process: ``python -m batchq.cli worker <args>``."""
-    return [python or sys.executable, "-m", "batchq.cli", "worker", *worker_args]
+    return [python or sys.executable, *_WORKER_ENTRY, *worker_args]
+
+
+_WORKER_ENTRY = ("-m", "batchq.cli", "worker")
+
+
+def is_worker_command(command: Sequence[str]) -> bool:
+    """Whether ``command`` is one :func:`worker_command` built (a ``batchq worker`` process)."""
+    return tuple(command[1:1 + len(_WORKER_ENTRY)]) == _WORKER_ENTRY

@@ -175,9 +175,13 @@ def test_drain_operator_records_the_results_queue_falling_to_zero(sqs_client, ma
     with pytest.raises(TaskDeferred) as deferred:
         op.execute(ctx)
     first = ti.pushed["results_series"]
-    assert first["fields"] == ["t", "results_visible", "results_in_flight", "applied"]
+    assert first["fields"] == ["t", "results_visible", "results_in_flight", "applied", "pace_limit", "rtt_ms", "baseline_ms"]
     points = first["points"]
-    assert points[0][1:] == [30, 0, 0] and points[-1][1:] == [0, 0, 30]
+    assert points[0][1:4] == [30, 0, 0] and points[-1][1:4] == [0, 0, 30]
+    # the drain's pace rides the curve (the Batch view's "pace" line): the start-up probe (3 writes at one
+    # in flight) measured the sink's round trip and its baseline
+    limit, rtt_ms, baseline_ms = points[-1][4:]
+    assert limit == 1.0 and rtt_ms > 0 and 0 < baseline_ms <= rtt_ms, points[-1]
     assert any(0 < p[3] < 30 and 0 < p[1] + p[2] < 30 for p in points), points  # the fall itself, sampled
     kwargs = deferred.value.kwargs
     json.dumps(kwargs)  # the curve rides the deferral as JSON
@@ -187,7 +191,7 @@ def test_drain_operator_records_the_results_queue_falling_to_zero(sqs_client, ma
     assert out["succeeded"] == 40
     points = ti.pushed["results_series"]["points"]
     assert points[: len(first["points"])] == first["points"]  # the curve goes on from before the deferral
-    assert points[len(first["points"])][1:] == [10, 0, 30] and points[-1][1:] == [0, 0, 40]
+    assert points[len(first["points"])][1:4] == [10, 0, 30] and points[-1][1:4] == [0, 0, 40]
     assert [p[0] for p in points] == sorted(p[0] for p in points) and [p[3] for p in points] == sorted(p[3] for p in points)
 
 

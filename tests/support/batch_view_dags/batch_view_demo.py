@@ -34,7 +34,47 @@ def depth_series(expected: int) -> dict:
     return {"fields": FIELDS, "points": points}
 
 
-def make_batch_dag(dag_id: str, batch: str, expected: int, failed: int):
+def partition_ledger_xcom(batch: str, run_id: str, failed: int) -> dict:
+    """A real partition ledger for the run: 12 customers × 10 items written as results to a SQLite store
+    in AIRFLOW_HOME (``partitions.db``), customer c03's first ``failed`` items failed, recounted by
+    :class:`batchq.store.partitions.PartitionLedger`; its rows are what the drain pushes as XCom. The
+    browser test compares the Batch tab's partitions table with this store."""
+    import os
+    from datetime import datetime, timedelta, timezone
+
+    from batchq.store import ResultsStore
+    from batchq.messages import ErrorInfo, WorkResult, parse_payload
+    from batchq.plan import Plan
+    from batchq.spec import BatchSpec
+    from batchq.store.partitions import PartitionLedger, partition_rows_xcom
+
+    spec = BatchSpec.from_dict({
+        "name": batch, "job_type": "noop", "queues": {"input": "in", "results": "out"}, "partition_by": ["customer"],
+        "dimensions": {"customer": [f"c{i:02d}" for i in range(1, 13)], "item": list(range(10))},
+    })
+    plan = Plan(spec, run_id)
+    t0 = datetime.fromtimestamp(T0, tz=timezone.utc)
+    store = ResultsStore(f"sqlite:///{os.environ['AIRFLOW_HOME']}/partitions.db")
+    try:
+        results = []
+        for shard in plan.shards():
+            for _, body in plan.iter_bodies(shard):
+                p = parse_payload(body)
+                bad = p.dims["customer"] == "c03" and p.dims["item"] < failed
+                results.append(WorkResult(
+                    batch=batch, run_id=run_id, key=p.key, plan=p.plan, status="failed" if bad else "succeeded",
+                    error=ErrorInfo(type="ValueError", message="no orders") if bad else None,
+                    enqueued_at=t0, first_received_at=t0 + timedelta(seconds=int(p.dims["customer"][1:])),
+                ))
+        store.apply(results)
+        ledger = PartitionLedger(store.engine, batch, run_id, spec.partition_by, plan.partition_expected(),
+                                 plan_fingerprint=plan.fingerprint, key_partitions=plan.key_partitions)
+        return partition_rows_xcom(ledger.refresh())
+    finally:
+        store.close()
+
+
+def make_batch_dag(dag_id: str, batch: str, expected: int, failed: int, partitions: bool = False):
     asset = Asset(f"batchq://{batch}/results")
 
     @dag(dag_id=dag_id, schedule=None, start_date=pendulum.datetime(2026, 1, 1, tz="UTC"), catchup=False, tags=["batchq"])
@@ -78,11 +118,16 @@ def make_batch_dag(dag_id: str, batch: str, expected: int, failed: int):
                 "input_wait": {"p50": 21.5, "p95": 58.0, "max": 64.2},
                 "processing": {"p50": 0.8, "p95": 2.4, "max": 3.1},
                 "results_wait": {"p50": 4.0, "p95": 9.5, "max": 11.0},
+                # The run's figures as run_lag defines them: first enqueue → last applied, and the
+                # most payloads waiting at once (more than any poll of the wait saw).
+                "time_to_drain_s": 95.0, "peak_depth": expected, "results": expected,
                 "source": "SQS SentTimestamp / ApproximateFirstReceiveTimestamp",
             })
             ti.xcom_push(key="alert_episodes", value=[
                 {"kind": "growing", "started_at": T0 + 20, "resolved_at": T0 + 60, "message": "input backlog grew for 40s while 2 workers ran"},
             ])
+            if partitions and not target:
+                ti.xcom_push(key="partitions", value=partition_ledger_xcom(batch, ti.run_id, failed))
             outlet_events[asset].extra = counts
             return {**counts, "first_failures": failures, "drain": {"applied": expected}}
 
@@ -97,5 +142,5 @@ def make_batch_dag(dag_id: str, batch: str, expected: int, failed: int):
     return batch_dag()
 
 
-make_batch_dag("bv_alpha", "bvalpha", expected=120, failed=3)
+make_batch_dag("bv_alpha", "bvalpha", expected=120, failed=3, partitions=True)
 make_batch_dag("bv_beta", "bvbeta", expected=40, failed=0)

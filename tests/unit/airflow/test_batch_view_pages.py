@@ -118,3 +118,58 @@ def test_drain_chart_continues_with_the_drain_tasks_results_series():
     # a results series alone (the wait left nothing) still draws
     assert "applied to the sink" in pages.drain_chart(run_report("d", "r", [("results_series", drain)]))
     assert run_report("d", "r", [("results_series", {"fields": ["x"], "points": []})]).problems == ["results series: no 't' field"]
+
+
+def test_drain_chart_draws_the_pace_line_on_its_own_axis():
+    from batchq.monitor.waits import DrainCurve
+    from batchq.sqs import QueueSnapshot
+
+    curve = DrainCurve(interval_s=0)
+    curve.add(QueueSnapshot(taken_at=20, visible=50, in_flight=0, delayed=0), 0)  # before the first window
+    curve.add(QueueSnapshot(taken_at=25, visible=30, in_flight=10, delayed=0), 20, {"limit": 2.0, "rtt_ms": 11.0, "baseline_ms": 10.0})
+    curve.add(QueueSnapshot(taken_at=30, visible=0, in_flight=0, delayed=0), 50, {"limit": 5.0, "rtt_ms": 12.5, "baseline_ms": 10.0})
+    chart = pages.drain_chart(run_report("d", "r", [("results_series", curve.to_xcom())]))
+    ys = [float(y) for y in re.findall(r'data-series="pace" data-x="[^"]+" data-y="([^"]+)"', chart)]
+    assert ys == [2.0, 5.0]  # the sample with no pace yet is not drawn as 0
+    assert "pace (writes in flight)" in chart and 'stroke-dasharray="6 3" data-series="pace"' in chart
+    # its own scale: the top pace point is at the top of the plot (y 5 of a 5 axis), not squashed under 50 messages
+    top = re.search(r'<circle class="pt" cx="[^"]+" cy="([^"]+)" r="2.5" fill="#000000" data-series="pace" data-x="30"', chart)
+    assert top and float(top.group(1)) == pytest.approx(28.0)
+    # a drain without adaptive pace draws no pace line and no second axis
+    plain = DrainCurve(interval_s=0)
+    plain.add(QueueSnapshot(taken_at=20, visible=5, in_flight=0, delayed=0), 0)
+    plain.add(QueueSnapshot(taken_at=30, visible=0, in_flight=0, delayed=0), 5)
+    chart = pages.drain_chart(run_report("d", "r", [("results_series", plain.to_xcom())]))
+    assert 'data-series="pace"' not in chart and "writes in flight" not in chart
+
+
+def test_run_page_and_trends_show_the_queue_lags_figures_not_the_polls():
+    """Workers that keep up with the fan-out: the wait's two polls read 0, the run's queue lag says 17.1 s
+    and 96 waiting at once. The page said "Drained in 0.0s; peak input depth 0; 2 samples"."""
+    fields = ["t", "visible", "in_flight", "delayed", "dlq"]
+    lag = {"input_wait": {"p50": 1.0, "p95": 2.0, "max": 2.0}, "time_to_drain_s": 17.1, "peak_depth": 96, "results": 96, "source": "sqs-timestamps"}
+    report = run_report("d", "r", [("backlog_series", {"fields": fields, "points": [[0, 0, 0, 0, 0], [2, 0, 0, 0, 0]]}), ("queue_lag", lag)], state="success")
+    html = _render_run(report)
+    assert "Time to drain 17s" in html and "peak input depth 96; from 96 results" in html
+    assert "2 polls of the queues during the wait" in html
+    drain, depth = pages.trend_charts([report])
+    assert 'data-y="17.1"' in drain and 'data-y="96"' in depth
+
+
+def test_a_repaired_runs_page_shows_its_current_ledger():
+    failed = {"run_id": "r1", "expected": 2, "succeeded": 0, "failed": 2, "quarantined": 0, "pending": 0, "outcome": "failed"}
+    by = repair_run("r2", [("return_value", REPAIR), ("return_value", CLOSED)], state="success", run_after=5.0, conf={"repair_run_id": "r1"})
+    html = " ".join(_render_run(run_report("dag", "r1", [("return_value", failed)], state="failed", repaired_by=[by])).split())
+    assert 'data-count="failed"><div class="n">0<' in html and '>succeeded</div><div class="l">outcome' in html
+    assert 'class="tag repaired">repaired<' in html
+    assert "closed again by repair run r2; before its repair this run recorded 2 failed (failed)" in html
+
+
+def test_a_cli_repair_shows_on_the_runs_page():
+    failed = {"run_id": "r1", "expected": 2, "succeeded": 0, "failed": 2, "quarantined": 0, "pending": 0, "outcome": "failed"}
+    stored = {"expected": 2, "succeeded": 2, "failed": 0, "outcome": "succeeded", "repairs": [
+        {"id": 9, "mode": "failed", "reason": "<fixed>", "requested_by": "cli:ana", "requested_at": 300.0, "keys": 2, "sent": 2, "outcome_before": "failed", "outcome_after": "succeeded"}]}
+    html = " ".join(_render_run(run_report("dag", "r1", [("return_value", failed)], state="failed", stored=stored)).split())
+    assert 'data-count="failed"><div class="n">0<' in html and 'class="tag repaired">repaired<' in html
+    assert 'data-stored-repair="9"' in html and "&lt;fixed&gt;" in html and "cli:ana" in html
+    assert "closed again by the ledger store; before its repair this run recorded 2 failed (failed)" in html

@@ -257,6 +257,28 @@ def test_every_example_dag_has_the_expected_shape(monkeypatch):
     assert consumed == produced
 
 
+def test_the_partitioned_example_pair_is_wired_per_customer(monkeypatch):
+    """customer_partitions announces partitions in mapped waves beside the drain (which no longer waits
+    for the input queue to empty); customer_partition_report is scheduled per partition on exactly the
+    Asset the waves update."""
+    monkeypatch.delenv("BATCHQ_CUSTOMER_PARTITIONS_SPEC", raising=False)
+    dags = load_dagbag().dags
+    producer, consumer = dags["customer_partitions"], dags["customer_partition_report"]
+    edges = {(up, t.task_id) for t in producer.tasks for up in t.upstream_task_ids}
+    assert {("fan_out", "drain_results"), ("fan_out", "wait_input_drained")} <= edges
+    assert ("wait_input_drained", "drain_results") not in edges
+    assert type(consumer.timetable).__name__ == "PartitionedAssetTimetable"
+    from batchq.airflow.operators.partitions import partition_events_supported
+
+    if not partition_events_supported():  # Airflow 3.2 (make test-airflow-oldest): no task-emitted keys
+        assert "announce_partitions" not in producer.task_ids
+        return
+    announce = producer.get_task("announce_partitions")
+    assert ("fan_out", "announce_partitions") in edges
+    assert {a.uri for a in announce.outlets} == {"batchq://customer_partitions/partitions"}
+    assert consumer.timetable.asset_condition.uri == "batchq://customer_partitions/partitions"
+
+
 def test_default_spec_dir_never_points_into_site_packages(tmp_path):
     # Issue 20: after `pip install .[airflow]` the default was <site-packages>/specs, which nobody fills.
     from batchq.airflow import settings

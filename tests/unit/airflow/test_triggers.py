@@ -268,21 +268,6 @@ def test_a_wait_state_saved_before_results_were_recorded_still_resumes(scripted)
     assert [len(p) for p in payload["series"]] == [5, 5]
 
 
-def test_the_sensor_re_defers_after_an_alert_still_watching_the_results_queue():
-    from airflow.sdk.exceptions import TaskDeferred
-    from batchq.airflow.sensors import QueueDrainedSensor
-    from batchq.monitor.alerts import BacklogAlerts
-    from batchq.monitor.waits import InputWait
-
-    sensor = QueueDrainedSensor(task_id="wait", queue_name="http://h/1/q", aws_conn_id="x")
-    state = InputWait(started_at=time.time(), deadline=time.time() + 60, results_watched=True).to_dict()
-    event = {"status": "alert", "reason": "backlog_alert", "queue_url": "http://h/1/q", "dlq_url": None, "results_url": "http://h/1/r", "alert_changes": [], "alerts": BacklogAlerts().to_dict(), "wait_state": state}
-    with pytest.raises(TaskDeferred) as deferred:
-        sensor.execute_complete({"ti": None}, event)
-    trigger = deferred.value.trigger
-    assert trigger.results_url == "http://h/1/r" and trigger._new_wait().results_watched
-
-
 # -- against a real endpoint -------------------------------------------------------------------------------
 
 
@@ -463,3 +448,20 @@ def test_the_gap_meter_catches_a_blocking_poll(monkeypatch):
     gap, payload = asyncio.run(_max_tick_gap(trigger, 1.0))
     assert payload["reason"] == "timeout"
     assert gap >= 0.25
+
+
+def test_the_sensor_re_defers_after_an_alert_still_watching_the_results_queue(aws_conn, make_queue, sqs_client):
+    from airflow.sdk.exceptions import TaskDeferred
+    from batchq.airflow.sensors import QueueDrainedSensor
+    from batchq.monitor.alerts import BacklogAlerts
+    from batchq.monitor.waits import InputWait
+
+    q, r = make_queue(), make_queue()
+    sqs_client.send_message(QueueUrl=q, MessageBody="still waiting")  # the wait is not over: it defers again
+    sensor = QueueDrainedSensor(task_id="wait", queue_name=q, aws_conn_id=CONN_ID)
+    state = InputWait(started_at=time.time(), deadline=time.time() + 60, results_watched=True).to_dict()
+    event = {"status": "alert", "reason": "backlog_alert", "queue_url": q, "dlq_url": None, "results_url": r, "alert_changes": [], "alerts": BacklogAlerts().to_dict(), "wait_state": state}
+    with pytest.raises(TaskDeferred) as deferred:
+        sensor.execute_complete({"ti": None}, event)
+    trigger = deferred.value.trigger
+    assert trigger.results_url == r and trigger._new_wait().results_watched

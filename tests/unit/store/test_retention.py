@@ -46,3 +46,20 @@ def test_prune_deletes_only_what_is_older(tmp_path, capsys):
         assert conn.execute(sa.select(results_table.c.key)).scalars().all() == ["n0"]
         assert conn.execute(sa.select(runs_table.c.run_id)).scalars().all() == ["open"]
     store.close()
+
+
+def test_prune_deletes_closed_partition_rows_only(tmp_path):
+    from batchq.store.partitions import PartitionLedger
+    from batchq.store.schema import partitions_table
+
+    store = ResultsStore(f"sqlite:///{tmp_path / 's.db'}")
+    store.create_tables()
+    PartitionLedger(store.engine, "b", "old", ["customer"], {"a": 1, "b": 1})
+    past = store._now() - timedelta(days=40)
+    with store.engine.begin() as conn:
+        conn.execute(partitions_table.update().where(partitions_table.c.partition == "a").values(outcome="succeeded", updated_at=past))
+        conn.execute(partitions_table.update().where(partitions_table.c.partition == "b").values(updated_at=past))  # still open
+    assert prune(store, timedelta(days=30)).partitions == 1
+    with store.engine.connect() as conn:
+        assert conn.execute(sa.select(partitions_table.c.partition)).scalars().all() == ["b"]
+    store.close()

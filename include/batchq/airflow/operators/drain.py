@@ -54,6 +54,8 @@ RESULTS_SERIES_XCOM_KEY = xcom_keys.RESULTS_SERIES
 PLAN_XCOM_KEY = xcom_keys.PLAN
 #: A drain whose deadline has passed still gets this long to apply what is on the queue.
 FINAL_SWEEP_S = 30.0
+#: Least seconds between two recounts of the partition ledger while a drain pass runs.
+PARTITION_REFRESH_S = 5.0
 _TOTALS = ("received", "applied", "quarantined", "deleted", "delete_failed", "sink_retries", "backpressure", "visibility_extensions")
 
 
@@ -89,8 +91,14 @@ class ResultsDrainOperator(AwsBaseOperator[BatchqSqsHook]):
     :param results_queue: results queue name or URL (default: the spec's).
     :param input_queue: input queue name or URL (default: the spec's): only to read its oldest-message
         age from CloudWatch for the run's ``queue_lag`` (``age_source``); nothing is received from it.
-    :param max_rate: results per second for the whole drain (token bucket); ``None`` = no cap.
-    :param max_in_flight: result batches written concurrently.
+    :param max_rate: results per second for the whole drain (token bucket), a hard ceiling; ``None`` =
+        no cap: the drain finds the sink's pace from its latency (``latency_tolerance``).
+    :param max_in_flight: drain threads: the most result batches ever written at once (the ceiling of the
+        adaptive pace).
+    :param latency_tolerance: how far the sink's round trip may rise above its lightly-loaded baseline
+        (:class:`batchq.drain.pace.PaceController`; default 1.2). ``None``: no adaptive pace, always
+        ``max_in_flight`` writes at once. The pace (limit, round trip, baseline) rides the
+        ``results_series`` XCom: the Batch view's "pace" line.
     :param lease_s: visibility timeout taken on each received batch.
     :param poll_interval: seconds between checks while deferred waiting for results.
     :param drain_timeout: seconds from the first try until the task gives up with the ledger's counts.
@@ -126,7 +134,10 @@ class ResultsDrainOperator(AwsBaseOperator[BatchqSqsHook]):
         results_queue: str | None = None,
         input_queue: str | None = None,
         max_rate: float | None = None,
-        max_in_flight: int = 2,
+        max_in_flight: int = 8,
+        # = batchq.drain.pace.DEFAULT_LATENCY_TOLERANCE, written out: importing the drain package at DAG
+        # parse time costs ~150 ms (tests/unit/airflow/test_drain_operator_pace.py holds them equal).
+        latency_tolerance: float | None = 1.2,
         lease_s: int = 60,
         receive_wait_s: int = 2,
         poll_interval: float = 10.0,
@@ -146,6 +157,8 @@ class ResultsDrainOperator(AwsBaseOperator[BatchqSqsHook]):
             from batchq.airflow.spec_sources import load_spec, spec_reference
 
             loaded = load_spec(spec)
+        # With partition_by the drain also keeps the partition ledger (the plan gives expected counts).
+        partition_spec = spec_reference(spec) if loaded is not None and loaded.partition_by else None
         batch = batch or (loaded.name if loaded else None)
         if not batch:
             raise ValueError(f"{kwargs.get('task_id')}: give spec= or batch=")
@@ -157,6 +170,7 @@ class ResultsDrainOperator(AwsBaseOperator[BatchqSqsHook]):
             raise ValueError(f"{kwargs.get('task_id')}: give sink= (URL) or sink_conn_id=")
         kwargs.setdefault("outlets", [results_asset(batch)])
         super().__init__(**kwargs)
+        self.partition_spec = partition_spec
         self.batch = batch
         self.sink, self.sink_conn_id = sink, sink_conn_id
         self.ledger, self.ledger_conn_id = ledger, ledger_conn_id
@@ -166,6 +180,10 @@ class ResultsDrainOperator(AwsBaseOperator[BatchqSqsHook]):
         self.results_queue = results_queue
         self.input_queue = input_queue
         self.max_rate, self.max_in_flight = max_rate, max_in_flight
+        if latency_tolerance is not None and not (isinstance(latency_tolerance, (int, float)) and 1.0 < latency_tolerance < float("inf")):
+            # fails at parse time, like the controller would at run time
+            raise ValueError(f"{kwargs.get('task_id')}: latency_tolerance must be a number > 1.0 (or None), got {latency_tolerance!r}")
+        self.latency_tolerance = latency_tolerance
         self.lease_s, self.receive_wait_s = lease_s, receive_wait_s
         self.poll_interval, self.drain_timeout = poll_interval, drain_timeout
         self.tolerated_failure_count = tolerated_failure_count if tolerated_failure_count is not None else (loaded.tolerated_failure_count if loaded else 0)
@@ -259,12 +277,12 @@ class ResultsDrainOperator(AwsBaseOperator[BatchqSqsHook]):
         drain's threads, hence the lock; a failed snapshot is skipped — the curve never fails a drain."""
         lock = threading.Lock()
 
-        def sample(applied: int, force: bool = False) -> None:
+        def sample(applied: int, force: bool = False, pace: Any = None) -> None:
             with lock:
                 if not (force or curve.due(time.time())):
                     return
                 try:
-                    curve.add(get_snapshot(client, url), applied)
+                    curve.add(get_snapshot(client, url), applied, pace.to_dict() if pace is not None else None)
                 except Exception as exc:  # noqa: BLE001
                     self.log.debug("results curve sample skipped: %s", exc)
 
@@ -294,6 +312,13 @@ class ResultsDrainOperator(AwsBaseOperator[BatchqSqsHook]):
             except RunConflict as exc:
                 raise AirflowFailException(f"{self.task_id}: {exc}") from exc
             sample = self._sampler(client, url, curve)
+            partitions = self._partitions(context, store)
+
+            def on_batch(report: Any) -> None:
+                sample(totals.get("applied", 0) + report.applied, pace=drainer.pace_state())
+                if partitions is not None:
+                    partitions(force=False)
+
             drainer = Drainer(
                 client,
                 url,
@@ -303,7 +328,8 @@ class ResultsDrainOperator(AwsBaseOperator[BatchqSqsHook]):
                 max_in_flight=self.max_in_flight,
                 receive_wait_s=self.receive_wait_s,
                 lease_s=self.lease_s,
-                on_batch=lambda report: sample(totals.get("applied", 0) + report.applied),
+                latency_tolerance=self.latency_tolerance,
+                on_batch=on_batch,
             )
             while True:
                 status = ledger.status()
@@ -318,13 +344,17 @@ class ResultsDrainOperator(AwsBaseOperator[BatchqSqsHook]):
                         raise AirflowFailException(f"{self.task_id}: {exc}") from exc
                     for k in _TOTALS:
                         totals[k] = totals.get(k, 0) + int(report.get(k, 0))
-                    sample(totals.get("applied", 0), force=True)
+                    sample(totals.get("applied", 0), force=True, pace=drainer.pace_state())
                     context["ti"].xcom_push(key=RESULTS_SERIES_XCOM_KEY, value=curve.to_xcom())
+                    if partitions is not None:
+                        context["ti"].xcom_push(key=xcom_keys.PARTITIONS, value=partitions(force=True))
                     self._metrics(report, status)
                     self.log.info("drained %d result(s) at %.1f/s (%d quarantined)", report["applied"], report["rate_per_s"], report["quarantined"])
                     status = ledger.status()
                 self.log.info("%s", status.describe())
                 if status.complete:
+                    if partitions is not None:
+                        self._push_partitions(context, partitions(force=True))
                     return self._finish(context, ledger, status, totals)
                 if time.time() >= deadline:
                     raise AirflowException(f"{self.task_id}: ledger still open after the drain timeout ({self.drain_timeout:.0f}s): {status.describe()}")
@@ -347,6 +377,52 @@ class ResultsDrainOperator(AwsBaseOperator[BatchqSqsHook]):
             sink.close()
             if store is not sink:
                 store.close()
+
+    def _push_partitions(self, context: Any, value: Any) -> None:
+        """The final partitions XCom, and the per-tenant lag in the task log."""
+        from batchq.monitor.lag import describe_partition_lag
+        from batchq.monitor.partition_table import PartitionTable
+
+        context["ti"].xcom_push(key=xcom_keys.PARTITIONS, value=value)
+        if value:
+            self.log.info("%s", describe_partition_lag(PartitionTable(value).lag()))
+
+    def _partitions(self, context: Any, store: Any) -> Any:
+        """``refresh(force) -> XCom value``: recount the partition ledger (at most every
+        :data:`PARTITION_REFRESH_S` unless forced; the drain's threads call it after each batch, so
+        partitions close while a long pass runs) and return the partitions XCom. ``None`` without
+        ``partition_by``. Counting is a report for the waves and the Batch tab: a failure is logged,
+        never fails the drain."""
+        if self.partition_spec is None:
+            return None
+        from batchq.airflow.spec_sources import resolve_spec
+        from batchq.store import tolerated_failures
+        from batchq.plan import Plan
+        from batchq.store.partitions import PartitionLedger, partition_rows_xcom
+
+        spec = resolve_spec(self.partition_spec)
+        plan = Plan(spec, self.run_id, dag_id=self.dag_id if self.has_dag() else None)
+        ledger = PartitionLedger(
+            store.engine, spec.name, self.run_id, spec.partition_by, plan.partition_expected(),
+            plan_fingerprint=self.plan_fingerprint or self._plan(context).get("plan") or plan.fingerprint,
+            tolerated=lambda n: tolerated_failures(n, self.tolerated_failure_count, self.tolerated_failure_percentage),
+            key_partitions=plan.key_partitions,
+        )
+        lock = threading.Lock()
+        last = [0.0]
+        value: list[Any] = [None]
+
+        def refresh(force: bool = False) -> Any:
+            with lock:
+                if force or time.monotonic() - last[0] >= PARTITION_REFRESH_S:
+                    last[0] = time.monotonic()
+                    try:
+                        value[0] = partition_rows_xcom(ledger.refresh())
+                    except Exception:  # noqa: BLE001 - a report, never the drain's failure
+                        self.log.warning("partition ledger not refreshed", exc_info=True)
+                return value[0]
+
+        return refresh
 
     def _finish(self, context: Any, ledger: Any, status: Any, totals: dict[str, int]) -> dict[str, Any]:
         ledger.close(status)

@@ -207,7 +207,7 @@ class FanOutOperator(AwsBaseOperator[BatchqSqsHook]):
 
         produced = 0
 
-        def counted(items: Iterator[tuple[str, str]]) -> Iterator[tuple[str, str]]:
+        def counted(items: Iterator[tuple[str, ...]]) -> Iterator[tuple[str, ...]]:
             nonlocal produced
             for item in items:
                 produced += 1
@@ -224,7 +224,11 @@ class FanOutOperator(AwsBaseOperator[BatchqSqsHook]):
 
         try:
             report = self.hook.send_bodies(
-                url, counted(plan.iter_bodies(shard)), max_in_flight=self.max_in_flight, on_progress=progress
+                url,
+                counted(plan.iter_messages(shard, grouped=spec.fair_queue)),
+                max_in_flight=self.max_in_flight,
+                on_progress=progress,
+                group_ids=spec.fair_queue,
             )
         except SendFailed as exc:
             for key, reason in exc.failed.items():
@@ -238,6 +242,11 @@ class FanOutOperator(AwsBaseOperator[BatchqSqsHook]):
             "batch": spec.name,
             "run_id": self.run_id,
         }
+        if report.groups_refused:
+            self.log.warning(
+                "%s: fair_queue is on but the endpoint refuses MessageGroupId on the standard queue %s (%s); "
+                "the shard was sent without it (no fair queueing on this endpoint)", shard.label, url, report.groups_refused,
+            )
         rate = report.sent / report.duration_s if report.duration_s else 0.0
         self.log.info("%s: sent %d/%d in %.2fs (%.0f msg/s, %d calls)", shard.label, report.sent, produced, report.duration_s, rate, report.calls)
         return result

@@ -214,5 +214,5 @@ class PurgeRepairedDlqOperator(_RepairBase):
             )
         finally:
             store.close()
-        self.log.info("purged %d DLQ cop(ies) of %d repaired key(s); %d other message(s) left", report.deleted, report.keys, report.kept)
+        (self.log.warning if report.stopped_by else self.log.info)("run %s: %s", self.run_id, report.describe())
         return report.to_dict()

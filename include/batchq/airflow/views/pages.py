@@ -107,7 +107,12 @@ def drain_chart(report: RunReport) -> str | None:
     applied = _points(drain, "applied")
     if any(y for _, y in applied):
         lines.append(svg.Line("applied to the sink", applied, svg.PALETTE[5]))
-    return svg.line_chart(lines, title=f"Queue depth of run {report.run_id}", y_label="messages")
+    # The drain's pace: sink writes it allowed in flight (its own axis); 0 = not measured yet / no
+    # adaptive pace (a limit is never below 1), so those samples are left out.
+    pace = [(t, y) for t, y in _points(drain, "pace_limit") if y > 0]
+    if pace:
+        lines.append(svg.Line("pace", pace, "#000000", right=True))
+    return svg.line_chart(lines, title=f"Queue depth of run {report.run_id}", y_label="messages", y2_label="pace (writes in flight)" if pace else "")
 
 
 def trend_charts(reports: list[RunReport]) -> tuple[str, str]:
@@ -115,7 +120,7 @@ def trend_charts(reports: list[RunReport]) -> tuple[str, str]:
     runs = [r for r in reversed(reports) if r.has_batch]
     labels = [run_label(r) for r in runs]
     drain = svg.bar_chart(
-        list(zip(labels, [r.drain_time_s for r in runs])), title="Drain time per run", y_label="seconds", format_value=svg.format_duration
+        list(zip(labels, [r.drain_time_s for r in runs])), title="Time to drain per run", y_label="seconds", format_value=svg.format_duration
     )
     depth = svg.bar_chart(list(zip(labels, [r.peak_depth for r in runs])), title="Peak input depth per run", y_label="messages", color=svg.PALETTE[1])
     return drain, depth
@@ -151,11 +156,24 @@ def create_router() -> APIRouter:
         return render(request, "dag.html", title=dag_id, dag_id=dag_id, reports=reports, batch_reports=batch_reports, drain_chart=drain, depth_chart=depth)
 
     @router.get("/dags/{dag_id}/runs/{run_id}", response_class=HTMLResponse, dependencies=_READ_RUNS)
-    def run_page(request: Request, dag_id: str = DagId, run_id: str = RunId) -> HTMLResponse:
+    def run_page(
+        request: Request,
+        dag_id: str = DagId,
+        run_id: str = RunId,
+        psort: str | None = None,
+        pdir: str | None = None,
+        ppage: int = 1,
+    ) -> HTMLResponse:
         found = run_reports(dag_id, run_id)
         if not found:
             raise HTTPException(404, f"DAG {dag_id!r} has no run {run_id!r}")
         report = found[0]
-        return render(request, "run.html", title=f"{dag_id} {run_id}", r=report, drain_chart=drain_chart(report))
+        # The partitions table is sorted and paged here from query parameters (no script under the CSP).
+        table = report.partition_table
+        page = table.page(psort, {"asc": False, "desc": True}.get(pdir or ""), ppage) if table else None
+        return render(
+            request, "run.html", title=f"{dag_id} {run_id}", r=report, drain_chart=drain_chart(report),
+            ptable=table, ppage=page,
+        )
 
     return router

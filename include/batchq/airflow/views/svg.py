@@ -23,11 +23,13 @@ _PAD_L, _PAD_R, _PAD_T, _PAD_B = 56, 16, 28, 36
 
 @dataclass(frozen=True)
 class Line:
-    """One series of a line chart: ``points`` are ``(x, y)`` pairs in data units."""
+    """One series of a line chart: ``points`` are ``(x, y)`` pairs in data units. ``right``: on the
+    chart's second y axis (its own scale, ticks on the right), for a figure of another unit."""
 
     name: str
     points: Sequence[tuple[float, float]]
     color: str | None = None
+    right: bool = False
 
 
 def nice_max(value: float) -> float:
@@ -95,25 +97,36 @@ def line_chart(
     x_is_time: bool = True,
     width: int = 760,
     height: int = 260,
+    y2_label: str = "",
 ) -> str:
-    """A line chart of ``lines`` sharing one y axis from 0; x is seconds since the first point when
-    ``x_is_time`` (labelled as durations). Each point is a ``<circle class="pt">``."""
+    """A line chart of ``lines`` sharing one y axis from 0 (lines marked ``right`` share a second one,
+    labelled ``y2_label``); x is seconds since the first point when ``x_is_time`` (labelled as
+    durations). Each point is a ``<circle class="pt">``."""
     drawn = [ln for ln in lines if ln.points]
     body: list[str] = []
-    plot_w, plot_h = width - _PAD_L - _PAD_R, height - _PAD_T - _PAD_B
+    pad_r = _PAD_R + (40 if any(ln.right for ln in drawn) else 0)
+    plot_w, plot_h = width - _PAD_L - pad_r, height - _PAD_T - _PAD_B
     xs = [x for ln in drawn for x, _ in ln.points]
-    ys = [y for ln in drawn for _, y in ln.points]
+    ys = [y for ln in drawn if not ln.right for _, y in ln.points]
+    ys2 = [y for ln in drawn if ln.right for _, y in ln.points]
     x0 = min(xs) if xs else 0.0
     x_span = (max(xs) - x0) if xs else 1.0
     x_span = x_span or 1.0
     y_top = nice_max(max(ys) if ys else 0.0)
-    _y_axis(body, y_top, plot_h, width, y_label)
+    y2_top = nice_max(max(ys2) if ys2 else 0.0)
+    _y_axis(body, y_top, plot_h, width - pad_r + _PAD_R, y_label)
+    if ys2:
+        for i in range(5):
+            y = _PAD_T + plot_h - plot_h * i / 4
+            body.append(f'<text x="{width - pad_r + 6}" y="{y + 4:.1f}" text-anchor="start" class="tick">{escape(format_number(y2_top * i / 4))}</text>')
+        cy = _PAD_T + plot_h / 2
+        body.append(f'<text x="{width - 8}" y="{cy:.1f}" transform="rotate(90 {width - 8} {cy:.1f})" text-anchor="middle" class="axis-label">{escape(y2_label)}</text>')
 
     def sx(x: float) -> float:
         return _PAD_L + (x - x0) / x_span * plot_w
 
-    def sy(y: float) -> float:
-        return _PAD_T + plot_h - (y / y_top) * plot_h
+    def sy(y: float, right: bool = False) -> float:
+        return _PAD_T + plot_h - (y / (y2_top if right else y_top)) * plot_h
 
     for i in range(5):
         xv = x_span * i / 4
@@ -128,12 +141,13 @@ def line_chart(
     for n, ln in enumerate(drawn):
         color = ln.color or PALETTE[n % len(PALETTE)]
         colors.append((ln.name, color))
-        path = " ".join(f"{sx(x):.1f},{sy(y):.1f}" for x, y in ln.points)
-        body.append(f'<polyline points="{path}" fill="none" stroke="{color}" stroke-width="2" data-series="{escape(ln.name)}"/>')
+        path = " ".join(f"{sx(x):.1f},{sy(y, ln.right):.1f}" for x, y in ln.points)
+        dash = ' stroke-dasharray="6 3"' if ln.right else ""
+        body.append(f'<polyline points="{path}" fill="none" stroke="{color}" stroke-width="2"{dash} data-series="{escape(ln.name)}"/>')
         for x, y in ln.points:
             label = f"{ln.name}: {format_number(y)} at +{format_duration(x - x0)}" if x_is_time else f"{ln.name}: {format_number(y)}"
             body.append(
-                f'<circle class="pt" cx="{sx(x):.1f}" cy="{sy(y):.1f}" r="2.5" fill="{color}" '
+                f'<circle class="pt" cx="{sx(x):.1f}" cy="{sy(y, ln.right):.1f}" r="2.5" fill="{color}" '
                 f'data-series="{escape(ln.name)}" data-x="{x:g}" data-y="{y:g}"><title>{escape(label)}</title></circle>'
             )
     _legend(body, colors, width)

@@ -1,5 +1,5 @@
 """The pure parts of batchq.sqs.queues: redrive policies and queue ARNs (the I/O parts run against a real
-endpoint in tests/integration/test_sqs_calls.py)."""
+endpoint in tests/integration/sqs/test_sqs_calls.py)."""
 
 from __future__ import annotations
 

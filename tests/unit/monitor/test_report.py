@@ -20,14 +20,14 @@ def test_full_run_report_from_raw_xcoms():
         ("return_value", [{"start": 0, "stop": 20}]),  # a planner's shard list: not a ledger
         ("drain_series", SERIES),
         ("return_value", LEDGER),
-        ("queue_lag", {"input_wait": {"p50": 1.5, "p95": 12.0, "max": 30}, "source": "sqs-timestamps"}),
+        ("queue_lag", {"input_wait": {"p50": 1.5, "p95": 12.0, "max": 30}, "time_to_drain_s": 41.5, "peak_depth": 40, "results": 40, "source": "sqs-timestamps"}),
         ("alert_episodes", [{"kind": "growing", "started_at": 105, "resolved_at": 125, "message": "backlog grows"}]),
     ]
     r = run_report("dag", "r1", xcoms, state="success")
     assert r.batch == "demo" and r.state == "success"
     assert (r.ledger.expected, r.ledger.succeeded, r.ledger.failed, r.ledger.quarantined, r.ledger.pending) == (40, 37, 3, 1, 0)
-    assert r.peak_depth == 40
-    assert r.drain_time_s == 30.0  # first sample 100 → first empty sample after the last busy one, 130
+    assert r.peak_depth == 40 and r.lag_results == 40
+    assert r.drain_time_s == 41.5  # the queue lag's time to drain, not the wait's 30 s of polls
     assert r.failure_rate == pytest.approx(3 / 40)
     assert r.lag_p95_s == 12.0 and r.lag.source == "sqs-timestamps"
     assert [f.key for f in r.failures] == ["k1", "k2"]
@@ -40,7 +40,23 @@ def test_full_run_report_from_raw_xcoms():
 def test_backlog_series_is_preferred_over_the_old_name():
     newer = {"fields": FIELDS, "points": [[0, 7, 0, 0, 0], [5, 0, 0, 0, 0]]}
     r = run_report("d", "r", [("drain_series", SERIES), ("backlog_series", newer)])
-    assert r.peak_depth == 7
+    assert r.series.points == newer["points"]
+
+
+def test_figures_are_the_queue_lags_even_when_the_polls_saw_nothing():
+    """The reported run: workers kept up with the fan-out, so the wait's two polls read 0, while its own
+    queue_lag says 17.1 s to drain and 96 waiting at once. One definition: the lag's."""
+    from batchq.monitor.lag import run_lag
+
+    polls = {"fields": FIELDS, "points": [[100.0, 0, 0, 0, 0], [102.0, 0, 0, 0, 0]]}
+    from datetime import datetime, timedelta, timezone
+
+    t0 = datetime(2026, 12, 1, tzinfo=timezone.utc)
+    rows = [{"enqueued_at": t0, "first_received_at": t0 + timedelta(seconds=2 + i * 0.1), "applied_at": t0 + timedelta(seconds=17.1 if i == 95 else 10),
+             "status": "succeeded"} for i in range(96)]
+    lag = run_lag(rows)
+    r = run_report("d", "r", [("backlog_series", polls), ("queue_lag", lag)])
+    assert (r.drain_time_s, r.peak_depth, r.lag_results) == (17.1, 96, 96) == (lag["time_to_drain_s"], lag["peak_depth"], lag["results"])
 
 
 def test_missing_parts_render_as_none_and_plan_gives_expected():
@@ -58,7 +74,7 @@ def test_nothing_recorded_means_no_batch():
 
 def test_undrained_series_has_no_drain_time():
     r = run_report("d", "r", [("backlog_series", {"fields": FIELDS, "points": [[0, 5, 0, 0, 0], [9, 3, 1, 0, 0]]})])
-    assert r.drain_time_s is None and r.peak_depth == 5
+    assert r.drain_time_s is None and r.peak_depth is None  # no queue lag yet: no figure, not a second definition
 
 
 def test_asset_event_extra_is_the_ledger_fallback():
@@ -170,3 +186,36 @@ def test_the_view_reads_what_rerun_failed_returns():
     assert (m.repair_id, m.run_id, m.mode, m.selected, m.sent, m.keys) == (3, "r1", "failed", 2, 2, ["k1", "k2"])
     assert (m.reason, m.requested_by, m.requested_at, m.outcome_before) == ("handler fixed", "airflow:d.rerun_failed try 2", 1767225900.5, "failed")
     assert r.problems == []
+
+
+def test_a_run_repaired_by_a_later_run_shows_its_current_ledger():
+    """After a repair through Airflow the failed run's tab showed 16 failed / "failed": the repair run's
+    drain had closed the ledger again (its XCom), but only the Repairs table said so."""
+    failed = {"batch": "demo", "run_id": "r1", "expected": 96, "succeeded": 80, "failed": 16, "quarantined": 0, "pending": 0, "outcome": "failed"}
+    repair = {"run_id": "r1", "mode": "failed", "selected": 16, "sent": 16, "repair_id": 3, "outcome_before": "failed", "requested_at": 200.0}
+    closed = {**failed, "succeeded": 96, "failed": 0, "outcome": "succeeded"}
+    by = repair_run("r2", [("return_value", repair), ("return_value", closed)], state="success", run_after=200.0, conf={"repair_run_id": "r1"})
+    r = run_report("d", "r1", [("return_value", failed)], state="failed", repaired_by=[by])
+    assert r.repairs.repaired
+    assert (r.ledger.failed, r.ledger.outcome) == (0, "succeeded")
+    assert (r.ledger_recorded.failed, r.ledger_recorded.outcome) == (16, "failed") and r.ledger_source == "repair run r2"
+    # A repair run that has not drained yet changes nothing.
+    pending = repair_run("r3", [("return_value", repair)], state="running", run_after=300.0, conf={"repair_run_id": "r1"})
+    r = run_report("d", "r1", [("return_value", failed)], state="failed", repaired_by=[pending])
+    assert r.ledger.outcome == "failed" and r.ledger_source is None
+
+
+def test_a_run_repaired_from_the_cli_shows_the_stores_ledger():
+    """``batchq rerun`` leaves no trace in Airflow: the ledger store is where the repair and the run's
+    current outcome live."""
+    failed = {"batch": "demo", "run_id": "r1", "expected": 96, "succeeded": 80, "failed": 16, "quarantined": 0, "pending": 0, "outcome": "failed"}
+    stored = {"expected": 96, "succeeded": 96, "failed": 0, "outcome": "succeeded",
+              "repairs": [{"id": 7, "mode": "failed", "reason": "fixed", "requested_by": "cli:ana", "requested_at": 300.0, "keys": 16, "sent": 16,
+                           "outcome_before": "failed", "outcome_after": "succeeded", "settled_at": 400.0}]}
+    r = run_report("d", "r1", [("return_value", failed)], state="failed", stored=stored)
+    assert r.repairs.repaired and r.repairs.any
+    assert (r.ledger.succeeded, r.ledger.failed, r.ledger.outcome, r.ledger_source) == (96, 0, "succeeded", "the ledger store")
+    assert r.ledger_recorded.failed == 16
+    # Without a repair in the store, the run's own record stands.
+    r = run_report("d", "r1", [("return_value", failed)], state="failed", stored={**stored, "repairs": []})
+    assert r.ledger.failed == 16 and not r.repairs.repaired

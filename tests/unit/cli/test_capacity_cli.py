@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from batchq.cli import main
 from batchq.cli.plan_capacity import deadline_seconds
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 SPEC = REPO / "include" / "specs" / "customer_batch.yaml"
 
 

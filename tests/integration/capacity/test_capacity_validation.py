@@ -34,7 +34,7 @@ from batchq.worker.supervisor import Supervisor, worker_command
 
 pytestmark = pytest.mark.integration
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 TESTJOBS = REPO / "tests" / "integration" / "worker"  # worker_testjobs: ``t-echo`` sleeps params.sleep_s
 
 PAYLOADS = 120

@@ -183,6 +183,62 @@ def test_rerun_refuses_another_plan(setup, sqs_client, tmp_path):
     assert drain_keys(sqs_client, urls.input) == []
 
 
+def test_rerun_failed_wait_closes_the_ledger_again(setup, sqs_client, capsys):
+    """``--wait`` re-sent, waited and purged but left the repair's outcome_after/settled_at null and the
+    run's recorded outcome ``open`` with the old counts: the runbook says ``ledger --close`` is only
+    needed without ``--wait``."""
+    path, spec, plan, store, urls = setup
+    _, failed, _ = failed_run(plan, store, sqs_client, urls)
+    base = ["rerun", "--spec", str(path), "--run-id", plan.run_id, "--store", str(store.engine.url)]
+    received: list[str] = []
+
+    def worker_and_drain():  # the fixed handler: the re-sent keys now succeed
+        deadline = time.monotonic() + 60
+        while len(received) < len(failed) and time.monotonic() < deadline:
+            got = drain_keys(sqs_client, urls.input)
+            store.apply([result(plan, k, "succeeded") for k in got])
+            received.extend(got)
+
+    helper = threading.Thread(target=worker_and_drain)
+    helper.start()
+    assert main([*base, "--failed", "--wait", "90", "--reason", "handler fixed"]) == 0
+    helper.join(90)
+    out = json.loads(capsys.readouterr().out)
+    assert sorted(received) == sorted(failed) and out["after"] == {"succeeded": len(failed)}
+    assert out["ledger"]["outcome"] == "succeeded"
+    run = store.get_run(spec.name, plan.run_id)
+    assert (run["outcome"], run["succeeded"], run["failed"]) == ("succeeded", plan.expected, 0)
+    (repair,) = store.repairs(spec.name, plan.run_id)
+    assert repair["outcome_before"] == "failed" and repair["outcome_after"] == "succeeded" and repair["settled_at"] is not None
+    assert out["purge"]["deleted"] == len(failed)
+
+
+def test_purge_caps_what_it_examines_and_says_what_it_left(setup, sqs_client):
+    """A DLQ holding other runs' messages is not read whole: the pass stops at its cap, hands every other
+    message back, records only the keys it deleted, and says what it left; a second pass finishes."""
+    from batchq.sqs import get_snapshot
+    from batchq.store.purge import purge_repaired_dlq
+
+    path, spec, plan, store, urls = setup
+    _, failed, _ = failed_run(plan, store, sqs_client, urls)
+    for i in range(30):  # other runs' dead letters, ahead of and among ours
+        send_message(sqs_client, urls.input_dlq, json.dumps({"batch": "other", "run_id": "r", "key": f"o{i}"}))
+    assert main(["rerun", "--spec", str(path), "--run-id", plan.run_id, "--store", str(store.engine.url), "--failed"]) == 0
+    store.apply([result(plan, k, "succeeded") for k in drain_keys(sqs_client, urls.input)])
+
+    first = purge_repaired_dlq(sqs_client, urls.input_dlq, store, spec.name, plan.run_id, max_examined=12)
+    assert first.examined == 12 and first.stopped_by == "max_examined"
+    assert first.keys_left == len(failed) - first.deleted
+    assert "stopped by max_examined" in first.describe()
+    assert get_snapshot(sqs_client, urls.input_dlq).in_flight == 0, "the other messages were handed back at once"
+    second = purge_repaired_dlq(sqs_client, urls.input_dlq, store, spec.name, plan.run_id, max_examined=1000)
+    assert second.stopped_by is None and second.keys_left == 0
+    assert first.deleted + second.deleted == len(failed)
+    assert store.dlq_purge_candidates(spec.name, plan.run_id) == []
+    left = get_snapshot(sqs_client, urls.input_dlq)
+    assert left.visible == 30
+
+
 def test_ledger_cli_names_the_failed_keys_by_their_dimensions(setup, sqs_client, capsys):
     # Issue 20: `batchq ledger` showed "4730f5ee…: RuntimeError…"; rows without dims get them from the plan.
     from batchq.messages import describe_key
