@@ -129,6 +129,9 @@ def make_batch_dag(dag_id: str, batch: str, expected: int, failed: int, partitio
             if partitions and not target:
                 ti.xcom_push(key="partitions", value=partition_ledger_xcom(batch, ti.run_id, failed))
             outlet_events[asset].extra = counts
+            # As ResultsDrainOperator does: the ledger under its own key (the DAG tab reads only that),
+            # and as the return value.
+            ti.xcom_push(key="ledger", value={**counts, "first_failures": failures})
             return {**counts, "first_failures": failures, "drain": {"applied": expected}}
 
         @task
