@@ -115,3 +115,21 @@ def test_customer_batch_end_to_end(airflow_home, e2e_spec, workers, sqs_client, 
         "select e.extra from asset_event e join asset a on a.id = e.asset_id where a.uri = 'batchq://customer_batch/results' and e.source_run_id = ?", run_id
     )
     assert len(events) == 1 and json.loads(events[0][0])["succeeded"] + json.loads(events[0][0])["failed"] == 96
+
+    # The Batch view, rendered from this real run's XComs (not the demo DAGs' synthetic ones), shows
+    # what the run did: the ledger's counts, the drain curve from both halves, the lag figures.
+    from batchq.airflow.views import pages
+    from batchq.airflow.views.data import REPORT_XCOM_KEYS
+    from batchq.monitor.report import run_report
+
+    raw = airflow_home.query("select key, value from xcom where dag_id = 'customer_batch' and run_id = ? order by timestamp", run_id)
+    xcoms = [(key, json.loads(value)) for key, value in raw if key in REPORT_XCOM_KEYS]
+    report = run_report("customer_batch", run_id, xcoms, state="success")
+    html = pages._env().get_template("run.html").render(base="/batchq", title="t", r=report, drain_chart=pages.drain_chart(report))
+    ledger = json.loads(counts[0][0])
+    assert f'data-count="expected"><div class="n">96<' in html
+    assert f'data-count="succeeded"><div class="n">{ledger["succeeded"]}<' in html
+    assert f'data-count="pending"><div class="n">0<' in html
+    assert "No depth series recorded for this run." not in html and 'id="drain-curve"' in html
+    assert "No lag data recorded for this run." not in html
+    assert report.ledger.expected == 96 and report.ledger.succeeded + (report.ledger.failed or 0) == 96

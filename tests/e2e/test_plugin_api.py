@@ -115,7 +115,11 @@ def test_batches_are_authorized_per_dag(view_server):
             ("scoped", "/batchq/v1/batches/not-a-batch/queues"),
         ]
     ]
-    assert {x["name"]: x["dags"] for x in admin_list["body"]["batches"]} == {a: [ALPHA["dag_id"]], b: [BETA["dag_id"]]}
+    from tests.support.airflow_views import ORPHAN_BATCH
+
+    listed = {x["name"]: x["dags"] for x in admin_list["body"]["batches"]}
+    listed.pop(ORPHAN_BATCH, None)  # whether an admin sees the orphan spec is the other test's business
+    assert listed == {a: [ALPHA["dag_id"]], b: [BETA["dag_id"]]}
     assert [x["name"] for x in scoped_list["body"]["batches"]] == [a]
     assert scoped_a["status"] == 200 and scoped_a["body"]["batch"] == a
     assert scoped_b["status"] == 403 and b in scoped_b["body"]["detail"]
@@ -183,3 +187,18 @@ def test_aws_error_text_never_reaches_a_response_or_the_page(airflow_home, sqs_e
     assert page["status"] == 200 and "AccessDenied on GetQueueAttributes" in page["body"]
     for text in (json.dumps(queues["body"]), page["body"]):
         assert "123456789012" not in text and "secret-role" not in text and DENIED_MESSAGE[:20] not in text
+
+
+def test_a_spec_no_dag_produces_never_leaks_to_a_dag_scoped_user(view_server):
+    """The spec directory holds a spec that no DAG uses: a user limited to some DAGs gets nothing of it —
+    not in the list, 403 on its queues (the same answer as a name that does not exist)."""
+    from tests.support.airflow_views import ORPHAN_BATCH
+
+    scoped_list, scoped_orphan, scoped_missing = [
+        view_server.get("scoped", path)
+        for path in ("/batchq/v1/batches", f"/batchq/v1/batches/{ORPHAN_BATCH}/queues", "/batchq/v1/batches/no-such-batch/queues")
+    ]
+    assert ORPHAN_BATCH not in [x["name"] for x in scoped_list["body"]["batches"]]
+    assert scoped_orphan["status"] == 403
+    assert ORPHAN_BATCH not in str(scoped_list["body"])
+    assert scoped_orphan["body"]["detail"].replace(ORPHAN_BATCH, "X") == scoped_missing["body"]["detail"].replace("no-such-batch", "X")

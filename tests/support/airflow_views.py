@@ -27,6 +27,8 @@ BETA = {"dag_id": "bv_beta", "batch": "bvbeta", "expected": 40}
 #: The stand-in repair run of bv_alpha's run: re-sends its 3 failed keys (conf ``repair_reason`` below).
 ALPHA_REPAIR = {"sent": 3, "reason": "fixed <the> orders handler", "requested_at": "2026-01-01 01:00:00 UTC"}
 PASSWORDS = {"admin": "admin-pw-for-tests", "scoped": "scoped-pw-for-tests"}
+#: The batch of a spec in the spec directory that no DAG uses.
+ORPHAN_BATCH = "bv_orphan"
 
 
 @dataclass
@@ -58,6 +60,11 @@ def view_home(tmp_path_factory, airflow_home, sqs_client) -> ViewHome:
         spec_file.write_text(f"name: {batch}\ndimensions: {{n: [1, 2, 3]}}\njob_type: noop\nqueues: {{input: {base}-in, results: {base}-out}}\n")
         urls = ensure_queues(sqs_client, BatchSpec.from_yaml(spec_file).queues)
         queues[batch] = {"input": urls.input, "results": urls.results}
+    # A spec no DAG produces: a DAG-scoped user must never see it (nor learn that it exists).
+    orphan_base = f"bv-{uuid.uuid4().hex[:8]}"
+    orphan = spec_dir / f"{ORPHAN_BATCH}.yaml"
+    orphan.write_text(f"name: {ORPHAN_BATCH}\ndimensions: {{n: [1]}}\njob_type: noop\nqueues: {{input: {orphan_base}-in, results: {orphan_base}-out}}\n")
+    ensure_queues(sqs_client, BatchSpec.from_yaml(orphan).queues)
     env = {
         **airflow_home.env,
         "AIRFLOW_HOME": str(path),

@@ -1,7 +1,8 @@
 """Replay of quarantined results: after the cause is fixed (the receiver accepts them again, a column
 was widened, the sink is reachable), re-apply them through the sink and mark them replayed.
 
-Idempotent: a replayed row is never picked again, and the sink upserts on ``key`` anyway. A row whose
+Stray rows (a key the run's plan cannot produce, a stale plan's result) are never replayed: applied
+again they would only be quarantined again. Idempotent: a replayed row is never picked again, and the sink upserts on ``key`` anyway. A row whose
 body still does not pass :func:`~batchq.drain.checks.check_result` (or that the sink refuses again)
 stays quarantined with its original reason, and is reported.
 """
@@ -47,7 +48,7 @@ def replay_quarantine(
     (nothing of the failing chunk is marked, so a later replay retries it)."""
     report = ReplayReport()
     ready: list[tuple[str, WorkResult]] = []
-    for row in store.quarantined(batch, run_id, include_replayed=False, message_ids=message_ids, limit=limit):
+    for row in store.quarantined(batch, run_id, include_replayed=False, message_ids=message_ids, limit=limit, include_stray=False):
         try:
             result = parse_result(row["body"])
             check_result(result)

@@ -102,8 +102,10 @@ class QuarantineReads:
         include_replayed: bool = True,
         message_ids: Sequence[str] | None = None,
         limit: int | None = None,
+        include_stray: bool = True,
     ) -> list[dict[str, Any]]:
-        """Quarantine rows, oldest first, optionally filtered."""
+        """Quarantine rows, oldest first, optionally filtered (``include_stray=False``: only rows that are
+        work of their run's plan — what a replay may apply)."""
         self._ensure()
         q = quarantine_table.c
         stmt = sa.select(quarantine_table).order_by(q.quarantined_at, q.message_id)
@@ -115,6 +117,8 @@ class QuarantineReads:
             stmt = stmt.where(q.replayed_at.is_(None))
         if message_ids:
             stmt = stmt.where(q.message_id.in_(list(message_ids)))
+        if not include_stray:
+            stmt = stmt.where(sa.or_(q.stray.is_(None), q.stray.is_(False)))
         if limit is not None:
             stmt = stmt.limit(limit)
         with self._guard("read quarantine"), self.engine.connect() as conn:

@@ -25,8 +25,9 @@ class RepairRecords:
 
     def repair_candidates(self, batch: str, run_id: str, plan: str | None = None) -> list[dict[str, Any]]:
         """The run's failed keys and its quarantined keys without a result: what ``rerun --failed`` re-sends.
-        Keys an open repair already re-sent are left out (a second ``--failed`` never double-sends; name
-        such a key with ``--keys`` to send it again). Each: ``key``, ``status``
+        Keys an open repair of this plan already re-sent are left out (a second ``--failed`` never
+        double-sends; name such a key with ``--keys`` to send it again); an open repair of an earlier plan
+        does not hold a key back (that plan no longer counts, so the key reads failed). Each: ``key``, ``status``
         (``failed``/``quarantined``), ``attempts``."""
         self._ensure()
         r, q, rk = results_table.c, quarantine_table.c, repair_keys_table.c
@@ -35,7 +36,7 @@ class RepairRecords:
         with self._guard("read failed keys"), self.engine.connect() as conn:
             failed = conn.execute(
                 sa.select(r.key, r.attempts)
-                .where(*own_r, r.status == "failed", ~open_repair(r.key, None))
+                .where(*own_r, r.status == "failed", ~open_repair(r.key, plan))
                 .order_by(r.key)
             ).all()
             quarantined = conn.execute(
@@ -43,7 +44,7 @@ class RepairRecords:
                 .where(
                     *own_q,
                     ~sa.exists().where(results_table.c.key == q.key, *own_r),
-                    ~open_repair(q.key, None),
+                    ~open_repair(q.key, plan),
                 )
                 .distinct()
                 .order_by(q.key)

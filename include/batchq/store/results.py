@@ -147,14 +147,13 @@ class ResultsStore(RunRecords, QuarantineReads, RepairRecords):
         stmt = self._insert(results_table)
         new, old = schema.inserted(self.dialect, stmt), results_table.c
         # A key belongs to one (batch, run_id) (it hashes them), so on a conflict the old row names the same
-        # run; MySQL/MariaDB allow no VALUES() inside a subquery, so they look the run up from it.
-        run = old if self.dialect in schema.MYSQL_FAMILY else new
-        current = (
-            sa.select(runs_table.c.plan)
-            .where(runs_table.c.batch == run.batch, runs_table.c.run_id == run.run_id)
-            .correlate_except(runs_table)
-            .scalar_subquery()
-        )
+        # run: look the run up from it on every dialect (MySQL/MariaDB allow no VALUES() inside a subquery,
+        # and naming the ``excluded`` alias would put it in the subquery's FROM: a join with the whole
+        # table, "more than one row returned by a subquery" on PostgreSQL, an arbitrary row on SQLite).
+        # The old row's columns are named as text: as Column objects SQLAlchemy would list the table in
+        # the subquery's FROM (correlation does not reach into an INSERT's conflict clause).
+        row_batch, row_run = (sa.literal_column(f"{results_table.name}.{c}") for c in ("batch", "run_id"))
+        current = sa.select(runs_table.c.plan).where(runs_table.c.batch == row_batch, runs_table.c.run_id == row_run).scalar_subquery()
         # Constants inline, not bound: MySQLdb's executemany binds only the VALUES row, not the update clause.
         succeeded, failed = sa.literal_column("'succeeded'"), sa.literal_column("'failed'")
         same_plan = sa.not_(old.plan.is_distinct_from(new.plan))
@@ -169,9 +168,11 @@ class ResultsStore(RunRecords, QuarantineReads, RepairRecords):
                 sa.and_(same_plan, old.status == failed, new.status == succeeded),
                 sa.and_(
                     sa.not_(same_plan),
-                    sa.or_(
-                        sa.and_(new.plan.is_not(None), new.plan == current),
-                        sa.and_(old.plan.is_distinct_from(current), never_worse),
+                    sa.case(
+                        (current.is_(None), never_worse),
+                        (new.plan == current, sa.true()),
+                        (old.plan == current, sa.false()),
+                        else_=never_worse,
                     ),
                 ),
             ),

@@ -10,9 +10,18 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import logging
+
 from batchq.messages import WorkResult
 from batchq.plan import Plan, idempotency_key
 from batchq.spec import BatchSpec
+
+
+log = logging.getLogger(__name__)
+
+#: Largest plan whose key set is kept for results without dims (~100 bytes a key): beyond it such
+#: results cannot be judged and count as before (results of current workers always carry dims).
+MAX_KEY_SET = 2_000_000
 
 
 def merge_duplicates(results: Sequence[WorkResult]) -> list[WorkResult]:
@@ -69,6 +78,11 @@ class PlanMembership:
     def produces(self, key: str, dims: Mapping[str, Any] | None) -> bool:
         plan = self.plan
         if dims is None:
+            if plan.expected > MAX_KEY_SET:
+                if self._keys is None:
+                    log.warning("plan %s: %d keys, too many to keep: results without dims are not checked", plan.fingerprint, plan.expected)
+                    self._keys = frozenset()
+                return True
             if self._keys is None:
                 self._keys = frozenset(k for shard in plan.shards() for k, _ in plan.iter_bodies(shard))
             return key in self._keys

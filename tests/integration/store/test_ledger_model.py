@@ -16,8 +16,9 @@ After every step: the counts equal the model's; the run is complete iff every pl
 status; ``succeeded`` never reverts; nothing outside the plan counts; an open repair key is not
 resolved by a result older than the repair.
 
-``BATCHQ_MODEL_EXAMPLES`` / ``BATCHQ_MODEL_STEPS`` scale the run (default 30 x 30);
-``BATCHQ_MODEL_SKIP`` (comma-separated: ``stale``, ``stray``, ``crash``, ``replan``, ``repair``, and
+``BATCHQ_MODEL_EXAMPLES`` / ``BATCHQ_MODEL_STEPS`` scale the run (default 20 examples x 30 steps);
+``BATCHQ_MODEL_SKIP`` (comma-separated: ``stale``, ``stray``, ``crash``, ``replan``, ``repair``, ``queue`` (results applied as they
+finish: no reordering), and
 ``counts`` for the count and completeness checks) switches rules off to look for one bug at a time.
 """
 
@@ -43,7 +44,7 @@ from batchq.store import ResultsStore, RunLedger
 from batchq.store.repairs import rerun
 from batchq.store.schema import repair_keys_table
 
-EXAMPLES = int(os.environ.get("BATCHQ_MODEL_EXAMPLES", "30"))
+EXAMPLES = int(os.environ.get("BATCHQ_MODEL_EXAMPLES", "20"))
 STEPS = int(os.environ.get("BATCHQ_MODEL_STEPS", "30"))
 SKIP = {s.strip() for s in os.environ.get("BATCHQ_MODEL_SKIP", "").split(",") if s.strip()}
 DAG = "model_dag"
@@ -102,11 +103,14 @@ class LedgerModel(RuleBasedStateMachine):
         self.batch = f"m{uuid.uuid4().hex[:10]}"
         self.store = ResultsStore(self.store_url)
         self.plans = {
-            "old": Plan(spec(self.batch, ["c0", "c1"]), RUN, dag_id="older_dag"),  # never recorded: stale
+            "old": Plan(spec(self.batch, ["c0", "c1"]), RUN, dag_id=DAG),  # an earlier plan of the run (same keys), never recorded
             "a": Plan(spec(self.batch, CUSTOMERS), RUN, dag_id=DAG),
             "b": Plan(spec(self.batch, [*CUSTOMERS, "c3"]), RUN, dag_id=DAG),
         }
         self.keys = {name: planned(p) for name, p in self.plans.items()}
+        # Keys in the order of their dims, not of their hashes: a rule's ``i`` names the same work in
+        # every example (the batch name, part of every key, is new per example).
+        self.ordered = {name: sorted(keys, key=lambda k, keys=keys: sorted(keys[k].items())) for name, keys in self.keys.items()}
         self.cur = "a"
         self.ledger = RunLedger.for_plan(self.store, self.plans["a"])
         self.queue: list[Msg] = []
@@ -135,6 +139,14 @@ class LedgerModel(RuleBasedStateMachine):
         )
         return Msg(r, finished)
 
+    def send(self, msg: Msg) -> None:
+        """A result message goes on the results queue (or, with ``queue`` skipped, is applied at once)."""
+        if "queue" in SKIP:
+            self.store.apply([msg.result], ())
+            self.apply_model(msg)
+        else:
+            self.queue.append(msg)
+
     @property
     def plan(self) -> Plan:
         return self.plans[self.cur]
@@ -158,8 +170,8 @@ class LedgerModel(RuleBasedStateMachine):
     @rule(i=st.integers(0, 20), status=st.sampled_from(["succeeded", "failed"]), attempts=st.integers(1, 3))
     def work_done(self, i, status, attempts):
         """A worker finishes a payload of the run's current plan."""
-        key = sorted(self.keys[self.cur])[i % len(self.keys[self.cur])]
-        self.queue.append(self.make(self.plan, key, self.keys[self.cur][key], status, attempts))
+        key = self.ordered[self.cur][i % len(self.ordered[self.cur])]
+        self.send(self.make(self.plan, key, self.keys[self.cur][key], status, attempts))
 
     @precondition(lambda self: "stale" not in SKIP)
     @rule(i=st.integers(0, 20), status=st.sampled_from(["succeeded", "failed"]), which=st.sampled_from(["old", "a"]))
@@ -168,8 +180,8 @@ class LedgerModel(RuleBasedStateMachine):
         if which == self.cur:
             which = "old"
         plan = self.plans[which]
-        key = sorted(self.keys[which])[i % len(self.keys[which])]
-        self.queue.append(self.make(plan, key, self.keys[which][key], status))
+        key = self.ordered[which][i % len(self.ordered[which])]
+        self.send(self.make(plan, key, self.keys[which][key], status))
 
     @precondition(lambda self: "stray" not in SKIP)
     @rule(status=st.sampled_from(["succeeded", "failed"]), how=st.sampled_from(["unknown_value", "excluded", "other_dag"]), dims=st.booleans())
@@ -182,7 +194,7 @@ class LedgerModel(RuleBasedStateMachine):
         else:
             d, dag = {"customer": "c1", "period": "w"}, "someone_else"
         key = idempotency_key(self.batch, RUN, d, dag)
-        self.queue.append(self.make(self.plan, key, d if dims else None, status))
+        self.send(self.make(self.plan, key, d if dims else None, status))
 
     @precondition(lambda self: self.queue)
     @rule(i=st.integers(0, 50), crash=st.booleans(), copies=st.integers(1, 2))
@@ -224,7 +236,7 @@ class LedgerModel(RuleBasedStateMachine):
         """``batchq rerun`` of the run: the real selection, record and send, to a real queue."""
         keys = None
         if mode == "keys":
-            keys = [sorted(self.keys[self.cur])[i % len(self.keys[self.cur])]]
+            keys = [self.ordered[self.cur][i % len(self.ordered[self.cur])]]
             if stray:
                 keys.append(idempotency_key(self.batch, RUN, {"customer": "c9", "period": "w"}, DAG))
         before = datetime.now(timezone.utc)

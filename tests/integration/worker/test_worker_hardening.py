@@ -263,3 +263,25 @@ def test_missing_results_queue_at_start_is_a_clear_error(sqs_client, queue_spec_
     worker = make_worker(sqs_client, urls, results_url=gone)
     with pytest.raises(QueueNotFound, match="no-such-results-queue does not exist"):
         worker.start()
+
+
+def test_one_slot_keeps_working_past_a_handler_timeout(sqs_client, queue_spec_factory):
+    """One slot, one hung handler: the timeout must free the slot *and* start a replacement thread
+    while the hung one still sleeps. A leaked slot or a lost replacement thread stops all progress
+    (with more slots, the others would hide either mutant)."""
+    _, urls = queue_spec_factory(visibility_timeout_s=30, max_receive_count=1)
+    send_bodies(sqs_client, urls.input, [("k-hang", raw_payload("k-hang", "t-hang", sleep_s=20))], max_in_flight=1)
+    # max_stuck_handlers=2: one abandoned thread is tolerated (the default, one per slot, would stop
+    # this one-slot worker to be replaced instead).
+    worker = make_worker(sqs_client, urls, concurrency=1, prefetch=0, handler_timeout_s=1.0, max_stuck_handlers=2)
+    with running_worker(worker):
+        wait_for(lambda: worker.stats.timed_out >= 1, 20, what="the hung handler to time out")
+        good = send_payloads(sqs_client, urls.input, 4, "t-echo")
+        started = time.monotonic()
+        wait_for(lambda: worker.stats.succeeded >= 4, 15, what="the next payloads, on the replacement thread")
+        # well before the hung handler's 20 s sleep ends: the work ran beside it, not after it
+        assert time.monotonic() - started < 15
+        assert worker.stats.timed_out == 1 and not worker._fatal
+    results = {r.key: r for r in read_results(sqs_client, urls.results, expect=5)}
+    assert all(results[k].status == "succeeded" for k in good)
+    assert results["k-hang"].error.type == "HandlerTimeout"

@@ -56,3 +56,18 @@ def test_gauge_segments_are_proportional():
 def test_nice_max_and_durations():
     assert [svg.nice_max(v) for v in (0, 0.3, 7, 40, 101, 5000)] == [1.0, 0.5, 10.0, 50.0, 200.0, 5000.0]
     assert [svg.format_duration(v) for v in (None, 4.25, 42, 95, 7300)] == ["–", "4.2s", "42s", "1m 35s", "2h 01m"]
+
+
+def test_bar_chart_labels_are_escaped_everywhere_they_appear():
+    """Bar labels are run ids (user-controlled: a manual trigger names its run): in the data attribute,
+    the tooltip and the axis tick, markup in them stays text. The tick shows the label's last 12
+    characters, so an entity cut in half must not leak a raw ``<`` either."""
+    hostile = 'manual__"><script>alert(1)</script><img src=x onerror=alert(2)>&<i>x</i>'
+    markup = svg.bar_chart([(hostile, 30.0), ("r2", 10.0)], title="<b>drain</b> & time")
+    root = ET.fromstring(markup)  # well-formed: nothing broke out of an attribute or an element
+    assert "<script" not in markup and "<img" not in markup and "<b>" not in markup and "<i>" not in markup
+    bars = [el for el in root.iter(f"{NS}rect") if el.get("data-x")]
+    assert [b.get("data-x") for b in bars] == [hostile, "r2"]  # the attribute reads back as the label
+    assert bars[0].find(f"{NS}title").text == f"{hostile}: 30"
+    ticks = [t.text for t in root.iter(f"{NS}text") if t.get("class") == "tick" and t.text in (hostile[-12:], "r2")]
+    assert ticks == [hostile[-12:], "r2"]

@@ -103,3 +103,18 @@ def test_a_late_failure_of_another_plan_never_replaces_a_success(store):
     store.apply([result(old, k0, "failed", dims=d0)], ())
     status = ledger.status()
     assert (status.succeeded, status.failed, status.outcome) == (3, 0, "succeeded")
+
+
+def test_a_repair_of_an_earlier_plan_does_not_hold_a_failed_key_back(store):
+    """Found by the model on the new store: a key re-sent by an open repair of plan a, failed under plan
+    b after a re-plan, counts as failed in b's ledger, so ``rerun --failed`` of b must select it."""
+    from batchq.store.repairs import select_keys
+
+    a, b = make_plan(), make_plan(("c0", "c1", "c2", "c3"))
+    RunLedger.for_plan(store, a)
+    k, d = next(iter(planned(a).items()))
+    store.record_repair(a.spec.name, a.run_id, [{"key": k, "status": "missing", "attempts": None}], mode="pending", plan=a.fingerprint)
+    ledger = RunLedger.for_plan(store, b)
+    store.apply([result(b, k, "failed", dims=d)], ())
+    assert (ledger.status().failed, ledger.status().repairing) == (1, 0)
+    assert [s["key"] for s in select_keys(store, b, "failed")] == [k]
