@@ -58,3 +58,41 @@ class SinkUnavailable(BatchqError):
         super().__init__(message)
         self.retry_after_s = retry_after_s
         self.backpressure = backpressure
+
+
+#: The longest error text batchq passes on (results, XCom, logs, pages): enough for a message and a
+#: line of context, never a whole response body or traceback.
+MAX_ERROR_TEXT = 500
+#: Where Airflow keeps its secrets masker: the Task SDK's copy (task processes) and core's (API server).
+_MASKER_MODULES = ("airflow.sdk._shared.secrets_masker", "airflow._shared.secrets_masker")
+
+
+def safe_error_text(text: object, limit: int = MAX_ERROR_TEXT) -> str:
+    """The one way error text from a handler, a sink or a receiver leaves batchq: passed through
+    Airflow's secrets masker when this process runs inside Airflow (a connection password or a masked
+    Variable that ended up in an exception message is replaced by ``***``), then capped at ``limit``
+    characters everywhere.
+
+    Workers never import Airflow: the masker is used only when ``airflow`` is already imported.
+
+    :param text: the error text (any object: ``str()`` of it is used).
+    :param limit: the longest text returned, the ellipsis included.
+    """
+    import sys
+
+    value = str(text)
+    if "airflow" in sys.modules:
+        value = _masked(value)
+    return value if len(value) <= limit else value[: max(0, limit - 1)] + "…"
+
+
+def _masked(value: str) -> str:
+    import importlib
+
+    # Both copies: a task process registers secrets with the Task SDK's, the API server with core's.
+    for name in _MASKER_MODULES:
+        try:
+            value = str(importlib.import_module(name).redact(value))
+        except Exception:  # noqa: BLE001 - a masker that is missing or fails: the text is still capped
+            continue
+    return value

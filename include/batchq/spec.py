@@ -156,6 +156,9 @@ class BatchSpec(BaseModel):
     :param tolerated_failure_percentage: same, as a percentage of expected payloads.
     :param deadline: optional ``"HH:MM"`` (24-hour, in the DAG's timezone) a run should be drained by;
         the ``late`` backlog alert fires when the drain rate projects past it (:mod:`batchq.monitor.alerts`).
+    :param owners: optional DAG ids that own this batch: only they grant access to its data in the Batch
+        views and API (:mod:`batchq.airflow.views.access`), and a results outlet any other DAG declares
+        is ignored. Without it, every DAG producing ``batchq://<name>/results`` grants access.
     :param partition_by: dimensions whose values name a partition (a tenant, e.g. ``[customer]``); the
         partition key joins their values with ``|`` (:func:`batchq.partitions.partition_key`). Each
         partition gets its own ledger counts, lag and partitioned results event.
@@ -182,6 +185,16 @@ class BatchSpec(BaseModel):
     tolerated_failure_count: int = Field(0, ge=0)
     tolerated_failure_percentage: float = Field(0.0, ge=0, le=100)
     deadline: str | None = None
+    # Who may see the batch, not what it produces: excluded from dumps, so the spec's fingerprint (and
+    # every plan's) does not change when owners are named.
+    owners: tuple[str, ...] | None = Field(None, exclude=True)
+
+    @field_validator("owners")
+    @classmethod
+    def _owners(cls, v: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        if v is not None and (not v or any(not isinstance(d, str) or not d or len(d) > 250 for d in v)):
+            raise ValueError("owners must be a non-empty list of DAG ids (1-250 characters each)")
+        return v
     partition_by: tuple[str, ...] = ()
     order: Literal["interleave", "dimension-major"] | None = None
     fair_queue: bool = False

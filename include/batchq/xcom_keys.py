@@ -10,6 +10,9 @@ PLAN = "plan"
 LEDGER = "ledger"
 #: Tasks' return values (the drain's ledger, ``rerun_failed``'s repair report, …).
 RETURN_VALUE = "return_value"
+#: ``rerun_failed``'s repair report (also its return value), under its own key so that the DAG tab can
+#: read it without deserialising every task's return value.
+REPAIR = "repair"
 #: The input wait's depth series; ``drain_series`` is its first name, still read for old runs.
 BACKLOG_SERIES = "backlog_series"
 LEGACY_DRAIN_SERIES = "drain_series"

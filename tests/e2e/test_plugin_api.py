@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from urllib.parse import quote
 
 import pytest
 from batchq.spec import BatchSpec
@@ -123,6 +124,69 @@ def test_batches_are_authorized_per_dag(view_server):
     assert scoped_a["status"] == 200 and scoped_a["body"]["batch"] == a
     assert scoped_b["status"] == 403 and b in scoped_b["body"]["detail"]
     assert scoped_missing["status"] == 403  # no probing which batch names exist
+
+
+def test_every_response_carries_the_csp_and_frame_policy(view_home, view_server):
+    from batchq.airflow.views.headers import CONTENT_SECURITY_POLICY
+
+    dag, run_id = ALPHA["dag_id"], view_home.run_ids[ALPHA["dag_id"]]
+    responses = [
+        view_server.get(user, path)
+        for user, path in [
+            ("admin", "/batchq/v1/batches"),  # JSON
+            (None, "/batchq/v1/batches"),  # 401
+            ("scoped", f"/batchq/v1/batches/{BETA['batch']}/queues"),  # 403
+            ("admin", f"/batchq/ui/dags/{dag}/runs/{quote(run_id, safe='')}"),  # a page
+            ("admin", f"/batchq/ui/dags/{dag}/runs/no-such-run"),  # 404
+        ]
+    ]
+    assert [r["status"] for r in responses] == [200, 401, 403, 200, 404]
+    for r in responses:
+        assert r["headers"]["content-security-policy"] == CONTENT_SECURITY_POLICY, r
+        assert r["headers"]["x-frame-options"] == "SAMEORIGIN" and r["headers"]["x-content-type-options"] == "nosniff"
+
+
+def test_owners_in_a_spec_override_the_results_outlet(view_home, view_server):
+    """bv_alpha declares bvalpha's results outlet; once the spec names ``owners: [bv_beta]`` only bv_beta
+    grants access, so the user scoped to bv_alpha no longer sees the batch (spec files are read per request)."""
+    spec_file = view_home.spec_dir / f"{ALPHA['batch']}.yaml"
+    original = spec_file.read_text()
+    try:
+        spec_file.write_text(original + f"owners: [{BETA['dag_id']}]\n")
+        admin_list, scoped_list, scoped_q = [
+            view_server.get(user, path)
+            for user, path in [("admin", "/batchq/v1/batches"), ("scoped", "/batchq/v1/batches"), ("scoped", f"/batchq/v1/batches/{ALPHA['batch']}/queues")]
+        ]
+    finally:
+        spec_file.write_text(original)
+    dags = {x["name"]: x["dags"] for x in admin_list["body"]["batches"]}
+    assert dags[ALPHA["batch"]] == [BETA["dag_id"]]  # the outlet of bv_alpha is ignored
+    assert ALPHA["batch"] not in [x["name"] for x in scoped_list["body"]["batches"]]
+    assert scoped_q["status"] == 403
+
+
+def test_aws_error_text_never_reaches_a_response_or_the_page(airflow_home, sqs_endpoint, sqs_client, tmp_path):
+    from tests.support.sqs_fault_proxy import DENIED_MESSAGE, SqsFaultProxy
+
+    base = f"leak-{uuid.uuid4().hex[:8]}"
+    spec_dir = tmp_path / "specs"
+    spec_dir.mkdir()
+    (spec_dir / "leaky.yaml").write_text(f"name: leaky\ndimensions: {{n: [1]}}\njob_type: noop\nqueues: {{input: {base}-in, results: {base}-out}}\n")
+    ensure_queues(sqs_client, BatchSpec.from_yaml(spec_dir / "leaky.yaml").queues)
+    with SqsFaultProxy(sqs_endpoint) as proxy:
+        proxy.plan.denied_attributes.add(f"{base}-in")
+        extra = {"endpoint_url": proxy.url, "region_name": "us-east-1"}
+        env = {
+            **airflow_home.env,
+            "AIRFLOW__BATCHQ__SPEC_DIR": str(spec_dir),
+            "AIRFLOW_CONN_LEAKY_SQS": json.dumps({"conn_type": "aws", "login": "testing", "password": "testing", "extra": extra}),
+            "AIRFLOW__BATCHQ__API_AWS_CONN_ID": "leaky_sqs",
+        }
+        queues, page = api_get(env, [("admin", "/batchq/v1/batches/leaky/queues"), ("admin", "/batchq/ui/")])
+    assert queues["status"] == 502 and "AccessDenied on GetQueueAttributes" in queues["body"]["detail"], queues
+    assert page["status"] == 200 and "AccessDenied on GetQueueAttributes" in page["body"]
+    for text in (json.dumps(queues["body"]), page["body"]):
+        assert "123456789012" not in text and "secret-role" not in text and DENIED_MESSAGE[:20] not in text
 
 
 def test_a_spec_no_dag_produces_never_leaks_to_a_dag_scoped_user(view_server):

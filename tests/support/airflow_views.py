@@ -119,7 +119,7 @@ _CLIENT = textwrap.dedent(
             body = resp.json()
         except ValueError:
             body = resp.text
-        out.append({"status": resp.status_code, "body": body, "type": resp.headers.get("content-type", "")})
+        out.append({"status": resp.status_code, "body": body, "type": resp.headers.get("content-type", ""), "headers": dict(resp.headers)})
     print("RESULT " + json.dumps(out))
     """
 )
@@ -142,21 +142,24 @@ class LiveServer:
 
     url: str
 
-    def get(self, user: str | None, path: str) -> dict:
-        """GET ``path`` as ``user`` (bearer token from ``POST /auth/token``; ``None``: anonymous); returns
-        ``{"status", "body", "type"}`` like :func:`api_get`."""
+    def get(self, user: str | None, path: str, *, token: str | None = None, timeout: float = 120) -> dict:
+        """GET ``path`` as ``user`` (bearer token from ``POST /auth/token``, or ``token``; ``None``:
+        anonymous); returns ``{"status", "body", "type", "headers"}`` like :func:`api_get`."""
         import urllib.error
         import urllib.request
 
-        headers = {"Authorization": f"Bearer {self.token(user)}"} if user else {}
+        token = token or (self.token(user) if user else None)
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
         req = urllib.request.Request(f"{self.url}{path}", headers=headers)
         try:
-            with urllib.request.urlopen(req, timeout=120) as resp:
-                status, ctype, raw = resp.status, resp.headers.get("content-type", ""), resp.read()
+            with urllib.request.urlopen(req, timeout=timeout) as resp:
+                status, got, raw = resp.status, resp.headers, resp.read()
         except urllib.error.HTTPError as exc:
-            status, ctype, raw = exc.code, exc.headers.get("content-type", ""), exc.read()
+            status, got, raw = exc.code, exc.headers, exc.read()
+        ctype = got.get("content-type", "")
         text = raw.decode()
-        return {"status": status, "type": ctype, "body": json.loads(text) if ctype.startswith("application/json") else text}
+        body = json.loads(text) if ctype.startswith("application/json") else text
+        return {"status": status, "type": ctype, "body": body, "headers": {k.lower(): v for k, v in got.items()}}
 
     def token(self, user: str) -> str:
         import urllib.request
@@ -175,20 +178,19 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="session")
-def view_server(view_home, tmp_path_factory):
-    """A real ``airflow api-server`` (one worker) serving the view home, stopped after the session."""
+def start_api_server(env: dict[str, str], cwd: Path, log: Path):
+    """Start ``airflow api-server`` (one worker) with ``env`` on a loopback port and wait until it
+    answers; returns ``(process, LiveServer)``. Stop it with :func:`stop_api_server`."""
     import time
     import urllib.error
     import urllib.request
 
     port = _free_port()
-    log = tmp_path_factory.mktemp("api-server") / "api-server.log"
     airflow_bin = Path(sys.executable).with_name("airflow")
     with open(log, "w") as out:
         proc = subprocess.Popen(
             [str(airflow_bin), "api-server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-            env=view_home.env, cwd=view_home.home.path, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
         )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 300  # generous: 2 shared cores
@@ -203,11 +205,27 @@ def view_server(view_home, tmp_path_factory):
                 if time.monotonic() > deadline:
                     raise AssertionError(f"api-server not up after 300s:\n{log.read_text()[-3000:]}") from None
                 time.sleep(1)
-        yield LiveServer(url)
+    except BaseException:
+        stop_api_server(proc)
+        raise
+    return proc, LiveServer(url)
+
+
+def stop_api_server(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="session")
+def view_server(view_home, tmp_path_factory):
+    """A real ``airflow api-server`` (one worker) serving the view home, stopped after the session."""
+    log = tmp_path_factory.mktemp("api-server") / "api-server.log"
+    proc, server = start_api_server(view_home.env, view_home.home.path, log)
+    try:
+        yield server
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=30)
+        stop_api_server(proc)

@@ -48,9 +48,16 @@ class FaultPlan:
     transient: dict[str, int] = field(default_factory=dict)
     permanent: set[str] = field(default_factory=set)
     call_errors: list[tuple[int, str]] = field(default_factory=list)
+    #: queue names whose GetQueueAttributes answers 400 ``AccessDenied`` (with AWS's kind of message:
+    #: an account id and a role ARN, which batchq must never pass on).
+    denied_attributes: set[str] = field(default_factory=set)
     #: fail every entry that carries a ``MessageGroupId`` the way AWS did before fair queues (a
     #: standard queue refused the parameter), SenderFault true.
     refuse_group_ids: bool = False
+
+
+#: The message of an injected AccessDenied, with the details a real one carries.
+DENIED_MESSAGE = "User: arn:aws:sts::123456789012:assumed-role/secret-role/i-0abc is not authorized to perform: sqs:getqueueattributes"
 
 
 @dataclass
@@ -173,6 +180,11 @@ class SqsFaultProxy:
         merged["Failed"] = list(merged.get("Failed", [])) + failed
         return status, resp_headers, json.dumps(merged).encode()
 
+    def _denied(self, body: bytes) -> bool:
+        url = str(json.loads(body or b"{}").get("QueueUrl", ""))
+        with self.lock:
+            return url.rstrip("/").rsplit("/", 1)[-1] in self.plan.denied_attributes
+
     def _record_call(self, target: str | None, body: bytes) -> None:
         try:
             request = json.loads(body or b"{}")
@@ -211,6 +223,9 @@ class SqsFaultProxy:
                 proxy._record_call(target, body)
                 if target == _TARGET:
                     status, resp_headers, resp_body = proxy._send_message_batch(self.path, headers, body)
+                elif target == "AmazonSQS.GetQueueAttributes" and proxy._denied(body):
+                    payload = {"__type": "com.amazonaws.sqs#AccessDenied", "message": DENIED_MESSAGE}
+                    status, resp_headers, resp_body = 400, [("x-amzn-query-error", "AccessDenied;Sender")], json.dumps(payload).encode()
                 else:
                     if target == "AmazonSQS.DeleteMessageBatch":
                         proxy._record_deletes(body)

@@ -28,7 +28,9 @@ from typing import Any
 from airflow.api_fastapi.core_api.security import GetUserDep, requires_authenticated
 from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request
 from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
 
+from batchq.airflow.views.headers import SecurityHeadersMiddleware
 from batchq.airflow.views.gauges import (
     DEFAULT_BACKLOG_PER_WORKER,
     DEFAULT_MAX_WORKERS,
@@ -40,6 +42,23 @@ from batchq.airflow.views.gauges import (
 
 #: Batch (spec) names: what BatchSpec accepts as a queue-name prefix, bounded.
 BATCH_NAME = Path(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="batch (spec) name")
+
+
+def _authorized_spec(user: Any, name: str) -> Any:
+    """The spec ``name`` if ``user`` may see it; 403 whether or not it exists otherwise."""
+    from batchq.airflow.views.access import BatchAccess
+
+    access = BatchAccess(user)
+    try:
+        spec = find_spec(name)
+    except QueueStateError:
+        if not access.reads_all_dags:
+            raise HTTPException(403, f"not authorized for any DAG that runs batch {name!r}") from None
+        raise
+    if not access.may_see(spec.name):
+        # The same answer as for a missing spec: no probing of other teams' batch names.
+        raise HTTPException(403, f"not authorized for any DAG that runs batch {name!r}")
+    return spec
 
 
 def create_app() -> FastAPI:
@@ -54,6 +73,8 @@ def create_app() -> FastAPI:
         redoc_url=None,
         openapi_url=None,
     )
+
+    app.add_middleware(SecurityHeadersMiddleware)
 
     @app.exception_handler(QueueStateError)
     async def _queue_state_error(request: Request, exc: QueueStateError) -> JSONResponse:
@@ -87,23 +108,16 @@ def create_app() -> FastAPI:
         return {"batches": batches}
 
     @app.get("/v1/batches/{name}/queues")
-    def batch_queues(
+    async def batch_queues(
         user: GetUserDep,
         name: str = BATCH_NAME,
         backlog_per_worker: int = Query(DEFAULT_BACKLOG_PER_WORKER, ge=1, le=1_000_000, description="autoscaling target: messages per worker"),
         max_workers: int = Query(DEFAULT_MAX_WORKERS, ge=0, le=10_000, description="upper bound for the suggested worker count"),
     ) -> dict[str, Any]:
-        access = BatchAccess(user)
-        try:
-            spec = find_spec(name)
-        except QueueStateError:
-            if not access.reads_all_dags:
-                raise HTTPException(403, f"not authorized for any DAG that runs batch {name!r}") from None
-            raise
-        if not access.may_see(spec.name):
-            # The same answer as for a missing spec: no probing of other teams' batch names.
-            raise HTTPException(403, f"not authorized for any DAG that runs batch {name!r}")
-        return queue_state(spec, backlog_per_worker, max_workers)
+        # Async so that waiting on SQS holds no server thread: the DB and file reads run on the
+        # server's pool, SQS on the probe pool within [batchq] api_queue_deadline_s (504 past it).
+        spec = await run_in_threadpool(_authorized_spec, user, name)
+        return await queue_state(spec, backlog_per_worker, max_workers)
 
     app.include_router(create_router())
     return app

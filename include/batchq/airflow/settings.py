@@ -11,6 +11,10 @@ Set them in ``airflow.cfg`` under ``[batchq]`` or as ``AIRFLOW__BATCHQ__<KEY>`` 
   installed package (``pip install .[airflow]``), ``include/specs`` beside the DAGs folder.
 - ``wait_stable_for_s`` (``60``): seconds the input queue must read empty before the wait for it ends.
 - ``wait_poll_interval_s`` (``10``): seconds between polls while waiting for the input queue.
+- ``api_queue_deadline_s`` (``3``): the most a Batches page or ``/queues`` request waits for SQS in
+  total; queues that have not answered by then show as unavailable.
+- ``api_queue_cache_s`` (``10``): how long one probe of a spec's queues (answer or failure) serves every
+  request of the API server process.
 - ``trigger_min_event_age_s`` (``30``): a wait's trigger holds any event until it has run this long
   after its deferral (Airflow 3.3's scheduler can take the deferring process's late "success" for a
   state mismatch and fail a task whose trigger fired seconds after it deferred).
@@ -39,6 +43,8 @@ SECTION = "batchq"
 DEFAULT_AWS_CONN_ID = "aws_default"
 DEFAULT_FANOUT_MAX_IN_FLIGHT = 8
 DEFAULT_WAIT_POLL_INTERVAL_S = 10.0
+DEFAULT_API_QUEUE_DEADLINE_S = 3.0
+DEFAULT_API_QUEUE_CACHE_S = 10.0
 #: current key → the retired key it replaces (still read, with a DeprecationWarning)
 RENAMED_KEYS = {"wait_stable_for_s": "drain_stable_for_s", "wait_poll_interval_s": "drain_poll_interval_s"}
 #: The package's directory (``include/batchq`` in the Astro layout, ``site-packages/batchq`` installed).
@@ -117,6 +123,16 @@ def wait_stable_for_s() -> float:
 def wait_poll_interval_s() -> float:
     """Seconds between polls while waiting for the input queue."""
     return _seconds("wait_poll_interval_s", DEFAULT_WAIT_POLL_INTERVAL_S, allow_zero=False)
+
+
+def api_queue_deadline_s() -> float:
+    """Seconds a plugin request waits for SQS in total (the Batches page, ``/queues``)."""
+    return _seconds("api_queue_deadline_s", DEFAULT_API_QUEUE_DEADLINE_S, allow_zero=False)
+
+
+def api_queue_cache_s() -> float:
+    """Seconds one probe of a spec's queues serves every request (0: no cache, single flight only)."""
+    return _seconds("api_queue_cache_s", DEFAULT_API_QUEUE_CACHE_S, allow_zero=True)
 
 
 def default_spec_dir(package_dir: Path = PACKAGE_DIR, dags_folder: str | None = None) -> Path:

@@ -53,6 +53,7 @@ from batchq.monitor.waits import (
     series_point,
 )
 from batchq.sqs import aget_snapshot
+from batchq.sqs.client import describe_error
 from batchq.sqs.retry import backoff_delay
 from batchq.sqs.snapshot import QueueSnapshot
 
@@ -175,7 +176,7 @@ class _SqsTrigger(BaseTrigger):
                     await asyncio.sleep(self.poll_interval_s)
         except Exception as exc:  # noqa: BLE001 - reported as an event; the operator's resume raises
             now = time.time()
-            outcome = wait.fail(f"{type(exc).__name__}: {exc}", now)
+            outcome = wait.fail(describe_error(exc), now)
             yield self._event(outcome, errors=errors[-MAX_CONSECUTIVE_ERRORS:], **self._closing(outcome, now))
 
     async def _poll(self, client: Any, errors: list[str]) -> QueueSnapshot | None:
@@ -183,8 +184,9 @@ class _SqsTrigger(BaseTrigger):
         try:
             snap = await aget_snapshot(client, self.queue_url, self.dlq_url)
         except Exception as exc:
-            errors.append(f"{type(exc).__name__}: {exc}")
-            self.log.warning("polling %s failed (%d in a row): %s", self.queue_url, len(errors), exc)
+            # Events are stored and shown: an AWS error's code and operation only, never its message.
+            errors.append(describe_error(exc))
+            self.log.warning("polling %s failed (%d in a row): %s", self.queue_url, len(errors), errors[-1])
             if len(errors) >= MAX_CONSECUTIVE_ERRORS:
                 raise
             await asyncio.sleep(backoff_delay(len(errors), base=self.poll_interval_s, cap=ERROR_BACKOFF_CAP_S))

@@ -49,6 +49,9 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
     )
     try:
+        from batchq.cli._urls import resolve_url_options
+
+        resolve_url_options(args)
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         return 130

@@ -17,6 +17,7 @@ import threading
 import time
 from typing import Any
 
+from batchq.cli._urls import add_url_option
 from batchq.metrics import Metrics
 from batchq.sqs import get_queue_url
 
@@ -46,12 +47,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     _common(p)
     p.add_argument("--queue", required=True, help="results queue name or URL")
-    p.add_argument(
-        "--sink",
-        required=True,
-        help="SQLAlchemy URL (sqlite:///results.db, postgresql+psycopg://user@host/db) or http(s):// endpoint",
-    )
-    p.add_argument("--ledger-url", help="SQLAlchemy URL of the ledger store for an HTTP sink (default sqlite:///batchq-ledger.db)")
+    add_url_option(p, "sink", env="BATCHQ_SINK_URL", help="SQLAlchemy URL (sqlite:///results.db, postgresql+psycopg://user@host/db) or http(s):// endpoint")
+    add_url_option(p, "ledger-url", env="BATCHQ_LEDGER_URL", required=False, help="SQLAlchemy URL of the ledger store for an HTTP sink (default sqlite:///batchq-ledger.db)")
     p.add_argument("--max-rate", type=float, default=None, help="hard ceiling, results per second (default: none; the pace adapts)")
     p.add_argument("--max-in-flight", type=int, default=8, help="drain threads: most batches ever written at once (default 8)")
     p.add_argument(
@@ -81,7 +78,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_drain)
 
     p = subparsers.add_parser("ledger", help="show (and optionally close) a run's ledger from the sink database")
-    p.add_argument("--store", required=True, help="SQLAlchemy URL of the results store")
+    add_url_option(p, "store", env="BATCHQ_STORE_URL", help="SQLAlchemy URL of the results store")
     p.add_argument("--spec", help="BatchSpec YAML: batch name and failure tolerance from it")
     p.add_argument("--batch", help="batch name (or --spec)")
     p.add_argument("--run-id", required=True)

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import argparse
 import json
+
+from batchq.cli._urls import add_url_option
 import math
 import sys
 from datetime import datetime, timezone
@@ -85,7 +87,7 @@ def register(subparsers: Any) -> None:
     t.add_argument("--from-run", nargs=2, metavar=("BATCH", "RUN_ID"),
                    help="durations (finished_at - started_at) of a previous run in the sink database (--sink-url)")
     w.add_argument("--p95", type=_positive(float), metavar="S", help="95th percentile seconds per payload (with --p50)")
-    w.add_argument("--sink-url", help="SQLAlchemy URL of the sink database (with --from-run)")
+    add_url_option(w, "sink-url", env="BATCHQ_SINK_URL", required=False, help="SQLAlchemy URL of the sink database (with --from-run)")
     w.add_argument("--fanout-rate", type=_positive(float), default=1000.0, metavar="MSG_PER_S",
                    help="messages/s the fan-out enqueues (default 1000; 'inf' = all at once)")
     w.add_argument("--overhead", type=float, default=0.0, metavar="S",

@@ -9,13 +9,15 @@ import json
 import sys
 from typing import Any
 
+from batchq.cli._urls import add_url_option
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("quarantine", help="list or replay quarantined results")
     sub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
 
     def filters(q: argparse.ArgumentParser) -> None:
-        q.add_argument("--store", required=True, help="SQLAlchemy URL of the results store (the sink database or the ledger)")
+        add_url_option(q, "store", env="BATCHQ_STORE_URL", help="SQLAlchemy URL of the results store (the sink database or the ledger)")
         q.add_argument("--batch", help="only this batch")
         q.add_argument("--run-id", help="only this run")
         q.add_argument("--limit", type=int, default=None, help="at most this many rows")
@@ -34,7 +36,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "every selected row was replayed, 1 otherwise.",
     )
     filters(q)
-    q.add_argument("--sink", help="http(s):// endpoint (or another SQLAlchemy URL) to write to; default: the store")
+    add_url_option(q, "sink", env="BATCHQ_SINK_URL", required=False, help="http(s):// endpoint (or another SQLAlchemy URL) to write to; default: the store")
     q.add_argument("--message-id", action="append", default=[], help="only this quarantined message (repeatable)")
     q.add_argument("--header-env", action="append", default=[], metavar="NAME=ENVVAR", help="HTTP sink header from an environment variable (repeatable)")
     q.set_defaults(func=cmd_replay)

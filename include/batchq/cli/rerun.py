@@ -12,6 +12,8 @@ import socket
 import sys
 from typing import Any
 
+from batchq.cli._urls import add_url_option
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
@@ -24,7 +26,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--spec", required=True, help="BatchSpec YAML of the run (its dimension values must be the run's)")
     p.add_argument("--run-id", required=True, help="the run id (Airflow: the DAG run id)")
-    p.add_argument("--store", required=True, help="SQLAlchemy URL of the results store (the sink database / ledger)")
+    add_url_option(p, "store", env="BATCHQ_STORE_URL", help="SQLAlchemy URL of the results store (the sink database / ledger)")
     p.add_argument("--dag-id", help="the DAG of the run (part of its keys); default: as the ledger recorded it")
     which = p.add_mutually_exclusive_group(required=True)
     which.add_argument("--failed", action="store_const", dest="mode", const="failed", help="re-send the failed and quarantined keys")

@@ -5,15 +5,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
+
+from batchq.cli._urls import add_url_option
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("store", help="maintain the results store (retention)")
     sub = p.add_subparsers(dest="store_command", required=True)
     q = sub.add_parser("prune", help="delete rows older than an age (results, quarantine, settled repairs, closed runs)")
-    q.add_argument("--store", default=os.environ.get("BATCHQ_STORE_URL"), required=not os.environ.get("BATCHQ_STORE_URL"),
-                   help="SQLAlchemy URL of the results store (or BATCHQ_STORE_URL)")
+    add_url_option(q, "store", env="BATCHQ_STORE_URL", help="SQLAlchemy URL of the results store")
     q.add_argument("--older-than", required=True, help="age: 30d, 12h, 2w, 90m")
     q.add_argument("--dry-run", action="store_true", help="count what would be deleted, delete nothing")
     q.add_argument("--batch-size", type=int, default=5000, help="rows per delete transaction (default 5000)")

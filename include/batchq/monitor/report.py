@@ -38,9 +38,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from batchq import xcom_keys
+from batchq.errors import MAX_ERROR_TEXT, safe_error_text
 from batchq.messages import describe_key
 
 #: XCom keys of the depth series, newest name first (``drain_series`` was its first name).
@@ -56,7 +57,7 @@ PARTITIONS_KEY = xcom_keys.PARTITIONS
 ALERTS_KEY = xcom_keys.ALERT_EPISODES
 FAILURES_KEY = xcom_keys.FIRST_FAILURES
 #: ``rerun_failed`` returns its repair report; ``plan_shards`` etc. return other things under this key.
-REPAIR_KEYS = (xcom_keys.RETURN_VALUE,)
+REPAIR_KEYS = (xcom_keys.REPAIR, xcom_keys.RETURN_VALUE)
 #: The DAG run conf naming the failed run a repair run repairs, and the optional conf saying why.
 REPAIR_RUN_PARAM = "repair_run_id"
 REPAIR_REASON_PARAM = "repair_reason"
@@ -64,11 +65,31 @@ REPAIR_REASON_PARAM = "repair_reason"
 MAX_REPAIR_KEYS = 20
 #: Failures shown per run: the view is a pointer to the quarantine, not a copy of it.
 MAX_FAILURES = 20
-MAX_ERROR_CHARS = 500
+MAX_ERROR_CHARS = MAX_ERROR_TEXT
+#: Keys and batch names shown (a key is a hash; anything longer is not one).
+MAX_KEY_CHARS = 200
+#: The largest magnitude a series value, percentile or timestamp may have: depths and epoch seconds
+#: are far below it; anything above (or NaN/Infinity) makes the part unreadable, not the page.
+MAX_VALUE = 1e15
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="ignore", frozen=True)
+    # No NaN/Infinity anywhere: a chart or a duration of one is meaningless and breaks the arithmetic.
+    model_config = ConfigDict(extra="ignore", frozen=True, allow_inf_nan=False)
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _bounded(cls, value: Any) -> Any:
+        _check_bounded(value)
+        return value
+
+
+def _check_bounded(value: Any) -> None:
+    if isinstance(value, float) and abs(value) > MAX_VALUE:
+        raise ValueError(f"value out of range (|x| > {MAX_VALUE:g})")
+    if isinstance(value, list):
+        for item in value:
+            _check_bounded(item)
 
 
 class DepthSeries(_Model):
@@ -278,6 +299,11 @@ class RunReport(_Model):
     partitions: dict[str, Any] | None = None
     problems: list[str] = Field(default_factory=list)
 
+    def problems_in(self, *sections: str) -> list[str]:
+        """The problems of the named sections (a problem starts with its section's name and a colon),
+        so that each section of the page shows its own notice."""
+        return [p for p in self.problems if p.split(":", 1)[0] in sections]
+
     @property
     def partition_table(self) -> Any:
         """The run's partitions (:class:`~batchq.monitor.partition_table.PartitionTable`), or ``None``."""
@@ -323,11 +349,16 @@ class RunReport(_Model):
 
 
 def _error_text(error: Any) -> str:
+    """A failure's error as shown: masked (inside Airflow) and capped by :func:`batchq.errors.safe_error_text`."""
     if isinstance(error, Mapping):
         text = f"{error.get('type', 'Error')}: {error.get('message', '')}"
     else:
         text = str(error)
-    return text if len(text) <= MAX_ERROR_CHARS else text[: MAX_ERROR_CHARS - 1] + "…"
+    return safe_error_text(text, MAX_ERROR_CHARS)
+
+
+def _short(text: Any) -> str:
+    return safe_error_text(text, 120)
 
 
 def _first(found: Mapping[str, list[Any]], keys: Iterable[str], accept: Any) -> Any:
@@ -384,45 +415,81 @@ def run_report(
         try:
             return model.model_validate(raw)
         except ValidationError as exc:
-            problems.append(f"{what}: unreadable ({exc.error_count()} error(s), first: {exc.errors()[0]['msg']})")
+            problems.append(f"{what}: unreadable ({exc.error_count()} error(s), first: {_short(exc.errors()[0].get('msg', ''))})")
             return None
 
-    plan = _first(found, [PLAN_KEY], lambda v: isinstance(v, Mapping))
-    series = parse(DepthSeries, _first(found, SERIES_KEYS, lambda v: v is not None), "depth series")
-    if series is not None and "t" not in series.fields:
-        problems.append("depth series: no 't' field")
-        series = None
-    results_series = parse(DepthSeries, _first(found, [RESULTS_SERIES_KEY], lambda v: v is not None), "results series")
-    if results_series is not None and "t" not in results_series.fields:
-        problems.append("results series: no 't' field")
-        results_series = None
-    raw_ledger = _first(found, LEDGER_KEYS, _is_ledger) or next((e for e in asset_extras if _is_ledger(e)), None)
-    ledger = parse(LedgerCounts, raw_ledger, "ledger")
-    if ledger is None and isinstance(plan, Mapping) and isinstance(plan.get("expected"), int):
-        ledger = LedgerCounts(expected=plan["expected"])  # planned, not drained yet
-    lag = parse(LagPercentiles, _first(found, [LAG_KEY], lambda v: v is not None), "queue lag")
+    def section(what: str, build: Any, default: Any = None) -> Any:
+        """One section of the report; whatever its data does, the others still render (a notice
+        names the section instead of a 500 for the whole page)."""
+        try:
+            return build()
+        except Exception as exc:  # noqa: BLE001 - malformed data of one section is a notice, never a crash
+            problems.append(f"{what}: unreadable ({type(exc).__name__})")
+            return default
 
-    raw_failures = (raw_ledger or {}).get(FAILURES_KEY) if isinstance(raw_ledger, Mapping) else None
-    if raw_failures is None:
-        raw_failures = _first(found, [FAILURES_KEY], lambda v: isinstance(v, list))
-    failures = [
-        Failure(key=describe_key(str(f.get("key", "?")), f.get("dims") if isinstance(f.get("dims"), Mapping) else None),
-                error=_error_text(f.get("error", "")))
-        for f in (raw_failures or [])[:MAX_FAILURES]
-        if isinstance(f, Mapping)
-    ]
-    alerts: list[AlertEpisode] = []
-    for raw in _first(found, [ALERTS_KEY], lambda v: isinstance(v, list)) or []:
-        episode = parse(AlertEpisode, raw, "alert episode")
-        if episode is not None:
-            alerts.append(episode)
+    plan = _first(found, [PLAN_KEY], lambda v: isinstance(v, Mapping))
+
+    def depth_series(keys: Iterable[str], what: str) -> DepthSeries | None:
+        parsed = parse(DepthSeries, _first(found, keys, lambda v: v is not None), what)
+        if parsed is not None and "t" not in parsed.fields:
+            problems.append(f"{what}: no 't' field")
+            return None
+        return parsed
+
+    series = section("depth series", lambda: depth_series(SERIES_KEYS, "depth series"))
+    results_series = section("results series", lambda: depth_series([RESULTS_SERIES_KEY], "results series"))
+    raw_ledger = _first(found, LEDGER_KEYS, _is_ledger) or next((e for e in asset_extras if _is_ledger(e)), None)
+
+    def build_ledger() -> LedgerCounts | None:
+        parsed = parse(LedgerCounts, raw_ledger, "ledger")
+        if parsed is None and raw_ledger is None and isinstance(plan, Mapping) and type(plan.get("expected")) is int and plan["expected"] >= 0:
+            parsed = LedgerCounts(expected=plan["expected"])  # planned, not drained yet
+        return parsed
+
+    ledger = section("ledger", build_ledger)
+    lag = section("queue lag", lambda: parse(LagPercentiles, _first(found, [LAG_KEY], lambda v: v is not None), "queue lag"))
+
+    def build_failures() -> list[Failure]:
+        raw_failures = raw_ledger.get(FAILURES_KEY) if isinstance(raw_ledger, Mapping) else None
+        if raw_failures is None:
+            raw_failures = _first(found, [FAILURES_KEY], lambda v: v is not None)
+        if raw_failures is None:
+            return []
+        if not isinstance(raw_failures, list):
+            problems.append(f"first failures: unreadable (a {type(raw_failures).__name__}, not a list)")
+            return []
+        return [
+            Failure(
+                key=safe_error_text(describe_key(str(f.get("key", "?")), f.get("dims") if isinstance(f.get("dims"), Mapping) else None), MAX_KEY_CHARS),
+                error=_error_text(f.get("error", "")),
+            )
+            for f in raw_failures[:MAX_FAILURES]
+            if isinstance(f, Mapping)
+        ]
+
+    failures = section("first failures", build_failures, [])
+
+    def build_alerts() -> list[AlertEpisode]:
+        raw_alerts = _first(found, [ALERTS_KEY], lambda v: v is not None)
+        if raw_alerts is not None and not isinstance(raw_alerts, list):
+            problems.append(f"alert episodes: unreadable (a {type(raw_alerts).__name__}, not a list)")
+            return []
+        episodes = (parse(AlertEpisode, raw, "alert episode") for raw in raw_alerts or [])
+        return [e for e in episodes if e is not None]
+
+    alerts = section("alert episodes", build_alerts, [])
 
     repair_of = _repair_target(conf)
-    made = parse(RepairRecord, _first(found, REPAIR_KEYS, _is_repair), "repair")
-    if made is not None and made.repair_id is None and repair_of is None:
-        made = None  # a normal run's rerun_failed found nothing to repair: not worth a section
-    if made is not None and ledger is not None and ledger.closed:
-        made = made.model_copy(update={"outcome_after": ledger.outcome, "keys": made.keys[:MAX_REPAIR_KEYS]})
+
+    def build_made() -> RepairRecord | None:
+        made = parse(RepairRecord, _first(found, REPAIR_KEYS, _is_repair), "repair")
+        if made is not None and made.repair_id is None and repair_of is None:
+            made = None  # a normal run's rerun_failed found nothing to repair: not worth a section
+        if made is not None and ledger is not None and ledger.closed:
+            made = made.model_copy(update={"outcome_after": ledger.outcome, "keys": made.keys[:MAX_REPAIR_KEYS]})
+        return made
+
+    made = section("repair", build_made)
     store_run = parse(StoredRun, stored.model_dump() if isinstance(stored, StoredRun) else stored, "ledger store")
     repairs = Repairs(
         repair_of=repair_of, made=made, by_runs=sorted(repaired_by, key=lambda r: (r.run_after or 0, r.run_id)),
@@ -445,7 +512,7 @@ def run_report(
     batch = None
     for source in (plan, raw_ledger):
         if isinstance(source, Mapping) and isinstance(source.get("batch"), str):
-            batch = source["batch"]
+            batch = source["batch"][:MAX_KEY_CHARS]
             break
     return RunReport(
         dag_id=dag_id,

@@ -83,3 +83,30 @@ def single_attempt(config: Any) -> Any:
     from botocore.config import Config
 
     return config.merge(Config(retries=dict(SINGLE_ATTEMPT_RETRIES)))
+
+
+def describe_aws_error(exc: BaseException) -> str:
+    """What may be shown of an SQS/AWS error: its code and the operation, never its message.
+
+    AWS error messages carry account ids, role and queue ARNs and endpoint URLs (``User:
+    arn:aws:sts::123456789012:assumed-role/... is not authorized``); a response, a page, an XCom or a
+    notification gets ``AccessDenied on GetQueueAttributes`` instead. botocore's own errors (timeouts,
+    unreachable endpoints) are reduced to their class name, which names the failure and no host.
+    """
+    response = getattr(exc, "response", None)
+    if isinstance(response, dict):
+        code = str((response.get("Error") or {}).get("Code") or "Error")
+        operation = getattr(exc, "operation_name", None)
+        return f"{code[:64]} on {operation}" if operation else code[:64]
+    return type(exc).__name__
+
+
+def describe_error(exc: BaseException) -> str:
+    """Any error as it may be shown or stored (an event, an XCom, a summary): an AWS/botocore error by
+    :func:`describe_aws_error`, anything else as its type and its text through
+    :func:`batchq.errors.safe_error_text` (masked inside Airflow, capped)."""
+    from batchq.errors import safe_error_text
+
+    if isinstance(getattr(exc, "response", None), dict) or type(exc).__module__.startswith(("botocore", "aiobotocore")):
+        return describe_aws_error(exc)
+    return safe_error_text(f"{type(exc).__name__}: {exc}")

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from batchq import xcom_keys
+from batchq.errors import safe_error_text
 from batchq.messages import describe_key
 from batchq.monitor.lag import run_lag
 from batchq.plan import Plan
@@ -81,7 +82,9 @@ class LedgerStatus:
         }
 
     def to_dict(self) -> dict[str, Any]:
-        return {**self.counts(), xcom_keys.FIRST_FAILURES: self.first_failures}
+        """Counts and first failures; each failure's error text passes :func:`batchq.errors.safe_error_text`
+        (Airflow's masker inside Airflow, capped everywhere) before it reaches an XCom or a page."""
+        return {**self.counts(), xcom_keys.FIRST_FAILURES: [_safe_failure(f) for f in self.first_failures]}
 
     def describe(self) -> str:
         text = (
@@ -95,6 +98,17 @@ class LedgerStatus:
                               for f in self.first_failures)
             text += f". First failed keys: {shown}"
         return text
+
+
+def _safe_failure(failure: Any) -> Any:
+    if not isinstance(failure, dict):
+        return safe_error_text(failure)
+    error = failure.get("error")
+    if isinstance(error, dict):
+        error = {**error, "message": safe_error_text(error.get("message", ""))}
+    elif error is not None:
+        error = safe_error_text(error)
+    return {**failure, "error": error}
 
 
 def _error_text(error: Any) -> str:

@@ -18,7 +18,7 @@ from enum import Enum
 from typing import Any
 
 from batchq import limits
-from batchq.errors import InvalidMessage
+from batchq.errors import InvalidMessage, safe_error_text
 from batchq.messages import ErrorInfo, WorkPayload, WorkResult, parse_payload
 from batchq.monitor.lag import sqs_times
 from batchq.worker.context import JobContext
@@ -144,11 +144,11 @@ def failed_outcome(
     """Give up on ``payload``: a ``failed`` result (cut to fit ``max_result_bytes``), then the DLQ."""
     result = WorkResult(
         batch=payload.batch, run_id=payload.run_id, key=payload.key, job_type=payload.job_type, plan=payload.plan, dims=payload.dims,
-        status="failed", error=ErrorInfo(type=error_type, message=message[:4000], permanent=permanent),
+        status="failed", error=ErrorInfo(type=error_type, message=safe_error_text(message), permanent=permanent),
         attempts=attempts, worker=worker, started_at=started,
     )
     result = fit_failed_result(result, max_result_bytes)
-    return Outcome(Action.DEAD_LETTER, result, f"{error_type}: {message[:500]}", payload, duration_s, error_type)
+    return Outcome(Action.DEAD_LETTER, result, f"{error_type}: {safe_error_text(message)}", payload, duration_s, error_type)
 
 
 def transient_outcome(
@@ -162,7 +162,7 @@ def transient_outcome(
             attempts=receive_count, worker=worker, started=started, duration_s=duration_s,
             max_result_bytes=max_result_bytes,
         )
-    return Outcome(Action.RETRY, None, f"{error_type}: {message[:500]}", payload, duration_s, error_type)
+    return Outcome(Action.RETRY, None, f"{error_type}: {safe_error_text(message)}", payload, duration_s, error_type)
 
 
 def execute(
@@ -208,7 +208,9 @@ def execute(
     if handler is None:
         return failed(
             "UnknownJobType",
-            f"no handler for job_type {payload.job_type!r} (this worker handles: {reg.job_types})",
+            # Only the job type: this text travels to the sink, XCom and the Batch view, and the list of
+            # every handler a worker has is nobody's business there (the worker logs it at start).
+            f"no handler for job_type {payload.job_type!r} on this worker",
             True, None, 0.0,
         )
 

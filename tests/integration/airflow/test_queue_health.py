@@ -78,3 +78,57 @@ def test_rounds_fire_once_and_resolve(sqs_client, sqs_endpoint, queue_spec_facto
     assert summary[inq]["open"] == [] and summary[outq]["open"] == []
     episodes = state[inq]["episodes"]
     assert [(e["kind"], e["started_at"], e["resolved_at"]) for e in episodes] == [("stalled", 1_600.0, 1_900.0)]
+
+
+def test_a_bad_spec_or_a_failed_snapshot_is_its_own_episode(sqs_client, sqs_endpoint, queue_spec_factory, monkeypatch, tmp_path):
+    """One spec file that does not load and one queue whose snapshot is refused (AccessDenied through a
+    loopback proxy) are each reported and alerted as a ``check_failed`` episode; the healthy spec's
+    detectors still run, fire and are saved, the refused queue's detector memory is kept, and neither
+    the AWS error text (account id, role ARN) nor the spec's path reaches a notifier or the summary."""
+    from batchq.airflow.queue_health import CHECK_FAILURES, QueueHealthOperator
+
+    from tests.support.sqs_fault_proxy import SqsFaultProxy
+
+    good_q, good_urls = queue_spec_factory()
+    denied_q, _ = queue_spec_factory()
+    bad_file = tmp_path / "broken.yaml"
+    bad_file.write_text("name: broken\ndimensions: {x: [1]}\n")  # no queues: invalid
+    good = BatchSpec(name="good", dimensions={"x": [1]}, job_type="classification", queues=good_q)
+    denied = BatchSpec(name="denied", dimensions={"x": [1]}, job_type="classification", queues=denied_q)
+    send_message(sqs_client, good_urls.results_dlq, "a dead result")
+    with SqsFaultProxy(sqs_endpoint) as proxy:
+        set_aws_connection(monkeypatch, CONN_ID, proxy.url)
+        Recorder.calls = []
+        alerts: list = []
+
+        def record(context):
+            alerts.append((context["batchq_queue"], dict(context["batchq_alert"])))
+
+        op = QueueHealthOperator(task_id="check_queues", specs=[str(bad_file), denied, good], aws_conn_id=CONN_ID, on_backlog_alert=[Recorder(), record])
+        # Round 1: the bad spec fires its episode; the other queues are readable and get detector memory.
+        state, _ = op.check({"ti": None}, {}, now=1_000.0)
+        assert (f"spec {bad_file.name}", "check_failed", "fired") in Recorder.calls
+        assert denied_q.input in state and good_q.results in state
+        proxy.plan.denied_attributes.add(denied_q.input)
+        Recorder.calls = []
+        alerts.clear()
+        state2, summary = op.check({"ti": None}, json.loads(json.dumps(state)), now=1_300.0)
+
+    # The refused queue is a new episode; the bad spec's episode is still open and not re-sent.
+    assert Recorder.calls == [(denied_q.input, "check_failed", "fired")]
+    # The healthy spec's detectors ran and were saved; the refused queue keeps its previous memory.
+    assert state2[good_q.results]["open"].keys() == {"dead_letters"}
+    assert state2[denied_q.input] == state[denied_q.input]
+    assert set(state2[CHECK_FAILURES]) == {f"spec {bad_file.name}", denied_q.input}
+    assert "error" in summary[denied_q.input] and "AccessDenied on GetQueueAttributes" in summary[denied_q.input]["error"]
+    shown = json.dumps([summary, alerts, state2])
+    assert "123456789012" not in shown and "secret-role" not in shown
+
+    # Round 3: the queue answers again, its episode resolves; the bad spec's stays open (not re-sent).
+    set_aws_connection(monkeypatch, CONN_ID, sqs_endpoint)
+    op = QueueHealthOperator(task_id="check_queues", specs=[str(bad_file), denied, good], aws_conn_id=CONN_ID, on_backlog_alert=[Recorder()])
+    Recorder.calls = []
+    state3, _ = op.check({"ti": None}, json.loads(json.dumps(state2)), now=1_600.0)
+    assert Recorder.calls == [(denied_q.input, "check_failed", "resolved")]
+    assert set(state3[CHECK_FAILURES]) == {f"spec {bad_file.name}"}
+    assert str(tmp_path) not in shown

@@ -78,6 +78,10 @@ def test_rerun_failed_next_to_a_stray_failed_key_repairs_the_planned_ones(store,
 class FakeTI:
     def __init__(self, plan_xcom):
         self.plan_xcom, self.try_number = plan_xcom, 1
+        self.pushed = {}
+
+    def xcom_push(self, key, value):
+        self.pushed[key] = value
 
     def xcom_pull(self, task_ids=None, key=None):
         return self.plan_xcom if key == "plan" else None

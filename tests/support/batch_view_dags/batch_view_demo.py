@@ -90,18 +90,20 @@ def make_batch_dag(dag_id: str, batch: str, expected: int, failed: int, partitio
             return {"reason": "drained", "waited_s": 130.0}
 
         @task
-        def rerun_failed(dag_run=None):
+        def rerun_failed(dag_run=None, ti=None):
             # The shape of RerunFailedOperator's return value (batchq.store.repairs.RepairReport.to_dict).
             target = (dag_run.conf or {}).get("repair_run_id")
             if not target:
                 return {"selected": 0, "sent": 0, "outcome_before": None}
             keys = [f"{batch}-key-{i}" for i in range(failed)]
-            return {
+            report = {
                 "batch": batch, "run_id": target, "mode": "failed", "selected": failed, "sent": failed, "not_sent": 0,
                 "by_status": {"failed": failed}, "repair_id": 1, "dry_run": False, "outcome_before": "failed",
                 "reason": dag_run.conf.get("repair_reason"), "requested_by": f"airflow:{dag_id}.rerun_failed try 1",
                 "requested_at": T0 + 3600, "keys": keys,
             }
+            ti.xcom_push(key="repair", value=report)  # as RerunFailedOperator does
+            return report
 
         @task(outlets=[asset])
         def drain_results(ti=None, outlet_events=None, dag_run=None):
@@ -127,9 +129,18 @@ def make_batch_dag(dag_id: str, batch: str, expected: int, failed: int, partitio
             if partitions and not target:
                 ti.xcom_push(key="partitions", value=partition_ledger_xcom(batch, ti.run_id, failed))
             outlet_events[asset].extra = counts
+            # As ResultsDrainOperator does: the ledger under its own key (the DAG tab reads only that),
+            # and as the return value.
+            ti.xcom_push(key="ledger", value={**counts, "first_failures": failures})
             return {**counts, "first_failures": failures, "drain": {"applied": expected}}
 
-        plan_shards() >> rerun_failed() >> wait_input_drained() >> drain_results()
+        @task
+        def fan_out(shard):
+            # Mapped, with a return value per map index: the Batch views must not read these.
+            return {"sent": shard["stop"] - shard["start"]}
+
+        shards = plan_shards()
+        fan_out.expand(shard=shards) >> rerun_failed() >> wait_input_drained() >> drain_results()
 
     return batch_dag()
 

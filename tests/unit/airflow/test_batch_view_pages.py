@@ -46,7 +46,7 @@ def test_run_page_names_first_failures_by_their_dimensions():
 
 def test_problems_are_shown():
     html = _render_run(run_report("dag", "r1", [("drain_series", {"fields": "bad"}), ("plan", {"expected": 3})]))
-    assert 'class="problem">depth series: unreadable' in html
+    assert 'class="problem notice">depth series: unreadable' in html
 
 
 def test_drain_chart_draws_only_recorded_fields():

@@ -152,6 +152,17 @@ def test_poll_errors_back_off_with_the_one_backoff_then_recover(scripted):
     assert backoffs == [(1, 0.01, mod.ERROR_BACKOFF_CAP_S), (2, 0.01, mod.ERROR_BACKOFF_CAP_S)]
 
 
+def test_aws_error_text_never_reaches_the_event(scripted):
+    from botocore.exceptions import ClientError
+
+    denied = ClientError({"Error": {"Code": "AccessDenied", "Message": "User: arn:aws:sts::123456789012:assumed-role/ops/i-1 is not authorized"}}, "GetQueueAttributes")
+    scripted([denied])
+    trigger = QueueDrainedTrigger("http://h/1/q", poll_interval_s=0.01, emit_metrics=False)
+    payload = asyncio.run(first_event(trigger, timeout=10))
+    assert payload["reason"] == "error" and set(payload["errors"]) == {"AccessDenied on GetQueueAttributes"}
+    assert "123456789012" not in json.dumps(payload)
+
+
 def test_persistent_poll_errors_end_in_an_error_event_with_what_was_seen(scripted):
     import batchq.airflow.triggers as mod
 

@@ -69,10 +69,22 @@ def test_permanent_failures_dead_letter_on_first_attempt(reg, params, etype):
     assert out.reason.startswith(etype)
 
 
-def test_unknown_job_type(reg):
+def test_unknown_job_type_names_the_job_type_not_the_registry(reg):
     out = execute(body("nope"), registry=reg)
     assert out.action is Action.DEAD_LETTER
-    assert out.result.error.type == "UnknownJobType" and "'nope'" in out.result.error.message and "echo" in out.result.error.message
+    assert out.result.error.type == "UnknownJobType" and "'nope'" in out.result.error.message
+    # The result travels to the results queue, the sink, XCom and the Batch view: it must not list
+    # every handler this worker has.
+    assert "echo" not in out.result.error.message and "echo" not in out.reason
+
+
+def test_handler_error_text_is_capped_by_the_one_helper(reg):
+    from batchq.errors import MAX_ERROR_TEXT
+
+    reg.register("huge", lambda payload, ctx: (_ for _ in ()).throw(PermanentError("x" * 100_000)))
+    out = execute(body("huge"), registry=reg)
+    assert len(out.result.error.message) == MAX_ERROR_TEXT and out.result.error.message.endswith("…")
+    assert len(out.reason) <= MAX_ERROR_TEXT + len("PermanentError: ")
 
 
 @pytest.mark.parametrize("raw,etype,has_result", [

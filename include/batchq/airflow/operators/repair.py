@@ -167,6 +167,8 @@ class RerunFailedOperator(_RepairBase):
             from airflow.sdk.exceptions import AirflowException
 
             raise AirflowException(f"{self.task_id}: {len(report.not_sent)} key(s) not sent (recorded as not_sent; clear again to retry): {list(report.not_sent)[:20]}")
+        # Under its own key too: the DAG tab reads this, never every task's return value.
+        context["ti"].xcom_push(key=xcom_keys.REPAIR, value=report.to_dict())
         return report.to_dict()
 
 

@@ -11,6 +11,7 @@ from collections import defaultdict
 from typing import Any
 
 from batchq.airflow.views.access import RESULTS_ASSET_PREFIX, RESULTS_ASSET_SUFFIX
+from batchq.xcom_keys import RETURN_VALUE
 from batchq.monitor.report import (
     ALERTS_KEY,
     FAILURES_KEY,
@@ -32,6 +33,11 @@ log = logging.getLogger(__name__)
 
 #: Only these XCom keys are loaded: a fan-out's return values are not the view's business.
 REPORT_XCOM_KEYS = tuple(dict.fromkeys((PLAN_KEY, *SERIES_KEYS, RESULTS_SERIES_KEY, *LEDGER_KEYS, LAG_KEY, ALERTS_KEY, FAILURES_KEY, *REPAIR_KEYS)))
+#: What the DAG tab draws for each of its runs (trends, the runs table, the repaired tag): no
+#: ``return_value`` at all. The ledger counts come from the ``ledger`` XCom, else the results Asset
+#: event; the repair report from the ``repair`` XCom. Reading every task's return value of every map
+#: index of 25 runs on each view was the DAG tab's largest cost.
+DAG_PAGE_XCOM_KEYS = tuple(k for k in REPORT_XCOM_KEYS if k != RETURN_VALUE)
 #: Loaded for one run's page only: a run's partitions table may hold 10,000 rows.
 RUN_PAGE_XCOM_KEYS = (*REPORT_XCOM_KEYS, PARTITIONS_KEY)
 #: Repair runs listed per repaired run (a run repaired more often than this has other problems).
@@ -41,12 +47,18 @@ DAG_PAGE_RUNS = 25
 
 
 def _xcoms(session: Any, dag_id: str, run_ids: list[str], keys: tuple[str, ...] = REPORT_XCOM_KEYS) -> dict[str, list[tuple[str, Any]]]:
+    """The XComs ``keys`` of the runs, deserialised; a ``return_value`` only of unmapped tasks (the
+    drain and repair tasks are never mapped; a fan-out's shards are)."""
     from airflow.models.xcom import XComModel
-    from sqlalchemy import select
+    from sqlalchemy import and_, or_, select
 
+    named = [k for k in keys if k != RETURN_VALUE]
+    wanted = XComModel.key.in_(named)
+    if RETURN_VALUE in keys:
+        wanted = or_(wanted, and_(XComModel.key == RETURN_VALUE, XComModel.map_index == -1))
     stmt = (
         select(XComModel.run_id, XComModel.key, XComModel.value)
-        .where(XComModel.dag_id == dag_id, XComModel.run_id.in_(run_ids), XComModel.key.in_(keys))
+        .where(XComModel.dag_id == dag_id, XComModel.run_id.in_(run_ids), wanted)
         .order_by(XComModel.timestamp)
     )
     out: dict[str, list[tuple[str, Any]]] = defaultdict(list)
@@ -86,7 +98,7 @@ def _asset_extras(session: Any, dag_id: str, run_ids: list[str]) -> dict[str, li
     return out
 
 
-def _repair_runs(session: Any, dag_id: str, run_ids: list[str]) -> dict[str, list[RepairRun]]:
+def _repair_runs(session: Any, dag_id: str, run_ids: list[str], keys: tuple[str, ...] = REPORT_XCOM_KEYS) -> dict[str, list[RepairRun]]:
     """Runs of the DAG whose conf names one of ``run_ids`` as ``repair_run_id``, by the run they repair."""
     from airflow.models.dagrun import DagRun
     from sqlalchemy import select
@@ -101,7 +113,7 @@ def _repair_runs(session: Any, dag_id: str, run_ids: list[str]) -> dict[str, lis
     found = list(session.execute(stmt))
     if not found:
         return {}
-    xcoms = _xcoms(session, dag_id, [rid for rid, *_ in found])
+    xcoms = _xcoms(session, dag_id, [rid for rid, *_ in found], keys)
     out: dict[str, list[RepairRun]] = defaultdict(list)
     for rid, state, after, conf in found:
         target_id = conf.get(REPAIR_RUN_PARAM) if isinstance(conf, dict) else None
@@ -183,9 +195,11 @@ def run_reports(dag_id: str, run_id: str | None = None, limit: int = DAG_PAGE_RU
         ids = [rid for rid, *_ in runs]
         if not ids:
             return []
-        keys = RUN_PAGE_XCOM_KEYS if run_id is not None else REPORT_XCOM_KEYS
+        # One run's page may read its unmapped return values (and its partitions table); the DAG tab
+        # reads only what it draws.
+        keys = RUN_PAGE_XCOM_KEYS if run_id is not None else DAG_PAGE_XCOM_KEYS
         xcoms, extras = _xcoms(session, dag_id, ids, keys), _asset_extras(session, dag_id, ids)
-        repairs = _repair_runs(session, dag_id, ids)
+        repairs = _repair_runs(session, dag_id, ids, DAG_PAGE_XCOM_KEYS if run_id is None else REPORT_XCOM_KEYS)
     reports = [
         run_report(
             dag_id, rid, xcoms.get(rid, []), state=state, run_after=after, asset_extras=extras.get(rid, []),

@@ -10,8 +10,9 @@ Each page answers one question and links to the next (the sidekiq habit):
   ledger, drain curve, queue lag, first failures, alert history.
 
 Read-only (GET only). Per-DAG authorization through Airflow's own ``requires_access_dag``; the batches
-page filters by :class:`~batchq.airflow.views.access.BatchAccess`. No JavaScript (Airflow's iframe
-sandbox runs none), no CDN: charts are SVG rendered by :mod:`batchq.airflow.views.svg`.
+page filters by :class:`~batchq.airflow.views.access.BatchAccess`. No JavaScript, and a
+Content-Security-Policy that forbids any (:mod:`batchq.airflow.views.headers`: Airflow's iframe sandbox
+*does* allow scripts); no CDN: charts are SVG rendered by :mod:`batchq.airflow.views.svg`.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from fastapi import Path as PathParam
 from fastapi.responses import HTMLResponse
 
 from batchq.airflow.views import svg
+from batchq.airflow.views.headers import SECURITY_HEADERS
 from batchq.monitor.report import DepthSeries, RunReport
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -45,12 +47,26 @@ DRAIN_LINES = (
 )
 
 
-def _env() -> Any:
+def _env(autoescape: bool = True) -> Any:
+    """The templates' Jinja environment. ``autoescape=False`` exists only for the test that proves the
+    Content-Security-Policy holds when escaping fails (tests/e2e/test_view_csp_browser.py)."""
     import jinja2
 
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES)), autoescape=True, undefined=jinja2.StrictUndefined)
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES)), autoescape=autoescape, undefined=jinja2.StrictUndefined)
     env.globals.update(fmt_duration=svg.format_duration, fmt_time=_fmt_time)
+    env.filters["urlpart"] = url_part
     return env
+
+
+def url_part(value: Any) -> str:
+    """One path segment of a link: every character but unreserved ones percent-encoded (``/`` too, so
+    a run id of ``../../..`` stays one segment under its DAG). A segment that is exactly ``.`` or
+    ``..`` (which browsers resolve as a step up even percent-encoded) is encoded twice: it names a run
+    the server does not have (a 404), never another path."""
+    from urllib.parse import quote
+
+    part = quote(str(value), safe="")
+    return part.replace(".", "%252E") if part in (".", "..") else part
 
 
 def _fmt_time(epoch: float | None) -> str:
@@ -65,8 +81,9 @@ def render(request: Request, template: str, **context: Any) -> HTMLResponse:
     if _ENV is None:
         _ENV = _env()
     html = _ENV.get_template(template).render(base=request.scope.get("root_path", "").rstrip("/"), **context)
-    # Read-only pages that must not be cached by shared proxies (they are per-user).
-    return HTMLResponse(html, headers={"Cache-Control": "private, no-store", "X-Content-Type-Options": "nosniff"})
+    # Read-only pages that must not be cached by shared proxies (they are per-user). The CSP and frame
+    # policy are set here too (not only by the app's middleware): a page rendered anywhere carries them.
+    return HTMLResponse(html, headers={"Cache-Control": "private, no-store", **dict(SECURITY_HEADERS)})
 
 
 def _points(series: DepthSeries | None, field: str) -> list[tuple[float, float]]:
@@ -122,10 +139,12 @@ def create_router() -> APIRouter:
     router = APIRouter(prefix="/ui", include_in_schema=False)
 
     @router.get("/", response_class=HTMLResponse)
-    def batches_page(request: Request, user: GetUserDep) -> HTMLResponse:
+    async def batches_page(request: Request, user: GetUserDep) -> HTMLResponse:
+        # Async: SQS is awaited within [batchq] api_queue_deadline_s on the probe pool, holding no
+        # server thread (batchq.airflow.views.live).
         from batchq.airflow.views.gauges import batch_rows
 
-        rows = batch_rows(user)
+        rows = await batch_rows(user)
         legend = [("visible", svg.PALETTE[0]), ("in flight", svg.PALETTE[1]), ("delayed", svg.PALETTE[2])]
         return render(request, "batches.html", title="Batches", rows=rows, legend=legend)
 

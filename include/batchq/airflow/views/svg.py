@@ -1,6 +1,7 @@
 """Server-rendered SVG charts for the Batch views: pure functions from numbers to markup.
 
-No JavaScript and nothing fetched: Airflow shows plugin views in a sandboxed iframe without scripts, and
+No JavaScript and nothing fetched: the views' Content-Security-Policy allows neither (Airflow's iframe
+sandbox *does* allow scripts, so the CSP is what forbids them; :mod:`batchq.airflow.views.headers`), and
 an SVG string renders anywhere. Every text that reaches the markup is escaped here. Each data point is
 an element carrying ``data-series``, ``data-x`` and ``data-y`` (plus a ``<title>`` tooltip), so a test —
 or a curious operator — can read the chart back.
