@@ -45,6 +45,7 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 
 import httpx
 
+from batchq.errors import safe_error_text
 from batchq.drain.sink import SinkMisconfigured, SinkRejected, SinkUnavailable
 from batchq.messages import WorkResult
 from batchq.store.rules import merge_duplicates
@@ -60,8 +61,11 @@ DEFAULT_TOTAL_TIMEOUT_S = 30.0
 DEFAULT_MAX_RESPONSE_BYTES = 64 * 1024
 #: Default pooled connections (and concurrent writes) per sink.
 DEFAULT_MAX_CONNECTIONS = 16
-#: Receiver text kept in an error message (rejections are stored with the quarantined results).
+#: Receiver bytes looked at for an error message, and the characters of it kept: a rejection is stored
+#: with the quarantined results and shown in the ledger and the Batch view, and a receiver may echo
+#: anything (a request header, a token) back. One line, masked inside Airflow, capped.
 DETAIL_BYTES = 300
+DETAIL_CHARS = 120
 
 
 def parse_retry_after(value: str | None, now: float | None = None, cap: float = DEFAULT_RETRY_AFTER_CAP_S) -> float | None:
@@ -231,7 +235,7 @@ class HttpSink:
             raise SinkUnavailable(f"{self.description}: {type(exc).__name__}: {exc}") from exc
         if 200 <= status < 300:
             return
-        detail = payload[:DETAIL_BYTES].decode(errors="replace")
+        detail = safe_error_text(" ".join(payload[:DETAIL_BYTES].decode(errors="replace").split()), DETAIL_CHARS)
         if status in _AUTH:
             raise SinkMisconfigured(
                 f"{self.description}: HTTP {status}: the sink refuses our credentials; fix the sink connection's "

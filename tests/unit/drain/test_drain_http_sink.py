@@ -161,3 +161,35 @@ def test_a_header_value_with_an_inner_newline_is_refused_up_front_without_the_va
     with pytest.raises(ValueError, match="Authorization") as info:
         HttpSink("http://127.0.0.1:9/results", headers={"Authorization": "Bearer s3cret\nX-Injected: 1"})
     assert "s3cret" not in str(info.value)
+
+
+def test_a_rejection_keeps_one_short_line_of_the_receivers_answer():
+    """A receiver may echo anything back (a header, a token, a stack trace): what a rejection keeps, and
+    so what the quarantine, the ledger and the Batch view show, is one line of at most 120 characters."""
+    import http.server
+    import threading
+
+    answer = ("error: bad row\nAuthorization: Bearer s3cret\n" + "x" * 900).encode()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802 - the stdlib's name
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            self.send_response(400)
+            self.send_header("Content-Length", str(len(answer)))
+            self.end_headers()
+            self.wfile.write(answer)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        with pytest.raises(SinkRejected) as info:
+            HttpSink(f"http://127.0.0.1:{server.server_address[1]}/results").write([res("a")])
+    finally:
+        server.shutdown()
+    text = str(info.value)
+    assert "HTTP 400 error: bad row Authorization" in text and "\n" not in text
+    detail = text.split("HTTP 400 ", 1)[1]
+    assert len(detail) <= 120 and detail.endswith("…")
