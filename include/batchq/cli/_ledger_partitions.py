@@ -24,12 +24,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dag-id", default=None, help="the DAG of the run (part of its keys): recounting results without dims needs it")
 
 
-def cmd_partitions(args: argparse.Namespace) -> int:
-    from batchq.store import ResultsStore, tolerated_failures
-    from batchq.monitor.lag import describe_partition_lag
-    from batchq.monitor.partition_table import PartitionTable
-    from batchq.store.partitions import PartitionLedger, partition_rows_xcom
-
+def spec_and_batch(args: argparse.Namespace, command: str) -> tuple[Any, str]:
+    """The ledger commands' ``--spec``/``--batch``: the spec (or None) and the batch name it gives."""
     spec = None
     if args.spec:
         from batchq.spec import BatchSpec
@@ -37,7 +33,17 @@ def cmd_partitions(args: argparse.Namespace) -> int:
         spec = BatchSpec.from_yaml(args.spec)
     batch = args.batch or (spec.name if spec else None)
     if not batch:
-        raise SystemExit("batchq ledger --partitions: give --batch or --spec")
+        raise SystemExit(f"{command}: give --batch or --spec")
+    return spec, batch
+
+
+def cmd_partitions(args: argparse.Namespace) -> int:
+    from batchq.store import ResultsStore, tolerated_failures
+    from batchq.monitor.lag import describe_partition_lag
+    from batchq.monitor.partition_table import PartitionTable
+    from batchq.store.partitions import PartitionLedger, partition_rows_xcom
+
+    spec, batch = spec_and_batch(args, "batchq ledger --partitions")
     store = ResultsStore(args.store)
     try:
         if spec is not None and spec.partition_by:

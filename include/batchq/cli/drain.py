@@ -258,13 +258,9 @@ def cmd_ledger(args: argparse.Namespace) -> int:
     from batchq.monitor.lag import LAG_XCOM_KEY, describe_lag
     from batchq.sqs.cloudwatch import observed_age_s, queue_age
 
-    spec = None
-    if args.spec:
-        from batchq.spec import BatchSpec
-        spec = BatchSpec.from_yaml(args.spec)
-    batch = args.batch or (spec.name if spec else None)
-    if not batch:
-        raise SystemExit("batchq ledger: give --batch or --spec")
+    from batchq.cli._ledger_partitions import spec_and_batch
+
+    spec, batch = spec_and_batch(args, "batchq ledger")
     count = args.tolerated_failure_count if args.tolerated_failure_count is not None else (spec.tolerated_failure_count if spec else 0)
     pct = args.tolerated_failure_percentage if args.tolerated_failure_percentage is not None else (spec.tolerated_failure_percentage if spec else 0.0)
     store = ResultsStore(args.store)
