@@ -42,7 +42,8 @@ def test_adaptive_pace_keeps_writes_near_the_services_capacity(sqs_client, make_
         put(sqs_client, url, results)
         report = _drain(sqs_client, url, rx, tmp_path)
         assert {r.key for r in results} <= set(rx.rows)
-        assert report.pace_limit is not None and report.pace_limit <= 4, report.to_dict()
+        # The gate admits floor(limit) writes: a limit under 5 is at most 4 in service (what rx saw).
+        assert report.pace_limit is not None and report.pace_limit < 5, report.to_dict()
         assert report.pace_baseline_ms is not None and report.pace_baseline_ms >= 150
         assert rx.peak_active <= 4, rx.peak_active
 
