@@ -411,3 +411,12 @@ def celery_env(db_url: str) -> dict[str, str]:
         "AIRFLOW__OPERATORS__DEFAULT_QUEUE": f"batchq-deploy-{os.getpid()}",
         "AIRFLOW__CELERY__WORKER_CONCURRENCY": "2",
     }
+
+
+@pytest.fixture
+def stop_workers(deployment):
+    """Stops every ``batchq workers`` a test started (the deployment's Airflow processes stay up)."""
+    yield
+    for name, proc in deployment.processes.items():
+        if name.startswith("workers-"):
+            proc.stop()

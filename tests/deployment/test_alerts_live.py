@@ -68,14 +68,6 @@ def deployment(start_deployment, spec_path, sqs_endpoint, sqs_client, deploy_db,
     return dep
 
 
-@pytest.fixture
-def stop_workers(deployment):
-    yield
-    for name, proc in deployment.processes.items():
-        if name.startswith("workers-"):
-            proc.stop()
-
-
 def notified(notify_file, run_id: str) -> list[tuple[str, str]]:
     if not notify_file.exists():
         return []

@@ -49,15 +49,6 @@ def deployment(start_deployment, spec_path, sqs_endpoint, sqs_client, deploy_db)
     return dep
 
 
-@pytest.fixture
-def stop_workers(deployment):
-    """Stops every ``batchq workers`` a test started (the deployment's Airflow processes stay up)."""
-    yield
-    for name, proc in deployment.processes.items():
-        if name.startswith("workers-"):
-            proc.stop()
-
-
 def sensor_trigger(dep, run_id: str) -> tuple[str, str, int | None] | None:
     """(state, trigger classpath, triggerer job id) of the deferred sensor, or None if it is not deferred."""
     rows = dep.query(
