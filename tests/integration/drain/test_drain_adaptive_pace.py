@@ -47,9 +47,12 @@ def test_adaptive_pace_keeps_writes_near_the_services_capacity(sqs_client, make_
         assert report.pace_baseline_ms is not None and report.pace_baseline_ms >= 150
         assert rx.peak_active <= 4, rx.peak_active
 
-    with Receiver(capacity=1, service_ms=150, sharing="cpu") as rx:
+    # The control: the same drainer without the pace puts (nearly) all 8 threads' writes on it. The
+    # writes are slower here so that they overlap even when a loaded machine spaces out the receives
+    # (CI once saw 3 in service at 150 ms a write while its receives took ~100 ms each).
+    with Receiver(capacity=1, service_ms=500, sharing="cpu") as rx:
         url = make_queue()
-        put(sqs_client, url, make_results(250))
+        put(sqs_client, url, make_results(120))
         report = _drain(sqs_client, url, rx, tmp_path, latency_tolerance=None)
         assert report.pace_limit is None
         assert rx.peak_active >= 5, rx.peak_active  # what the adaptive pace avoided
