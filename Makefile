@@ -65,8 +65,13 @@ $(VENV)/.stamp: pyproject.toml
 	echo "make venv: $$(( $$(date +%s) - start ))s"
 
 # ---------------------------------------------------------------------------------------------- tests
+# Two pytest-xdist workers by default (TEST_WORKERS=0 runs serially): most tests wait on a queue, a
+# server or a subprocess, so two halve the wall time even on two cores. --dist loadfile keeps a file's
+# tests (and its module fixtures, some of which run Airflow DAGs) on one worker.
+TEST_WORKERS ?= 2
+XDIST = $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
 test: venv
-	$(VPY) -m pytest tests -m "not deployment and not aws" $(PYTEST_ARGS)
+	$(VPY) -m pytest tests -m "not deployment and not aws" $(XDIST) $(PYTEST_ARGS)
 
 # Needs PostgreSQL on 127.0.0.1:5432 (a database of its own is created and dropped) and Redis on
 # 127.0.0.1:6379 (the Celery broker); .ci/run starts both where they are not answering.
@@ -88,7 +93,7 @@ test-localstack: venv localstack-install
 	trap '$(LOCALSTACK) stop; cp "$$LOCALSTACK_STATE_DIR/localstack.log" .localstack/test-localstack.log 2>/dev/null; rm -rf "$$LOCALSTACK_STATE_DIR"' EXIT; \
 	$(LOCALSTACK) start; \
 	BATCHQ_TEST_SQS_ENDPOINT=http://127.0.0.1:$$port \
-	  $(VPY) -m pytest tests -m "integration or e2e" $(PYTEST_ARGS)
+	  $(VPY) -m pytest tests -m "integration or e2e" $(XDIST) $(PYTEST_ARGS)
 
 # ---------------------------------------------------------------------------------------------- AWS stack
 # The IaC tools (CDK, cfn-lint, checkov) in a venv of their own: their pins conflict with the project's.

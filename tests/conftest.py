@@ -6,6 +6,11 @@ run against it. No in-process mocks anywhere.
 
 PostgreSQL: 127.0.0.1:5432, trust auth, database ``test`` (override with ``BATCHQ_TEST_PG_URL``).
 Tests that need it skip with a reason on a laptop without it; under ``CI=true`` they fail instead.
+MariaDB likewise (127.0.0.1:3306, root, ``test``; ``BATCHQ_TEST_MARIADB_URL``).
+
+Parallel runs (``make test`` runs pytest-xdist workers): the tests share table names, so each xdist
+worker gets a database of its own on the same server, ``<database>_<worker>`` (``test_gw0``, …),
+created on first use. A serial run uses the configured database itself.
 """
 
 from __future__ import annotations
@@ -113,13 +118,32 @@ def queue_spec_factory(sqs_client):
                 pass
 
 
+def _worker_database(url: str) -> tuple[str, str | None]:
+    """(the URL this process uses, the database to create first or None): the configured URL in a
+    serial run; under an xdist worker the same server with the worker's own database."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    if not worker:
+        return url, None
+    from sqlalchemy.engine import make_url
+
+    u = make_url(url)
+    name = f"{u.database}_{worker}"
+    return u.set(database=name).render_as_string(hide_password=False), name
+
+
 @pytest.fixture(scope="session")
 def pg_url() -> str:
     """SQLAlchemy URL of the test PostgreSQL; skip (laptop) or fail (CI) when it is not reachable."""
-    url = os.environ.get("BATCHQ_TEST_PG_URL", DEFAULT_PG_URL)
+    configured = os.environ.get("BATCHQ_TEST_PG_URL", DEFAULT_PG_URL)
+    url, own_db = _worker_database(configured)
     try:
         import psycopg
 
+        if own_db is not None:
+            admin = configured.replace("postgresql+psycopg://", "postgresql://")
+            with psycopg.connect(admin, connect_timeout=3, autocommit=True) as conn:
+                if conn.execute("select 1 from pg_database where datname = %s", (own_db,)).fetchone() is None:
+                    conn.execute(f'create database "{own_db}"')
         dsn = url.replace("postgresql+psycopg://", "postgresql://")
         with psycopg.connect(dsn, connect_timeout=3) as conn:
             conn.execute("select 1")
@@ -135,13 +159,21 @@ def pg_url() -> str:
 def mariadb_url() -> str:
     """URL of the test MariaDB (.ci/run's ensure_mariadb: 127.0.0.1:3306, root, database ``test``;
     override with ``BATCHQ_TEST_MARIADB_URL``); skip (laptop) or fail (CI) when it is not reachable."""
-    url = os.environ.get("BATCHQ_TEST_MARIADB_URL", DEFAULT_MARIADB_URL)
+    configured = os.environ.get("BATCHQ_TEST_MARIADB_URL", DEFAULT_MARIADB_URL)
+    url, own_db = _worker_database(configured)
     try:
         import MySQLdb
         from sqlalchemy.engine import make_url
 
         u = make_url(url)
-        conn = MySQLdb.connect(host=u.host, port=u.port or 3306, user=u.username, passwd=u.password or "", db=u.database, connect_timeout=3)
+        server = {"host": u.host, "port": u.port or 3306, "user": u.username, "passwd": u.password or "", "connect_timeout": 3}
+        if own_db is not None:
+            admin = MySQLdb.connect(**server)
+            try:
+                admin.cursor().execute(f"CREATE DATABASE IF NOT EXISTS `{own_db}`")
+            finally:
+                admin.close()
+        conn = MySQLdb.connect(db=u.database, **server)
         conn.close()
     except Exception as exc:  # noqa: BLE001
         reason = f"MariaDB not reachable at {url}: {exc}"
