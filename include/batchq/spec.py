@@ -7,6 +7,7 @@ The wire messages a batch produces live in :mod:`batchq.messages`.
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Callable, Mapping
 from datetime import datetime, timezone
@@ -31,9 +32,9 @@ _QUEUE_RE = re.compile(rf"^[A-Za-z0-9_-]{{1,{limits.MAX_QUEUE_NAME_LENGTH}}}$")
 
 
 def _check_scalar(value: Any, where: str) -> None:
-    if isinstance(value, bool) or isinstance(value, (int, str)):
+    if isinstance(value, (bool, int, str)):
         return
-    if isinstance(value, float) and value == value and value not in (float("inf"), float("-inf")):
+    if isinstance(value, float) and math.isfinite(value):  # NaN and ±inf have no JSON form
         return
     raise ValueError(f"{where}: value {value!r} is not a scalar (str, int, float or bool)")
 

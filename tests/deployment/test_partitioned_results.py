@@ -27,7 +27,6 @@ from batchq.sqs.queues import ensure_queues
 
 from tests.deployment.checks import install_write_counter
 from tests.deployment.conftest import wait_until
-from tests.e2e.conftest import write_customer_spec
 
 pytestmark = [pytest.mark.deployment, pytest.mark.postgres, pytest.mark.slow]
 

@@ -24,7 +24,6 @@ import functools
 from dataclasses import dataclass
 from pathlib import Path
 
-import pytest
 
 PACKAGE = Path(__file__).resolve().parents[2] / "include" / "batchq"
 #: The SQS layer: the only package whose modules may call client methods.

@@ -30,7 +30,7 @@ class RepairRecords:
         does not hold a key back (that plan no longer counts, so the key reads failed). Each: ``key``, ``status``
         (``failed``/``quarantined``), ``attempts``."""
         self._ensure()
-        r, q, rk = results_table.c, quarantine_table.c, repair_keys_table.c
+        r, q = results_table.c, quarantine_table.c
         own_r, own_q = self._own(batch, run_id, plan)
         own_q = [*own_q, q.key.is_not(None)]
         with self._guard("read failed keys"), self.engine.connect() as conn:

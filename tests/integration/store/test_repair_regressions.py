@@ -4,7 +4,6 @@ with lost keys (the ledger stays ``open``)."""
 
 from __future__ import annotations
 
-import json
 
 import pytest
 from batchq.store import ResultsStore, RunLedger

@@ -6,7 +6,6 @@ import asyncio
 import threading
 import time
 
-import pytest
 
 from batchq.airflow.views.live import LiveQueueState
 
