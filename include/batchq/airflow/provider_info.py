@@ -36,6 +36,7 @@ def get_provider_info() -> dict[str, Any]:
                     "batchq.airflow.operators.queues",
                     "batchq.airflow.operators.redrive",
                     "batchq.airflow.operators.repair",
+                    "batchq.airflow.operators.partitions",
                 ],
             }
         ],

@@ -30,6 +30,7 @@ from batchq.airflow.operators.partitions import (
     DEFAULT_WAVES,
     NEEDS,
     PartitionWaveSensor,
+    RepairedPartitionsOperator,
     partition_events_supported,
     partitions_asset,
 )
@@ -87,10 +88,14 @@ class BatchTaskGroup(TaskGroup):
         :class:`~batchq.airflow.operators.partitions.PartitionWaveSensor` tasks announce the run's
         partitions (``announce_partitions``, mapped), and the drain starts right after the fan-out,
         beside the wait, so partitions close (and are announced) while workers still process others.
+        With ``repair`` too, ``announce_repaired``
+        (:class:`~batchq.airflow.operators.partitions.RepairedPartitionsOperator`) follows the drain
+        and announces the partitions a repair turned successful.
     :param task_group_kwargs: passed to :class:`TaskGroup` (``prefix_group_id``, ``tooltip``, ...).
 
     The tasks are attributes too: ``provision``, ``plan``, ``fan_out``, ``wait``, ``drain`` (and with
-    ``repair``: ``rerun_failed``, ``purge_repaired_dlq``).
+    ``repair``: ``rerun_failed``, ``purge_repaired_dlq``; with partitions: ``announce``, and with both:
+    ``announce_repaired``).
     """
 
     def __init__(
@@ -194,3 +199,12 @@ class BatchTaskGroup(TaskGroup):
             self.rerun_failed = RerunFailedOperator(task_id="rerun_failed", spec=spec_arg, trigger_rule="none_failed", **store)
             self.purge_repaired_dlq = PurgeRepairedDlqOperator(task_id="purge_repaired_dlq", spec=spec_arg, **store)
             self.fan_out >> self.rerun_failed >> self.wait >> self.drain >> self.purge_repaired_dlq
+            self.announce_repaired = None
+            if self.announce is not None:
+                # The waves ran before the repair and never claim a failed partition: once the repair's
+                # results are in, this task announces the partitions it turned successful.
+                self.announce_repaired = RepairedPartitionsOperator(
+                    task_id="announce_repaired", spec=spec_arg, sink=sink, sink_conn_id=sink_conn_id,
+                    ledger=drain_args.get("ledger"), ledger_conn_id=drain_args.get("ledger_conn_id"), **run,
+                )
+                self.drain >> self.announce_repaired

@@ -99,3 +99,78 @@ def test_drain_and_waves_announce_each_partition_once(sqs_client, make_queue, aw
     again = context("run-1")
     assert _wave(spec_path, sink, 0).poke(again) is True
     assert again["outlet_events"][partitions_asset(name)].partition_keys == {"a"}
+
+
+def test_a_repair_announces_the_partitions_it_turned_successful_once(sqs_client, make_queue, aws_conn, tmp_path):
+    """The waves never claim a partition beyond its tolerance; after a repair turns it successful,
+    ``announce_repaired`` claims it under the repair's own wave: once, and a retry gets back the same."""
+    import uuid
+
+    import sqlalchemy as sa
+    from airflow.sdk.exceptions import AirflowSkipException, TaskDeferred
+
+    from batchq.airflow.operators.partitions import REPAIR_WAVE_BASE, RepairedPartitionsOperator, partitions_asset
+    from batchq.plan import Plan
+    from batchq.spec import BatchSpec
+    from batchq.store import ResultsStore
+
+    name = f"p{uuid.uuid4().hex[:8]}"
+    spec_path = tmp_path / "spec.yaml"
+    spec_path.write_text(SPEC.format(name=name))
+    plan = Plan(BatchSpec.from_yaml(spec_path), "run-1")
+    url = make_queue()
+    sink = f"sqlite:///{tmp_path}/sink.db"
+
+    def drain(ctx):
+        op = drain_op(spec=str(spec_path), results_queue=url, sink=sink, run_id="run-1", poll_interval=0.2)
+        try:
+            return op.execute(ctx)
+        except TaskDeferred as deferred:
+            return op.resume(ctx, {"reason": "available", "status": "success"}, **deferred.value.kwargs)
+
+    def announce_repaired(run_id="run-1"):
+        ctx = context(run_id)
+        op = RepairedPartitionsOperator(task_id="announce_repaired", spec=str(spec_path), sink=sink, run_id=run_id)
+        out = op.execute(ctx)
+        return out, ctx["outlet_events"][partitions_asset(name)]
+
+    failing = {("c", 1), ("c", 2)}
+    put(sqs_client, url, _results(plan, {"a", "b", "c"}, failing=failing))
+    ti = FakeTI(plan={"expected": plan.expected, "plan": plan.fingerprint})
+    assert drain(context("run-1", ti))["failed"] == 2
+    last = context("run-1")
+    assert _wave(spec_path, sink, 2).poke(last) is True
+    assert last["outlet_events"][partitions_asset(name)].partition_keys == {"a", "b"}  # c failed: never claimed
+    with pytest.raises(AirflowSkipException, match="has no repair"):
+        announce_repaired()  # a first run's own waves announced it all
+
+    # The repair re-sends c's two failed keys; their new results succeed.
+    store = ResultsStore(sink)
+    try:
+        failed = sorted(r.key for r in _results(plan, {"c"}, failing=failing) if r.status == "failed")
+        repair_id = store.record_repair(name, "run-1", [{"key": k, "status": "failed", "attempts": 1} for k in failed],
+                                        mode="failed", plan=plan.fingerprint)
+    finally:
+        store.close()
+    put(sqs_client, url, [r for r in _results(plan, {"c"}) if r.key in failed])
+    ti2 = FakeTI(plan={"expected": plan.expected, "plan": plan.fingerprint})
+    assert drain(context("run-1", ti2))["failed"] == 0
+    assert _rows(ti2)["c"]["outcome"] == "succeeded"
+
+    out, event = announce_repaired()
+    assert out == {"repair_id": repair_id, "partitions": ["c"]}
+    assert event.partition_keys == {"c"}
+    assert event.extra["repair_id"] == repair_id and event.extra["run_id"] == "run-1"
+    assert (event.extra["partitions"]["c"]["succeeded"], event.extra["partitions"]["c"]["failed"]) == (4, 0)
+    # A retry of the task gets back what it claimed; a late wave finds nothing left to announce.
+    assert announce_repaired()[0]["partitions"] == ["c"]
+    with pytest.raises(AirflowSkipException):
+        _wave(spec_path, sink, 1).poke(context("run-1"))
+    store = ResultsStore(sink)
+    try:
+        with store.engine.connect() as conn:
+            query = sa.text("select partition, announced_wave from batchq_partitions where batch = :b")
+            waves = dict(conn.execute(query, {"b": name}).all())
+    finally:
+        store.close()
+    assert waves == {"a": 2, "b": 2, "c": REPAIR_WAVE_BASE + repair_id}

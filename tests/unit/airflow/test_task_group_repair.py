@@ -59,3 +59,26 @@ def test_rerun_failed_records_why_and_who_for_the_batch_view():
     )
     cleared = SimpleNamespace(conf={}, triggering_user_name=None)
     assert op._who_and_why({"ti": ti, "dag_run": cleared, "run_id": "scheduled__0"})[0] == "rerun_failed cleared in Airflow"
+
+
+def test_with_partitions_the_repair_path_announces_what_the_repair_turned_successful():
+    from airflow.sdk import DAG
+    from batchq.airflow.operators.partitions import RepairedPartitionsOperator, partition_events_supported
+    from batchq.airflow.operators.repair import RUN_ID_TEMPLATE
+    from batchq.airflow.task_group import BatchTaskGroup
+
+    spec = str(REPO / "include" / "specs" / "customer_partitions.yaml")
+    start = pendulum.datetime(2026, 1, 1, tz="UTC")
+    with DAG("tg_repair_parts", schedule=None, start_date=start) as dag:
+        group = BatchTaskGroup(spec=spec, sink_conn_id="batchq_sink", repair=True, prefix_group_id=False)
+    with DAG("tg_parts", schedule=None, start_date=start):
+        plain = BatchTaskGroup(spec=spec, sink_conn_id="batchq_sink", prefix_group_id=False)
+    assert not hasattr(plain, "announce_repaired")  # no repair path, nothing to announce after one
+    if not partition_events_supported():  # Airflow 3.2: no partitioned events at all
+        assert group.announce is None and group.announce_repaired is None
+        return
+    op = group.announce_repaired
+    assert isinstance(op, RepairedPartitionsOperator) and op.task_id == "announce_repaired"
+    assert dag.get_task("announce_repaired").upstream_task_ids == {"drain_results"}
+    assert op.run_id == RUN_ID_TEMPLATE and op.sink_conn_id == "batchq_sink"
+    assert [a.uri for a in op.outlets] == ["batchq://customer_partitions/partitions"]

@@ -20,6 +20,11 @@ carries the counts of every partition of its wave under ``partitions``, and
 A partition whose failures exceed the spec's tolerance is never claimed: it emits nothing, and the
 Batch tab lists it as failed. A wave with nothing left to claim skips (a declared outlet would
 otherwise emit an unpartitioned event on success).
+
+A repair can turn such a partition into a success after every wave has run.
+:class:`RepairedPartitionsOperator` (``announce_repaired``, after the drain on ``BatchTaskGroup``'s
+repair path) claims those under a wave of the repair's own, ``REPAIR_WAVE_BASE + repair id``: a retry
+gets back exactly what it claimed, and a later repair of the same run claims only what it turned.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from airflow.sdk import Asset, BaseSensorOperator
+from airflow.sdk import Asset, BaseOperator, BaseSensorOperator
 from airflow.sdk.exceptions import AirflowSkipException
 
 from batchq.airflow.spec_sources import load_spec, spec_reference
@@ -35,6 +40,9 @@ from batchq.spec import BatchSpec
 
 #: Waves per run by default: a partition is announced at most 1/8 of the run after it closed.
 DEFAULT_WAVES = 8
+#: Waves at and above this number are repairs' announcements (``REPAIR_WAVE_BASE + repair id``); a
+#: run's own waves are ``0 .. waves - 1``.
+REPAIR_WAVE_BASE = 1_000_000
 #: What a task needs to emit partitioned events (Task SDK 1.3: ``OutletEventAccessor.add_partitions``).
 NEEDS = "Airflow >= 3.3 (the Task SDK's outlet_events[asset].add_partitions)"
 
@@ -69,6 +77,16 @@ def partition_counts(context: Mapping[str, Any]) -> dict[str, Any] | None:
             if part is not None:
                 return {**part, "batch": extra.get("batch"), "run_id": extra.get("run_id"), "partition": key}
     return None
+
+
+def _partitioned_spec(task_id: str | None, spec: BatchSpec | str, *stores: str | None) -> BatchSpec:
+    """The spec, checked at DAG parse: it has ``partition_by``, and one of the results store's arguments is given."""
+    loaded = load_spec(spec)
+    if not loaded.partition_by:
+        raise ValueError(f"{task_id}: spec {loaded.name!r} has no partition_by: nothing to announce")
+    if not any(stores):
+        raise ValueError(f"{task_id}: give the results store: sink=/sink_conn_id= (SQL) or ledger=/ledger_conn_id=")
+    return loaded
 
 
 def _ledger_url(task_id: str, sink: str | None, sink_conn_id: str | None, ledger: str | None, ledger_conn_id: str | None) -> str:
@@ -115,11 +133,7 @@ class PartitionWaveSensor(BaseSensorOperator):
         run_id: str = "{{ run_id }}",
         **kwargs: Any,
     ):
-        loaded = load_spec(spec)
-        if not loaded.partition_by:
-            raise ValueError(f"{kwargs.get('task_id')}: spec {loaded.name!r} has no partition_by: nothing to announce")
-        if not (sink or sink_conn_id or ledger or ledger_conn_id):
-            raise ValueError(f"{kwargs.get('task_id')}: give the results store: sink=/sink_conn_id= (SQL) or ledger=/ledger_conn_id=")
+        loaded = _partitioned_spec(kwargs.get("task_id"), spec, sink, sink_conn_id, ledger, ledger_conn_id)
         kwargs.setdefault("outlets", [partitions_asset(loaded.name)])
         kwargs.setdefault("mode", "reschedule")
         kwargs.setdefault("poke_interval", 10)
@@ -152,19 +166,81 @@ class PartitionWaveSensor(BaseSensorOperator):
             store.close()
         if not claimed:
             raise AirflowSkipException(f"wave {self.wave + 1}/{self.waves}: no closed partition left to announce")
-        keys = [s.partition for s in claimed]
-        accessor = context["outlet_events"][partitions_asset(self.batch)]
-        if not hasattr(accessor, "add_partitions"):
-            from airflow.sdk.exceptions import AirflowFailException
-
-            raise AirflowFailException(f"partitioned results events need {NEEDS}; {len(keys)} closed partition(s) stay unannounced")
-        accessor.add_partitions(keys)
-        # One extra for every key of this wave (Airflow shares it); partition_counts() picks one.
-        accessor.extra = {
-            "batch": self.batch,
-            "run_id": self.run_id,
-            "wave": self.wave,
-            "partitions": {s.partition: s.counts() for s in claimed},
-        }
-        self.log.info("wave %d/%d: announcing %d partition(s): %s", self.wave + 1, self.waves, len(keys), ", ".join(keys[:20]))
+        _announce(context, self.batch, self.run_id, claimed, {"wave": self.wave})
+        self.log.info("wave %d/%d: announced %d partition(s): %s", self.wave + 1, self.waves, len(claimed), _names(claimed))
         return True
+
+
+class RepairedPartitionsOperator(BaseOperator):
+    """Announce the partitions a repair turned successful (``announce_repaired``, after the drain).
+
+    The run's waves ran before the repair and never claim a failed partition; once the repair's
+    results are in, its partitions read ``succeeded`` and nothing would announce them. This task
+    claims them under the wave ``REPAIR_WAVE_BASE + <the run's latest repair id>`` and emits one event
+    per key, the extra carrying ``repair_id``. It skips when the run has no repair (a first run) or the
+    repair turned no partition.
+
+    Runs wherever the drain of a repair ran: a repair run (``repair_run_id``), or the failed run itself
+    when ``rerun_failed`` was cleared with its downstream tasks. After a ``batchq rerun`` from the CLI,
+    clear this task in the repaired run. Arguments as :class:`PartitionWaveSensor`, without the waves.
+    """
+
+    template_fields: Sequence[str] = ("run_id", "sink", "ledger")
+    ui_color = "#e4f3ff"
+
+    def __init__(
+        self,
+        *,
+        spec: BatchSpec | str,
+        sink: str | None = None,
+        sink_conn_id: str | None = None,
+        ledger: str | None = None,
+        ledger_conn_id: str | None = None,
+        run_id: str = "{{ run_id }}",
+        **kwargs: Any,
+    ):
+        loaded = _partitioned_spec(kwargs.get("task_id"), spec, sink, sink_conn_id, ledger, ledger_conn_id)
+        kwargs.setdefault("outlets", [partitions_asset(loaded.name)])
+        super().__init__(**kwargs)
+        self.spec = spec_reference(spec)
+        self.batch = loaded.name
+        self.partition_by = list(loaded.partition_by)
+        self.sink, self.sink_conn_id = sink, sink_conn_id
+        self.ledger, self.ledger_conn_id = ledger, ledger_conn_id
+        self.run_id = run_id
+
+    def execute(self, context: Any) -> dict[str, Any]:
+        from batchq.store import ResultsStore
+        from batchq.store.partitions import PartitionLedger
+
+        store = ResultsStore(_ledger_url(self.task_id, self.sink, self.sink_conn_id, self.ledger, self.ledger_conn_id))
+        try:
+            repairs = store.repairs(self.batch, self.run_id)
+            if not repairs:
+                raise AirflowSkipException(f"run {self.run_id!r} has no repair: its waves announced its partitions")
+            repair_id = int(repairs[-1]["id"])
+            claimed = PartitionLedger(store.engine, self.batch, self.run_id, self.partition_by).claim(REPAIR_WAVE_BASE + repair_id)
+        finally:
+            store.close()
+        if not claimed:
+            raise AirflowSkipException(f"repair {repair_id} of run {self.run_id!r} turned no partition successful")
+        _announce(context, self.batch, self.run_id, claimed, {"repair_id": repair_id})
+        self.log.info("repair %d: announced %d repaired partition(s): %s", repair_id, len(claimed), _names(claimed))
+        return {"repair_id": repair_id, "partitions": [s.partition for s in claimed]}
+
+
+def _names(claimed: Sequence[Any]) -> str:
+    return ", ".join(s.partition for s in claimed[:20]) + (f", … ({len(claimed)} in all)" if len(claimed) > 20 else "")
+
+
+def _announce(context: Any, batch: str, run_id: str, claimed: Sequence[Any], origin: Mapping[str, Any]) -> None:
+    """Emit one partitioned event per claimed partition on the batch's partitions Asset (at success)."""
+    keys = [s.partition for s in claimed]
+    accessor = context["outlet_events"][partitions_asset(batch)]
+    if not hasattr(accessor, "add_partitions"):
+        from airflow.sdk.exceptions import AirflowFailException
+
+        raise AirflowFailException(f"partitioned results events need {NEEDS}; {len(keys)} closed partition(s) stay unannounced")
+    accessor.add_partitions(keys)
+    # One extra for every key of this task (Airflow shares it); partition_counts() picks one.
+    accessor.extra = {"batch": batch, "run_id": run_id, **origin, "partitions": {s.partition: s.counts() for s in claimed}}
