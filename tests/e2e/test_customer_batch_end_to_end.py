@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -131,5 +133,12 @@ def test_customer_batch_end_to_end(airflow_home, e2e_spec, workers, sqs_client, 
     assert f'data-count="succeeded"><div class="n">{ledger["succeeded"]}<' in html
     assert f'data-count="pending"><div class="n">0<' in html
     assert "No depth series recorded for this run." not in html and 'id="drain-curve"' in html
+    # The pace line of this real drain, on its own axis, at the limits the drain recorded.
+    paced = [dict(zip(fields, p))["pace_limit"] for p in json.loads(curve[0][0])["points"]]
+    drawn = [float(y) for y in re.findall(r'data-series="pace" data-x="[^"]*" data-y="([^"]*)"', html)]
+    assert 'polyline' in html and 'data-series="pace"' in html and "pace (writes in flight)" in html
+    assert drawn and drawn == [float(f"{y:g}") for y in paced if y and y > 0], (drawn, paced)
+    if os.environ.get("BATCHQ_SCREENSHOT_DIR"):  # for a person to look at: the page as rendered from the real run
+        Path(os.environ["BATCHQ_SCREENSHOT_DIR"], "real-run-batch-tab.html").write_text(html)
     assert "No lag data recorded for this run." not in html
     assert report.ledger.expected == 96 and report.ledger.succeeded + (report.ledger.failed or 0) == 96
