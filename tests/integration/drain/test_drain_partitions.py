@@ -37,6 +37,19 @@ def _results(plan, customers, failing=()):
     return out
 
 
+def _partitioned_spec(tmp_path):
+    """(batch name, spec file, plan of run-1) of a fresh 3-customer × 4-item batch."""
+    import uuid
+
+    from batchq.plan import Plan
+    from batchq.spec import BatchSpec
+
+    name = f"p{uuid.uuid4().hex[:8]}"
+    spec_path = tmp_path / "spec.yaml"
+    spec_path.write_text(SPEC.format(name=name))
+    return name, spec_path, Plan(BatchSpec.from_yaml(spec_path), "run-1")
+
+
 def _wave(spec_path, sink, wave):
     from batchq.airflow.operators.partitions import PartitionWaveSensor
 
@@ -49,18 +62,11 @@ def _rows(ti):
 
 
 def test_drain_and_waves_announce_each_partition_once(sqs_client, make_queue, aws_conn, tmp_path):
-    import uuid
-
     from airflow.sdk.exceptions import AirflowSkipException, TaskDeferred
 
     from batchq.airflow.operators.partitions import partitions_asset
-    from batchq.plan import Plan
-    from batchq.spec import BatchSpec
 
-    name = f"p{uuid.uuid4().hex[:8]}"
-    spec_path = tmp_path / "spec.yaml"
-    spec_path.write_text(SPEC.format(name=name))
-    plan = Plan(BatchSpec.from_yaml(spec_path), "run-1")
+    name, spec_path, plan = _partitioned_spec(tmp_path)
     url = make_queue()
     sink = f"sqlite:///{tmp_path}/sink.db"
     ti = FakeTI(plan={"expected": plan.expected, "plan": plan.fingerprint})
@@ -104,20 +110,13 @@ def test_drain_and_waves_announce_each_partition_once(sqs_client, make_queue, aw
 def test_a_repair_announces_the_partitions_it_turned_successful_once(sqs_client, make_queue, aws_conn, tmp_path):
     """The waves never claim a partition beyond its tolerance; after a repair turns it successful,
     ``announce_repaired`` claims it under the repair's own wave: once, and a retry gets back the same."""
-    import uuid
-
     import sqlalchemy as sa
     from airflow.sdk.exceptions import AirflowSkipException, TaskDeferred
 
     from batchq.airflow.operators.partitions import REPAIR_WAVE_BASE, RepairedPartitionsOperator, partitions_asset
-    from batchq.plan import Plan
-    from batchq.spec import BatchSpec
     from batchq.store import ResultsStore
 
-    name = f"p{uuid.uuid4().hex[:8]}"
-    spec_path = tmp_path / "spec.yaml"
-    spec_path.write_text(SPEC.format(name=name))
-    plan = Plan(BatchSpec.from_yaml(spec_path), "run-1")
+    name, spec_path, plan = _partitioned_spec(tmp_path)
     url = make_queue()
     sink = f"sqlite:///{tmp_path}/sink.db"
 
