@@ -9,6 +9,10 @@ process others. dags/customer_partition_report.py runs once per customer on thos
 
 Airflow sends a task's asset events only when it succeeds, so the announcements come in waves
 (docs/partitions.md). BATCHQ_CUSTOMER_PARTITIONS_SPEC overrides the spec file.
+
+With the repair path (``repair=True``): a customer that failed beyond its tolerance is repaired by
+triggering this DAG with ``{"repair_run_id": "<the run>"}``; once its re-sent payloads succeed,
+``announce_repaired`` announces it, and its downstream run starts like the others'.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import os
 
 import pendulum
 from airflow.sdk import dag
+from batchq.airflow.operators.repair import repair_params
 from batchq.airflow.task_group import BatchTaskGroup
 
 SPEC = os.environ.get("BATCHQ_CUSTOMER_PARTITIONS_SPEC") or "customer_partitions"
@@ -28,10 +33,11 @@ SPEC = os.environ.get("BATCHQ_CUSTOMER_PARTITIONS_SPEC") or "customer_partitions
     catchup=False,
     max_active_runs=1,
     tags=["batchq", "example"],
+    params=repair_params(),  # {"repair_run_id": null}: the trigger form's way to repair a failed customer
     doc_md=__doc__,
 )
 def customer_partitions():
-    BatchTaskGroup(spec=SPEC, sink_conn_id="batchq_sink", partition_waves=4, prefix_group_id=False)
+    BatchTaskGroup(spec=SPEC, sink_conn_id="batchq_sink", partition_waves=4, repair=True, prefix_group_id=False)
 
 
 customer_partitions()

@@ -219,10 +219,12 @@ class Deployment:
             return False
 
     # -- runs -------------------------------------------------------------------------------------
-    def trigger(self, dag_id: str, run_id: str) -> dict:
-        """Unpause ``dag_id`` and trigger a run through the REST API, as a user would."""
+    def trigger(self, dag_id: str, run_id: str, conf: dict | None = None) -> dict:
+        """Unpause ``dag_id`` and trigger a run through the REST API, as a user would (``conf``: the
+        trigger form's parameters, e.g. ``{"repair_run_id": ...}``)."""
         self.api("PATCH", f"/dags/{dag_id}", {"is_paused": False})
-        return self.api("POST", f"/dags/{dag_id}/dagRuns", {"dag_run_id": run_id, "logical_date": None})
+        body = {"dag_run_id": run_id, "logical_date": None, **({"conf": conf} if conf else {})}
+        return self.api("POST", f"/dags/{dag_id}/dagRuns", body)
 
     def run_state(self, dag_id: str, run_id: str) -> str:
         return self.api("GET", f"/dags/{dag_id}/dagRuns/{run_id}")["state"]

@@ -9,7 +9,10 @@ per-partition tolerance and one of which is slow:
   the ledger has for it in its triggering event's extra (read back by the consumer's task);
 - the failing customer emits nothing, and the Batch tab lists it as failed;
 - the first downstream run starts before the producer's drain ends (announced in waves, while the slow
-  customer, 90 s a payload, is still being processed; a wave pokes every 10 s in reschedule mode).
+  customer, 90 s a payload, is still being processed; a wave pokes every 10 s in reschedule mode);
+- then the failing customer is repaired (its handler fixed, the producer triggered with
+  ``repair_run_id``): ``announce_repaired`` announces it once, and its downstream run reads the counts
+  after the repair; no other customer gets a second run.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import re
 import time
 import urllib.request
 import uuid
-from datetime import datetime
+from datetime import datetime, timezone
 
 import pytest
 from batchq.spec import BatchSpec
@@ -84,17 +87,32 @@ def _page(dep, path: str) -> str:
         return resp.read().decode()
 
 
-def test_one_downstream_run_per_customer_with_its_counts(deployment, spec_path):
-    t0 = time.monotonic()
+def _start_workers(deployment, spec_path, name: str, env: dict[str, str]):
     # 8 handler threads: the slow customer's 4 payloads hold 4 of them for 90 s, the others keep going
     # (with 4, the slow customer would hold every thread: the noisy neighbour, in one worker).
-    deployment.start(
-        "workers-parts",
+    return deployment.start(
+        name,
         [__import__("sys").executable, "-m", "batchq.cli", "workers", "--spec", str(spec_path), "--handlers", "partition_jobs",
          "--endpoint-url", deployment.env["BATCHQ_SQS_ENDPOINT"], "--min", "1", "--max", "1", "--poll-interval", "1",
-         "--wait-seconds", "1", "--concurrency", "8", "--grace-period", "5", "--worker-id", "workers-parts"],
-        env={"BATCHQ_TEST_FAILING_CUSTOMER": FAILING, "BATCHQ_TEST_SLOW_CUSTOMER": SLOW, "BATCHQ_TEST_SLOW_S": "90"},
+         "--wait-seconds", "1", "--concurrency", "8", "--grace-period", "5", "--worker-id", name],
+        env=env,
     )
+
+
+def _consumer_runs(deployment):
+    return deployment.query("select run_id, partition_key, state, start_date from dag_run where dag_id = %s order by start_date", CONSUMER)
+
+
+def _counts(deployment, consumer_run):
+    value = deployment.query(
+        "select value from xcom where dag_id = %s and run_id = %s and task_id = 'customer_report' and key = 'return_value'", CONSUMER, consumer_run)
+    return value[0][0] if isinstance(value[0][0], dict) else json.loads(value[0][0])
+
+
+def test_one_downstream_run_per_customer_with_its_counts(deployment, spec_path):
+    t0 = time.monotonic()
+    _start_workers(deployment, spec_path, "workers-parts",
+                   {"BATCHQ_TEST_FAILING_CUSTOMER": FAILING, "BATCHQ_TEST_SLOW_CUSTOMER": SLOW, "BATCHQ_TEST_SLOW_S": "90"})
     try:
         deployment.api("PATCH", f"/dags/{CONSUMER}", {"is_paused": False})
         run_id = f"parts_{uuid.uuid4().hex[:8]}"
@@ -103,15 +121,14 @@ def test_one_downstream_run_per_customer_with_its_counts(deployment, spec_path):
         expected_keys = sorted(set(CUSTOMERS) - {FAILING})
 
         def consumer_runs():
-            rows = deployment.query(
-                "select run_id, partition_key, state, start_date from dag_run where dag_id = %s order by start_date", CONSUMER)
+            rows = _consumer_runs(deployment)
             done = [r for r in rows if r[2] in ("success", "failed")]
             return rows if len(done) >= len(expected_keys) else None
 
         runs = wait_until(consumer_runs, timeout=300, interval=2, what="a downstream run per successful customer",
                           on_timeout=lambda: str(deployment.query("select run_id, partition_key, state from dag_run where dag_id = %s", CONSUMER)))
         time.sleep(15)  # nothing more may come: no run for the failing customer, no duplicate
-        runs = deployment.query("select run_id, partition_key, state, start_date from dag_run where dag_id = %s order by start_date", CONSUMER)
+        runs = _consumer_runs(deployment)
         assert sorted(r[1] for r in runs) == expected_keys, runs
         assert all(r[2] == "success" for r in runs), runs
 
@@ -120,9 +137,7 @@ def test_one_downstream_run_per_customer_with_its_counts(deployment, spec_path):
             "select partition, expected, succeeded, failed from batchq_partitions where batch = %s and run_id = %s", PRODUCER, run_id)}
         assert ledger[FAILING] == (4, 0, 4)
         for consumer_run, key, _, _ in runs:
-            value = deployment.query(
-                "select value from xcom where dag_id = %s and run_id = %s and task_id = 'customer_report' and key = 'return_value'", CONSUMER, consumer_run)
-            counts = value[0][0] if isinstance(value[0][0], dict) else json.loads(value[0][0])
+            counts = _counts(deployment, consumer_run)
             assert counts["partition"] == key and counts["run_id"] == run_id
             assert (counts["expected"], counts["succeeded"], counts["failed"]) == ledger[key] == (4, 4, 0)
 
@@ -139,5 +154,36 @@ def test_one_downstream_run_per_customer_with_its_counts(deployment, spec_path):
         assert shown[FAILING] == ("failed", 0, 0, 4)
         assert {k: (v[1], v[3]) for k, v in shown.items()} == {k: (s, f) for k, (e, s, f) in ledger.items()}
         print(f"\npartitions: {len(runs)} downstream runs, first started {(drain_end - first_start).total_seconds():.0f}s before the drain ended; {time.monotonic() - t0:.0f}s")
-    finally:
+
+        # The repair: the failing customer's handler is fixed (a worker without the failure), and the
+        # producer is triggered with repair_run_id, as from the trigger form.
         deployment.processes["workers-parts"].stop()
+        _start_workers(deployment, spec_path, "workers-fixed", {})
+        repair_run = f"repair_{uuid.uuid4().hex[:8]}"
+        repair_asked = datetime.now(timezone.utc)
+        deployment.trigger(PRODUCER, repair_run, conf={"repair_run_id": run_id})
+        assert deployment.wait_run_finished(PRODUCER, repair_run, timeout=300) == "success", deployment.task_states(PRODUCER, repair_run)
+        states = deployment.task_states(PRODUCER, repair_run)
+        fan_out = [state for (task, _), state in states.items() if task == "fan_out"]
+        assert states[("announce_repaired", -1)] == "success" and fan_out and set(fan_out) == {"skipped"}, states
+
+        def repaired_run():
+            rows = [r for r in _consumer_runs(deployment) if r[1] == FAILING and r[2] in ("success", "failed")]
+            return rows or None
+
+        wait_until(repaired_run, timeout=180, interval=2, what=f"a downstream run for the repaired {FAILING}",
+                   on_timeout=lambda: str(_consumer_runs(deployment)))
+        time.sleep(15)  # nothing more may come: one run for the repaired customer, none again for the others
+        runs = _consumer_runs(deployment)
+        assert sorted(r[1] for r in runs) == sorted(CUSTOMERS) and all(r[2] == "success" for r in runs), runs
+        repaired = next(r for r in runs if r[1] == FAILING)
+        counts = _counts(deployment, repaired[0])
+        assert (counts["partition"], counts["run_id"], counts["expected"], counts["succeeded"], counts["failed"]) == (FAILING, run_id, 4, 4, 0)
+        assert deployment.query(
+            "select expected, succeeded, failed, outcome from batchq_partitions where batch = %s and run_id = %s and partition = %s",
+            PRODUCER, run_id, FAILING) == [(4, 4, 0, "succeeded")]
+        print(f"repair: {FAILING} announced by the repair run; its downstream run started {(repaired[3] - repair_asked).total_seconds():.0f}s after the repair was triggered")
+    finally:
+        for name in ("workers-parts", "workers-fixed"):
+            if name in deployment.processes:
+                deployment.processes[name].stop()

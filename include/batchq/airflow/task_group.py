@@ -198,7 +198,13 @@ class BatchTaskGroup(TaskGroup):
             # none_failed: runs when the fan-out was skipped (a repair run), not when a shard failed.
             self.rerun_failed = RerunFailedOperator(task_id="rerun_failed", spec=spec_arg, trigger_rule="none_failed", **store)
             self.purge_repaired_dlq = PurgeRepairedDlqOperator(task_id="purge_repaired_dlq", spec=spec_arg, **store)
-            self.fan_out >> self.rerun_failed >> self.wait >> self.drain >> self.purge_repaired_dlq
+            if loaded.partition_by:
+                # As without repair, the drain runs beside the wait; in a repair run it starts once the
+                # repair is recorded (the ledger reopened) and ends when the repaired keys are final.
+                self.fan_out >> self.rerun_failed >> [self.wait, self.drain]
+            else:
+                self.fan_out >> self.rerun_failed >> self.wait >> self.drain
+            self.drain >> self.purge_repaired_dlq
             self.announce_repaired = None
             if self.announce is not None:
                 # The waves ran before the repair and never claim a failed partition: once the repair's

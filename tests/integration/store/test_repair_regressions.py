@@ -110,3 +110,37 @@ def test_rerun_failed_operator_in_pending_mode_resends_lost_keys(store, tmp_path
     assert (out["selected"], out["sent"]) == (2, 2)
     assert received_keys(sqs_client, url) == lost
     assert ledger.status().repairing == 0 and ledger.status().pending == 2
+
+
+def test_a_repair_run_resends_the_failed_keys_of_a_run_within_its_tolerance(store, tmp_path, sqs_client, sqs_endpoint, make_queue, monkeypatch):
+    """A run whose failures stay within its tolerance succeeds, yet a partition (a customer) may have
+    failed beyond its own: a repair run that names it re-sends its failed keys. Cleared in the run
+    itself (no ``repair_run_id``), a succeeded run is left alone, as before."""
+    from batchq.airflow.operators.repair import RerunFailedOperator
+
+    from tests.support.airflow_conn import set_aws_connection
+
+    conn_id = set_aws_connection(monkeypatch, "batchq_repair_tol", sqs_endpoint)
+    url = make_queue()
+    spec = BatchSpec.from_dict(
+        {"name": "repair_tol", "dimensions": {"customer": ["c0", "c1", "c2", "c3"]}, "job_type": "t",
+         "queues": {"input": "in", "results": "out"}, "tolerated_failure_count": 1}
+    )
+    plan = Plan(spec, "run-1")
+    keys = list(keys_of(plan).items())
+    ledger = RunLedger.for_plan(store, plan, tolerated_failure_count=1)  # the drain passes the spec's tolerance
+    store.apply([result(plan, k, "succeeded", d) for k, d in keys[:3]] + [result(plan, keys[3][0], "failed", keys[3][1])], ())
+    closed = ledger.close()  # as the drain closes it
+    assert (closed.outcome, closed.failed) == ("succeeded", 1)
+
+    def op():
+        return RerunFailedOperator(task_id="rerun_failed", spec=plan.spec, sink=f"sqlite:///{tmp_path / 'store.db'}",
+                                   run_id=plan.run_id, aws_conn_id=conn_id)
+
+    cleared = op().execute({"ti": FakeTI({"queues": {"input": url}}), "dag_run": None, "run_id": plan.run_id, "params": {}})
+    assert (cleared["selected"], cleared["sent"]) == (0, 0) and received_keys(sqs_client, url) == []
+    named = op().execute({"ti": FakeTI({"queues": {"input": url}}), "dag_run": None, "run_id": "manual__2",
+                          "params": {"repair_run_id": plan.run_id}})
+    assert (named["selected"], named["sent"], named["outcome_before"]) == (1, 1, "succeeded")
+    assert received_keys(sqs_client, url) == [keys[3][0]]
+    assert ledger.status().repairing == 1  # reopened until the repaired key's new result lands

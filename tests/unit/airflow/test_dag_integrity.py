@@ -267,8 +267,10 @@ def test_the_partitioned_example_pair_is_wired_per_customer(monkeypatch):
     dags = load_dagbag().dags
     producer, consumer = dags["customer_partitions"], dags["customer_partition_report"]
     edges = {(up, t.task_id) for t in producer.tasks for up in t.upstream_task_ids}
-    assert {("fan_out", "drain_results"), ("fan_out", "wait_input_drained")} <= edges
+    # With the repair path: the drain and the wait both follow rerun_failed (a no-op in a first run).
+    assert {("fan_out", "rerun_failed"), ("rerun_failed", "drain_results"), ("rerun_failed", "wait_input_drained")} <= edges
     assert ("wait_input_drained", "drain_results") not in edges
+    assert ("drain_results", "purge_repaired_dlq") in edges
     assert type(consumer.timetable).__name__ == "PartitionedAssetTimetable"
     from batchq.airflow.operators.partitions import partition_events_supported
 
@@ -279,6 +281,8 @@ def test_the_partitioned_example_pair_is_wired_per_customer(monkeypatch):
     assert ("fan_out", "announce_partitions") in edges
     assert {a.uri for a in announce.outlets} == {"batchq://customer_partitions/partitions"}
     assert consumer.timetable.asset_condition.uri == "batchq://customer_partitions/partitions"
+    assert ("drain_results", "announce_repaired") in edges
+    assert {a.uri for a in producer.get_task("announce_repaired").outlets} == {"batchq://customer_partitions/partitions"}
 
 
 def test_default_spec_dir_never_points_into_site_packages(tmp_path):

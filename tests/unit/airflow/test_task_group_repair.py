@@ -80,5 +80,8 @@ def test_with_partitions_the_repair_path_announces_what_the_repair_turned_succes
     op = group.announce_repaired
     assert isinstance(op, RepairedPartitionsOperator) and op.task_id == "announce_repaired"
     assert dag.get_task("announce_repaired").upstream_task_ids == {"drain_results"}
+    # The drain still runs beside the wait (partitions close while workers process others).
+    assert dag.get_task("drain_results").upstream_task_ids == {"rerun_failed"}
+    assert dag.get_task("wait_input_drained").upstream_task_ids == {"rerun_failed"}
     assert op.run_id == RUN_ID_TEMPLATE and op.sink_conn_id == "batchq_sink"
     assert [a.uri for a in op.outlets] == ["batchq://customer_partitions/partitions"]

@@ -117,8 +117,10 @@ class _RepairBase(AwsBaseOperator[BatchqSqsHook]):
 
 
 class RerunFailedOperator(_RepairBase):
-    """Re-send the failed keys of this DAG run when its ledger closed ``failed`` (a cleared, failed run);
-    otherwise do nothing. Returns the repair report (XCom).
+    """Re-send the failed keys of this DAG run when its ledger closed ``failed`` (a cleared, failed run),
+    or of the run a repair run names (``repair_run_id``) when it closed with failed keys, failed or
+    succeeded within its tolerance (a customer beyond its own tolerance, say); otherwise do nothing.
+    Returns the repair report (XCom).
 
     :param spec: a :class:`BatchSpec`, YAML path or spec name (the run's spec).
     :param sink: the results store as a SQLAlchemy URL, or ``sink_conn_id`` (as for the drain task).
@@ -146,6 +148,10 @@ class RerunFailedOperator(_RepairBase):
             # --failed repairs a closed, failed run; --pending a run that is not done: lost keys keep
             # the ledger open (a timed-out drain), so it can never close as failed.
             wanted = ("failed",) if self.mode == "failed" else ("open", "failed")
+            if self.mode == "failed" and (context.get("params") or {}).get(REPAIR_RUN_PARAM):
+                # Named by a repair run: its failed keys are wanted even if the run stayed within its
+                # tolerance (a cleared first run, by contrast, does nothing unless it failed).
+                wanted = ("failed", "succeeded")
             if run is None or run.get("outcome") not in wanted:
                 self.log.info("run %s: ledger %s: nothing to repair", self.run_id, (run or {}).get("outcome", "not recorded yet"))
                 return {"selected": 0, "sent": 0, "outcome_before": (run or {}).get("outcome")}
