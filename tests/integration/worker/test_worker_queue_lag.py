@@ -45,7 +45,11 @@ def test_lag_from_worker_to_ledger_and_drain_metrics(sqs_endpoint, sqs_client, q
         applied = listener.wait_for("batchq.drain.applied:", timeout=10)
         rate = listener.wait_for("batchq.drain.rate:", timeout=10)
     queue = urls.results.rsplit("/", 1)[-1]
-    assert sum(_value(x) for x in applied) == N, applied
+    # The counter says what the drain committed, deliveries included: SQS is at-least-once (CI once saw
+    # moto hand one result to two concurrent receives: 31 commits of 30 results; the ledger below still
+    # counts each key once).
+    report = json.loads(drained.stdout.strip().splitlines()[-1])
+    assert sum(_value(x) for x in applied) == report["applied"] >= N, (applied, report)
     assert all(x.endswith(f"|c|#queue:{queue}") for x in applied), applied
     assert len(rate) == 1 and rate[0].startswith("batchq.drain.rate:") and "|g|" in rate[0] and _value(rate[0]) > 0
 
