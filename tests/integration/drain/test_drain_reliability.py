@@ -95,8 +95,12 @@ def test_http_503_for_ten_seconds(sqs_client, make_queue, tmp_path):
         assert rx.rejected_503 > 0
         assert report.backpressure > 0 and report.sink_retries == rx.rejected_503
         assert set(rx.rows) == {r.key for r in results}
-        # POSTs per key bounded (the receiver's dedup would hide a retry storm): 2 copies, each once.
-        assert set(rx.writes) == set(rx.rows) and max(rx.writes.values()) <= 3, rx.writes.most_common(3)
+        # POSTs per key bounded (the receiver's dedup would hide a retry storm): 2 copies, each about
+        # once. A copy can come twice: its 6 s lease ends during the 10 s outage, or moto hands one
+        # message to two concurrent receives (its receive has no lock; CI saw a key written 4 times).
+        # A retry storm would re-post every key on every retry.
+        assert set(rx.writes) == set(rx.rows) and max(rx.writes.values()) <= 4, rx.writes.most_common(3)
+        assert sum(rx.writes.values()) <= 3 * len(results), (sum(rx.writes.values()), rx.writes.most_common(5))
         assert report.duration_s >= OUTAGE_S
     assert set(sink_rows(store, results[0].batch)) == {r.key for r in results}
     assert backlog(sqs_client, url) == 0
